@@ -1,0 +1,366 @@
+//! The activation (ditac.md §6, §11): forward and backward over slices, for one warp
+//! (one θ row or one table row). Channels are the caller's business: it hands each run of
+//! elements that shares a row to the matching `Activation`.
+
+use super::basis::Basis;
+use super::config::{validate_theta, Attrs, Interpolation, Variant};
+use super::cpa::Field;
+use super::error::{DitacError, Result};
+use super::real::{normal_cdf, normal_pdf, Real};
+use super::table::Table;
+
+/// How T̂ is evaluated.
+#[derive(Debug, Clone)]
+enum Mode<R: Real> {
+    /// A table of n nodes; `xt` holds x̃ in original units at each node, computed from T̂ in the
+    /// reference's op order, so a gather gives the reference's value bit for bit.
+    Table {
+        interp: Interpolation,
+        scale: R,
+        xt: Vec<R>,
+        table: Table<R>,
+    },
+    /// The closed form at every element.
+    Exact { field: Field<R> },
+}
+
+/// One warp with its interval, variant and evaluation mode.
+#[derive(Debug, Clone)]
+pub struct Activation<R: Real> {
+    lo: R,
+    hi: R,
+    add_in: R,
+    mul_in: R,
+    add_out: R,
+    mul_out: R,
+    variant: Variant,
+    alpha: R,
+    mode: Mode<R>,
+}
+
+/// Where x falls: outside [a,b] (identity), or inside with its normalised coordinate.
+#[derive(Clone, Copy)]
+struct Warped<R> {
+    /// x̃
+    xt: R,
+    /// dx̃/dx
+    dxt: R,
+}
+
+impl<R: Real> Activation<R> {
+    fn with_mode(attrs: &Attrs, mode: Mode<R>) -> Self {
+        // The reference's `norm_data` constants, computed in double and cast to the tensor type.
+        let (a, b) = (attrs.a as f64, attrs.b as f64);
+        let add_in = -(a - 0.0 * (b - a) / (1.0 - 0.0));
+        let mul_in = (1.0 - 0.0) / (b - a);
+        let add_out = -(0.0 - a * (1.0 - 0.0) / (b - a));
+        let mul_out = (b - a) / (1.0 - 0.0);
+        let mut act = Activation {
+            lo: R::from_f64(a),
+            hi: R::from_f64(b),
+            add_in: R::from_f64(add_in),
+            mul_in: R::from_f64(mul_in),
+            add_out: R::from_f64(add_out),
+            mul_out: R::from_f64(mul_out),
+            variant: attrs.variant,
+            alpha: R::from_f64(attrs.alpha as f64),
+            mode,
+        };
+        if let Mode::Table { xt, table, .. } = &mut act.mode {
+            *xt = table
+                .t
+                .iter()
+                .map(|&t| (t + act.add_out) * act.mul_out)
+                .collect();
+        }
+        act
+    }
+
+    /// The warp of θ (one row) in the basis B (row-major (2·tess)×d). With `with_grad`, the tables
+    /// of dT̂/du and dT̂/dθ are built too (needed by `backward`).
+    pub fn from_theta(attrs: &Attrs, basis: &Basis, theta: &[f32], with_grad: bool) -> Result<Self> {
+        attrs.validate()?;
+        let d = attrs.theta_len();
+        if basis.rows != 2 * attrs.tess() || basis.cols != d {
+            return Err(DitacError::input(
+                "B",
+                format!(
+                    "has shape [{}, {}]: expected [{}, {d}] (2·tess × d)",
+                    basis.rows,
+                    basis.cols,
+                    2 * attrs.tess()
+                ),
+            ));
+        }
+        validate_theta(theta, d)?;
+        let field = Field::<R>::new(attrs.tess(), &basis.to_f32(), d, theta);
+        let mode = if attrs.lut_size == 0 {
+            Mode::Exact { field }
+        } else {
+            let n = attrs.lut_size as usize;
+            Mode::Table {
+                interp: attrs.interpolation,
+                scale: R::from_usize(n - 1),
+                xt: Vec::new(),
+                table: Table::build(&field, n, with_grad),
+            }
+        };
+        Ok(Self::with_mode(attrs, mode))
+    }
+
+    /// A warp given by its table T̂(g_i) (the `DiTACLut` form; forward only).
+    pub fn from_table(attrs: &Attrs, values: &[f32]) -> Result<Self> {
+        attrs.validate_interval()?;
+        if values.len() < 2 {
+            return Err(DitacError::input(
+                "table",
+                format!("has {} nodes: expected at least 2", values.len()),
+            ));
+        }
+        if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(DitacError::input(
+                "table",
+                format!("has a non-finite value {v} at node {i}: expected finite numbers"),
+            ));
+        }
+        let t = values.iter().map(|&v| R::from_f64(v as f64)).collect();
+        let n = values.len();
+        Ok(Self::with_mode(
+            attrs,
+            Mode::Table {
+                interp: attrs.interpolation,
+                scale: R::from_usize(n - 1),
+                xt: Vec::new(),
+                table: Table::from_values(t),
+            },
+        ))
+    }
+
+    /// T̂ at the nodes (normalised domain), when this warp has a table.
+    pub fn table_values(&self) -> Option<&[R]> {
+        match &self.mode {
+            Mode::Table { table, .. } => Some(&table.t),
+            Mode::Exact { .. } => None,
+        }
+    }
+
+    /// Whether `backward` can run (θ-based with gradient tables, or exact).
+    pub fn has_grad(&self) -> bool {
+        match &self.mode {
+            Mode::Table { table, .. } => table.has_grad(),
+            Mode::Exact { .. } => true,
+        }
+    }
+
+    #[inline(always)]
+    fn in_range(&self, x: R) -> bool {
+        self.lo <= x && x <= self.hi
+    }
+
+    #[inline(always)]
+    fn normalise(&self, x: R) -> R {
+        (x + self.add_in) * self.mul_in
+    }
+
+    /// Nearest node (round half to even), clamped into the table.
+    #[inline(always)]
+    fn nearest(u: R, scale: R, n: usize) -> usize {
+        (u * scale).round_ties_even().to_index().min(n - 1)
+    }
+
+    /// Left node and weight of the right one for linear interpolation.
+    #[inline(always)]
+    fn bracket(u: R, scale: R, n: usize) -> (usize, R) {
+        let p = u * scale;
+        let i = p.floor().to_index().min(n - 2);
+        (i, p - R::from_usize(i))
+    }
+
+    /// x̃ (and, with `grad`, dx̃/dx) for an in-range x.
+    #[inline(always)]
+    fn warp_in(&self, x: R, grad: bool) -> Warped<R> {
+        let u = self.normalise(x);
+        match &self.mode {
+            Mode::Table {
+                interp,
+                scale,
+                xt,
+                table,
+            } => match interp {
+                Interpolation::Nearest => {
+                    let i = Self::nearest(u, *scale, xt.len());
+                    Warped {
+                        xt: xt[i],
+                        dxt: if grad { table.dt[i] } else { R::ONE },
+                    }
+                }
+                Interpolation::Linear => {
+                    let (i, f) = Self::bracket(u, *scale, xt.len());
+                    let (x0, x1) = (xt[i], xt[i + 1]);
+                    Warped {
+                        xt: x0 + f * (x1 - x0),
+                        dxt: (x1 - x0) * *scale * self.mul_in,
+                    }
+                }
+            },
+            Mode::Exact { field } => {
+                let tr = field.trace(u);
+                Warped {
+                    xt: (tr.value + self.add_out) * self.mul_out,
+                    dxt: if grad { field.d_du(u, &tr) } else { R::ONE },
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn warp(&self, x: R, grad: bool) -> Warped<R> {
+        if self.in_range(x) {
+            self.warp_in(x, grad)
+        } else {
+            Warped { xt: x, dxt: R::ONE }
+        }
+    }
+
+    /// The outer function: y, ∂y/∂x̃ and the direct ∂y/∂x.
+    #[inline(always)]
+    fn outer(&self, x: R, xt: R) -> (R, R, R) {
+        match self.variant {
+            Variant::Ditac => {
+                let p = normal_cdf(x);
+                (xt * p, p, xt * normal_pdf(x))
+            }
+            Variant::Leaky => {
+                if xt >= R::ZERO {
+                    (xt, R::ONE, R::ZERO)
+                } else {
+                    (self.alpha * xt, self.alpha, R::ZERO)
+                }
+            }
+            Variant::Ge => {
+                let p = normal_cdf(xt);
+                (xt * p, p + xt * normal_pdf(xt), R::ZERO)
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn apply(&self, x: R, xt: R) -> R {
+        match self.variant {
+            Variant::Ditac => xt * normal_cdf(x),
+            Variant::Leaky => {
+                if xt >= R::ZERO {
+                    xt
+                } else {
+                    self.alpha * xt
+                }
+            }
+            Variant::Ge => xt * normal_cdf(xt),
+        }
+    }
+
+    /// y = act(x), elementwise. `x` and `y` have the same length.
+    pub fn forward(&self, x: &[R], y: &mut [R]) {
+        assert_eq!(x.len(), y.len());
+        for (yo, &xi) in y.iter_mut().zip(x) {
+            let w = self.warp(xi, false);
+            *yo = self.apply(xi, w.xt);
+        }
+    }
+
+    /// x̃ = T(x) in original units (the warp alone, without the outer function).
+    pub fn warp_only(&self, x: &[R], out: &mut [R]) {
+        for (o, &xi) in out.iter_mut().zip(x) {
+            *o = self.warp(xi, false).xt;
+        }
+    }
+
+    /// dX = dY·dy/dx, and dθ += Σ dY·dy/dθ (accumulated in f64 into `dtheta`, length d).
+    /// Panics if the warp was built without gradients (`has_grad`).
+    pub fn backward(&self, dy: &[R], x: &[R], dx: &mut [R], dtheta: &mut [f64]) {
+        assert!(self.has_grad(), "backward needs a warp built with gradients");
+        assert!(dy.len() == x.len() && dx.len() == x.len());
+        let mut row = vec![R::ZERO; dtheta.len()];
+        for i in 0..x.len() {
+            let (xi, gi) = (x[i], dy[i]);
+            let w = self.warp(xi, true);
+            let (_, g, direct) = self.outer(xi, w.xt);
+            dx[i] = gi * (g * w.dxt + direct);
+            if self.in_range(xi) && !dtheta.is_empty() {
+                self.node_dtheta(xi, &mut row);
+                let s = (gi * g * self.mul_out).to_f64();
+                for (acc, &r) in dtheta.iter_mut().zip(&row) {
+                    *acc += s * r.to_f64();
+                }
+            }
+        }
+    }
+
+    /// dT̂/dθ at the point (or node(s)) x uses, on the normalised domain; x must be in range.
+    fn node_dtheta(&self, x: R, out: &mut [R]) {
+        let u = self.normalise(x);
+        match &self.mode {
+            Mode::Table {
+                interp,
+                scale,
+                table,
+                ..
+            } => {
+                let d = table.d;
+                match interp {
+                    Interpolation::Nearest => {
+                        let i = Self::nearest(u, *scale, table.n);
+                        out.copy_from_slice(&table.dtheta[i * d..(i + 1) * d]);
+                    }
+                    Interpolation::Linear => {
+                        let (i, f) = Self::bracket(u, *scale, table.n);
+                        let (r0, r1) = (
+                            &table.dtheta[i * d..(i + 1) * d],
+                            &table.dtheta[(i + 1) * d..(i + 2) * d],
+                        );
+                        for k in 0..d {
+                            out[k] = r0[k] + f * (r1[k] - r0[k]);
+                        }
+                    }
+                }
+            }
+            Mode::Exact { field } => {
+                let tr = field.trace(u);
+                field.d_dtheta(u, &tr, out);
+            }
+        }
+    }
+
+    /// dy/dx and dy/dθ of one element (dy/dθ written to `dtheta`, zero outside [a,b]).
+    pub fn element_grad(&self, x: R, dtheta: &mut [R]) -> R {
+        let w = self.warp(x, true);
+        let (_, g, direct) = self.outer(x, w.xt);
+        if self.in_range(x) {
+            self.node_dtheta(x, dtheta);
+            for v in dtheta.iter_mut() {
+                *v = g * self.mul_out * *v;
+            }
+        } else {
+            dtheta.iter_mut().for_each(|v| *v = R::ZERO);
+        }
+        g * w.dxt + direct
+    }
+}
+
+/// The (outer, C, inner) layout of a tensor of `shape` around `channel_axis` (negative counts
+/// from the end): element i belongs to channel (i / inner) % C.
+pub fn channel_layout(shape: &[usize], channel_axis: i64) -> Result<(usize, usize, usize)> {
+    let r = shape.len() as i64;
+    let ax = if channel_axis < 0 { channel_axis + r } else { channel_axis };
+    if !(0..r).contains(&ax) {
+        return Err(DitacError::attr(
+            "channel_axis",
+            channel_axis,
+            format!("an axis of X, which has rank {r} (in -{r}..{r})"),
+        ));
+    }
+    let ax = ax as usize;
+    let outer = shape[..ax].iter().product();
+    let inner = shape[ax + 1..].iter().product();
+    Ok((outer, shape[ax], inner))
+}

@@ -1,0 +1,36 @@
+//! Typed errors of the math core. Every variant names the offending value and what was expected,
+//! so that the plugin and the CLI can pass the message on verbatim.
+
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum DitacError {
+    /// An attribute/parameter with a bad value: `name`, the value as text, what was expected.
+    #[error("attribute '{name}' = {value}: expected {expected}")]
+    BadAttribute {
+        name: &'static str,
+        value: String,
+        expected: String,
+    },
+    /// An input tensor (theta, B, table, X) with a bad shape or content.
+    #[error("input '{name}' {problem}")]
+    BadInput { name: &'static str, problem: String },
+}
+
+impl DitacError {
+    pub fn attr(name: &'static str, value: impl std::fmt::Display, expected: impl Into<String>) -> Self {
+        DitacError::BadAttribute {
+            name,
+            value: value.to_string(),
+            expected: expected.into(),
+        }
+    }
+    pub fn input(name: &'static str, problem: impl Into<String>) -> Self {
+        DitacError::BadInput {
+            name,
+            problem: problem.into(),
+        }
+    }
+}
+
+pub type Result<T, E = DitacError> = std::result::Result<T, E>;

@@ -1,0 +1,16 @@
+//! The math of DiTAC, free of ONNX Runtime types: shared by the plugin, the CUDA glue and the tools.
+
+pub mod activation;
+pub mod basis;
+pub mod config;
+pub mod cpa;
+pub mod error;
+pub mod prior;
+pub mod real;
+pub mod table;
+pub mod tessellation;
+
+pub use activation::{channel_layout, Activation};
+pub use basis::{Basis, BasisKind};
+pub use config::{Attrs, Interpolation, Variant};
+pub use error::{DitacError, Result};

@@ -1,0 +1,239 @@
+//! Properties of the math core that hold for any θ: monotone warps, fixed ends, identity at θ = 0,
+//! continuity at a and b, non-finite inputs, and finite-difference checks of every gradient.
+
+use ditac::core::cpa::Field;
+use ditac::core::real::normal_cdf;
+use ditac::core::{basis, Activation, Attrs, BasisKind, Interpolation, Variant};
+use proptest::prelude::*;
+
+fn attrs(tess: i64, zb: i64, kind: BasisKind, variant: Variant, lut: i64, interp: Interpolation) -> Attrs {
+    Attrs {
+        a: -3.0,
+        b: 3.0,
+        tess,
+        zero_boundary: zb,
+        basis: kind,
+        variant,
+        lut_size: lut,
+        interpolation: interp,
+        ..Default::default()
+    }
+}
+
+fn act64(at: &Attrs, theta: &[f32]) -> Activation<f64> {
+    let b = basis::build(at.tess(), at.zero_boundary(), at.basis).unwrap();
+    Activation::<f64>::from_theta(at, &b, theta, true).unwrap()
+}
+
+fn kinds() -> impl Strategy<Value = BasisKind> {
+    prop_oneof![Just(BasisKind::Qr), Just(BasisKind::Rref), Just(BasisKind::Sparse)]
+}
+
+fn theta_for(tess: usize, zb: bool) -> impl Strategy<Value = Vec<f32>> {
+    let d = basis::theta_len(tess, zb);
+    proptest::collection::vec(-3.0f32..3.0, d)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn warp_is_strictly_increasing_and_fixes_ends(
+        (tess, theta) in (1usize..24).prop_flat_map(|t| (Just(t), theta_for(t, true))),
+        kind in kinds(),
+    ) {
+        let b = basis::build(tess, true, kind).unwrap();
+        let f = Field::<f64>::new(tess, &b.to_f32(), theta.len(), &theta);
+        let mut prev = f.transform(0.0);
+        prop_assert!(prev.abs() < 1e-9, "T(0) = {prev}");
+        for i in 1..=400 {
+            let u = i as f64 / 400.0;
+            let t = f.transform(u);
+            prop_assert!(t > prev, "T not increasing at u={u}: {t} <= {prev}");
+            prev = t;
+        }
+        prop_assert!((prev - 1.0).abs() < 1e-9, "T(1) = {prev}");
+    }
+
+    #[test]
+    fn warp_without_zero_boundary_is_increasing(
+        (tess, theta) in (1usize..16).prop_flat_map(|t| (Just(t), theta_for(t, false))),
+    ) {
+        let b = basis::build(tess, false, BasisKind::Qr).unwrap();
+        let f = Field::<f64>::new(tess, &b.to_f32(), theta.len(), &theta);
+        let mut prev = f.transform(0.0);
+        for i in 1..=200 {
+            let t = f.transform(i as f64 / 200.0);
+            prop_assert!(t > prev);
+            prev = t;
+        }
+    }
+
+    #[test]
+    fn continuous_at_a_and_b(
+        (tess, theta) in (2usize..16).prop_flat_map(|t| (Just(t), theta_for(t, true))),
+        variant in prop_oneof![Just(Variant::Ditac), Just(Variant::Leaky), Just(Variant::Ge)],
+        lut in prop_oneof![Just(0i64), Just(2048)],
+    ) {
+        let at = attrs(tess as i64, 1, BasisKind::Qr, variant, lut, Interpolation::Nearest);
+        let act = act64(&at, &theta);
+        for edge in [-3.0f64, 3.0] {
+            let h = 1e-9;
+            let mut y = [0.0; 3];
+            act.forward(&[edge - h, edge, edge + h], &mut y);
+            prop_assert!((y[0] - y[1]).abs() < 1e-6 && (y[2] - y[1]).abs() < 1e-6, "jump at {edge}: {y:?}");
+        }
+    }
+
+    #[test]
+    fn exact_gradients_match_finite_differences(
+        (tess, theta) in (2usize..12).prop_flat_map(|t| (Just(t), theta_for(t, true))),
+        variant in prop_oneof![Just(Variant::Ditac), Just(Variant::Leaky), Just(Variant::Ge)],
+        x in -2.9f64..2.9,
+    ) {
+        let at = attrs(tess as i64, 1, BasisKind::Qr, variant, 0, Interpolation::Nearest);
+        let act = act64(&at, &theta);
+        let d = theta.len();
+        let mut g = vec![0.0; d];
+        let dx = act.element_grad(x, &mut g);
+        let y = |a: &Activation<f64>, x: f64| { let mut o = [0.0]; a.forward(&[x], &mut o); o[0] };
+        let h = 1e-6;
+        let fd = (y(&act, x + h) - y(&act, x - h)) / (2.0 * h);
+        prop_assert!((fd - dx).abs() <= 1e-4 * (1.0 + dx.abs()), "dx {dx} vs fd {fd}");
+        // θ is float32 in the ops: perturb in f32 steps large enough to be exact.
+        for k in 0..d {
+            let hk = 1.0f32 / 1024.0;
+            let mut tp = theta.clone(); tp[k] += hk;
+            let mut tm = theta.clone(); tm[k] -= hk;
+            let fdk = (y(&act64(&at, &tp), x) - y(&act64(&at, &tm), x)) / (2.0 * hk as f64);
+            prop_assert!((fdk - g[k]).abs() <= 2e-3 * (1.0 + g[k].abs()), "dθ[{k}] {} vs fd {fdk}", g[k]);
+        }
+    }
+
+    #[test]
+    fn linear_gradients_match_finite_differences(
+        (tess, theta) in (2usize..12).prop_flat_map(|t| (Just(t), theta_for(t, true))),
+        variant in prop_oneof![Just(Variant::Ditac), Just(Variant::Leaky), Just(Variant::Ge)],
+        x in -2.9f64..2.9,
+    ) {
+        let at = attrs(tess as i64, 1, BasisKind::Rref, variant, 64, Interpolation::Linear);
+        let act = act64(&at, &theta);
+        let d = theta.len();
+        let mut g = vec![0.0; d];
+        let dx = act.element_grad(x, &mut g);
+        let y = |a: &Activation<f64>, x: f64| { let mut o = [0.0]; a.forward(&[x], &mut o); o[0] };
+        // Away from a node the interpolant is smooth: a small step stays in one interval.
+        let h = 1e-7;
+        let fd = (y(&act, x + h) - y(&act, x - h)) / (2.0 * h);
+        let u = (x + 3.0) / 6.0 * 63.0;
+        prop_assume!((u - u.round()).abs() > 1e-4);
+        prop_assert!((fd - dx).abs() <= 1e-4 * (1.0 + dx.abs()), "dx {dx} vs fd {fd}");
+        for k in 0..d {
+            let hk = 1.0f32 / 1024.0;
+            let mut tp = theta.clone(); tp[k] += hk;
+            let mut tm = theta.clone(); tm[k] -= hk;
+            let fdk = (y(&act64(&at, &tp), x) - y(&act64(&at, &tm), x)) / (2.0 * hk as f64);
+            prop_assert!((fdk - g[k]).abs() <= 2e-3 * (1.0 + g[k].abs()), "dθ[{k}] {} vs fd {fdk}", g[k]);
+        }
+    }
+
+    #[test]
+    fn table_nodes_carry_exact_derivatives(
+        (tess, theta) in (2usize..12).prop_flat_map(|t| (Just(t), theta_for(t, true))),
+        node in 1usize..63,
+    ) {
+        // The STE: at a node, the table gradient is the exact derivative of T there.
+        let at = attrs(tess as i64, 1, BasisKind::Qr, Variant::Ditac, 64, Interpolation::Nearest);
+        let exact = Attrs { lut_size: 0, ..at.clone() };
+        let x = -3.0 + 6.0 * node as f64 / 63.0;
+        let (t, e) = (act64(&at, &theta), act64(&exact, &theta));
+        let (mut gt, mut ge) = (vec![0.0; theta.len()], vec![0.0; theta.len()]);
+        let (dt, de) = (t.element_grad(x, &mut gt), e.element_grad(x, &mut ge));
+        prop_assert!((dt - de).abs() < 1e-6 * (1.0 + de.abs()));
+        for k in 0..theta.len() {
+            prop_assert!((gt[k] - ge[k]).abs() < 1e-6 * (1.0 + ge[k].abs()));
+        }
+    }
+}
+
+#[test]
+fn zero_theta_gives_gelu_and_leaky_relu() {
+    for (variant, lut) in [(Variant::Ditac, 2048), (Variant::Ge, 0), (Variant::Leaky, 2048), (Variant::Ditac, 0)] {
+        let at = Attrs { variant, lut_size: lut, ..Default::default() };
+        let b = basis::build(10, true, BasisKind::Qr).unwrap();
+        let act = Activation::<f32>::from_theta(&at, &b, &[0.0; 9], false).unwrap();
+        let x: Vec<f32> = (0..401).map(|i| -4.0 + i as f32 * 0.02).collect();
+        let mut y = vec![0.0; x.len()];
+        act.forward(&x, &mut y);
+        for (&xi, &yi) in x.iter().zip(&y) {
+            let want = match variant {
+                Variant::Leaky => if xi >= 0.0 { xi } else { 0.01 * xi },
+                _ => xi * normal_cdf(xi),
+            };
+            // The nearest node of an identity table is at most half a node away: |Δx| ≤ 2.5/4094.
+            let tol = if lut > 0 { 2.5 / 4094.0 + 1e-6 } else { 1e-6 };
+            assert!((yi - want).abs() <= tol, "{variant:?} lut {lut}: x {xi}: {yi} vs {want}");
+        }
+    }
+}
+
+#[test]
+fn non_finite_inputs_follow_the_contract() {
+    let b = basis::build(10, true, BasisKind::Qr).unwrap();
+    let theta = [0.3f32, -0.2, 0.1, 0.0, 0.5, -0.4, 0.2, 0.1, -0.1];
+    for variant in [Variant::Ditac, Variant::Ge, Variant::Leaky] {
+        let at = Attrs { variant, ..Default::default() };
+        let act = Activation::<f32>::from_theta(&at, &b, &theta, false).unwrap();
+        let mut y = [0.0f32; 3];
+        act.forward(&[f32::NAN, f32::INFINITY, f32::NEG_INFINITY], &mut y);
+        assert!(y[0].is_nan(), "{variant:?}");
+        assert_eq!(y[1], f32::INFINITY, "{variant:?}");
+        match variant {
+            Variant::Leaky => assert_eq!(y[2], f32::NEG_INFINITY),
+            _ => assert!(y[2].is_nan(), "{variant:?}: {}", y[2]),
+        }
+    }
+}
+
+#[test]
+fn empty_input_gives_empty_output() {
+    let b = basis::build(10, true, BasisKind::Qr).unwrap();
+    let act = Activation::<f32>::from_theta(&Attrs::default(), &b, &[0.0; 9], true).unwrap();
+    let (x, mut y): (Vec<f32>, Vec<f32>) = (vec![], vec![]);
+    act.forward(&x, &mut y);
+    let mut dth = vec![0.0f64; 9];
+    act.backward(&[], &[], &mut [], &mut dth);
+    assert!(dth.iter().all(|&v| v == 0.0));
+}
+
+#[test]
+fn bad_attributes_are_typed_errors_naming_the_value() {
+    let b = basis::build(10, true, BasisKind::Qr).unwrap();
+    let ok = Attrs::default();
+    let cases: Vec<(Attrs, &str)> = vec![
+        (Attrs { a: 2.0, b: 1.0, ..ok.clone() }, "'a' = 2: expected a < b"),
+        (Attrs { a: f32::NAN, ..ok.clone() }, "'a' = NaN"),
+        (Attrs { b: f32::INFINITY, ..ok.clone() }, "'b' = inf"),
+        (Attrs { tess: 0, ..ok.clone() }, "'tess' = 0"),
+        (Attrs { tess: 1025, ..ok.clone() }, "'tess' = 1025"),
+        (Attrs { lut_size: 1, ..ok.clone() }, "'lut_size' = 1"),
+        (Attrs { lut_size: (1 << 24) + 1, ..ok.clone() }, "'lut_size' = 16777217"),
+        (Attrs { zero_boundary: 2, ..ok.clone() }, "'zero_boundary' = 2"),
+    ];
+    for (at, needle) in cases {
+        let e = Activation::<f32>::from_theta(&at, &b, &[0.0; 9], false).unwrap_err().to_string();
+        assert!(e.contains(needle), "{e} lacks {needle}");
+    }
+    let e = Activation::<f32>::from_theta(&ok, &b, &[0.0; 8], false).unwrap_err().to_string();
+    assert!(e.contains("theta") && e.contains("expected d = 9"), "{e}");
+    let mut th = [0.0f32; 9];
+    th[4] = f32::NAN;
+    let e = Activation::<f32>::from_theta(&ok, &b, &th, false).unwrap_err().to_string();
+    assert!(e.contains("non-finite value NaN at index 4"), "{e}");
+    assert!("swish".parse::<Variant>().unwrap_err().to_string().contains("\"swish\""));
+    assert!("svd".parse::<BasisKind>().unwrap_err().to_string().contains("\"svd\""));
+    let e = Activation::<f32>::from_table(&ok, &[0.5]).unwrap_err().to_string();
+    assert!(e.contains("table") && e.contains("at least 2"), "{e}");
+    let e = basis::explicit(3, true, &[1.0; 6], 3, 2).unwrap_err().to_string();
+    assert!(e.contains("expected [6, 2]"), "{e}");
+}

@@ -1,0 +1,133 @@
+use anyhow::{bail, Context, Result};
+use clap::Args as ClapArgs;
+use ditac::core::{basis, Activation, Attrs, BasisKind};
+use serde_json::{json, Value};
+use std::io::Read;
+
+use super::json::num32;
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// θ as comma-separated numbers (d = tess−1 with zero boundary, tess+1 without).
+    #[arg(long, allow_hyphen_values = true)]
+    theta: String,
+    #[arg(long, default_value_t = -0.5, allow_hyphen_values = true)]
+    a: f32,
+    #[arg(long, default_value_t = 2.0, allow_hyphen_values = true)]
+    b: f32,
+    #[arg(long, default_value_t = 10)]
+    tess: i64,
+    #[arg(long, default_value_t = 1)]
+    zero_boundary: i64,
+    /// qr, rref, sparse or explicit (with --basis-file).
+    #[arg(long, default_value = "qr")]
+    basis: String,
+    /// JSON file with B as an array of 2·tess rows of d numbers (for --basis explicit).
+    #[arg(long)]
+    basis_file: Option<std::path::PathBuf>,
+    /// ditac, leaky or ge.
+    #[arg(long, default_value = "ditac")]
+    variant: String,
+    #[arg(long, default_value_t = 0.01, allow_hyphen_values = true)]
+    alpha: f32,
+    /// Table nodes (0 = exact closed form, else 2..=2^24).
+    #[arg(long, default_value_t = 2048, allow_hyphen_values = true)]
+    lut_size: i64,
+    /// nearest or linear.
+    #[arg(long, default_value = "nearest")]
+    interpolation: String,
+    /// Also print dy/dx and dy/dθ per element.
+    #[arg(long)]
+    grad: bool,
+}
+
+fn parse_number(tok: &str) -> Option<f32> {
+    match tok.to_ascii_lowercase().as_str() {
+        "nan" => Some(f32::NAN),
+        "inf" | "+inf" | "infinity" => Some(f32::INFINITY),
+        "-inf" | "-infinity" => Some(f32::NEG_INFINITY),
+        _ => tok.parse::<f32>().ok(),
+    }
+}
+
+fn parse_theta(s: &str) -> Result<Vec<f32>> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| parse_number(t).with_context(|| format!("--theta: '{t}' is not a number")))
+        .collect()
+}
+
+fn read_basis_file(path: &std::path::Path, tess: usize, zb: bool) -> Result<ditac::core::Basis> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--basis-file {}: cannot read", path.display()))?;
+    let v: Value = serde_json::from_str(&text)
+        .with_context(|| format!("--basis-file {}: not JSON", path.display()))?;
+    let rows = v
+        .as_array()
+        .with_context(|| format!("--basis-file {}: expected an array of rows", path.display()))?;
+    let cols = rows.first().and_then(|r| r.as_array()).map_or(0, |r| r.len());
+    let mut data = Vec::with_capacity(rows.len() * cols);
+    for (i, r) in rows.iter().enumerate() {
+        let r = r.as_array().filter(|r| r.len() == cols).with_context(|| {
+            format!("--basis-file {}: row {i} is not an array of {cols} numbers", path.display())
+        })?;
+        for x in r {
+            let f = x.as_f64().with_context(|| {
+                format!("--basis-file {}: row {i} holds {x}, not a number", path.display())
+            })?;
+            data.push(f as f32);
+        }
+    }
+    Ok(basis::explicit(tess, zb, &data, rows.len(), cols)?)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let attrs = Attrs {
+        a: args.a,
+        b: args.b,
+        tess: args.tess,
+        zero_boundary: args.zero_boundary,
+        basis: args.basis.parse()?,
+        variant: args.variant.parse()?,
+        alpha: args.alpha,
+        lut_size: args.lut_size,
+        interpolation: args.interpolation.parse()?,
+        channel_axis: 1,
+    };
+    attrs.validate()?;
+    let theta = parse_theta(&args.theta)?;
+    let basis = match (attrs.basis, &args.basis_file) {
+        (BasisKind::Explicit, Some(p)) => read_basis_file(p, attrs.tess(), attrs.zero_boundary())?,
+        (BasisKind::Explicit, None) => bail!("--basis explicit needs --basis-file B.json"),
+        (_, Some(_)) => bail!("--basis-file is only for --basis explicit (got --basis {})", args.basis),
+        (kind, None) => (*basis::build(attrs.tess(), attrs.zero_boundary(), kind)?).clone(),
+    };
+    let act = Activation::<f32>::from_theta(&attrs, &basis, &theta, args.grad)?;
+
+    let mut text = String::new();
+    std::io::stdin().read_to_string(&mut text).context("reading standard input")?;
+    let x: Vec<f32> = text
+        .split_whitespace()
+        .map(|t| parse_number(t).with_context(|| format!("standard input: '{t}' is not a number")))
+        .collect::<Result<_>>()?;
+
+    let mut y = vec![0.0f32; x.len()];
+    act.forward(&x, &mut y);
+    let mut out = serde_json::Map::new();
+    out.insert("y".into(), y.iter().map(|&v| num32(v)).collect());
+    if args.grad {
+        let d = theta.len();
+        let mut row = vec![0.0f32; d];
+        let mut dx = Vec::with_capacity(x.len());
+        let mut dth = Vec::with_capacity(x.len());
+        for &xi in &x {
+            dx.push(num32(act.element_grad(xi, &mut row)));
+            dth.push(Value::Array(row.iter().map(|&v| num32(v)).collect()));
+        }
+        out.insert("dy_dx".into(), Value::Array(dx));
+        out.insert("dy_dtheta".into(), Value::Array(dth));
+    }
+    println!("{}", json!(out));
+    Ok(())
+}

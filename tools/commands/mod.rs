@@ -1,0 +1,3 @@
+pub mod basis;
+pub mod eval;
+pub mod json;

@@ -1,0 +1,47 @@
+//! `ditac`: the command-line tools of the DiTAC project.
+//!
+//! Every command reports a bad input as one line on standard error and exits with status 2.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "ditac", version, about = "DiTAC for ONNX Runtime: bases, evaluation, models")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the null-space basis B (2·tess rows of d numbers) as one JSON array.
+    Basis(commands::basis::Args),
+    /// Evaluate the activation (and optionally its gradients) on numbers read from standard input.
+    Eval(commands::eval::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // --help and --version are not errors.
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Basis(a) => commands::basis::run(a),
+        Command::Eval(a) => commands::eval::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("ditac: error: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}

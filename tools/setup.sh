@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# One-time, idempotent set-up used by `tools/demo.sh` and `tools/test.sh`:
+#  - .ort/<version>/libonnxruntime.so : the C library of ONNX Runtime, taken from the PyPI wheel
+#    (the only place it can be fetched from here); ORT_NEWEST is the default, ORT_OLDEST the
+#    compatibility floor we test against.
+#  - .venv/ : Python with onnxruntime, onnx, numpy and pytest for the Python-side tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ORT_NEWEST="${ORT_NEWEST:-1.32.0}"
+ORT_OLDEST="${ORT_OLDEST:-1.19.2}"
+PY="${PYTHON:-python3}"
+
+fetch_ort() {
+  local ver="$1" dir=".ort/$1"
+  [ -f "$dir/libonnxruntime.so" ] && return 0
+  echo "setup: fetching libonnxruntime $ver from the PyPI wheel" >&2
+  local tmp; tmp="$(mktemp -d)"
+  "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+    "onnxruntime==$ver" -d "$tmp"
+  mkdir -p "$dir"
+  "$PY" - "$tmp" "$dir" <<'PYEOF'
+import sys, zipfile, glob, os
+whl = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
+with zipfile.ZipFile(whl) as z:
+    names = [n for n in z.namelist() if "/capi/libonnxruntime.so" in n]
+    if not names:
+        sys.exit(f"no libonnxruntime.so in {whl}")
+    with z.open(sorted(names, key=len)[-1]) as src, open(os.path.join(sys.argv[2], "libonnxruntime.so.tmp"), "wb") as dst:
+        dst.write(src.read())
+os.replace(os.path.join(sys.argv[2], "libonnxruntime.so.tmp"), os.path.join(sys.argv[2], "libonnxruntime.so"))
+PYEOF
+  rm -rf "$tmp"
+}
+
+fetch_ort "$ORT_NEWEST"
+fetch_ort "$ORT_OLDEST"
+
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import onnxruntime, onnx, numpy, pytest" 2>/dev/null; then
+  echo "setup: creating .venv with onnxruntime==$ORT_NEWEST, onnx, numpy, pytest" >&2
+  "$PY" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q "onnxruntime==$ORT_NEWEST" onnx numpy pytest
+fi

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite: set-up (ONNX Runtime from PyPI, Python packages), the plugin build, every
+# Rust test (unit, property, reference vectors, CLI, sessions through the real plugin), and the
+# Python tests through `onnxruntime`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/setup.sh
+export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$PWD/.ort/1.32.0/libonnxruntime.so}"
+export DITAC_PLUGIN="${DITAC_PLUGIN:-$PWD/target/release/libditac.so}"
+echo "== cargo build --release" >&2
+cargo build --release --all-targets
+echo "== cargo test --release" >&2
+cargo test --release --no-fail-fast
+if [ -d tests/python ] && ls tests/python/test_*.py >/dev/null 2>&1; then
+  echo "== pytest tests/python" >&2
+  .venv/bin/python -m pytest -q tests/python
+fi

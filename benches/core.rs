@@ -1,1 +1,87 @@
-fn main(){}
+//! Single-thread, f32 benchmarks of the math core: table build, exact forward, table forward.
+//! Goals (issue #2): build (tess 10, 2048 nodes) < 0.2 ms; exact ≥ 20 M elements/s; table ≥ 1 G elements/s.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ditac::core::cpa::Field;
+use ditac::core::table::Table;
+use ditac::core::{basis, Activation, Attrs, BasisKind, Interpolation};
+use std::hint::black_box;
+
+const THETA: [f32; 9] = [0.8, -0.5, 0.3, 1.1, -0.9, 0.4, 0.2, -0.7, 0.6];
+
+fn inputs(n: usize) -> Vec<f32> {
+    // A deterministic spread over [-4, 4]: about 60% inside the default interval [-0.5, 2].
+    let mut s = 0x9E37_79B9_7F4A_7C15u64;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 8.0 - 4.0
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let b = basis::build(10, true, BasisKind::Qr).unwrap();
+    let bf = b.to_f32();
+
+    let mut g = c.benchmark_group("table_build");
+    g.bench_function("tess10_n2048", |bch| {
+        bch.iter(|| {
+            let f = Field::<f32>::new(10, &bf, 9, black_box(&THETA));
+            black_box(Table::build(&f, 2048, false))
+        })
+    });
+    g.bench_function("tess10_n2048_with_grad", |bch| {
+        bch.iter(|| {
+            let f = Field::<f32>::new(10, &bf, 9, black_box(&THETA));
+            black_box(Table::build(&f, 2048, true))
+        })
+    });
+    g.finish();
+
+    let n = 1 << 20;
+    let x = inputs(n);
+    let mut y = vec![0.0f32; n];
+    let mut g = c.benchmark_group("forward");
+    g.throughput(Throughput::Elements(n as u64));
+    for (name, lut, interp) in [
+        ("table_nearest", 2048, Interpolation::Nearest),
+        ("table_linear", 2048, Interpolation::Linear),
+        ("exact", 0, Interpolation::Nearest),
+    ] {
+        let at = Attrs {
+            lut_size: lut,
+            interpolation: interp,
+            ..Default::default()
+        };
+        let act = Activation::<f32>::from_theta(&at, &b, &THETA, false).unwrap();
+        g.bench_with_input(BenchmarkId::new(name, n), &x, |bch, x| {
+            bch.iter(|| act.forward(black_box(x), &mut y))
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("backward");
+    g.throughput(Throughput::Elements(n as u64));
+    let at = Attrs::default();
+    let act = Activation::<f32>::from_theta(&at, &b, &THETA, true).unwrap();
+    let dy = vec![1.0f32; n];
+    let mut dx = vec![0.0f32; n];
+    g.bench_function(BenchmarkId::new("table_nearest", n), |bch| {
+        bch.iter(|| {
+            let mut dth = [0.0f64; 9];
+            act.backward(&dy, black_box(&x), &mut dx, &mut dth);
+            black_box(dth)
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(3)).warm_up_time(std::time::Duration::from_secs(1));
+    targets = bench
+}
+criterion_main!(benches);

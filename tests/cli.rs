@@ -31,7 +31,11 @@ fn fmt_x(v: f64) -> String {
     if v.is_nan() {
         "nan".into()
     } else if v.is_infinite() {
-        if v > 0.0 { "inf".into() } else { "-inf".into() }
+        if v > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
     } else {
         format!("{v:e}")
     }
@@ -51,19 +55,55 @@ fn eval_matches_reference_table_and_exact() {
         for (lut, suffix) in [("2048", "lut"), ("0", "exact")] {
             let (code, out, err) = ditac(
                 &[
-                    "eval", "--theta", &theta.join(","), "--a", &c.a.to_string(), "--b", &c.b.to_string(),
-                    "--tess", &c.tess.to_string(), "--basis", "explicit", "--basis-file", bfile.to_str().unwrap(),
-                    "--lut-size", lut, "--grad",
+                    "eval",
+                    "--theta",
+                    &theta.join(","),
+                    "--a",
+                    &c.a.to_string(),
+                    "--b",
+                    &c.b.to_string(),
+                    "--tess",
+                    &c.tess.to_string(),
+                    "--basis",
+                    "explicit",
+                    "--basis-file",
+                    bfile.to_str().unwrap(),
+                    "--lut-size",
+                    lut,
+                    "--grad",
                 ],
                 &input.join(" "),
             );
             assert_eq!(code, 0, "{}: {err}", c.name);
             let v: Value = serde_json::from_str(&out).unwrap();
             let tol = Tol::table(c.a, c.b);
-            let mask = if suffix == "lut" { Some(&stable[..]) } else { None };
-            assert_close(&format!("{} eval y {suffix}", c.name), &oracle::vec1(&v["y"]), &c.points(&format!("act_{suffix}")), tol, mask);
-            let dx_tol = if suffix == "lut" { tol } else { Tol { rel: 1e-4, abs: 1e-4 } };
-            assert_close(&format!("{} eval dy_dx {suffix}", c.name), &oracle::vec1(&v["dy_dx"]), &c.points(&format!("dact_dx_{suffix}")), dx_tol, mask);
+            let mask = if suffix == "lut" {
+                Some(&stable[..])
+            } else {
+                None
+            };
+            assert_close(
+                &format!("{} eval y {suffix}", c.name),
+                &oracle::vec1(&v["y"]),
+                &c.points(&format!("act_{suffix}")),
+                tol,
+                mask,
+            );
+            let dx_tol = if suffix == "lut" {
+                tol
+            } else {
+                Tol {
+                    rel: 1e-4,
+                    abs: 1e-4,
+                }
+            };
+            assert_close(
+                &format!("{} eval dy_dx {suffix}", c.name),
+                &oracle::vec1(&v["dy_dx"]),
+                &c.points(&format!("dact_dx_{suffix}")),
+                dx_tol,
+                mask,
+            );
             let got = oracle::vec2(&v["dy_dtheta"]);
             let want = c.points2(&format!("dact_dtheta_{suffix}"));
             for i in 0..x.len() {
@@ -71,7 +111,13 @@ fn eval_matches_reference_table_and_exact() {
                     continue;
                 }
                 let scale = want[i].iter().fold(0.0f64, |m, v| m.max(v.abs()));
-                assert_close(&format!("{} eval dy_dtheta[{i}] {suffix}", c.name), &got[i], &want[i], Tol::exact_grad(scale), None);
+                assert_close(
+                    &format!("{} eval dy_dtheta[{i}] {suffix}", c.name),
+                    &got[i],
+                    &want[i],
+                    Tol::exact_grad(scale),
+                    None,
+                );
             }
         }
     }
@@ -92,7 +138,18 @@ fn eval_writes_non_finite_as_strings() {
 fn basis_prints_rows_of_d_numbers() {
     for (tess, zb, d) in [(10, "1", 9), (10, "0", 11), (1, "0", 2)] {
         for kind in ["qr", "rref", "sparse"] {
-            let (code, out, err) = ditac(&["basis", "--tess", &tess.to_string(), "--zero-boundary", zb, "--basis", kind], "");
+            let (code, out, err) = ditac(
+                &[
+                    "basis",
+                    "--tess",
+                    &tess.to_string(),
+                    "--zero-boundary",
+                    zb,
+                    "--basis",
+                    kind,
+                ],
+                "",
+            );
             assert_eq!(code, 0, "{err}");
             let b = oracle::vec2(&serde_json::from_str::<Value>(&out).unwrap());
             assert_eq!(b.len(), 2 * tess);
@@ -106,28 +163,92 @@ fn basis_qr_matches_reference_where_reproducible() {
     for c in cases().into_iter().filter(|c| c.qr_reproducible()) {
         let (code, out, _) = ditac(&["basis", "--tess", &c.tess.to_string()], "");
         assert_eq!(code, 0);
-        let got: Vec<f64> = oracle::vec2(&serde_json::from_str::<Value>(&out).unwrap()).into_iter().flatten().collect();
+        let got: Vec<f64> = oracle::vec2(&serde_json::from_str::<Value>(&out).unwrap())
+            .into_iter()
+            .flatten()
+            .collect();
         let want: Vec<f64> = c.basis.iter().flatten().copied().collect();
-        assert_close(&format!("{} B", c.name), &got, &want, Tol { rel: 0.0, abs: 1e-6 }, None);
+        assert_close(
+            &format!("{} B", c.name),
+            &got,
+            &want,
+            Tol {
+                rel: 0.0,
+                abs: 1e-6,
+            },
+            None,
+        );
     }
 }
 
 #[test]
 fn bad_input_is_one_line_and_status_2() {
     let cases: &[(&[&str], &str, &str)] = &[
-        (&["eval", "--theta", "0", "--a", "2", "--b", "1"], "1", "'a' = 2"),
+        (
+            &["eval", "--theta", "0", "--a", "2", "--b", "1"],
+            "1",
+            "'a' = 2",
+        ),
         (&["eval", "--theta", "0", "--a", "nan"], "1", "'a' = NaN"),
         (&["eval", "--theta", "0", "--b", "inf"], "1", "'b' = inf"),
         (&["eval", "--theta", "0", "--tess", "0"], "1", "'tess' = 0"),
-        (&["eval", "--theta", "0", "--tess", "1025"], "1", "'tess' = 1025"),
+        (
+            &["eval", "--theta", "0", "--tess", "1025"],
+            "1",
+            "'tess' = 1025",
+        ),
         (&["eval", "--theta", "1,2,3"], "1", "expected d = 9"),
-        (&["eval", "--theta", "0,0,0,0,nan,0,0,0,0"], "1", "non-finite"),
-        (&["eval", "--theta", "0,0,0,0,0,0,0,0,0", "--lut-size", "1"], "1", "'lut_size' = 1"),
-        (&["eval", "--theta", "0,0,0,0,0,0,0,0,0", "--lut-size", "16777217"], "1", "'lut_size' = 16777217"),
-        (&["eval", "--theta", "0,0,0,0,0,0,0,0,0", "--variant", "swish"], "1", "'variant' = \"swish\""),
-        (&["eval", "--theta", "0,0,0,0,0,0,0,0,0", "--basis", "svd"], "1", "'basis' = \"svd\""),
-        (&["eval", "--theta", "0,0,0,0,0,0,0,0,0"], "1 x 2", "'x' is not a number"),
-        (&["eval", "--theta", "0", "--tess", "2", "--basis", "explicit", "--basis-file", "/nonexistent.json"], "1", "cannot read"),
+        (
+            &["eval", "--theta", "0,0,0,0,nan,0,0,0,0"],
+            "1",
+            "non-finite",
+        ),
+        (
+            &["eval", "--theta", "0,0,0,0,0,0,0,0,0", "--lut-size", "1"],
+            "1",
+            "'lut_size' = 1",
+        ),
+        (
+            &[
+                "eval",
+                "--theta",
+                "0,0,0,0,0,0,0,0,0",
+                "--lut-size",
+                "16777217",
+            ],
+            "1",
+            "'lut_size' = 16777217",
+        ),
+        (
+            &["eval", "--theta", "0,0,0,0,0,0,0,0,0", "--variant", "swish"],
+            "1",
+            "'variant' = \"swish\"",
+        ),
+        (
+            &["eval", "--theta", "0,0,0,0,0,0,0,0,0", "--basis", "svd"],
+            "1",
+            "'basis' = \"svd\"",
+        ),
+        (
+            &["eval", "--theta", "0,0,0,0,0,0,0,0,0"],
+            "1 x 2",
+            "'x' is not a number",
+        ),
+        (
+            &[
+                "eval",
+                "--theta",
+                "0",
+                "--tess",
+                "2",
+                "--basis",
+                "explicit",
+                "--basis-file",
+                "/nonexistent.json",
+            ],
+            "1",
+            "cannot read",
+        ),
         (&["basis", "--tess", "0"], "", "'tess' = 0"),
     ];
     for (args, stdin, needle) in cases {
@@ -142,9 +263,26 @@ fn bad_input_is_one_line_and_status_2() {
 #[test]
 fn malformed_basis_file_is_rejected() {
     let tmp = std::env::temp_dir().join(format!("ditac-badb-{}.json", std::process::id()));
-    for (content, needle) in [("{", "not JSON"), ("[[1,2],[3]]", "row 1"), ("[[1,0],[0,1],[0,0],[1,1]]", "violates constraint")] {
+    for (content, needle) in [
+        ("{", "not JSON"),
+        ("[[1,2],[3]]", "row 1"),
+        ("[[1],[0],[0],[1]]", "violates constraint"),
+    ] {
         std::fs::write(&tmp, content).unwrap();
-        let (code, _, err) = ditac(&["eval", "--theta", "0", "--tess", "2", "--basis", "explicit", "--basis-file", tmp.to_str().unwrap()], "1");
+        let (code, _, err) = ditac(
+            &[
+                "eval",
+                "--theta",
+                "0",
+                "--tess",
+                "2",
+                "--basis",
+                "explicit",
+                "--basis-file",
+                tmp.to_str().unwrap(),
+            ],
+            "1",
+        );
         assert_eq!(code, 2, "{content}: {err}");
         assert!(err.contains(needle), "{content}: {err}");
     }

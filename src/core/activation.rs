@@ -6,6 +6,7 @@ use super::basis::Basis;
 use super::config::{validate_theta, Attrs, Interpolation, Variant};
 use super::cpa::Field;
 use super::error::{DitacError, Result};
+use super::kernels::{table_forward, TableKernel};
 use super::real::{normal_cdf, normal_pdf, Real};
 use super::table::Table;
 
@@ -78,7 +79,12 @@ impl<R: Real> Activation<R> {
 
     /// The warp of θ (one row) in the basis B (row-major (2·tess)×d). With `with_grad`, the tables
     /// of dT̂/du and dT̂/dθ are built too (needed by `backward`).
-    pub fn from_theta(attrs: &Attrs, basis: &Basis, theta: &[f32], with_grad: bool) -> Result<Self> {
+    pub fn from_theta(
+        attrs: &Attrs,
+        basis: &Basis,
+        theta: &[f32],
+        with_grad: bool,
+    ) -> Result<Self> {
         attrs.validate()?;
         let d = attrs.theta_len();
         if basis.rows != 2 * attrs.tess() || basis.cols != d {
@@ -262,6 +268,26 @@ impl<R: Real> Activation<R> {
     /// y = act(x), elementwise. `x` and `y` have the same length.
     pub fn forward(&self, x: &[R], y: &mut [R]) {
         assert_eq!(x.len(), y.len());
+        if let Mode::Table {
+            interp, scale, xt, ..
+        } = &self.mode
+        {
+            if let (Some((x32, y32)), Some(xt32)) = (R::as_f32_io(x, y), R::as_f32(xt)) {
+                let k = TableKernel {
+                    lo: self.lo.to_f64() as f32,
+                    hi: self.hi.to_f64() as f32,
+                    add_in: self.add_in.to_f64() as f32,
+                    mul_in: self.mul_in.to_f64() as f32,
+                    scale: scale.to_f64() as f32,
+                    xt: xt32,
+                    variant: self.variant,
+                    alpha: self.alpha.to_f64() as f32,
+                    linear: *interp == Interpolation::Linear,
+                };
+                table_forward(&k, x32, y32);
+                return;
+            }
+        }
         for (yo, &xi) in y.iter_mut().zip(x) {
             let w = self.warp(xi, false);
             *yo = self.apply(xi, w.xt);
@@ -278,7 +304,10 @@ impl<R: Real> Activation<R> {
     /// dX = dY·dy/dx, and dθ += Σ dY·dy/dθ (accumulated in f64 into `dtheta`, length d).
     /// Panics if the warp was built without gradients (`has_grad`).
     pub fn backward(&self, dy: &[R], x: &[R], dx: &mut [R], dtheta: &mut [f64]) {
-        assert!(self.has_grad(), "backward needs a warp built with gradients");
+        assert!(
+            self.has_grad(),
+            "backward needs a warp built with gradients"
+        );
         assert!(dy.len() == x.len() && dx.len() == x.len());
         let mut row = vec![R::ZERO; dtheta.len()];
         for i in 0..x.len() {
@@ -351,7 +380,11 @@ impl<R: Real> Activation<R> {
 /// from the end): element i belongs to channel (i / inner) % C.
 pub fn channel_layout(shape: &[usize], channel_axis: i64) -> Result<(usize, usize, usize)> {
     let r = shape.len() as i64;
-    let ax = if channel_axis < 0 { channel_axis + r } else { channel_axis };
+    let ax = if channel_axis < 0 {
+        channel_axis + r
+    } else {
+        channel_axis
+    };
     if !(0..r).contains(&ax) {
         return Err(DitacError::attr(
             "channel_axis",

@@ -123,7 +123,11 @@ impl Attrs {
             ));
         }
         if self.zero_boundary != 0 && self.zero_boundary != 1 {
-            return Err(DitacError::attr("zero_boundary", self.zero_boundary, "0 or 1"));
+            return Err(DitacError::attr(
+                "zero_boundary",
+                self.zero_boundary,
+                "0 or 1",
+            ));
         }
         if self.lut_size != 0 && !(2..=MAX_LUT).contains(&self.lut_size) {
             return Err(DitacError::attr(

@@ -29,7 +29,11 @@ impl<R: Real> Field<R> {
         let a = (0..2 * nc)
             .map(|r| {
                 let row = &basis_f32[r * d..(r + 1) * d];
-                let s: f64 = row.iter().zip(theta).map(|(&b, &t)| b as f64 * t as f64).sum();
+                let s: f64 = row
+                    .iter()
+                    .zip(theta)
+                    .map(|(&b, &t)| b as f64 * t as f64)
+                    .sum();
                 R::from_f64(s)
             })
             .collect();
@@ -165,7 +169,11 @@ impl<R: Real> Field<R> {
         let (a0, b0) = (self.a[2 * c0], self.a[2 * c0 + 1]);
         let dthit_dx = R::from_f64(1.0 / (a0 * u0 + b0).to_f64());
         // The last boundary crossed: right(cm−1) moving right, left(cm+1) moving left.
-        let xm = if cm > c0 { self.right(cm - 1) } else { self.left(cm + 1) };
+        let xm = if cm > c0 {
+            self.right(cm - 1)
+        } else {
+            self.left(cm + 1)
+        };
         let (am, bm) = (self.a[2 * cm], self.a[2 * cm + 1]);
         let dpsi_dt = R::from_f64(exp_d(tr.t_rem * am).to_f64() * (am * xm + bm).to_f64());
         dpsi_dt * dthit_dx
@@ -186,7 +194,11 @@ impl<R: Real> Field<R> {
         let mut c = c0;
         while c != cm {
             let (af, bf) = (self.a[2 * c], self.a[2 * c + 1]);
-            let (xc, next) = if cm > c { (self.right(c), c + 1) } else { (self.left(c), c - 1) };
+            let (xc, next) = if cm > c {
+                (self.right(c), c + 1)
+            } else {
+                (self.left(c), c - 1)
+            };
             let ra = &self.basis[2 * c * d..(2 * c + 1) * d];
             let rb = &self.basis[(2 * c + 1) * d..(2 * c + 2) * d];
             let (a, b, xd, xcd) = (af.to_f64(), bf.to_f64(), x.to_f64(), xc.to_f64());

@@ -18,7 +18,11 @@ pub enum DitacError {
 }
 
 impl DitacError {
-    pub fn attr(name: &'static str, value: impl std::fmt::Display, expected: impl Into<String>) -> Self {
+    pub fn attr(
+        name: &'static str,
+        value: impl std::fmt::Display,
+        expected: impl Into<String>,
+    ) -> Self {
         DitacError::BadAttribute {
             name,
             value: value.to_string(),

@@ -43,10 +43,14 @@ pub trait Real:
     fn round_ties_even(self) -> Self;
     /// Saturating conversion to an index (NaN → 0).
     fn to_index(self) -> usize;
+    /// The slices as float32, when R is f32 (for the vectorised kernels).
+    fn as_f32_io<'a>(x: &'a [Self], y: &'a mut [Self]) -> Option<(&'a [f32], &'a mut [f32])>;
+    /// The slice as float32, when R is f32.
+    fn as_f32(x: &[Self]) -> Option<&[f32]>;
 }
 
 macro_rules! impl_real {
-    ($t:ty, $erf:path) => {
+    ($t:ty, $erf:path, $io:expr, $one:expr) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -99,12 +103,23 @@ macro_rules! impl_real {
             fn to_index(self) -> usize {
                 self as usize
             }
+            #[inline(always)]
+            fn as_f32_io<'a>(
+                x: &'a [Self],
+                y: &'a mut [Self],
+            ) -> Option<(&'a [f32], &'a mut [f32])> {
+                $io(x, y)
+            }
+            #[inline(always)]
+            fn as_f32(x: &[Self]) -> Option<&[f32]> {
+                $one(x)
+            }
         }
     };
 }
 
-impl_real!(f32, libm::erff);
-impl_real!(f64, libm::erf);
+impl_real!(f32, super::erf::erf_f32, |x, y| Some((x, y)), Some);
+impl_real!(f64, libm::erf, |_, _| None, |_| None);
 
 /// Standard normal CDF Φ(x) = 0.5·(1 + erf(x/√2)), in the reference's op order.
 #[inline(always)]

@@ -105,25 +105,40 @@ pub fn build(tess: usize, zero_boundary: bool, kind: BasisKind) -> Result<Arc<Ba
 
 /// A basis given by the caller (row-major rows×cols, float32 as ONNX carries it), validated:
 /// shape [2·tess, d], finite, and L·B ≈ 0 (it must span velocity fields that obey the constraints).
-pub fn explicit(tess: usize, zero_boundary: bool, data: &[f32], rows: usize, cols: usize) -> Result<Basis> {
+pub fn explicit(
+    tess: usize,
+    zero_boundary: bool,
+    data: &[f32],
+    rows: usize,
+    cols: usize,
+) -> Result<Basis> {
     let d = theta_len(tess, zero_boundary);
     if rows != 2 * tess || cols != d || data.len() != rows * cols {
         return Err(DitacError::input(
             "B",
-            format!("has shape [{rows}, {cols}]: expected [{}, {d}] (2·tess × d)", 2 * tess),
+            format!(
+                "has shape [{rows}, {cols}]: expected [{}, {d}] (2·tess × d)",
+                2 * tess
+            ),
         ));
     }
     if let Some((i, v)) = data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
         return Err(DitacError::input(
             "B",
-            format!("has a non-finite value {v} at row {}, column {}: expected finite numbers", i / cols, i % cols),
+            format!(
+                "has a non-finite value {v} at row {}, column {}: expected finite numbers",
+                i / cols,
+                i % cols
+            ),
         ));
     }
     let (l, m, n) = super::tessellation::constraint_matrix(tess, zero_boundary);
     let scale = data.iter().fold(1.0f64, |s, &v| s.max((v as f64).abs()));
     for r in 0..m {
         for c in 0..cols {
-            let s: f64 = (0..n).map(|k| l[r * n + k] * data[k * cols + c] as f64).sum();
+            let s: f64 = (0..n)
+                .map(|k| l[r * n + k] * data[k * cols + c] as f64)
+                .sum();
             if s.abs() > 1e-4 * scale {
                 return Err(DitacError::input(
                     "B",

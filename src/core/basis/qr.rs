@@ -95,7 +95,7 @@ fn np_max(x: &[f64]) -> f64 {
         if v.is_nan() {
             return v;
         }
-        if !(v <= m) {
+        if v > m {
             m = v;
         }
     }

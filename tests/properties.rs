@@ -6,7 +6,14 @@ use ditac::core::real::normal_cdf;
 use ditac::core::{basis, Activation, Attrs, BasisKind, Interpolation, Variant};
 use proptest::prelude::*;
 
-fn attrs(tess: i64, zb: i64, kind: BasisKind, variant: Variant, lut: i64, interp: Interpolation) -> Attrs {
+fn attrs(
+    tess: i64,
+    zb: i64,
+    kind: BasisKind,
+    variant: Variant,
+    lut: i64,
+    interp: Interpolation,
+) -> Attrs {
     Attrs {
         a: -3.0,
         b: 3.0,
@@ -26,7 +33,11 @@ fn act64(at: &Attrs, theta: &[f32]) -> Activation<f64> {
 }
 
 fn kinds() -> impl Strategy<Value = BasisKind> {
-    prop_oneof![Just(BasisKind::Qr), Just(BasisKind::Rref), Just(BasisKind::Sparse)]
+    prop_oneof![
+        Just(BasisKind::Qr),
+        Just(BasisKind::Rref),
+        Just(BasisKind::Sparse)
+    ]
 }
 
 fn theta_for(tess: usize, zb: bool) -> impl Strategy<Value = Vec<f32>> {
@@ -158,8 +169,17 @@ proptest! {
 
 #[test]
 fn zero_theta_gives_gelu_and_leaky_relu() {
-    for (variant, lut) in [(Variant::Ditac, 2048), (Variant::Ge, 0), (Variant::Leaky, 2048), (Variant::Ditac, 0)] {
-        let at = Attrs { variant, lut_size: lut, ..Default::default() };
+    for (variant, lut) in [
+        (Variant::Ditac, 2048),
+        (Variant::Ge, 0),
+        (Variant::Leaky, 2048),
+        (Variant::Ditac, 0),
+    ] {
+        let at = Attrs {
+            variant,
+            lut_size: lut,
+            ..Default::default()
+        };
         let b = basis::build(10, true, BasisKind::Qr).unwrap();
         let act = Activation::<f32>::from_theta(&at, &b, &[0.0; 9], false).unwrap();
         let x: Vec<f32> = (0..401).map(|i| -4.0 + i as f32 * 0.02).collect();
@@ -167,12 +187,21 @@ fn zero_theta_gives_gelu_and_leaky_relu() {
         act.forward(&x, &mut y);
         for (&xi, &yi) in x.iter().zip(&y) {
             let want = match variant {
-                Variant::Leaky => if xi >= 0.0 { xi } else { 0.01 * xi },
+                Variant::Leaky => {
+                    if xi >= 0.0 {
+                        xi
+                    } else {
+                        0.01 * xi
+                    }
+                }
                 _ => xi * normal_cdf(xi),
             };
             // The nearest node of an identity table is at most half a node away: |Δx| ≤ 2.5/4094.
             let tol = if lut > 0 { 2.5 / 4094.0 + 1e-6 } else { 1e-6 };
-            assert!((yi - want).abs() <= tol, "{variant:?} lut {lut}: x {xi}: {yi} vs {want}");
+            assert!(
+                (yi - want).abs() <= tol,
+                "{variant:?} lut {lut}: x {xi}: {yi} vs {want}"
+            );
         }
     }
 }
@@ -182,7 +211,10 @@ fn non_finite_inputs_follow_the_contract() {
     let b = basis::build(10, true, BasisKind::Qr).unwrap();
     let theta = [0.3f32, -0.2, 0.1, 0.0, 0.5, -0.4, 0.2, 0.1, -0.1];
     for variant in [Variant::Ditac, Variant::Ge, Variant::Leaky] {
-        let at = Attrs { variant, ..Default::default() };
+        let at = Attrs {
+            variant,
+            ..Default::default()
+        };
         let act = Activation::<f32>::from_theta(&at, &b, &theta, false).unwrap();
         let mut y = [0.0f32; 3];
         act.forward(&[f32::NAN, f32::INFINITY, f32::NEG_INFINITY], &mut y);
@@ -211,29 +243,96 @@ fn bad_attributes_are_typed_errors_naming_the_value() {
     let b = basis::build(10, true, BasisKind::Qr).unwrap();
     let ok = Attrs::default();
     let cases: Vec<(Attrs, &str)> = vec![
-        (Attrs { a: 2.0, b: 1.0, ..ok.clone() }, "'a' = 2: expected a < b"),
-        (Attrs { a: f32::NAN, ..ok.clone() }, "'a' = NaN"),
-        (Attrs { b: f32::INFINITY, ..ok.clone() }, "'b' = inf"),
-        (Attrs { tess: 0, ..ok.clone() }, "'tess' = 0"),
-        (Attrs { tess: 1025, ..ok.clone() }, "'tess' = 1025"),
-        (Attrs { lut_size: 1, ..ok.clone() }, "'lut_size' = 1"),
-        (Attrs { lut_size: (1 << 24) + 1, ..ok.clone() }, "'lut_size' = 16777217"),
-        (Attrs { zero_boundary: 2, ..ok.clone() }, "'zero_boundary' = 2"),
+        (
+            Attrs {
+                a: 2.0,
+                b: 1.0,
+                ..ok.clone()
+            },
+            "'a' = 2: expected a < b",
+        ),
+        (
+            Attrs {
+                a: f32::NAN,
+                ..ok.clone()
+            },
+            "'a' = NaN",
+        ),
+        (
+            Attrs {
+                b: f32::INFINITY,
+                ..ok.clone()
+            },
+            "'b' = inf",
+        ),
+        (
+            Attrs {
+                tess: 0,
+                ..ok.clone()
+            },
+            "'tess' = 0",
+        ),
+        (
+            Attrs {
+                tess: 1025,
+                ..ok.clone()
+            },
+            "'tess' = 1025",
+        ),
+        (
+            Attrs {
+                lut_size: 1,
+                ..ok.clone()
+            },
+            "'lut_size' = 1",
+        ),
+        (
+            Attrs {
+                lut_size: (1 << 24) + 1,
+                ..ok.clone()
+            },
+            "'lut_size' = 16777217",
+        ),
+        (
+            Attrs {
+                zero_boundary: 2,
+                ..ok.clone()
+            },
+            "'zero_boundary' = 2",
+        ),
     ];
     for (at, needle) in cases {
-        let e = Activation::<f32>::from_theta(&at, &b, &[0.0; 9], false).unwrap_err().to_string();
+        let e = Activation::<f32>::from_theta(&at, &b, &[0.0; 9], false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(needle), "{e} lacks {needle}");
     }
-    let e = Activation::<f32>::from_theta(&ok, &b, &[0.0; 8], false).unwrap_err().to_string();
+    let e = Activation::<f32>::from_theta(&ok, &b, &[0.0; 8], false)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("theta") && e.contains("expected d = 9"), "{e}");
     let mut th = [0.0f32; 9];
     th[4] = f32::NAN;
-    let e = Activation::<f32>::from_theta(&ok, &b, &th, false).unwrap_err().to_string();
+    let e = Activation::<f32>::from_theta(&ok, &b, &th, false)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("non-finite value NaN at index 4"), "{e}");
-    assert!("swish".parse::<Variant>().unwrap_err().to_string().contains("\"swish\""));
-    assert!("svd".parse::<BasisKind>().unwrap_err().to_string().contains("\"svd\""));
-    let e = Activation::<f32>::from_table(&ok, &[0.5]).unwrap_err().to_string();
+    assert!("swish"
+        .parse::<Variant>()
+        .unwrap_err()
+        .to_string()
+        .contains("\"swish\""));
+    assert!("svd"
+        .parse::<BasisKind>()
+        .unwrap_err()
+        .to_string()
+        .contains("\"svd\""));
+    let e = Activation::<f32>::from_table(&ok, &[0.5])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("table") && e.contains("at least 2"), "{e}");
-    let e = basis::explicit(3, true, &[1.0; 6], 3, 2).unwrap_err().to_string();
+    let e = basis::explicit(3, true, &[1.0; 6], 3, 2)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("expected [6, 2]"), "{e}");
 }

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "ditac", version, about = "DiTAC for ONNX Runtime: bases, evaluation, models")]
+#[command(
+    name = "ditac",
+    version,
+    about = "DiTAC for ONNX Runtime: bases, evaluation, models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -25,6 +25,20 @@ fn phi(x: f32) -> f32 {
     0.5 * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
+/// Round half to even for 0 ≤ v < 2^24 (NaN-free), as `torch.round`: adding and removing 2^23
+/// rounds in the FPU's default mode; from 2^23 on every float is already an integer. Written
+/// with arithmetic and a select because `roundeven` is a library call on the baseline target.
+#[inline(always)]
+fn round_half_even(v: f32) -> f32 {
+    const TWO23: f32 = 8_388_608.0;
+    let r = (v + TWO23) - TWO23;
+    if v < TWO23 {
+        r
+    } else {
+        v
+    }
+}
+
 #[inline(always)]
 fn body<const V: u8, const LINEAR: bool>(k: &TableKernel, x: &[f32], y: &mut [f32]) {
     let n_last = k.xt.len() as i32 - 1;
@@ -34,7 +48,7 @@ fn body<const V: u8, const LINEAR: bool>(k: &TableKernel, x: &[f32], y: &mut [f3
         let u = (xi + k.add_in) * k.mul_in;
         let warped = if LINEAR {
             let p = if inr { u * k.scale } else { 0.0 };
-            let i = (p.floor() as i32).clamp(0, n_last - 1);
+            let i = (p.floor() as i32).max(0).min(n_last - 1);
             let f = p - i as f32;
             // SAFETY: 0 ≤ i ≤ n−2 by the clamp.
             let (x0, x1) = unsafe {
@@ -50,7 +64,7 @@ fn body<const V: u8, const LINEAR: bool>(k: &TableKernel, x: &[f32], y: &mut [f3
             } else {
                 0.0
             };
-            let i = (p as i32).clamp(0, n_last);
+            let i = (p as i32).max(0).min(n_last);
             // SAFETY: 0 ≤ i ≤ n−1 by the clamp.
             unsafe { *xt.get_unchecked(i as usize) }
         };
@@ -98,6 +112,18 @@ pub fn table_forward(k: &TableKernel, x: &[f32], y: &mut [f32]) {
         return;
     }
     dispatch(k, x, y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_is_half_to_even() {
+        for v in [0.0f32, 0.5, 1.5, 2.5, 2.4999998, 1023.5, 2046.5, 8_388_607.5, 8_388_609.0, 16_777_215.0] {
+            assert_eq!(round_half_even(v), v.round_ties_even(), "{v}");
+        }
+    }
 }
 
 /// The same kernel without run-time dispatch (for tests comparing the two paths).

@@ -9,7 +9,11 @@ pub fn oracle_dir() -> PathBuf {
     let dir = std::env::var_os("DITAC_ORACLE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/oracle")));
-    assert!(dir.is_dir(), "reference vectors not found at {} (set DITAC_ORACLE_DIR)", dir.display());
+    assert!(
+        dir.is_dir(),
+        "reference vectors not found at {} (set DITAC_ORACLE_DIR)",
+        dir.display()
+    );
     dir
 }
 
@@ -79,14 +83,16 @@ impl Case {
 
 pub fn cases() -> Vec<Case> {
     let dir = oracle_dir();
-    let index: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
+    let index: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
     index["configs"]
         .as_array()
         .unwrap()
         .iter()
         .map(|c| {
             let file = c["file"].as_str().unwrap();
-            let json: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
+            let json: Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
             let cfg = &json["config"];
             Case {
                 name: cfg["name"].as_str().unwrap().to_string(),
@@ -112,15 +118,24 @@ pub struct Tol {
 impl Tol {
     /// The table path: 1e-5 relative / 1e-5·(b−a) absolute (oracle README).
     pub fn table(a: f32, b: f32) -> Tol {
-        Tol { rel: 1e-5, abs: 1e-5 * (b - a) as f64 }
+        Tol {
+            rel: 1e-5,
+            abs: 1e-5 * (b - a) as f64,
+        }
     }
     /// The exact path on T and y: 1e-5 relative.
     pub fn exact(a: f32, b: f32) -> Tol {
-        Tol { rel: 1e-5, abs: 1e-5 * (b - a) as f64 }
+        Tol {
+            rel: 1e-5,
+            abs: 1e-5 * (b - a) as f64,
+        }
     }
     /// θ-gradients of the exact path: 1e-4 relative, absolute scaled by the row's magnitude.
     pub fn exact_grad(scale: f64) -> Tol {
-        Tol { rel: 1e-4, abs: 1e-4 * scale.max(1e-3) }
+        Tol {
+            rel: 1e-4,
+            abs: 1e-4 * scale.max(1e-3),
+        }
     }
     pub fn ok(&self, got: f64, want: f64) -> bool {
         if want.is_nan() {
@@ -145,5 +160,10 @@ pub fn assert_close(what: &str, got: &[f64], want: &[f64], tol: Tol, mask: Optio
             bad.push(format!("[{i}] got {} want {}", got[i], want[i]));
         }
     }
-    assert!(bad.is_empty(), "{what}: {} mismatches (tol {tol:?}): {}", bad.len(), bad[..bad.len().min(8)].join("; "));
+    assert!(
+        bad.is_empty(),
+        "{what}: {} mismatches (tol {tol:?}): {}",
+        bad.len(),
+        bad[..bad.len().min(8)].join("; ")
+    );
 }

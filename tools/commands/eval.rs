@@ -66,15 +66,24 @@ fn read_basis_file(path: &std::path::Path, tess: usize, zb: bool) -> Result<dita
     let rows = v
         .as_array()
         .with_context(|| format!("--basis-file {}: expected an array of rows", path.display()))?;
-    let cols = rows.first().and_then(|r| r.as_array()).map_or(0, |r| r.len());
+    let cols = rows
+        .first()
+        .and_then(|r| r.as_array())
+        .map_or(0, |r| r.len());
     let mut data = Vec::with_capacity(rows.len() * cols);
     for (i, r) in rows.iter().enumerate() {
         let r = r.as_array().filter(|r| r.len() == cols).with_context(|| {
-            format!("--basis-file {}: row {i} is not an array of {cols} numbers", path.display())
+            format!(
+                "--basis-file {}: row {i} is not an array of {cols} numbers",
+                path.display()
+            )
         })?;
         for x in r {
             let f = x.as_f64().with_context(|| {
-                format!("--basis-file {}: row {i} holds {x}, not a number", path.display())
+                format!(
+                    "--basis-file {}: row {i} holds {x}, not a number",
+                    path.display()
+                )
             })?;
             data.push(f as f32);
         }
@@ -100,13 +109,18 @@ pub fn run(args: Args) -> Result<()> {
     let basis = match (attrs.basis, &args.basis_file) {
         (BasisKind::Explicit, Some(p)) => read_basis_file(p, attrs.tess(), attrs.zero_boundary())?,
         (BasisKind::Explicit, None) => bail!("--basis explicit needs --basis-file B.json"),
-        (_, Some(_)) => bail!("--basis-file is only for --basis explicit (got --basis {})", args.basis),
+        (_, Some(_)) => bail!(
+            "--basis-file is only for --basis explicit (got --basis {})",
+            args.basis
+        ),
         (kind, None) => (*basis::build(attrs.tess(), attrs.zero_boundary(), kind)?).clone(),
     };
     let act = Activation::<f32>::from_theta(&attrs, &basis, &theta, args.grad)?;
 
     let mut text = String::new();
-    std::io::stdin().read_to_string(&mut text).context("reading standard input")?;
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .context("reading standard input")?;
     let x: Vec<f32> = text
         .split_whitespace()
         .map(|t| parse_number(t).with_context(|| format!("standard input: '{t}' is not a number")))

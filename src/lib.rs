@@ -1,2 +1,4 @@
 pub mod core;
 pub use crate::core::*;
+pub mod model;
+pub mod plugin;

@@ -24,6 +24,10 @@ enum Command {
     Basis(commands::basis::Args),
     /// Evaluate the activation (and optionally its gradients) on numbers read from standard input.
     Eval(commands::eval::Args),
+    /// Write the example networks of models/ (a DiTAC MLP and its frozen DiTACLut twin).
+    ExampleModels(commands::examples::Args),
+    /// Run the example models through ONNX Runtime with the plugin and show the results.
+    Demo(commands::demo::Args),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +43,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Basis(a) => commands::basis::run(a),
         Command::Eval(a) => commands::eval::run(a),
+        Command::ExampleModels(a) => commands::examples::run(a),
+        Command::Demo(a) => commands::demo::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -56,7 +56,7 @@ impl<R: Real> Field<R> {
     fn cell_of(&self, u: R) -> usize {
         // clamp(floor(u·nc), 0, nc−1); NaN lands in cell 0 (the caller never passes NaN).
         let c = (u * R::from_usize(self.nc)).floor();
-        if !(c > R::ZERO) {
+        if c.partial_cmp(&R::ZERO) != Some(std::cmp::Ordering::Greater) {
             0
         } else {
             c.to_index().min(self.nc - 1)
@@ -133,7 +133,8 @@ impl<R: Real> Field<R> {
         for _ in 0..=self.nc {
             let (a, b) = (self.a[2 * c], self.a[2 * c + 1]);
             let (thit, xc, cc) = self.hit_time(u, c, a, b);
-            if !(thit <= t) {
+            // `thit > t`, or NaN: difw's `s*thit > s*t` test.
+            if thit.partial_cmp(&t) != Some(std::cmp::Ordering::Less) && thit != t {
                 return Trace {
                     value: Self::psi(u, t, a, b),
                     t_rem: t,

@@ -7,11 +7,11 @@
 pub fn erf_f32(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0); // NaN stays NaN; the bounds are constants, so no panic path
     let x2 = x * x;
-    let mut p = x2 * -2.726_142_2e-10 + 2.770_681_4e-8;
+    let mut p = x2 * -2.726_142_3e-10 + 2.770_681_4e-8;
     p = x2 * p + -2.101_024e-6;
     p = x2 * p + -5.692_506_4e-5;
     p = x2 * p + -7.349_906_3e-4;
-    p = x2 * p + -2.954_600e-3;
+    p = x2 * p + -2.954_6e-3;
     p = x2 * p + -1.609_603_3e-2;
     let p = x * p;
     let mut q = x2 * -1.456_607_2e-5 + -2.133_740_6e-4;

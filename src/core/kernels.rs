@@ -60,7 +60,7 @@ fn body<const V: u8, const LINEAR: bool>(k: &TableKernel, x: &[f32], y: &mut [f3
             x0 + f * (x1 - x0)
         } else {
             let p = if inr {
-                (u * k.scale).round_ties_even()
+                round_half_even(u * k.scale)
             } else {
                 0.0
             };
@@ -114,19 +114,30 @@ pub fn table_forward(k: &TableKernel, x: &[f32], y: &mut [f32]) {
     dispatch(k, x, y)
 }
 
+/// The same kernel without run-time dispatch (for tests comparing the two paths).
+pub fn table_forward_baseline(k: &TableKernel, x: &[f32], y: &mut [f32]) {
+    dispatch(k, x, y)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn rounding_is_half_to_even() {
-        for v in [0.0f32, 0.5, 1.5, 2.5, 2.4999998, 1023.5, 2046.5, 8_388_607.5, 8_388_609.0, 16_777_215.0] {
+        for v in [
+            0.0f32,
+            0.5,
+            1.5,
+            2.5,
+            2.4999998,
+            1023.5,
+            2046.5,
+            8_388_607.5,
+            8_388_609.0,
+            16_777_215.0,
+        ] {
             assert_eq!(round_half_even(v), v.round_ties_even(), "{v}");
         }
     }
-}
-
-/// The same kernel without run-time dispatch (for tests comparing the two paths).
-pub fn table_forward_baseline(k: &TableKernel, x: &[f32], y: &mut [f32]) {
-    dispatch(k, x, y)
 }

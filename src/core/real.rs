@@ -58,7 +58,8 @@ macro_rules! impl_real {
             const EPS: Self = f32::EPSILON as $t;
             const INFINITY: Self = <$t>::INFINITY;
             const FRAC_1_SQRT_2: Self = std::f64::consts::FRAC_1_SQRT_2 as $t;
-            const FRAC_1_SQRT_2PI: Self = 0.398_942_280_401_432_7 as $t;
+            const FRAC_1_SQRT_2PI: Self =
+                (std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2 * 0.5) as $t;
             #[inline(always)]
             fn from_f64(v: f64) -> Self {
                 v as $t

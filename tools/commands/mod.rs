@@ -1,3 +1,5 @@
 pub mod basis;
+pub mod demo;
 pub mod eval;
+pub mod examples;
 pub mod json;

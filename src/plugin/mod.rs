@@ -1,0 +1,199 @@
+//! The ONNX Runtime custom-op plugin (CPU execution provider): domain `ai.ditac`, opset 1, ops
+//! `DiTAC`, `DiTACLut` and `DiTACGrad` for float, float16 and double tensors (ops.md).
+//!
+//! Layers:
+//! * [`ffi`]: every `unsafe` line — the C API calls, the `extern "C"` trampolines of the op
+//!   definitions and the exported `RegisterCustomOps`. Each entry point catches panics.
+//! * [`kernels`]: safe Rust — attribute parsing, input validation, caching of the warps, the
+//!   chunked (ORT thread pool) forward and backward over the math core.
+//!
+//! Decisions where ops.md is silent are documented in `ops/README.md`.
+
+pub mod ffi;
+pub mod kernels;
+
+use std::ffi::CStr;
+use std::fmt;
+
+use crate::core::DitacError;
+
+/// The C API level the plugin asks for and stamps on its ops (ORT >= 1.17).
+pub const ORT_API_LEVEL: u32 = 17;
+
+/// The operator domain.
+pub const DOMAIN: &CStr = c"ai.ditac";
+
+/// The three operators of ops.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    Ditac,
+    Lut,
+    Grad,
+}
+
+/// The tensor element type `T` of an op instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Elem {
+    F32,
+    F16,
+    F64,
+}
+
+/// The declared type of one input or output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortType {
+    /// The op's element type `T`.
+    T,
+    /// Always float32 (θ, table, B, dθ).
+    Float,
+}
+
+/// One input or output of an op.
+#[derive(Debug, Clone, Copy)]
+pub struct Port {
+    pub name: &'static str,
+    pub ty: PortType,
+    pub optional: bool,
+}
+
+const fn req(name: &'static str, ty: PortType) -> Port {
+    Port {
+        name,
+        ty,
+        optional: false,
+    }
+}
+
+const DITAC_IN: [Port; 3] = [
+    req("X", PortType::T),
+    req("theta", PortType::Float),
+    Port {
+        name: "B",
+        ty: PortType::Float,
+        optional: true,
+    },
+];
+const LUT_IN: [Port; 2] = [req("X", PortType::T), req("table", PortType::Float)];
+const GRAD_IN: [Port; 4] = [
+    req("dY", PortType::T),
+    req("X", PortType::T),
+    req("theta", PortType::Float),
+    Port {
+        name: "B",
+        ty: PortType::Float,
+        optional: true,
+    },
+];
+const Y_OUT: [Port; 1] = [req("Y", PortType::T)];
+const GRAD_OUT: [Port; 2] = [req("dX", PortType::T), req("dtheta", PortType::Float)];
+
+/// One registered op definition: an operator for one element type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpSpec {
+    pub kind: OpKind,
+    pub elem: Elem,
+}
+
+impl OpSpec {
+    /// Every op definition the plugin registers (one per op and element type).
+    pub fn all() -> Vec<OpSpec> {
+        let mut v = Vec::new();
+        for kind in [OpKind::Ditac, OpKind::Lut, OpKind::Grad] {
+            for elem in [Elem::F32, Elem::F16, Elem::F64] {
+                v.push(OpSpec { kind, elem });
+            }
+        }
+        v
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            OpKind::Ditac => "DiTAC",
+            OpKind::Lut => "DiTACLut",
+            OpKind::Grad => "DiTACGrad",
+        }
+    }
+
+    pub fn name_c(&self) -> &'static CStr {
+        match self.kind {
+            OpKind::Ditac => c"DiTAC",
+            OpKind::Lut => c"DiTACLut",
+            OpKind::Grad => c"DiTACGrad",
+        }
+    }
+
+    pub fn inputs(&self) -> &'static [Port] {
+        match self.kind {
+            OpKind::Ditac => &DITAC_IN,
+            OpKind::Lut => &LUT_IN,
+            OpKind::Grad => &GRAD_IN,
+        }
+    }
+
+    pub fn outputs(&self) -> &'static [Port] {
+        match self.kind {
+            OpKind::Ditac | OpKind::Lut => &Y_OUT,
+            OpKind::Grad => &GRAD_OUT,
+        }
+    }
+
+    /// Shape inference: (output index, index of the input whose type and shape it mirrors).
+    pub fn shape_map(&self) -> &'static [(usize, usize)] {
+        match self.kind {
+            OpKind::Ditac | OpKind::Lut => &[(0, 0)],
+            OpKind::Grad => &[(0, 1), (1, 2)],
+        }
+    }
+}
+
+/// How a failure is reported to ONNX Runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A bad attribute or input (ORT_INVALID_ARGUMENT).
+    InvalidArgument,
+    /// An internal failure: an ORT call that failed, a panic (ORT_FAIL).
+    Fail,
+}
+
+/// An error on its way to an `OrtStatus`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginError {
+    pub kind: ErrorKind,
+    pub msg: String,
+}
+
+impl PluginError {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        PluginError {
+            kind: ErrorKind::InvalidArgument,
+            msg: msg.into(),
+        }
+    }
+    pub fn fail(msg: impl Into<String>) -> Self {
+        PluginError {
+            kind: ErrorKind::Fail,
+            msg: msg.into(),
+        }
+    }
+    /// Prefixes the message with the node's identity (`ai.ditac.DiTAC node 'act1'`).
+    pub fn in_node(self, prefix: &str) -> Self {
+        PluginError {
+            kind: self.kind,
+            msg: format!("{prefix}: {}", self.msg),
+        }
+    }
+}
+
+impl fmt::Display for PluginError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+impl From<DitacError> for PluginError {
+    fn from(e: DitacError) -> Self {
+        PluginError::invalid(e.to_string())
+    }
+}
+
+pub type PResult<T> = std::result::Result<T, PluginError>;

@@ -84,18 +84,10 @@ pub fn session_threads(bytes: &[u8], threads: usize) -> ort::Result<Session> {
 // ----------------------------------------------------------------------------------------------
 // Oracle
 
-pub fn num(v: &Value) -> f64 {
-    match v {
-        Value::Number(n) => n.as_f64().unwrap(),
-        Value::String(s) => match s.as_str() {
-            "nan" => f64::NAN,
-            "inf" => f64::INFINITY,
-            "-inf" => f64::NEG_INFINITY,
-            o => panic!("bad number {o}"),
-        },
-        o => panic!("not a number: {o}"),
-    }
-}
+#[path = "../support/oracle.rs"]
+mod oracle_support;
+/// One parser of the oracle's numbers (JSON numbers or "nan"/"inf"/"-inf") for every test.
+pub use oracle_support::num;
 
 pub fn vec_f32(v: &Value) -> Vec<f32> {
     v.as_array()

@@ -16,7 +16,7 @@ use std::sync::{Mutex, OnceLock};
 use ort_sys as sys;
 
 use super::kernels::{self, Kernel};
-use super::{ErrorKind, OpSpec, PResult, PluginError, PortType, DOMAIN, ORT_API_LEVEL};
+use super::{ErrorKind, OpSpec, PResult, PluginError, Port, PortType, DOMAIN, ORT_API_LEVEL};
 
 // ---------------------------------------------------------------------------------------------
 // The API table and statuses
@@ -491,21 +491,30 @@ unsafe extern "system" fn op_ep(_op: *const sys::OrtCustomOp) -> *const c_char {
     c"CPUExecutionProvider".as_ptr()
 }
 
+/// The element type of port `i` of `op` (inputs or outputs, as `ports` picks), UNDEFINED past the end.
+unsafe fn port_type(
+    op: *const sys::OrtCustomOp,
+    i: usize,
+    ports: fn(&OpSpec) -> &'static [Port],
+) -> sys::ONNXTensorElementDataType {
+    const UNDEFINED: sys::ONNXTensorElementDataType =
+        sys::ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+    guard_value(UNDEFINED, || {
+        // SAFETY: `op` is ours.
+        let s = unsafe { spec_of(op) };
+        ports(s)
+            .get(i)
+            .map(|p| element_type(s, p.ty))
+            .unwrap_or(UNDEFINED)
+    })
+}
+
 unsafe extern "system" fn op_input_type(
     op: *const sys::OrtCustomOp,
     i: usize,
 ) -> sys::ONNXTensorElementDataType {
-    guard_value(
-        sys::ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED,
-        || {
-            // SAFETY: `op` is ours.
-            let s = unsafe { spec_of(op) };
-            s.inputs()
-                .get(i)
-                .map(|p| element_type(s, p.ty))
-                .unwrap_or(sys::ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED)
-        },
-    )
+    // SAFETY: `op` is ours.
+    unsafe { port_type(op, i, OpSpec::inputs) }
 }
 
 unsafe extern "system" fn op_input_count(op: *const sys::OrtCustomOp) -> usize {
@@ -517,17 +526,8 @@ unsafe extern "system" fn op_output_type(
     op: *const sys::OrtCustomOp,
     i: usize,
 ) -> sys::ONNXTensorElementDataType {
-    guard_value(
-        sys::ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED,
-        || {
-            // SAFETY: `op` is ours.
-            let s = unsafe { spec_of(op) };
-            s.outputs()
-                .get(i)
-                .map(|p| element_type(s, p.ty))
-                .unwrap_or(sys::ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED)
-        },
-    )
+    // SAFETY: `op` is ours.
+    unsafe { port_type(op, i, OpSpec::outputs) }
 }
 
 unsafe extern "system" fn op_output_count(op: *const sys::OrtCustomOp) -> usize {

@@ -64,25 +64,25 @@ const fn req(name: &'static str, ty: PortType) -> Port {
     }
 }
 
+const fn opt(name: &'static str, ty: PortType) -> Port {
+    Port {
+        name,
+        ty,
+        optional: true,
+    }
+}
+
 const DITAC_IN: [Port; 3] = [
     req("X", PortType::T),
     req("theta", PortType::Float),
-    Port {
-        name: "B",
-        ty: PortType::Float,
-        optional: true,
-    },
+    opt("B", PortType::Float),
 ];
 const LUT_IN: [Port; 2] = [req("X", PortType::T), req("table", PortType::Float)];
 const GRAD_IN: [Port; 4] = [
     req("dY", PortType::T),
     req("X", PortType::T),
     req("theta", PortType::Float),
-    Port {
-        name: "B",
-        ty: PortType::Float,
-        optional: true,
-    },
+    opt("B", PortType::Float),
 ];
 const Y_OUT: [Port; 1] = [req("Y", PortType::T)];
 const GRAD_OUT: [Port; 2] = [req("dX", PortType::T), req("dtheta", PortType::Float)];

@@ -1,0 +1,520 @@
+//! Network descriptions ("specs") for `ditac build`, `ditac train-artifacts` and `ditac train`.
+//!
+//! A spec is a short TOML or JSON file: the per-sample input shape and a list of layers.
+//!
+//! ```toml
+//! name = "regression"
+//! input = 2                # features; or [C, H, W] for images
+//!
+//! [[layers]]
+//! type = "linear"          # alias "dense"
+//! out = 32
+//!
+//! [[layers]]
+//! type = "ditac"           # every ops.md attribute, ops.md defaults
+//! a = -3.0
+//! b = 3.0
+//! tess = 10
+//! per_channel = false      # true: θ is [C, d], one row per channel (axis 1)
+//!
+//! [[layers]]
+//! type = "linear"
+//! out = 1
+//! ```
+//!
+//! Parameters use PyTorch's key names and layouts, as an `nn.Sequential` state dict would: a layer's
+//! prefix is its `name` if given, else its index in `layers` (`"0.weight"`, `"0.bias"`, `"1.thetas"`).
+//! Linear weights are `[out, in]`, conv2d weights `[out, in, k, k]`, DiTAC's `thetas` is `[1, d]`
+//! (the reference's shape) or `[C, d]` per channel, PReLU's `weight` is `[num_parameters]`.
+
+use crate::basis::BasisKind;
+use crate::config::{Attrs, Interpolation, Variant};
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::path::Path;
+
+/// A network description as written in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// Graph name (defaults to the file stem).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Per-sample input shape (without the batch axis): a number of features or `[C, H, W]`.
+    pub input: InputShape,
+    /// The layers, first to last.
+    pub layers: Vec<Layer>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum InputShape {
+    Features(usize),
+    Shape(Vec<usize>),
+}
+
+impl InputShape {
+    pub fn dims(&self) -> Vec<usize> {
+        match self {
+            InputShape::Features(n) => vec![*n],
+            InputShape::Shape(s) => s.clone(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn one() -> usize {
+    1
+}
+fn leaky_default() -> f32 {
+    0.01
+}
+
+/// One layer. `name` (optional everywhere) sets the parameter key prefix.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Layer {
+    #[serde(alias = "dense")]
+    Linear {
+        #[serde(default)]
+        name: Option<String>,
+        out: usize,
+        #[serde(default = "yes")]
+        bias: bool,
+    },
+    Conv2d {
+        #[serde(default)]
+        name: Option<String>,
+        out: usize,
+        kernel: usize,
+        #[serde(default = "one")]
+        stride: usize,
+        #[serde(default)]
+        padding: usize,
+        #[serde(default = "yes")]
+        bias: bool,
+    },
+    Flatten {
+        #[serde(default)]
+        name: Option<String>,
+    },
+    Ditac(DitacLayer),
+    Relu {
+        #[serde(default)]
+        name: Option<String>,
+    },
+    Gelu {
+        #[serde(default)]
+        name: Option<String>,
+    },
+    Tanh {
+        #[serde(default)]
+        name: Option<String>,
+    },
+    Sigmoid {
+        #[serde(default)]
+        name: Option<String>,
+    },
+    LeakyRelu {
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default = "leaky_default")]
+        slope: f32,
+    },
+    Prelu {
+        #[serde(default)]
+        name: Option<String>,
+        /// 1 (one slope shared, PyTorch's default) or the channel count.
+        #[serde(default = "one")]
+        num_parameters: usize,
+    },
+}
+
+/// A DiTAC layer: every ops.md attribute, with the ops.md defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DitacLayer {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub a: Option<f32>,
+    #[serde(default)]
+    pub b: Option<f32>,
+    #[serde(default)]
+    pub tess: Option<i64>,
+    #[serde(default)]
+    pub zero_boundary: Option<bool>,
+    #[serde(default)]
+    pub basis: Option<String>,
+    #[serde(default)]
+    pub variant: Option<String>,
+    #[serde(default)]
+    pub alpha: Option<f32>,
+    #[serde(default)]
+    pub lut_size: Option<i64>,
+    #[serde(default)]
+    pub interpolation: Option<String>,
+    /// θ per channel (`[C, d]`, channel axis 1) instead of one θ for the layer.
+    #[serde(default)]
+    pub per_channel: bool,
+}
+
+impl DitacLayer {
+    /// The ops.md attributes this layer sets (validated).
+    pub fn attrs(&self) -> Result<Attrs> {
+        let mut at = Attrs::default();
+        if let Some(v) = self.a {
+            at.a = v;
+        }
+        if let Some(v) = self.b {
+            at.b = v;
+        }
+        if let Some(v) = self.tess {
+            at.tess = v;
+        }
+        if let Some(v) = self.zero_boundary {
+            at.zero_boundary = v as i64;
+        }
+        if let Some(v) = &self.basis {
+            at.basis = v.parse::<BasisKind>()?;
+            if at.basis == BasisKind::Explicit {
+                bail!("basis \"explicit\" needs a B tensor, which specs cannot carry: use qr, rref or sparse");
+            }
+        }
+        if let Some(v) = &self.variant {
+            at.variant = v.parse::<Variant>()?;
+        }
+        if let Some(v) = self.alpha {
+            at.alpha = v;
+        }
+        if let Some(v) = self.lut_size {
+            at.lut_size = v;
+        }
+        if let Some(v) = &self.interpolation {
+            at.interpolation = v.parse::<Interpolation>()?;
+        }
+        at.validate()?;
+        Ok(at)
+    }
+}
+
+impl Layer {
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Layer::Linear { name, .. }
+            | Layer::Conv2d { name, .. }
+            | Layer::Flatten { name }
+            | Layer::Relu { name }
+            | Layer::Gelu { name }
+            | Layer::Tanh { name }
+            | Layer::Sigmoid { name }
+            | Layer::LeakyRelu { name, .. }
+            | Layer::Prelu { name, .. } => name.as_deref(),
+            Layer::Ditac(d) => d.name.as_deref(),
+        }
+    }
+
+    /// The layer's type as written in specs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Layer::Linear { .. } => "linear",
+            Layer::Conv2d { .. } => "conv2d",
+            Layer::Flatten { .. } => "flatten",
+            Layer::Ditac(_) => "ditac",
+            Layer::Relu { .. } => "relu",
+            Layer::Gelu { .. } => "gelu",
+            Layer::Tanh { .. } => "tanh",
+            Layer::Sigmoid { .. } => "sigmoid",
+            Layer::LeakyRelu { .. } => "leaky_relu",
+            Layer::Prelu { .. } => "prelu",
+        }
+    }
+}
+
+/// A parameter a layer owns: its PyTorch key and shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamSpec {
+    pub key: String,
+    pub shape: Vec<usize>,
+}
+
+impl ParamSpec {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A layer with its shapes worked out.
+#[derive(Debug, Clone)]
+pub struct ResolvedLayer {
+    pub index: usize,
+    /// Parameter key prefix: the layer's name or its index.
+    pub prefix: String,
+    pub layer: Layer,
+    /// Validated attributes, for DiTAC layers.
+    pub attrs: Option<Attrs>,
+    /// Per-sample shapes (no batch axis).
+    pub in_shape: Vec<usize>,
+    pub out_shape: Vec<usize>,
+    pub params: Vec<ParamSpec>,
+}
+
+/// A spec with every shape and parameter resolved.
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub name: String,
+    pub input: Vec<usize>,
+    pub layers: Vec<ResolvedLayer>,
+}
+
+impl Network {
+    pub fn output(&self) -> &[usize] {
+        self.layers.last().map_or(&self.input, |l| &l.out_shape)
+    }
+    pub fn params(&self) -> impl Iterator<Item = &ParamSpec> {
+        self.layers.iter().flat_map(|l| l.params.iter())
+    }
+}
+
+impl Spec {
+    /// Reads a spec from TOML (`.toml`) or JSON (`.json`, or any file starting with `{`).
+    pub fn load(path: &Path) -> Result<Spec> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read spec {}", path.display()))?;
+        let is_json =
+            path.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with('{');
+        let spec: Spec = if is_json {
+            serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| format!("spec {} is not a valid JSON spec", path.display()))?
+        } else {
+            toml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim().replace('\n', " ")))
+                .with_context(|| format!("spec {} is not a valid TOML spec", path.display()))?
+        };
+        let mut spec = spec;
+        if spec.name.is_none() {
+            spec.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        }
+        Ok(spec)
+    }
+
+    /// Parses a TOML spec from a string (tests and embedded specs).
+    pub fn from_toml(text: &str) -> Result<Spec> {
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("invalid TOML spec: {e}"))
+    }
+
+    /// Works out every layer's shapes and parameters, checking that the layers fit together.
+    pub fn resolve(&self) -> Result<Network> {
+        let input = self.input.dims();
+        if input.is_empty() || input.contains(&0) {
+            bail!("spec: input shape {input:?} must be non-empty with positive sizes");
+        }
+        if self.layers.is_empty() {
+            bail!("spec: `layers` is empty");
+        }
+        let mut shape = input.clone();
+        let mut out = Vec::with_capacity(self.layers.len());
+        let mut seen = std::collections::BTreeSet::new();
+        for (index, layer) in self.layers.iter().enumerate() {
+            let prefix = layer
+                .name()
+                .map(str::to_owned)
+                .unwrap_or_else(|| index.to_string());
+            if !seen.insert(prefix.clone()) {
+                bail!("spec: layer {index}: name \"{prefix}\" is used twice");
+            }
+            let at =
+                |what: String| anyhow::anyhow!("spec: layer {index} ({}): {what}", layer.kind());
+            let key = |p: &str| format!("{prefix}.{p}");
+            let mut params = Vec::new();
+            let mut attrs = None;
+            let out_shape = match layer {
+                Layer::Linear { out, bias, .. } => {
+                    if shape.len() != 1 {
+                        return Err(at(format!(
+                            "expects a flat input of features, got shape {shape:?} (add a flatten layer)"
+                        )));
+                    }
+                    if *out == 0 {
+                        return Err(at("out must be positive".into()));
+                    }
+                    params.push(ParamSpec {
+                        key: key("weight"),
+                        shape: vec![*out, shape[0]],
+                    });
+                    if *bias {
+                        params.push(ParamSpec {
+                            key: key("bias"),
+                            shape: vec![*out],
+                        });
+                    }
+                    vec![*out]
+                }
+                Layer::Conv2d {
+                    out,
+                    kernel,
+                    stride,
+                    padding,
+                    bias,
+                    ..
+                } => {
+                    if shape.len() != 3 {
+                        return Err(at(format!(
+                            "expects a [C, H, W] input, got shape {shape:?}"
+                        )));
+                    }
+                    if *out == 0 || *kernel == 0 || *stride == 0 {
+                        return Err(at("out, kernel and stride must be positive".into()));
+                    }
+                    let (c, h, w) = (shape[0], shape[1], shape[2]);
+                    if h + 2 * padding < *kernel || w + 2 * padding < *kernel {
+                        return Err(at(format!(
+                            "kernel {kernel} is larger than the padded input {h}x{w} (padding {padding})"
+                        )));
+                    }
+                    let ho = (h + 2 * padding - kernel) / stride + 1;
+                    let wo = (w + 2 * padding - kernel) / stride + 1;
+                    params.push(ParamSpec {
+                        key: key("weight"),
+                        shape: vec![*out, c, *kernel, *kernel],
+                    });
+                    if *bias {
+                        params.push(ParamSpec {
+                            key: key("bias"),
+                            shape: vec![*out],
+                        });
+                    }
+                    vec![*out, ho, wo]
+                }
+                Layer::Flatten { .. } => vec![shape.iter().product()],
+                Layer::Ditac(d) => {
+                    let a = d.attrs().map_err(|e| at(format!("{e}")))?;
+                    let rows = if d.per_channel { shape[0] } else { 1 };
+                    params.push(ParamSpec {
+                        key: key("thetas"),
+                        shape: vec![rows, a.theta_len()],
+                    });
+                    attrs = Some(a);
+                    shape.clone()
+                }
+                Layer::Prelu { num_parameters, .. } => {
+                    if *num_parameters != 1 && *num_parameters != shape[0] {
+                        return Err(at(format!(
+                            "num_parameters = {num_parameters}: expected 1 or the channel count {}",
+                            shape[0]
+                        )));
+                    }
+                    params.push(ParamSpec {
+                        key: key("weight"),
+                        shape: vec![*num_parameters],
+                    });
+                    shape.clone()
+                }
+                Layer::LeakyRelu { slope, .. } => {
+                    if !slope.is_finite() {
+                        return Err(at(format!("slope = {slope}: expected a finite number")));
+                    }
+                    shape.clone()
+                }
+                Layer::Relu { .. }
+                | Layer::Gelu { .. }
+                | Layer::Tanh { .. }
+                | Layer::Sigmoid { .. } => shape.clone(),
+            };
+            out.push(ResolvedLayer {
+                index,
+                prefix,
+                layer: layer.clone(),
+                attrs,
+                in_shape: shape.clone(),
+                out_shape: out_shape.clone(),
+                params,
+            });
+            shape = out_shape;
+        }
+        Ok(Network {
+            name: self.name.clone().unwrap_or_else(|| "ditac".into()),
+            input,
+            layers: out,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MLP: &str = r#"
+        input = 2
+        [[layers]]
+        type = "dense"
+        out = 16
+        [[layers]]
+        type = "ditac"
+        a = -3.0
+        b = 3.0
+        per_channel = true
+        [[layers]]
+        type = "linear"
+        name = "head"
+        out = 1
+    "#;
+
+    #[test]
+    fn resolves_shapes_and_pytorch_keys() {
+        let net = Spec::from_toml(MLP).unwrap().resolve().unwrap();
+        let keys: Vec<_> = net
+            .params()
+            .map(|p| (p.key.as_str(), p.shape.clone()))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("0.weight", vec![16, 2]),
+                ("0.bias", vec![16]),
+                ("1.thetas", vec![16, 9]),
+                ("head.weight", vec![1, 16]),
+                ("head.bias", vec![1]),
+            ]
+        );
+        assert_eq!(net.output(), &[1]);
+        let a = net.layers[1].attrs.as_ref().unwrap();
+        assert_eq!((a.a, a.b, a.tess), (-3.0, 3.0, 10));
+    }
+
+    #[test]
+    fn conv_shapes() {
+        let s = Spec::from_toml(
+            "input = [3, 8, 8]\n[[layers]]\ntype = \"conv2d\"\nout = 4\nkernel = 3\npadding = 1\n\
+             [[layers]]\ntype = \"flatten\"\n[[layers]]\ntype = \"linear\"\nout = 2\n",
+        )
+        .unwrap();
+        let net = s.resolve().unwrap();
+        assert_eq!(net.layers[0].out_shape, vec![4, 8, 8]);
+        assert_eq!(net.layers[2].params[0].shape, vec![2, 256]);
+    }
+
+    #[test]
+    fn bad_specs_say_where() {
+        let unknown =
+            Spec::from_toml("input = 2\n[[layers]]\ntype = \"linear\"\nout = 1\nwidth = 3\n");
+        assert!(format!("{:#}", unknown.unwrap_err()).contains("width"));
+        let kind = Spec::from_toml("input = 2\n[[layers]]\ntype = \"swish\"\n");
+        assert!(format!("{:#}", kind.unwrap_err()).contains("swish"));
+        let tess = Spec::from_toml("input = 2\n[[layers]]\ntype = \"ditac\"\ntess = 0\n").unwrap();
+        let msg = format!("{:#}", tess.resolve().unwrap_err());
+        assert!(
+            msg.contains("layer 0 (ditac)") && msg.contains("tess"),
+            "{msg}"
+        );
+        let flat =
+            Spec::from_toml("input = [3, 4, 4]\n[[layers]]\ntype = \"linear\"\nout = 1\n").unwrap();
+        assert!(format!("{:#}", flat.resolve().unwrap_err()).contains("flatten"));
+    }
+}

@@ -1,5 +1,6 @@
 pub mod core;
 pub use crate::core::*;
+pub mod graph;
 pub mod model;
 pub mod params;
 pub mod plugin;

@@ -35,7 +35,7 @@ pub enum ElemType {
 }
 
 impl ElemType {
-    fn data_type(self) -> DataType {
+    pub fn data_type(self) -> DataType {
         match self {
             ElemType::Float => DataType::FLOAT,
             ElemType::Float16 => DataType::FLOAT16,
@@ -71,7 +71,8 @@ impl From<&str> for Attr {
     }
 }
 
-fn attribute(name: &str, v: &Attr) -> AttributeProto {
+/// One attribute, with zero-valued scalars put on the wire explicitly (see the module notes).
+pub fn attribute(name: &str, v: &Attr) -> AttributeProto {
     let mut a = AttributeProto::new();
     a.name = name.to_string();
     match v {
@@ -115,7 +116,7 @@ fn attribute(name: &str, v: &Attr) -> AttributeProto {
 }
 
 /// A tensor type with `dims`; a negative dim is symbolic (named `<name>_d<i>`).
-fn value_info(name: &str, ty: ElemType, dims: &[i64]) -> ValueInfoProto {
+pub fn value_info(name: &str, ty: ElemType, dims: &[i64]) -> ValueInfoProto {
     let mut shape = TensorShapeProto::new();
     for (i, &d) in dims.iter().enumerate() {
         let mut dim = Dimension::new();

@@ -28,6 +28,18 @@ enum Command {
     ExampleModels(commands::examples::Args),
     /// Run the example models through ONNX Runtime with the plugin and show the results.
     Demo(commands::demo::Args),
+    /// Build a whole network (ONNX) from a spec (TOML/JSON) and its weights (safetensors/.npz).
+    Build(commands::build::Args),
+    /// Replace named nodes by DiTAC nodes with θ from a parameter file.
+    Patch(commands::patch::Args),
+    /// Turn DiTAC nodes with a constant θ into DiTACLut nodes with their tables.
+    Freeze(commands::freeze::Args),
+    /// Rewrite DiTAC/DiTACLut nodes as standard ONNX operators (runs without the plugin).
+    Lower(commands::lower::Args),
+    /// Show the DiTAC nodes of a model (attributes, θ shape, table size) and its opset imports.
+    Inspect(commands::inspect::Args),
+    /// Draw each DiTAC node's activation (SVG, PNG with --png) against GELU.
+    Plot(commands::plot::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +57,12 @@ fn main() -> ExitCode {
         Command::Eval(a) => commands::eval::run(a),
         Command::ExampleModels(a) => commands::examples::run(a),
         Command::Demo(a) => commands::demo::run(a),
+        Command::Build(a) => commands::build::run(a),
+        Command::Patch(a) => commands::patch::run(a),
+        Command::Freeze(a) => commands::freeze::run(a),
+        Command::Lower(a) => commands::lower::run(a),
+        Command::Inspect(a) => commands::inspect::run(a),
+        Command::Plot(a) => commands::plot::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -150,6 +150,19 @@ impl<R: Real> Activation<R> {
         }
     }
 
+    /// What the table kernel reads, in this precision: `[lo, hi, add_in, mul_in, n − 1]` and x̃ at
+    /// the nodes in original units (`None` on the exact path). A lowering to plain ONNX operators
+    /// that applies these constants in the kernel's order reproduces its results.
+    pub fn table_kernel_parts(&self) -> Option<([R; 5], &[R])> {
+        match &self.mode {
+            Mode::Table { scale, xt, .. } => Some((
+                [self.lo, self.hi, self.add_in, self.mul_in, *scale],
+                xt.as_slice(),
+            )),
+            Mode::Exact { .. } => None,
+        }
+    }
+
     /// Whether `backward` can run (θ-based with gradient tables, or exact).
     pub fn has_grad(&self) -> bool {
         match &self.mode {

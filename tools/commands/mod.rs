@@ -1,5 +1,11 @@
 pub mod basis;
+pub mod build;
 pub mod demo;
 pub mod eval;
 pub mod examples;
+pub mod freeze;
+pub mod inspect;
 pub mod json;
+pub mod lower;
+pub mod patch;
+pub mod plot;

@@ -1,0 +1,83 @@
+//! `ditac build SPEC -o OUT.onnx [--params P]`: a whole network from a spec (TOML or JSON) and its
+//! weights (safetensors or .npz with PyTorch's key names), through `ditac::graph::inference_model`.
+
+use anyhow::{Context, Result};
+use clap::Args as ClapArgs;
+use ditac::graph::{check_params, inference_model, init_params};
+use ditac::params::Params;
+use ditac::spec::Spec;
+use ditac::transform::save_model;
+use std::path::{Path, PathBuf};
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// The network description (TOML, or JSON).
+    pub spec: PathBuf,
+    /// The ONNX model to write.
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// The weights (safetensors or .npz, PyTorch key names and layouts). Without: fresh weights
+    /// initialised as PyTorch does (θ from the reference's prior), from --seed.
+    #[arg(long)]
+    pub params: Option<PathBuf>,
+    /// Seed of the fresh weights (without --params).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also write the weights used to this file (.npz, or .safetensors by extension).
+    #[arg(long)]
+    pub save_params: Option<PathBuf>,
+}
+
+/// Writes `p` to `path` (by extension: `.safetensors`, else `.npz`) through a temporary file.
+pub fn save_params_atomic(p: &Params, path: &Path) -> Result<()> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} is not a file name", path.display()))?;
+    let tmp = path.with_file_name(format!(
+        "{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let r = if path.extension().is_some_and(|e| e == "safetensors") {
+        p.save_safetensors(&tmp)
+    } else {
+        p.save_npz(&tmp)
+    };
+    let r = r.and_then(|()| {
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    });
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let spec = Spec::load(&args.spec)?;
+    let net = spec.resolve()?;
+    let params = match &args.params {
+        Some(p) => Params::load(p)?,
+        None => init_params(&net, args.seed)?,
+    };
+    check_params(&net, &params).with_context(|| match &args.params {
+        Some(p) => format!("parameters {}", p.display()),
+        None => "initial parameters".into(),
+    })?;
+    let mut m = inference_model(&net, &params)?.build();
+    save_model(&mut m, Path::new("."), &args.out)?;
+    if let Some(sp) = &args.save_params {
+        if let Err(e) = save_params_atomic(&params, sp) {
+            let _ = std::fs::remove_file(&args.out);
+            return Err(e);
+        }
+    }
+    let ditac = net.layers.iter().filter(|l| l.attrs.is_some()).count();
+    println!(
+        "wrote {} ({} layers, {} DiTAC, {} parameters)",
+        args.out.display(),
+        net.layers.len(),
+        ditac,
+        net.params().map(|p| p.len()).sum::<usize>()
+    );
+    Ok(())
+}

@@ -1,0 +1,38 @@
+//! `ditac freeze IN.onnx -o OUT.onnx [--tables P]`: `DiTAC` nodes with a constant θ become
+//! `DiTACLut` nodes with their precomputed tables (bit-identical outputs).
+
+use anyhow::Result;
+use clap::Args as ClapArgs;
+use ditac::params::Params;
+use ditac::transform::freeze::freeze_model;
+use ditac::transform::ModelFile;
+use std::path::PathBuf;
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// The model to freeze (never modified).
+    pub input: PathBuf,
+    /// The model to write.
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// Tables computed elsewhere (safetensors or .npz; e.g. the reference's lingrid_t), keyed by
+    /// node name: [n] or [C, n] values of T̂ on the normalised grid.
+    #[arg(long)]
+    pub tables: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let mut mf = ModelFile::load(&args.input)?;
+    let tables = args.tables.as_deref().map(Params::load).transpose()?;
+    let dir = mf.dir.clone();
+    let report = freeze_model(&mut mf.model, &dir, tables.as_ref())?;
+    mf.save(&args.out)?;
+    for (n, dims) in &report.frozen {
+        println!("{n}: DiTACLut, table {dims:?}");
+    }
+    for (n, why) in &report.kept {
+        eprintln!("ditac: note: {n} left as DiTAC: {why}");
+    }
+    println!("wrote {}", args.out.display());
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! `ditac inspect IN.onnx [--json]`: the ai.ditac nodes (attributes, θ shape, table size) and the
+//! opset imports.
+
+use anyhow::Result;
+use clap::Args as ClapArgs;
+use ditac::transform::inspect::{inspect, render_text};
+use ditac::transform::ModelFile;
+use std::path::PathBuf;
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// The model.
+    pub input: PathBuf,
+    /// One JSON object for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let mf = ModelFile::load(&args.input)?;
+    let v = inspect(&mf)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", render_text(&v));
+    }
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! `ditac patch IN.onnx --params P -o OUT.onnx --node NAME=KEY [...]`: named one-input, one-output
+//! nodes become `DiTAC` nodes whose θ is the tensor KEY of P.
+
+use anyhow::{bail, Result};
+use clap::Args as ClapArgs;
+use ditac::params::Params;
+use ditac::transform::patch::{patch_model, AttrOverrides, Replacement};
+use ditac::transform::ModelFile;
+use std::path::PathBuf;
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// The model to patch (never modified).
+    pub input: PathBuf,
+    /// The parameters (safetensors or .npz) holding θ.
+    #[arg(long)]
+    pub params: PathBuf,
+    /// The model to write.
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// NAME=KEY: the node NAME becomes DiTAC with θ = tensor KEY ([d], [1, d] or [C, d]). Repeatable.
+    #[arg(long = "node", value_name = "NAME=KEY", required = true)]
+    pub nodes: Vec<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub a: Option<f32>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub b: Option<f32>,
+    /// Default: from θ's length d (d + 1 with a zero boundary, d − 1 without).
+    #[arg(long)]
+    pub tess: Option<i64>,
+    #[arg(long)]
+    pub zero_boundary: Option<i64>,
+    /// qr, rref or sparse (the basis θ was trained in).
+    #[arg(long)]
+    pub basis: Option<String>,
+    /// ditac, leaky or ge.
+    #[arg(long)]
+    pub variant: Option<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub alpha: Option<f32>,
+    /// Table nodes (0 = exact closed form).
+    #[arg(long, allow_hyphen_values = true)]
+    pub lut_size: Option<i64>,
+    /// nearest or linear.
+    #[arg(long)]
+    pub interpolation: Option<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub channel_axis: Option<i64>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let reps = args
+        .nodes
+        .iter()
+        .map(|s| match s.split_once('=') {
+            Some((n, k)) if !n.is_empty() && !k.is_empty() => Ok(Replacement {
+                node: n.to_string(),
+                key: k.to_string(),
+            }),
+            _ => bail!("--node \"{s}\": expected NAME=KEY"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let overrides = AttrOverrides {
+        a: args.a,
+        b: args.b,
+        tess: args.tess,
+        zero_boundary: args.zero_boundary,
+        basis: args.basis.as_deref().map(str::parse).transpose()?,
+        variant: args.variant.as_deref().map(str::parse).transpose()?,
+        alpha: args.alpha,
+        lut_size: args.lut_size,
+        interpolation: args.interpolation.as_deref().map(str::parse).transpose()?,
+        channel_axis: args.channel_axis,
+    };
+    let mut mf = ModelFile::load(&args.input)?;
+    let params = Params::load(&args.params)?;
+    patch_model(&mut mf.model, &params, &reps, &overrides)?;
+    mf.save(&args.out)?;
+    for r in &reps {
+        println!("{}: DiTAC with θ = \"{}\"", r.node, r.key);
+    }
+    println!("wrote {}", args.out.display());
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! `ditac plot IN.onnx -o DIR [--png]`: one picture per DiTAC/DiTACLut node with a constant θ or
+//! table: the learned activation over [a, b] and beyond, against GELU, with [a, b] shaded.
+
+use anyhow::{bail, Context, Result};
+use clap::Args as ClapArgs;
+use ditac::transform::plot::{file_stem, model_plots, png, svg};
+use ditac::transform::ModelFile;
+use std::path::PathBuf;
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// The model.
+    pub input: PathBuf,
+    /// Output folder (created if missing): NODE.svg (and NODE.png) per node.
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// Also write PNG pictures.
+    #[arg(long)]
+    pub png: bool,
+    /// Only this node (repeatable).
+    #[arg(long = "node", value_name = "NAME")]
+    pub nodes: Vec<String>,
+    /// Samples per curve.
+    #[arg(long, default_value_t = 800)]
+    pub points: usize,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let mf = ModelFile::load(&args.input)?;
+    let (mut plots, skipped) = model_plots(mf.graph(), &mf.dir, args.points)?;
+    for n in &args.nodes {
+        if !plots.iter().any(|p| &p.node == n) {
+            bail!("--node {n}: no DiTAC or DiTACLut node with a constant θ or table has this name");
+        }
+    }
+    if !args.nodes.is_empty() {
+        plots.retain(|p| args.nodes.contains(&p.node));
+    }
+    if plots.is_empty() {
+        bail!(
+            "{} has no DiTAC or DiTACLut node with a constant θ or table to plot",
+            args.input.display()
+        );
+    }
+    // Render everything first: nothing is written unless every picture could be made.
+    let mut files = Vec::new();
+    for p in &plots {
+        let stem = file_stem(&p.node);
+        files.push((format!("{stem}.svg"), svg(p).into_bytes()));
+        if args.png {
+            files.push((format!("{stem}.png"), png(p)?));
+        }
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    for (name, bytes) in &files {
+        let path = args.out.join(name);
+        let tmp = args.out.join(format!("{name}.tmp-{}", std::process::id()));
+        let r = std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .with_context(|| format!("writing {}", path.display()));
+        if r.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        r?;
+        println!("wrote {}", path.display());
+    }
+    for n in skipped {
+        eprintln!("ditac: note: {n} not plotted: its θ is not a constant");
+    }
+    Ok(())
+}

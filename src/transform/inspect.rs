@@ -6,6 +6,15 @@ use crate::model::{basis_str, interpolation_str, variant_str};
 use anyhow::Result;
 use serde_json::{json, Value};
 
+/// An f32 as the shortest decimal that reads back as the same f32 (0.01, not 0.009999999776).
+fn f32_json(v: f32) -> Value {
+    format!("{v}")
+        .parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+        .map_or(Value::Null, Value::Number)
+}
+
 /// What `ditac inspect --json` prints.
 pub fn inspect(mf: &ModelFile) -> Result<Value> {
     let m = &mf.model;
@@ -20,8 +29,8 @@ pub fn inspect(mf: &ModelFile) -> Result<Value> {
         let (at, set) = node_attrs(n)?;
         let lut = n.op_type == "DiTACLut";
         let mut attrs = serde_json::Map::new();
-        attrs.insert("a".into(), json!(at.a));
-        attrs.insert("b".into(), json!(at.b));
+        attrs.insert("a".into(), f32_json(at.a));
+        attrs.insert("b".into(), f32_json(at.b));
         if !lut {
             attrs.insert("tess".into(), json!(at.tess));
             attrs.insert("zero_boundary".into(), json!(at.zero_boundary));
@@ -29,7 +38,7 @@ pub fn inspect(mf: &ModelFile) -> Result<Value> {
             attrs.insert("lut_size".into(), json!(at.lut_size));
         }
         attrs.insert("variant".into(), json!(variant_str(at.variant)));
-        attrs.insert("alpha".into(), json!(at.alpha));
+        attrs.insert("alpha".into(), f32_json(at.alpha));
         attrs.insert(
             "interpolation".into(),
             json!(interpolation_str(at.interpolation)),

@@ -7,7 +7,8 @@
 //! Reading and writing ([`ModelFile`]): a model is parsed straight from the file (one copy of the
 //! weights in memory, never the file's bytes and the parsed message both). Initializers stored in
 //! external data files stay there: only the tensors a transformation needs (θ, B, tables) are read,
-//! and when the output goes to another folder the data files are hard-linked (or copied) next to it,
+//! and when the output goes to another folder the data files are copied next to it (not hard-linked:
+//! onnx.checker refuses data files with several links),
 //! so the relative `location`s keep resolving. Outputs are written to a temporary file in the output
 //! folder and renamed; on any error nothing is left behind, and the input is never written to.
 
@@ -132,7 +133,7 @@ impl Drop for Cleanup {
 }
 
 /// Writes `model` to `out` atomically (`OUT.tmp-<pid>` in the same folder, then renamed); external
-/// data files named by its initializers (relative to `src_dir`) are hard-linked or copied next to
+/// data files named by its initializers (relative to `src_dir`) are copied next to
 /// `out` when it goes to another folder. Zero-valued attribute scalars are put on the wire
 /// explicitly (see `crate::model`). On error nothing is left behind.
 pub fn save_model(model: &mut ModelProto, src_dir: &Path, out: &Path) -> Result<()> {
@@ -172,19 +173,18 @@ pub fn save_model(model: &mut ModelProto, src_dir: &Path, out: &Path) -> Result<
             if let Some(p) = dst.parent() {
                 std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
             }
-            if std::fs::hard_link(&src, &dst).is_err() {
-                let tmp = dst.with_file_name(format!(
-                    "{}.tmp-{}",
-                    dst.file_name().unwrap_or_default().to_string_lossy(),
-                    std::process::id()
-                ));
-                cleanup.0.push(tmp.clone());
-                std::fs::copy(&src, &tmp)
-                    .with_context(|| format!("copying {} to {}", src.display(), tmp.display()))?;
-                std::fs::rename(&tmp, &dst)
-                    .with_context(|| format!("writing {}", dst.display()))?;
-                cleanup.0.pop();
-            }
+            // A copy, not a hard link: onnx.checker refuses data files with several links
+            // ("potential hardlink attack").
+            let tmp = dst.with_file_name(format!(
+                "{}.tmp-{}",
+                dst.file_name().unwrap_or_default().to_string_lossy(),
+                std::process::id()
+            ));
+            cleanup.0.push(tmp.clone());
+            std::fs::copy(&src, &tmp)
+                .with_context(|| format!("copying {} to {}", src.display(), tmp.display()))?;
+            std::fs::rename(&tmp, &dst).with_context(|| format!("writing {}", dst.display()))?;
+            cleanup.0.pop();
             cleanup.0.push(dst);
         }
     }

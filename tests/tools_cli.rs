@@ -1,0 +1,604 @@
+//! The model tools as users run them (the `ditac` binary): build, patch, freeze, lower, inspect,
+//! plot; their outputs through ONNX Runtime 1.32 with the plugin (and without it, for lowered
+//! models); bad input (one line, exit status 2, no output left, input untouched); external data.
+//! Needs `cargo build --release --lib` first (the plugin), like the other plugin tests.
+
+mod common;
+
+use common::{env, plugin_path};
+use ort::session::Session;
+use ort::value::Tensor;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Named tolerances.
+/// The lowered graph with the plugin's erf is the plugin's arithmetic, operation by operation.
+const LOWER_EXACT: f64 = 0.0;
+/// With ONNX's Erf: each runtime's erf is a few 1e-7 away from the plugin's.
+const LOWER_ONNX_ERF: f64 = 1e-6;
+
+fn ditac(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ditac"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(args: &[&str]) -> String {
+    let (code, out, err) = ditac(args);
+    assert_eq!(code, 0, "ditac {args:?}: {err}");
+    out
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ditac-tools-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+static CREATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn open(path: &Path, plugin: bool) -> Session {
+    let _g = CREATE.lock().unwrap_or_else(|e| e.into_inner());
+    let b = Session::builder(env()).unwrap();
+    let mut b = b
+        .with_intra_threads(1)
+        .map_err(ort::Error::<()>::from)
+        .unwrap();
+    if plugin {
+        b = b
+            .with_operator_library(plugin_path())
+            .map_err(ort::Error::<()>::from)
+            .unwrap();
+    }
+    b.commit_from_file(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn run(path: &Path, plugin: bool, shape: &[usize], x: &[f32]) -> Vec<f32> {
+    let mut sess = open(path, plugin);
+    let t = Tensor::from_array((shape.to_vec(), x.to_vec())).unwrap();
+    let o = sess.run(ort::inputs!["x" => t]).unwrap();
+    o["y"].try_extract_tensor::<f32>().unwrap().1.to_vec()
+}
+
+fn inputs(n: usize, scale: f32) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..n)
+        .map(|i| (((i as f32) * 0.618_034).fract() * 2.0 - 1.0) * scale)
+        .collect();
+    v[0] = f32::NAN;
+    v[1] = f32::INFINITY;
+    v[2] = f32::NEG_INFINITY;
+    v
+}
+
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// max |a − b| / max(|b|, 1) over finite values; NaN must match NaN.
+fn max_rel(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let mut m = 0.0f64;
+    for (x, y) in a.iter().zip(b) {
+        if y.is_nan() || x.is_nan() {
+            assert!(x.is_nan() && y.is_nan(), "{x} vs {y}");
+            continue;
+        }
+        if y.is_infinite() {
+            assert_eq!(x, y);
+            continue;
+        }
+        m = m.max((*x as f64 - *y as f64).abs() / (*y as f64).abs().max(1.0));
+    }
+    m
+}
+
+const CONV_SPEC: &str = r#"
+name = "convnet"
+input = [3, 6, 6]
+[[layers]]
+type = "conv2d"
+name = "conv"
+out = 4
+kernel = 3
+padding = 1
+[[layers]]
+type = "ditac"
+name = "act"
+a = -2.0
+b = 2.0
+tess = 8
+per_channel = true
+[[layers]]
+type = "flatten"
+[[layers]]
+type = "linear"
+name = "fc"
+out = 6
+[[layers]]
+type = "ditac"
+name = "act_ge"
+variant = "ge"
+interpolation = "linear"
+lut_size = 512
+[[layers]]
+type = "linear"
+name = "fc2"
+out = 5
+[[layers]]
+type = "ditac"
+name = "act_leaky"
+variant = "leaky"
+alpha = 0.1
+a = -1.0
+b = 1.0
+"#;
+
+#[test]
+fn build_freeze_lower_round_trip() {
+    let d = tmpdir("roundtrip");
+    let spec = d.join("net.toml");
+    std::fs::write(&spec, CONV_SPEC).unwrap();
+    let (full, params) = (d.join("net.onnx"), d.join("net.safetensors"));
+    ok(&[
+        "build",
+        s(&spec),
+        "--seed",
+        "5",
+        "--save-params",
+        s(&params),
+        "-o",
+        s(&full),
+    ]);
+    let frozen = d.join("frozen.onnx");
+    let out = ok(&["freeze", s(&full), "-o", s(&frozen)]);
+    assert!(
+        out.contains("act.ditac: DiTACLut, table [4, 2048]"),
+        "{out}"
+    );
+    let lowered = d.join("lowered.onnx");
+    ok(&["lower", s(&full), "-o", s(&lowered)]);
+    let lowered_erf = d.join("lowered_erf.onnx");
+    ok(&["lower", s(&full), "--erf", "onnx", "-o", s(&lowered_erf)]);
+    let lowered_lut = d.join("lowered_lut.onnx");
+    ok(&["lower", s(&frozen), "-o", s(&lowered_lut)]);
+    // Same weights from the saved file give the same model.
+    let again = d.join("again.onnx");
+    ok(&["build", s(&spec), "--params", s(&params), "-o", s(&again)]);
+    assert_eq!(
+        std::fs::read(&full).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
+
+    let shape = [64, 3, 6, 6];
+    let x = inputs(shape.iter().product(), 3.0);
+    let y = run(&full, true, &shape, &x);
+    assert!(y.iter().skip(40).all(|v| v.is_finite()));
+    assert!(
+        same_bits(&run(&frozen, true, &shape, &x), &y),
+        "freeze is bit-identical"
+    );
+    let yl = run(&lowered, false, &shape, &x);
+    assert!(
+        max_rel(&yl, &y) <= LOWER_EXACT,
+        "lower: {}",
+        max_rel(&yl, &y)
+    );
+    assert!(same_bits(&run(&lowered_lut, false, &shape, &x), &y));
+    let ye = run(&lowered_erf, false, &shape, &x);
+    let m = max_rel(&ye, &y);
+    assert!(m <= LOWER_ONNX_ERF, "lower --erf onnx: {m}");
+
+    // The lowered model no longer needs (or imports) the custom domain.
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["inspect", "--json", s(&lowered)])).unwrap();
+    assert_eq!(v["ditac_nodes"].as_array().unwrap().len(), 0);
+    assert!(!v["opset_import"].to_string().contains("ai.ditac"));
+}
+
+#[test]
+fn patch_a_placeholder_equals_the_built_network() {
+    let d = tmpdir("patch");
+    let with = d.join("with.toml");
+    std::fs::write(&with, CONV_SPEC).unwrap();
+    // The same network with placeholders where two of the DiTAC layers are.
+    let placeholders = CONV_SPEC
+        .replace(
+            "type = \"ditac\"\nname = \"act\"\na = -2.0\nb = 2.0\ntess = 8\nper_channel = true",
+            "type = \"relu\"\nname = \"act\"",
+        )
+        .replace(
+            "type = \"ditac\"\nname = \"act_ge\"\nvariant = \"ge\"\ninterpolation = \"linear\"\nlut_size = 512",
+            "type = \"gelu\"\nname = \"act_ge\"",
+        );
+    assert_eq!(placeholders.matches("ditac").count(), 1);
+    let without = d.join("without.toml");
+    std::fs::write(&without, placeholders).unwrap();
+    let (full, params) = (d.join("full.onnx"), d.join("p.npz"));
+    ok(&[
+        "build",
+        s(&with),
+        "--seed",
+        "9",
+        "--save-params",
+        s(&params),
+        "-o",
+        s(&full),
+    ]);
+    let ph = d.join("placeholder.onnx");
+    ok(&["build", s(&without), "--params", s(&params), "-o", s(&ph)]);
+    let before = std::fs::read(&ph).unwrap();
+    let patched = d.join("patched.onnx");
+    ok(&[
+        "patch",
+        s(&ph),
+        "--params",
+        s(&params),
+        "-o",
+        s(&patched),
+        "--node",
+        "act.relu=act.thetas",
+        "--a",
+        "-2",
+        "--b",
+        "2",
+    ]);
+    let patched2 = d.join("patched2.onnx");
+    ok(&[
+        "patch",
+        s(&patched),
+        "--params",
+        s(&params),
+        "-o",
+        s(&patched2),
+        "--node",
+        "act_ge.gelu=act_ge.thetas",
+        "--variant",
+        "ge",
+        "--interpolation",
+        "linear",
+        "--lut-size",
+        "512",
+    ]);
+    assert_eq!(
+        std::fs::read(&ph).unwrap(),
+        before,
+        "the input is never modified"
+    );
+    let shape = [16, 3, 6, 6];
+    let x = inputs(shape.iter().product(), 2.5);
+    assert!(same_bits(
+        &run(&patched2, true, &shape, &x),
+        &run(&full, true, &shape, &x)
+    ));
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["inspect", "--json", s(&patched2)])).unwrap();
+    let nodes = v["ditac_nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    assert_eq!(nodes[0]["name"], "act.relu");
+    assert_eq!(nodes[0]["theta"]["shape"], serde_json::json!([4, 7]));
+    assert_eq!(nodes[0]["attributes"]["tess"], 8, "tess follows from d");
+    assert_eq!(nodes[1]["attributes"]["variant"], "ge");
+    assert_eq!(
+        nodes[1]["theta"]["shape"],
+        serde_json::json!([9]),
+        "[1, d] is stored [d]"
+    );
+}
+
+#[test]
+fn inspect_text_and_plots() {
+    let d = tmpdir("inspect");
+    let spec = d.join("net.toml");
+    std::fs::write(&spec, CONV_SPEC).unwrap();
+    let m = d.join("m.onnx");
+    ok(&["build", s(&spec), "-o", s(&m)]);
+    let text = ok(&["inspect", s(&m)]);
+    assert!(
+        text.contains("opset imports: ai.onnx v20, ai.ditac v1"),
+        "{text}"
+    );
+    assert!(text.contains("3 ai.ditac node(s)"), "{text}");
+    assert!(
+        text.contains(
+            "theta 'act.thetas' shape [4,7] (constant), d = 7, channels 4, table size 2048"
+        ),
+        "{text}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&ok(&["inspect", "--json", s(&m)])).unwrap();
+    assert_eq!(
+        v["ditac_nodes"][2]["attributes"]["alpha"],
+        serde_json::json!(0.1)
+    );
+    assert_eq!(v["ditac_nodes"][1]["table_size"], 512);
+    let plots = d.join("plots");
+    ok(&["plot", s(&m), "-o", s(&plots), "--png"]);
+    for n in ["act.ditac", "act_ge.ditac", "act_leaky.ditac"] {
+        let svg = std::fs::read_to_string(plots.join(format!("{n}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert!(svg.contains("GELU") && svg.contains("a = ") && svg.contains("<polyline"));
+        let png = std::fs::read(plots.join(format!("{n}.png"))).unwrap();
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 1000);
+    }
+    assert!(std::fs::read_to_string(plots.join("act.ditac.svg"))
+        .unwrap()
+        .contains("channel 3"));
+}
+
+/// Asserts one error line, exit status 2, the message, and that `out` was not written.
+fn fails(args: &[&str], needle: &str, out: &Path) {
+    let (code, stdout, err) = ditac(args);
+    assert_eq!(code, 2, "ditac {args:?}: {stdout}{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.starts_with("ditac: error: ") && err.contains(needle),
+        "{args:?}: {err}"
+    );
+    assert!(!out.exists(), "{args:?} left {}", out.display());
+    let leftovers: Vec<_> = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn bad_input_is_one_line_exit_2_and_no_output() {
+    let d = tmpdir("bad");
+    let spec = d.join("net.toml");
+    std::fs::write(&spec, CONV_SPEC).unwrap();
+    let (m, p) = (d.join("m.onnx"), d.join("p.npz"));
+    ok(&["build", s(&spec), "--save-params", s(&p), "-o", s(&m)]);
+    let m_bytes = std::fs::read(&m).unwrap();
+    let text = d.join("notes.txt");
+    std::fs::write(&text, "these are not the weights you are looking for\n").unwrap();
+    let bad_spec = d.join("bad.toml");
+    std::fs::write(&bad_spec, "input = 2\n[[layers]]\ntype = \"swish\"\n").unwrap();
+    let out = d.join("out.onnx");
+    let o = s(&out);
+    let missing = d.join("missing.onnx");
+    for (args, needle) in [
+        (vec!["freeze", s(&missing), "-o", o], "cannot read"),
+        (vec!["lower", s(&text), "-o", o], "is not an ONNX model"),
+        (vec!["inspect", s(&p)], "is not an ONNX model"),
+        (vec!["freeze", s(&spec), "-o", o], "is not an ONNX model"),
+        (vec!["build", s(&bad_spec), "-o", o], "swish"),
+        (vec!["build", s(&missing), "-o", o], "cannot read spec"),
+        (
+            vec!["build", s(&spec), "--params", s(&text), "-o", o],
+            "neither a safetensors",
+        ),
+        (
+            vec!["build", s(&spec), "--params", s(&missing), "-o", o],
+            "cannot read parameters",
+        ),
+        (
+            vec![
+                "patch",
+                s(&m),
+                "--params",
+                s(&p),
+                "-o",
+                o,
+                "--node",
+                "2.flatten=nokey",
+            ],
+            "no tensor \"nokey\"",
+        ),
+        (
+            vec![
+                "patch",
+                s(&m),
+                "--params",
+                s(&p),
+                "-o",
+                o,
+                "--node",
+                "nonode=act.thetas",
+            ],
+            "no node named 'nonode'",
+        ),
+        (
+            vec![
+                "patch",
+                s(&m),
+                "--params",
+                s(&p),
+                "-o",
+                o,
+                "--node",
+                "act_ge.ditac=fc.weight",
+            ],
+            "has 2 inputs",
+        ),
+        (
+            vec![
+                "patch",
+                s(&m),
+                "--params",
+                s(&p),
+                "-o",
+                o,
+                "--node",
+                "flatten=conv.weight",
+            ],
+            "no node named",
+        ),
+        (
+            vec![
+                "patch",
+                s(&m),
+                "--params",
+                s(&p),
+                "-o",
+                o,
+                "--node",
+                "2.flatten=conv.weight",
+            ],
+            "expected θ as [d], [1, d] or [C, d]",
+        ),
+        (
+            vec![
+                "patch",
+                s(&m),
+                "--params",
+                s(&p),
+                "-o",
+                o,
+                "--node",
+                "2.flatten=act.thetas",
+                "--tess",
+                "5",
+            ],
+            "expects d = 4",
+        ),
+        (
+            vec![
+                "patch",
+                s(&m),
+                "--params",
+                s(&text),
+                "-o",
+                o,
+                "--node",
+                "2.flatten=act.thetas",
+            ],
+            "neither a safetensors",
+        ),
+        (
+            vec!["freeze", s(&m), "--tables", s(&p), "-o", o],
+            "names no DiTAC node",
+        ),
+        (vec!["lower", s(&m), "--erf", "libm", "-o", o], "--erf"),
+        (vec!["freeze", s(&m), "-o", s(&m)], "is the input"),
+    ] {
+        fails(&args, needle, &out);
+    }
+    let nodir = d.join("no/such/dir/out.onnx");
+    let (code, _, err) = ditac(&["freeze", s(&m), "-o", s(&nodir)]);
+    assert!(code == 2 && err.contains("does not exist"), "{err}");
+    assert_eq!(
+        std::fs::read(&m).unwrap(),
+        m_bytes,
+        "the input is never modified"
+    );
+}
+
+/// Moves every initializer of `src` into one external data file next to `dst`.
+fn externalise(src: &Path, dst: &Path, data: &str) {
+    use onnx_protobuf::tensor_proto::DataLocation;
+    use onnx_protobuf::{Message, ModelProto, StringStringEntryProto};
+    let mut m = ModelProto::parse_from_bytes(&std::fs::read(src).unwrap()).unwrap();
+    let mut blob = Vec::new();
+    for t in m.graph.as_mut().unwrap().initializer.iter_mut() {
+        let raw = std::mem::take(&mut t.raw_data);
+        while blob.len() % 64 != 0 {
+            blob.push(0);
+        }
+        let off = blob.len();
+        blob.extend_from_slice(&raw);
+        t.data_location = DataLocation::EXTERNAL.into();
+        for (k, v) in [
+            ("location", data.to_string()),
+            ("offset", off.to_string()),
+            ("length", raw.len().to_string()),
+        ] {
+            let mut e = StringStringEntryProto::new();
+            e.key = k.into();
+            e.value = v;
+            t.external_data.push(e);
+        }
+    }
+    std::fs::write(dst.parent().unwrap().join(data), blob).unwrap();
+    let mut m = m;
+    ditac::transform::fix_zero_scalars(&mut m);
+    std::fs::write(dst, m.write_to_bytes().unwrap()).unwrap();
+}
+
+#[test]
+fn external_data_is_kept_external_and_follows_the_output() {
+    let d = tmpdir("external");
+    let spec = d.join("net.toml");
+    std::fs::write(&spec, CONV_SPEC).unwrap();
+    let (inline, p) = (d.join("inline.onnx"), d.join("p.npz"));
+    ok(&["build", s(&spec), "--save-params", s(&p), "-o", s(&inline)]);
+    let src = d.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let ext = src.join("model.onnx");
+    externalise(&inline, &ext, "weights.bin");
+    let v: serde_json::Value = serde_json::from_str(&ok(&["inspect", "--json", s(&ext)])).unwrap();
+    assert_eq!(
+        v["graph"]["external_data"],
+        serde_json::json!(["weights.bin"])
+    );
+    assert_eq!(v["ditac_nodes"][0]["theta"]["external"], true);
+    let out = d.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let shape = [8, 3, 6, 6];
+    let x = inputs(shape.iter().product(), 2.0);
+    let want = run(&inline, true, &shape, &x);
+    assert!(same_bits(&run(&ext, true, &shape, &x), &want));
+    for (cmd, name, plugin) in [("freeze", "f.onnx", true), ("lower", "l.onnx", false)] {
+        let o = out.join(name);
+        ok(&[cmd, s(&ext), "-o", s(&o)]);
+        assert!(same_bits(&run(&o, plugin, &shape, &x), &want), "{cmd}");
+        // The weights stayed external: the model file is small, the data file is next to it.
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&["inspect", "--json", s(&o)])).unwrap();
+        assert_eq!(
+            v["graph"]["external_data"],
+            serde_json::json!(["weights.bin"]),
+            "{cmd}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(out.join("weights.bin")).unwrap(),
+        std::fs::read(src.join("weights.bin")).unwrap()
+    );
+    // Into the same folder: nothing to copy.
+    let same = src.join("frozen.onnx");
+    ok(&["freeze", s(&ext), "-o", s(&same)]);
+    assert!(same_bits(&run(&same, true, &shape, &x), &want));
+    // A different file of that name next to the output is not overwritten.
+    let other = d.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("weights.bin"), b"something else").unwrap();
+    let o = other.join("f.onnx");
+    fails(&["freeze", s(&ext), "-o", s(&o)], "not overwriting", &o);
+}
+
+#[test]
+fn example_models_are_what_the_tools_make() {
+    let d = tmpdir("examples");
+    ok(&[
+        "example-models",
+        "-o",
+        s(&d),
+        "--spec",
+        s(&common::root().join("models/ditac_mlp.toml")),
+    ]);
+    for f in [
+        "ditac_mlp.onnx",
+        "ditac_mlp_lut.onnx",
+        "ditac_mlp_lowered.onnx",
+        "ditac_mlp.npz",
+    ] {
+        assert_eq!(
+            std::fs::read(d.join(f)).unwrap(),
+            std::fs::read(common::root().join("models").join(f)).unwrap(),
+            "models/{f} is out of date: run tools/make-models.sh"
+        );
+    }
+}

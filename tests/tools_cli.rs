@@ -522,7 +522,6 @@ fn externalise(src: &Path, dst: &Path, data: &str) {
         }
     }
     std::fs::write(dst.parent().unwrap().join(data), blob).unwrap();
-    let mut m = m;
     ditac::transform::fix_zero_scalars(&mut m);
     std::fs::write(dst, m.write_to_bytes().unwrap()).unwrap();
 }

@@ -168,7 +168,7 @@ impl Frame {
                 y1 = y1.max(*v as f64);
             }
         }
-        if !(y0 < y1) {
+        if y0.partial_cmp(&y1) != Some(std::cmp::Ordering::Less) {
             y0 -= 1.0;
             y1 += 1.0;
         }

@@ -239,3 +239,65 @@ def test_bad_input(built, tmp_path, args, needle):
     assert r.stderr.startswith("ditac: error: ") and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
     assert list(tmp_path.iterdir()) == []
     assert (d / "mlp.onnx").read_bytes() == before
+
+
+def test_float16_and_zero_valued_attributes(tmp_path):
+    """A model written by onnx.helper (float16 X, per-channel θ, a = 0.0 and channel_axis = -1): zero
+    scalars survive our rewrite (onnx-protobuf is proto3), and freeze/lower match the plugin bit for bit."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    theta = np.random.default_rng(5).normal(0, 1, (4, 9)).astype(np.float32)
+    node = helper.make_node("DiTAC", ["x", "theta"], ["h"], domain="ai.ditac", name="act",
+                            a=0.0, b=3.0, channel_axis=-1, interpolation="linear")
+    concat = helper.make_node("Concat", ["h", "h"], ["y"], axis=0, name="cat")
+    g = helper.make_graph([node, concat], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["N", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT16, ["M", 4])],
+                          initializer=[numpy_helper.from_array(theta, "theta")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.ditac", 1)], ir_version=9)
+    onnx.save_model(m, tmp_path / "m.onnx")
+    ditac("freeze", tmp_path / "m.onnx", "-o", tmp_path / "f.onnx")
+    ditac("lower", tmp_path / "m.onnx", "-o", tmp_path / "l.onnx")
+    f = onnx.load(tmp_path / "f.onnx")
+    attrs = {a.name: helper.get_attribute_value(a) for a in f.graph.node[0].attribute}
+    assert attrs["a"] == 0.0 and f.graph.node[0].attribute[0].HasField("f")
+    assert {a.name: helper.get_attribute_value(a) for a in f.graph.node[1].attribute} == {"axis": 0}
+    x = np.random.default_rng(6).uniform(-1, 4, (1000, 4)).astype(np.float16)
+    y = run(tmp_path / "m.onnx", x)
+    assert y.dtype == np.float16 and y.shape == (2000, 4)
+    # a = 0 reached the plugin (not the default -0.5): the frozen table model agrees only if it did,
+    # and inspect reads it back.
+    assert json.loads(ditac("inspect", "--json", tmp_path / "l.onnx").stdout)["ditac_nodes"] == []
+    assert json.loads(ditac("inspect", "--json", tmp_path / "f.onnx").stdout)["ditac_nodes"][0]["attributes"]["a"] == 0.0
+    assert np.array_equal(run(tmp_path / "f.onnx", x), y)
+    assert np.array_equal(run(tmp_path / "l.onnx", x, plugin=False), y)
+
+
+def test_freeze_with_tables_from_elsewhere(tmp_path):
+    """--tables: tables keyed by node name (here: the reference's lingrid_t of the oracle, as [1, n])."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    o = json.loads((Path("/work/shared/oracle") if Path("/work/shared/oracle").exists() else ROOT / "shared/oracle")
+                   .joinpath("t10_m3_3.json").read_text())
+    c = o["config"]
+    theta = np.array(o["theta"], np.float32)
+    B = np.array(o["B"], np.float32)
+    node = helper.make_node("DiTAC", ["x", "theta", "B"], ["y"], domain="ai.ditac", name="act",
+                            a=float(c["a"]), b=float(c["b"]), tess=c["tess"], basis="explicit")
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N"])],
+                          initializer=[numpy_helper.from_array(theta, "theta"), numpy_helper.from_array(B, "B")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.ditac", 1)], ir_version=9)
+    onnx.save_model(m, tmp_path / "m.onnx")
+    lingrid = np.array(o["lut"]["T_norm"], np.float32)[None, :]
+    np.savez(tmp_path / "tables.npz", act=lingrid)
+    ditac("freeze", tmp_path / "m.onnx", "--tables", tmp_path / "tables.npz", "-o", tmp_path / "f.onnx")
+    f = onnx.load(tmp_path / "f.onnx")
+    assert [n.op_type for n in f.graph.node] == ["DiTACLut"] and [i.name for i in f.graph.initializer] == ["act.table"]
+    assert np.array_equal(numpy_helper.to_array(f.graph.initializer[0]), lingrid[0])
+    ditac("freeze", tmp_path / "m.onnx", "-o", tmp_path / "ours.onnx")
+    x = np.array([float(v) if not isinstance(v, str) else np.nan for v in o["points"]["x"]], np.float32)
+    x = x[np.isfinite(x)]
+    y_ref, y_ours = run(tmp_path / "f.onnx", x), run(tmp_path / "ours.onnx", x)
+    assert np.array_equal(run(tmp_path / "m.onnx", x), y_ours)
+    # The reference's table and ours agree to the oracle's tolerance.
+    assert np.max(np.abs(y_ref - y_ours) / np.maximum(np.abs(y_ours), 6.0)) <= 1e-5

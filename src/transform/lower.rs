@@ -337,23 +337,51 @@ fn lower_node(
     );
     if w.per_channel {
         let ax = w.attrs.channel_axis;
-        let trailing = if ax < 0 {
-            (-ax - 1) as usize
-        } else {
-            let r = rank(g, &x_in).ok_or_else(|| {
-                anyhow!("node '{label}': θ is per channel with channel_axis = {ax}, and the rank of its input '{x_in}' is not declared: add value_info for it, or use a negative channel_axis")
-            })?;
-            if ax as usize >= r {
-                bail!("node '{label}': channel_axis = {ax} for an input of rank {r}");
-            }
-            r - 1 - ax as usize
-        };
-        let mut dims = vec![rows];
-        dims.extend(std::iter::repeat_n(1, trailing));
         let offs: Vec<i64> = (0..rows).map(|c| (c * n) as i64).collect();
         let oname = e.name("channel_offset");
-        e.inits.push(make_tensor_i64(&oname, &dims, &offs));
-        idx = e.op("Add", &[&idx, &oname], &[]);
+        // The offsets c·n broadcast along the channel axis: shape [C, 1, …, 1] with one 1 per axis
+        // after it. Known when the axis is negative or X's rank is declared; else built at run time
+        // from X's shape.
+        let trailing = if ax < 0 {
+            Some((-ax - 1) as usize)
+        } else {
+            match rank(g, &x_in) {
+                Some(r) if (ax as usize) < r => Some(r - 1 - ax as usize),
+                Some(r) => bail!("node '{label}': channel_axis = {ax} for an input of rank {r}"),
+                None => None,
+            }
+        };
+        let offsets = match trailing {
+            Some(t) => {
+                let mut dims = vec![rows];
+                dims.extend(std::iter::repeat_n(1, t));
+                e.inits.push(make_tensor_i64(&oname, &dims, &offs));
+                oname
+            }
+            None => {
+                e.inits.push(make_tensor_i64(&oname, &[rows], &offs));
+                let shape = e.op("Shape", &[&x], &[]);
+                let r = e.op("Shape", &[&shape], &[]);
+                let axp1 = e.name("axis_plus_1");
+                e.inits.push(make_tensor_i64(&axp1, &[1], &[ax + 1]));
+                let t = e.op("Sub", &[&r, &axp1], &[]);
+                let ones = e.name("ones");
+                let mut value = make_tensor_i64("value", &[1], &[1]);
+                value.name = "value".into();
+                let mut cos = make_node("ConstantOfShape", &ones, &[&t], &[&ones]);
+                let mut va = onnx_protobuf::AttributeProto::new();
+                va.name = "value".into();
+                va.type_ = onnx_protobuf::attribute_proto::AttributeType::TENSOR.into();
+                va.t = Some(value).into();
+                cos.attribute.push(va);
+                e.nodes.push(cos);
+                let c = e.name("channels");
+                e.inits.push(make_tensor_i64(&c, &[1], &[rows as i64]));
+                let target = e.op("Concat", &[&c, &ones], &[("axis", Attr::Int(0))]);
+                e.op("Reshape", &[&oname, &target], &[])
+            }
+        };
+        idx = e.op("Add", &[&idx, &offsets], &[]);
     }
     let warped = match frac {
         None => e.op("Gather", &[&tname, &idx], &[]),

@@ -301,3 +301,30 @@ def test_freeze_with_tables_from_elsewhere(tmp_path):
     assert np.array_equal(run(tmp_path / "m.onnx", x), y_ours)
     # The reference's table and ours agree to the oracle's tolerance.
     assert np.max(np.abs(y_ref - y_ours) / np.maximum(np.abs(y_ours), 6.0)) <= 1e-5
+
+
+def test_lower_per_channel_without_declared_rank_and_exact_lut(tmp_path):
+    """channel_axis = 1 on a value whose rank the graph does not declare: the channel offsets are shaped
+    at run time. An exact node (lut_size 0) lowers only with --exact-lut, as an approximation."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    theta = np.random.default_rng(7).normal(0, 1, (3, 9)).astype(np.float32)
+    for lut, name in [(2048, "m.onnx"), (0, "exact.onnx")]:
+        nodes = [helper.make_node("Identity", ["x"], ["h"], name="id"),
+                 helper.make_node("DiTAC", ["h", "theta"], ["y"], domain="ai.ditac", name="act",
+                                  a=-2.0, b=2.0, lut_size=lut)]
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              initializer=[numpy_helper.from_array(theta, "theta")])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.ditac", 1)], ir_version=9)
+        onnx.save_model(m, tmp_path / name)
+    ditac("lower", tmp_path / "m.onnx", "-o", tmp_path / "l.onnx")
+    x = np.random.default_rng(8).normal(0, 1.5, (5, 3, 7, 2)).astype(np.float32)
+    assert np.array_equal(run(tmp_path / "l.onnx", x, plugin=False), run(tmp_path / "m.onnx", x))
+    x2 = x.reshape(5, 3, 14)
+    assert np.array_equal(run(tmp_path / "l.onnx", x2, plugin=False), run(tmp_path / "m.onnx", x2))
+    r = ditac("lower", tmp_path / "exact.onnx", "-o", tmp_path / "le.onnx", check=False)
+    assert r.returncode == 2 and "--exact-lut" in r.stderr
+    ditac("lower", tmp_path / "exact.onnx", "--exact-lut", "65536", "-o", tmp_path / "le.onnx")
+    err = np.abs(run(tmp_path / "le.onnx", x, plugin=False) - run(tmp_path / "exact.onnx", x))
+    assert err.max() <= 1e-5, err.max()

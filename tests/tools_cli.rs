@@ -304,7 +304,11 @@ fn inspect_text_and_plots() {
     std::fs::write(&spec, CONV_SPEC).unwrap();
     let m = d.join("m.onnx");
     ok(&["build", s(&spec), "-o", s(&m)]);
-    let text = ok(&["inspect", s(&m)]);
+    let text = ok(&["inspect", "--all", s(&m)]);
+    assert!(
+        text.contains("'2.flatten' Flatten: act.out -> 2.out"),
+        "{text}"
+    );
     assert!(
         text.contains("opset imports: ai.onnx v20, ai.ditac v1"),
         "{text}"
@@ -486,6 +490,8 @@ fn bad_input_is_one_line_exit_2_and_no_output() {
     ] {
         fails(&args, needle, &out);
     }
+    let (code, _, err) = ditac(&["freeze", s(&m), "-o", s(&d)]);
+    assert!(code == 2 && err.contains("is a folder"), "{err}");
     let nodir = d.join("no/such/dir/out.onnx");
     let (code, _, err) = ditac(&["freeze", s(&m), "-o", s(&nodir)]);
     assert!(code == 2 && err.contains("does not exist"), "{err}");

@@ -15,8 +15,9 @@ fn f32_json(v: f32) -> Value {
         .map_or(Value::Null, Value::Number)
 }
 
-/// What `ditac inspect --json` prints.
-pub fn inspect(mf: &ModelFile) -> Result<Value> {
+/// What `ditac inspect --json` prints; with `all`, every node's name, op and values too (to find
+/// what to `patch`).
+pub fn inspect(mf: &ModelFile, all: bool) -> Result<Value> {
     let m = &mf.model;
     let g = mf.graph();
     let opsets: Vec<Value> = m
@@ -106,7 +107,7 @@ pub fn inspect(mf: &ModelFile) -> Result<Value> {
         }
         nodes.push(o);
     }
-    Ok(json!({
+    let mut out = json!({
         "model": mf.path.display().to_string(),
         "ir_version": m.ir_version,
         "producer": format!("{} {}", m.producer_name, m.producer_version).trim(),
@@ -118,7 +119,18 @@ pub fn inspect(mf: &ModelFile) -> Result<Value> {
             "external_data": super::external_locations(m).into_iter().collect::<Vec<_>>(),
         },
         "ditac_nodes": nodes,
-    }))
+    });
+    if all {
+        out["nodes"] = g
+            .node
+            .iter()
+            .map(|n| {
+                json!({"name": n.name, "op": n.op_type, "domain": n.domain,
+                       "input": n.input, "output": n.output})
+            })
+            .collect();
+    }
+    Ok(out)
 }
 
 /// The text form of [`inspect`]'s JSON.
@@ -153,6 +165,32 @@ pub fn render_text(v: &Value) -> String {
     {
         let e: Vec<&str> = ext.iter().filter_map(|x| x.as_str()).collect();
         s += &format!("external data: {}\n", e.join(", "));
+    }
+    if let Some(all) = v["nodes"].as_array() {
+        s += "nodes:\n";
+        for n in all {
+            let d = n["domain"].as_str().unwrap_or("");
+            let list = |k: &str| -> String {
+                n[k].as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            s += &format!(
+                "  '{}' {}{}: {} -> {}\n",
+                n["name"].as_str().unwrap_or(""),
+                if d.is_empty() {
+                    String::new()
+                } else {
+                    format!("{d}.")
+                },
+                n["op"].as_str().unwrap_or(""),
+                list("input"),
+                list("output")
+            );
+        }
     }
     let nodes = v["ditac_nodes"].as_array().cloned().unwrap_or_default();
     s += &format!("{} ai.ditac node(s)\n", nodes.len());

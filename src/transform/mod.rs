@@ -138,6 +138,12 @@ impl Drop for Cleanup {
 /// explicitly (see `crate::model`). On error nothing is left behind.
 pub fn save_model(model: &mut ModelProto, src_dir: &Path, out: &Path) -> Result<()> {
     fix_zero_scalars(model);
+    if out.is_dir() || out.as_os_str().to_string_lossy().ends_with('/') {
+        bail!(
+            "{} is a folder: expected the output model's file name",
+            out.display()
+        );
+    }
     let out_dir = parent_dir(out);
     if !out_dir.is_dir() {
         bail!("output folder {} does not exist", out_dir.display());

@@ -14,11 +14,14 @@ pub struct Args {
     /// One JSON object for scripts.
     #[arg(long)]
     pub json: bool,
+    /// Also list every node (name, op, inputs, outputs): the names `patch --node` takes.
+    #[arg(long)]
+    pub all: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let mf = ModelFile::load(&args.input)?;
-    let v = inspect(&mf)?;
+    let v = inspect(&mf, args.all)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {

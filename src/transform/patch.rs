@@ -24,6 +24,8 @@ pub struct AttrOverrides {
     pub lut_size: Option<i64>,
     pub interpolation: Option<Interpolation>,
     pub channel_axis: Option<i64>,
+    /// For `basis = "explicit"`: the key of B (`[2·tess, d]`) in the parameter file.
+    pub basis_key: Option<String>,
 }
 
 impl AttrOverrides {
@@ -42,8 +44,8 @@ impl AttrOverrides {
             at.zero_boundary = v;
         }
         if let Some(v) = self.basis {
-            if v == BasisKind::Explicit {
-                bail!("basis \"explicit\" is not supported by patch: use qr, rref or sparse");
+            if v == BasisKind::Explicit && self.basis_key.is_none() {
+                bail!("basis \"explicit\" needs the key of B in the parameter file (--basis-key)");
             }
             at.basis = v;
         }
@@ -64,6 +66,9 @@ impl AttrOverrides {
             None if at.zero_boundary != 0 => d as i64 + 1,
             None => d as i64 - 1,
         };
+        if self.basis_key.is_some() && at.basis != BasisKind::Explicit {
+            bail!("a B tensor (--basis-key) is only for basis \"explicit\"");
+        }
         at.validate()?;
         if at.theta_len() != d {
             bail!(
@@ -98,6 +103,7 @@ pub fn patch_model(
         .ok_or_else(|| anyhow!("the model has no graph"))?;
     let mut taken = BTreeSet::new();
     let mut seen = BTreeSet::new();
+    let mut b_name: Option<String> = None;
     for rep in reps {
         if !seen.insert(rep.node.clone()) {
             bail!("node '{}' is named twice", rep.node);
@@ -163,7 +169,27 @@ pub fn patch_model(
                 }
             }
         }
-        let b = basis::build(at.tess(), at.zero_boundary(), at.basis)?;
+        let b = match &attrs.basis_key {
+            Some(k) => {
+                let bt = params.get(k)?;
+                let [rows_b, cols_b] = bt.shape[..] else {
+                    bail!(
+                        "tensor \"{k}\" has shape {:?}: expected B as [2·tess, d]",
+                        bt.shape
+                    );
+                };
+                let b = basis::explicit(at.tess(), at.zero_boundary(), &bt.data, rows_b, cols_b)
+                    .map_err(|e| anyhow!("tensor \"{k}\": {e}"))?;
+                if b_name.is_none() {
+                    let name = fresh_name(g, &mut taken, k);
+                    g.initializer
+                        .push(make_tensor_f32(&name, &bt.shape, &bt.data));
+                    b_name = Some(name);
+                }
+                std::sync::Arc::new(b)
+            }
+            None => basis::build(at.tess(), at.zero_boundary(), at.basis)?,
+        };
         for r in 0..rows {
             crate::Activation::<f32>::from_theta(&at, &b, &t.data[r * d..(r + 1) * d], false)
                 .map_err(|e| anyhow!("tensor \"{}\": {e}", rep.key))?;
@@ -176,6 +202,9 @@ pub fn patch_model(
         n.op_type = "DiTAC".into();
         n.domain = DITAC_DOMAIN.into();
         n.input = vec![x, tname];
+        if let Some(bn) = &b_name {
+            n.input.push(bn.clone());
+        }
         n.output = vec![y];
         n.doc_string = format!("patched by ditac from \"{}\"", rep.key);
         n.attribute = ditac_attrs(&at)

@@ -328,3 +328,33 @@ def test_lower_per_channel_without_declared_rank_and_exact_lut(tmp_path):
     ditac("lower", tmp_path / "exact.onnx", "--exact-lut", "65536", "-o", tmp_path / "le.onnx")
     err = np.abs(run(tmp_path / "le.onnx", x, plugin=False) - run(tmp_path / "exact.onnx", x))
     assert err.max() <= 1e-5, err.max()
+
+
+def test_patch_with_the_reference_basis(tmp_path):
+    """tess 20: θ travels with the reference's own B (--basis explicit --basis-key); the patched model
+    gives the reference's activation."""
+    from onnx import TensorProto, helper
+
+    o = json.loads((Path("/work/shared/oracle") if Path("/work/shared/oracle").exists() else ROOT / "shared/oracle")
+                   .joinpath("t20_m5_5.json").read_text())
+    c = o["config"]
+    num = lambda v: {"nan": np.nan, "inf": np.inf, "-inf": -np.inf}.get(v, v) if isinstance(v, str) else v  # noqa: E731
+    np.savez(tmp_path / "p.npz", thetas=np.array(o["theta"], np.float32)[None, :], B=np.array(o["B"], np.float32))
+    g = helper.make_graph([helper.make_node("Gelu", ["x"], ["y"], name="placeholder")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N"])])
+    onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 20)], ir_version=9), tmp_path / "m.onnx")
+    r = ditac("patch", tmp_path / "m.onnx", "--params", tmp_path / "p.npz", "--node", "placeholder=thetas",
+              "--basis", "explicit", "-o", tmp_path / "p.onnx", check=False)
+    assert r.returncode == 2 and "--basis-key" in r.stderr
+    ditac("patch", tmp_path / "m.onnx", "--params", tmp_path / "p.npz", "--node", "placeholder=thetas",
+          "--basis", "explicit", "--basis-key", "B", "--a", c["a"], "--b", c["b"], "-o", tmp_path / "p.onnx")
+    m = onnx.load(tmp_path / "p.onnx")
+    onnx.checker.check_model(m, full_check=True)
+    assert list(m.graph.node[0].input) == ["x", "thetas", "B"]
+    x = np.array([num(v) for v in o["points"]["x"]], np.float32)
+    want = np.array([num(v) for v in o["points"]["act_lut"]], np.float32)
+    fragile = np.array(["fragile" in t for t in o["points"]["tag"]])
+    y = run(tmp_path / "p.onnx", x)
+    ok = np.isfinite(want) & ~fragile
+    assert np.max(np.abs(y[ok] - want[ok]) / np.maximum(np.abs(want[ok]), c["b"] - c["a"])) <= 1e-5

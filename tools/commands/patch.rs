@@ -30,9 +30,13 @@ pub struct Args {
     pub tess: Option<i64>,
     #[arg(long)]
     pub zero_boundary: Option<i64>,
-    /// qr, rref or sparse (the basis θ was trained in).
+    /// qr, rref, sparse, or explicit with --basis-key (the basis θ was trained in).
     #[arg(long)]
     pub basis: Option<String>,
+    /// The key of B ([2·tess, d]) in --params, for --basis explicit (θ trained with tess 6 or ≥ 20
+    /// must travel with the reference's own B; see README).
+    #[arg(long, value_name = "KEY")]
+    pub basis_key: Option<String>,
     /// ditac, leaky or ge.
     #[arg(long)]
     pub variant: Option<String>,
@@ -71,6 +75,7 @@ pub fn run(args: Args) -> Result<()> {
         lut_size: args.lut_size,
         interpolation: args.interpolation.as_deref().map(str::parse).transpose()?,
         channel_axis: args.channel_axis,
+        basis_key: args.basis_key.clone(),
     };
     let mut mf = ModelFile::load(&args.input)?;
     let params = Params::load(&args.params)?;

@@ -1,6 +1,6 @@
 //! `plot`: one picture per `DiTAC`/`DiTACLut` node with a constant θ or table: the learned
 //! activation (every channel's, when θ is per channel) over [a, b] and beyond, against GELU, with
-//! [a, b] shaded. SVG written by hand; PNG through a small rasteriser (no text but tick labels).
+//! [a, b] shaded. SVG written by hand; PNG through a small anti-aliased rasteriser with a 3×5 font.
 //! The curves are evaluated by the library, exactly as the plugin computes them for float tensors.
 
 use super::{is_ditac_node, node_label, node_warps};
@@ -545,9 +545,9 @@ impl Canvas {
     }
 }
 
-/// 3×5 glyphs for tick labels (bit 2 = left column).
+/// 3×5 glyphs (bit 2 = left column); letters are drawn upper-case.
 fn glyph(c: char) -> Option<[u8; 5]> {
-    Some(match c {
+    Some(match c.to_ascii_uppercase() {
         '0' => [7, 5, 5, 5, 7],
         '1' => [2, 6, 2, 2, 7],
         '2' => [7, 1, 7, 4, 7],
@@ -558,11 +558,44 @@ fn glyph(c: char) -> Option<[u8; 5]> {
         '7' => [7, 1, 1, 2, 2],
         '8' => [7, 5, 7, 5, 7],
         '9' => [7, 5, 7, 1, 7],
+        'A' => [2, 5, 7, 5, 5],
+        'B' => [6, 5, 6, 5, 6],
+        'C' => [3, 4, 4, 4, 3],
+        'D' => [6, 5, 5, 5, 6],
+        'E' => [7, 4, 6, 4, 7],
+        'F' => [7, 4, 6, 4, 4],
+        'G' => [3, 4, 5, 5, 3],
+        'H' => [5, 5, 7, 5, 5],
+        'I' => [7, 2, 2, 2, 7],
+        'J' => [1, 1, 1, 5, 2],
+        'K' => [5, 5, 6, 5, 5],
+        'L' => [4, 4, 4, 4, 7],
+        'M' => [5, 7, 7, 5, 5],
+        'N' => [6, 5, 5, 5, 5],
+        'O' => [2, 5, 5, 5, 2],
+        'P' => [6, 5, 6, 4, 4],
+        'Q' => [2, 5, 5, 6, 3],
+        'R' => [6, 5, 6, 5, 5],
+        'S' => [3, 4, 2, 1, 6],
+        'T' => [7, 2, 2, 2, 2],
+        'U' => [5, 5, 5, 5, 7],
+        'V' => [5, 5, 5, 5, 2],
+        'W' => [5, 5, 7, 7, 5],
+        'X' => [5, 5, 2, 5, 5],
+        'Y' => [5, 5, 2, 2, 2],
+        'Z' => [7, 1, 2, 4, 7],
         '-' => [0, 0, 7, 0, 0],
         '.' => [0, 0, 0, 0, 2],
+        ',' => [0, 0, 0, 2, 4],
+        ':' => [0, 2, 0, 2, 0],
         '=' => [0, 7, 0, 7, 0],
-        'a' => [0, 6, 3, 5, 7],
-        'b' => [4, 4, 7, 5, 7],
+        '[' => [6, 4, 4, 4, 6],
+        ']' => [3, 1, 1, 1, 3],
+        '(' => [1, 2, 2, 2, 1],
+        ')' => [4, 2, 2, 2, 4],
+        '\'' => [2, 2, 0, 0, 0],
+        '_' => [0, 0, 0, 0, 7],
+        '/' => [1, 1, 2, 4, 4],
         ' ' => [0; 5],
         _ => return None,
     })
@@ -639,6 +672,45 @@ pub fn png(p: &PlotData) -> Result<Vec<u8>> {
             None,
         );
     }
+    // Legend and title, as in the SVG.
+    let shown = p.curves.len().min(8);
+    let mut entries: Vec<(String, (u8, u8, u8), bool)> = vec![("GELU".into(), (85, 85, 85), true)];
+    for i in 0..shown {
+        let name = if many {
+            format!("channel {i}")
+        } else {
+            "DiTAC".into()
+        };
+        entries.push((name, PALETTE[i % PALETTE.len()], false));
+    }
+    if p.curves.len() > shown {
+        entries.push((
+            format!("+{} more", p.curves.len() - shown),
+            (255, 255, 255),
+            false,
+        ));
+    }
+    let (lx, ly) = (xl + 12.0, yt + 14.0);
+    r.rect(
+        lx - 6.0,
+        ly - 10.0,
+        lx + 144.0,
+        ly - 4.0 + 16.0 * entries.len() as f64,
+        (255, 255, 255),
+        0.85,
+    );
+    for (k, (name, c, dashed)) in entries.iter().enumerate() {
+        let y = ly + 16.0 * k as f64;
+        r.line(
+            (lx, y),
+            (lx + 22.0, y),
+            *c,
+            2.0,
+            dashed.then_some((6.0, 4.0)),
+        );
+        r.text(name, lx + 30.0, y, 0.0, (30, 30, 30));
+    }
+    r.text(&p.title, f.w / 2.0, 18.0, 0.5, (20, 20, 20));
     encode_png(r.w, r.h, &r.px)
 }
 

@@ -27,6 +27,18 @@ use super::{
     DeviceLimits, GradPtrs, HostTables, Launch, ReduceArgs, Split, REDUCE_NAME, SOURCE,
 };
 
+/// A CUDA stream (`CUstream`, the same handle as a runtime `cudaStream_t`): ORT's compute
+/// stream in the plugin. Device addresses passed with it (`u64`) are the caller's contract: a
+/// wrong one is a device fault that CUDA reports as an error, never a host memory access.
+#[derive(Debug, Clone, Copy)]
+pub struct Stream(pub sys::CUstream);
+
+impl Stream {
+    pub fn is_null(&self) -> bool {
+        self.0.is_null()
+    }
+}
+
 /// What can go wrong on the device side.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CudaError {
@@ -125,7 +137,7 @@ pub fn compile(major: i32, minor: i32) -> Result<Vec<u8>> {
 
 /// The kernels of one context.
 pub struct Module {
-    ctx: usize,
+    pub ctx: usize,
     fwd: [usize; 3],
     grad: [usize; 3],
     reduce: usize,
@@ -274,7 +286,8 @@ fn load_module(ctx: sys::CUcontext) -> Result<Module> {
 
 /// The kernels for the context of `stream` (compiled and loaded at the first call for that
 /// device and context), with that context made current on this thread.
-pub fn module_for(stream: sys::CUstream) -> Result<Arc<Module>> {
+pub fn module_for(stream: Stream) -> Result<Arc<Module>> {
+    let stream: sys::CUstream = stream.0;
     guarded(|| {
         let ctx = bind(stream)?;
         let mut mods = lock(&MODULES);
@@ -316,7 +329,8 @@ pub struct DevBuf {
 
 impl DevBuf {
     /// `bytes` on `stream`'s memory pool, freed on `stream` when dropped.
-    pub fn alloc_async(stream: sys::CUstream, bytes: usize) -> Result<DevBuf> {
+    pub fn alloc_async(stream: Stream, bytes: usize) -> Result<DevBuf> {
+        let stream: sys::CUstream = stream.0;
         guarded(|| {
             let ctx = bind(stream)?;
             let ptr = if bytes == 0 {
@@ -335,7 +349,8 @@ impl DevBuf {
     }
 
     /// `bytes` in the context of `stream`, kept until dropped.
-    pub fn alloc(stream: sys::CUstream, bytes: usize) -> Result<DevBuf> {
+    pub fn alloc(stream: Stream, bytes: usize) -> Result<DevBuf> {
+        let stream: sys::CUstream = stream.0;
         guarded(|| {
             let ctx = bind(stream)?;
             let ptr = if bytes == 0 {
@@ -389,7 +404,8 @@ impl Drop for DevBuf {
 
 /// Copies `src` to device address `dst` on `stream` (the host buffer is consumed before the
 /// call returns: pageable memory is staged by the driver).
-pub fn upload<T: Copy>(stream: sys::CUstream, dst: u64, src: &[T]) -> Result<()> {
+pub fn upload<T: Copy>(stream: Stream, dst: u64, src: &[T]) -> Result<()> {
+    let stream: sys::CUstream = stream.0;
     if src.is_empty() {
         return Ok(());
     }
@@ -401,7 +417,8 @@ pub fn upload<T: Copy>(stream: sys::CUstream, dst: u64, src: &[T]) -> Result<()>
 }
 
 /// Copies device address `src` into `dst` on `stream` and waits for the stream.
-pub fn download<T: Copy>(stream: sys::CUstream, dst: &mut [T], src: u64) -> Result<()> {
+pub fn download<T: Copy>(stream: Stream, dst: &mut [T], src: u64) -> Result<()> {
+    let stream: sys::CUstream = stream.0;
     if dst.is_empty() {
         return Ok(());
     }
@@ -418,7 +435,7 @@ pub fn download<T: Copy>(stream: sys::CUstream, dst: &mut [T], src: u64) -> Resu
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
     m: &Module,
-    stream: sys::CUstream,
+    stream: Stream,
     dtype: DType,
     t: &HostTables,
     tables: u64,
@@ -427,6 +444,7 @@ pub fn forward(
     len: u64,
     inner: u64,
 ) -> Result<()> {
+    let stream: sys::CUstream = stream.0;
     if len == 0 {
         return Ok(());
     }
@@ -443,7 +461,7 @@ pub fn forward(
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     m: &Module,
-    stream: sys::CUstream,
+    stream: Stream,
     dtype: DType,
     t: &HostTables,
     tables: u64,
@@ -454,6 +472,7 @@ pub fn backward(
     len: u64,
     inner: u64,
 ) -> Result<()> {
+    let stream: sys::CUstream = stream.0;
     guarded(|| {
         bind(stream)?;
         let width = t.channels as u64 * t.d as u64;
@@ -468,8 +487,8 @@ pub fn backward(
         }
         let split = Split::new(len, dtype, &[dy, x, dx]);
         let plan = plan_grad(&split, t.channels, t.nodes, t.d, &m.grad_limits(dtype));
-        let acc = DevBuf::alloc_async(stream, plan.acc_len as usize * 8)?;
-        let partials = DevBuf::alloc_async(stream, plan.partials_len as usize * 8)?;
+        let acc = DevBuf::alloc_async(Stream(stream), plan.acc_len as usize * 8)?;
+        let partials = DevBuf::alloc_async(Stream(stream), plan.partials_len as usize * 8)?;
         let ptrs = GradPtrs {
             dy,
             x,
@@ -529,13 +548,15 @@ pub fn new_stream() -> Result<sys::CUstream> {
     })
 }
 
-pub fn sync(stream: sys::CUstream) -> Result<()> {
+pub fn sync(stream: Stream) -> Result<()> {
+    let stream: sys::CUstream = stream.0;
     // SAFETY: a live stream.
     guarded(|| unsafe { cu::stream::synchronize(stream) }.map_err(drv("cuStreamSynchronize")))
 }
 
 /// Fills `count` 32-bit words at `dst` with `value` on `stream`.
-pub fn fill_u32(stream: sys::CUstream, dst: u64, value: u32, count: usize) -> Result<()> {
+pub fn fill_u32(stream: Stream, dst: u64, value: u32, count: usize) -> Result<()> {
+    let stream: sys::CUstream = stream.0;
     // SAFETY: `dst` holds `count` words (caller's contract).
     guarded(|| {
         unsafe { sys::cuMemsetD32Async(dst, value, count, stream) }
@@ -545,7 +566,8 @@ pub fn fill_u32(stream: sys::CUstream, dst: u64, value: u32, count: usize) -> Re
 }
 
 /// Fills `count` 16-bit words at `dst` with `value` on `stream`.
-pub fn fill_u16(stream: sys::CUstream, dst: u64, value: u16, count: usize) -> Result<()> {
+pub fn fill_u16(stream: Stream, dst: u64, value: u16, count: usize) -> Result<()> {
+    let stream: sys::CUstream = stream.0;
     // SAFETY: `dst` holds `count` half-words (caller's contract).
     guarded(|| {
         unsafe { sys::cuMemsetD16Async(dst, value, count, stream) }
@@ -555,7 +577,8 @@ pub fn fill_u16(stream: sys::CUstream, dst: u64, value: u16, count: usize) -> Re
 }
 
 /// Device-to-device copy of `bytes` on `stream`.
-pub fn copy_d2d(stream: sys::CUstream, dst: u64, src: u64, bytes: usize) -> Result<()> {
+pub fn copy_d2d(stream: Stream, dst: u64, src: u64, bytes: usize) -> Result<()> {
+    let stream: sys::CUstream = stream.0;
     // SAFETY: both buffers hold `bytes` (caller's contract).
     guarded(|| {
         unsafe { cu::memcpy_dtod_async(dst, src, bytes, stream) }.map_err(drv("cuMemcpyDtoDAsync"))
@@ -564,7 +587,8 @@ pub fn copy_d2d(stream: sys::CUstream, dst: u64, src: u64, bytes: usize) -> Resu
 
 /// Milliseconds that `f` takes on `stream`, measured with CUDA events around `reps` calls
 /// (the mean per call).
-pub fn time_ms(stream: sys::CUstream, reps: u32, mut f: impl FnMut() -> Result<()>) -> Result<f32> {
+pub fn time_ms(stream: Stream, reps: u32, mut f: impl FnMut() -> Result<()>) -> Result<f32> {
+    let stream: sys::CUstream = stream.0;
     let flags = sys::CUevent_flags::CU_EVENT_DEFAULT;
     let a = guarded(|| cu::event::create(flags).map_err(drv("cuEventCreate")))?;
     let b = guarded(|| cu::event::create(flags).map_err(drv("cuEventCreate")))?;

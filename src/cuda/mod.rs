@@ -395,6 +395,7 @@ impl HostTables {
 }
 
 /// The forward's argument for tables at device address `tables`.
+#[allow(clippy::too_many_arguments)]
 pub fn fwd_args(
     t: &HostTables,
     tables: u64,

@@ -22,19 +22,16 @@ fn c_fields(name: &str) -> Vec<(String, usize)> {
         .join(" ");
     let mut out = Vec::new();
     for decl in body.split(';').map(str::trim).filter(|d| !d.is_empty()) {
-        let size = if decl.contains('*') {
-            8
-        } else if decl.starts_with("u64") {
+        let size = if decl.contains('*') || decl.starts_with("u64") {
             8
         } else if decl.starts_with("u32") || decl.starts_with("float") {
             4
         } else {
             panic!("unknown type in {decl:?}")
         };
-        for (i, piece) in decl.split(',').enumerate() {
+        for piece in decl.split(',') {
             let word = piece.split_whitespace().last().unwrap();
             let word = word.trim_start_matches('*');
-            let _ = i;
             out.push((word.to_string(), size));
         }
     }

@@ -104,8 +104,7 @@ fn float16_and_errors_are_unchanged_with_cuda_definitions_registered() {
     // A bad attribute is still the CPU kernel's INVALID_ARGUMENT.
     let bad = OpModel::new("DiTAC", &THETA, vec![("tess", Attr::Int(0))]);
     let e = session(&bad.bytes())
-        .err()
-        .expect("tess = 0 must fail")
+        .expect_err("tess = 0 must fail")
         .to_string();
     assert!(e.contains("attribute 'tess' = 0"), "{e}");
 }

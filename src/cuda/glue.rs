@@ -542,9 +542,11 @@ pub fn device_name() -> Result<String> {
 }
 
 /// A new non-blocking stream in the current context.
-pub fn new_stream() -> Result<sys::CUstream> {
+pub fn new_stream() -> Result<Stream> {
     guarded(|| {
-        cu::stream::create(cu::stream::StreamKind::NonBlocking).map_err(drv("cuStreamCreate"))
+        cu::stream::create(cu::stream::StreamKind::NonBlocking)
+            .map(Stream)
+            .map_err(drv("cuStreamCreate"))
     })
 }
 

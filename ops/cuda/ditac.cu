@@ -261,6 +261,16 @@ struct Contrib {
     float f;
 };
 
+__device__ __forceinline__ Contrib no_contrib() {
+    Contrib c;
+    c.has = false;
+    c.ch = 0;
+    c.s = 0.0f;
+    c.i = 0;
+    c.f = 0.0f;
+    return c;
+}
+
 // Row element k of dT̂/dθ for the contribution, in the CPU's op order (r0 + f·(r1 − r0)).
 __device__ __forceinline__ float grow(const GradArgs& a, const float* g, const Contrib& c, u32 k) {
     const float* r0 = g + ((u64)c.ch * a.nodes + (u64)c.i) * a.d;
@@ -410,8 +420,7 @@ template <typename T> __device__ __forceinline__ void grad_kernel(const GradArgs
     const u64 nscalar = a.head + (a.len - tail0);
     for (u64 base = wfirst; base < nscalar; base += nth) {
         const u64 s = base + lane;
-        Contrib c;
-        c.has = false;
+        Contrib c = no_contrib();
         if (s < nscalar) {
             const u64 e = s < a.head ? s : tail0 + (s - a.head);
             const u32 ch = channel_of(e, a.inner, a.channels);
@@ -433,8 +442,7 @@ template <typename T> __device__ __forceinline__ void grad_kernel(const GradArgs
         const u64 e0 = a.head + idx * VEC;
 #pragma unroll
         for (int j = 0; j < VEC; j++) {
-            Contrib c;
-            c.has = false;
+            Contrib c = no_contrib();
             if (valid) of[j] = grad_one(a, xt, dt, gf[j], xf[j], channel_of(e0 + j, a.inner, a.channels), c);
             accumulate(a, g, wa, acc, c, lane);
         }

@@ -431,14 +431,24 @@ template <typename T> __device__ __forceinline__ void grad_kernel(const GradArgs
     const uint4* gv = (const uint4*)((const char*)a.dy + a.head * (16 / VEC));
     const uint4* xv = (const uint4*)((const char*)a.x + a.head * (16 / VEC));
     uint4* ov = (uint4*)((char*)a.dx + a.head * (16 / VEC));
+    // Software pipelining: the next iteration's dY and X vectors are loaded before this one's
+    // are processed (the backward holds many registers, so few threads are resident per SM).
+    uint4 gq = make_uint4(0u, 0u, 0u, 0u), xq = gq;
+    if (wfirst + lane < a.nvec) {
+        gq = __ldg(gv + wfirst + lane);
+        xq = __ldg(xv + wfirst + lane);
+    }
     for (u64 base = wfirst; base < a.nvec; base += nth) {
         const u64 idx = base + lane;
         const bool valid = idx < a.nvec;
-        float gf[VEC], xf[VEC], of[VEC];
-        if (valid) {
-            IO::unpack(__ldg(gv + idx), gf);
-            IO::unpack(__ldg(xv + idx), xf);
+        uint4 gn = gq, xn = xq;
+        if (idx + nth < a.nvec) {
+            gn = __ldg(gv + idx + nth);
+            xn = __ldg(xv + idx + nth);
         }
+        float gf[VEC], xf[VEC], of[VEC];
+        IO::unpack(gq, gf);
+        IO::unpack(xq, xf);
         const u64 e0 = a.head + idx * VEC;
 #pragma unroll
         for (int j = 0; j < VEC; j++) {
@@ -447,6 +457,8 @@ template <typename T> __device__ __forceinline__ void grad_kernel(const GradArgs
             accumulate(a, g, wa, acc, c, lane);
         }
         if (valid) ov[idx] = IO::pack(of);
+        gq = gn;
+        xq = xn;
     }
     flush(a, wa, acc, lane);
     __syncthreads();

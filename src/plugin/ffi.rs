@@ -169,6 +169,37 @@ fn value_shape(value: *const sys::OrtValue) -> PResult<Vec<usize>> {
         .collect()
 }
 
+/// The allocator name when `value` lives in CUDA device memory (never read from the host); None
+/// for host memory or when ORT cannot tell.
+fn device_memory(value: *const sys::OrtValue) -> Option<String> {
+    let a = api();
+    let mut info: *const sys::OrtMemoryInfo = ptr::null();
+    // SAFETY: a live value; the memory info is owned by it (not released).
+    check(
+        unsafe { (a.GetTensorMemoryInfo)(value, &mut info) },
+        "GetTensorMemoryInfo",
+    )
+    .ok()?;
+    if info.is_null() {
+        return None;
+    }
+    let mut name: *const c_char = ptr::null();
+    // SAFETY: as above; the name is a static string of ORT's.
+    check(
+        unsafe { (a.MemoryInfoGetName)(info, &mut name) },
+        "MemoryInfoGetName",
+    )
+    .ok()?;
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: NUL-terminated.
+    let name = unsafe { CStr::from_ptr(name) }
+        .to_string_lossy()
+        .into_owned();
+    (name.starts_with("Cuda") && !name.contains("Pinned")).then_some(name)
+}
+
 /// A view of a tensor value whose element type ORT has already matched to `T`.
 ///
 /// # Safety
@@ -178,6 +209,11 @@ unsafe fn value_view<'a, T>(value: *const sys::OrtValue) -> PResult<TensorView<'
     let n: usize = shape.iter().product();
     if n == 0 {
         return Ok(TensorView { shape, data: &[] });
+    }
+    if let Some(name) = device_memory(value) {
+        return Err(PluginError::fail(format!(
+            "a tensor the plugin reads on the host is in device memory ('{name}')"
+        )));
     }
     let mut data: *mut c_void = ptr::null_mut();
     // SAFETY: read-only use of the buffer; GetTensorMutableData is the level-17 accessor.

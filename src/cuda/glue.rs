@@ -23,8 +23,9 @@ use cudarc::nvrtc::result as nv;
 use cudarc::nvrtc::sys as nvsys;
 
 use super::{
-    fwd_args, fwd_name, grad_args, grad_name, nvrtc_options, plan_forward, plan_grad, DType,
-    DeviceLimits, GradPtrs, HostTables, Launch, ReduceArgs, Split, REDUCE_NAME, SOURCE,
+    fwd_args, fwd_name, grad_args, grad_name, nvrtc_options, nvrtc_options_ptx, plan_forward,
+    plan_grad, DType, DeviceLimits, GradPtrs, HostTables, Launch, ReduceArgs, Split, REDUCE_NAME,
+    SOURCE,
 };
 
 /// A CUDA stream (`CUstream`, the same handle as a runtime `cudaStream_t`): ORT's compute
@@ -94,17 +95,41 @@ pub fn compile_count() -> usize {
 /// Compiles the kernels for compute capability `major.minor` to a cubin. Needs `libnvrtc`
 /// (but no GPU).
 pub fn compile(major: i32, minor: i32) -> Result<Vec<u8>> {
+    compile_with(&nvrtc_options(major, minor), true, major, minor)
+}
+
+/// Compiles the kernels to PTX for `compute_{arch}` (NUL-terminated text, for the driver's JIT).
+pub fn compile_ptx(arch: i32) -> Result<Vec<u8>> {
+    compile_with(&nvrtc_options_ptx(arch), false, arch / 10, arch % 10)
+}
+
+/// The architectures this NVRTC can compile for (10·major + minor).
+pub fn supported_archs() -> Result<Vec<i32>> {
+    guarded(|| {
+        let mut n = 0i32;
+        // SAFETY: plain queries into a buffer of the announced size.
+        unsafe { nvsys::nvrtcGetNumSupportedArchs(&mut n) }
+            .result()
+            .map_err(|e| CudaError::Unavailable(format!("nvrtcGetNumSupportedArchs: {e:?}")))?;
+        let mut v = vec![0i32; n.max(0) as usize];
+        unsafe { nvsys::nvrtcGetSupportedArchs(v.as_mut_ptr()) }
+            .result()
+            .map_err(|e| CudaError::Unavailable(format!("nvrtcGetSupportedArchs: {e:?}")))?;
+        Ok(v)
+    })
+}
+
+fn compile_with(opts: &[String], cubin: bool, major: i32, minor: i32) -> Result<Vec<u8>> {
     guarded(|| {
         COMPILES.fetch_add(1, Ordering::Relaxed);
         let err = |msg: String| CudaError::Compile { major, minor, msg };
         let src = CString::new(SOURCE).map_err(|_| err("NUL in the source".into()))?;
         let prog =
             nv::create_program(&src, Some(c"ditac.cu")).map_err(|e| err(format!("{e:?}")))?;
-        let opts = nvrtc_options(major, minor);
         // SAFETY: `prog` was just created and is destroyed once below.
         let out = unsafe {
-            match nv::compile_program(prog, &opts) {
-                Ok(()) => {
+            match nv::compile_program(prog, opts) {
+                Ok(()) if cubin => {
                     let mut size = 0usize;
                     match nvsys::nvrtcGetCUBINSize(prog, &mut size).result() {
                         Ok(()) => {
@@ -117,6 +142,9 @@ pub fn compile(major: i32, minor: i32) -> Result<Vec<u8>> {
                         Err(e) => Err(err(format!("nvrtcGetCUBINSize: {e:?}"))),
                     }
                 }
+                Ok(()) => nv::get_ptx(prog)
+                    .map(|p| p.iter().map(|&c| c as u8).collect())
+                    .map_err(|e| err(format!("nvrtcGetPTX: {e:?}"))),
                 Err(e) => {
                     let log = nv::get_program_log(prog)
                         .map(|l| {
@@ -133,6 +161,25 @@ pub fn compile(major: i32, minor: i32) -> Result<Vec<u8>> {
         let _ = unsafe { nv::destroy_program(prog) };
         out
     })
+}
+
+/// A cubin for the device, or — when this NVRTC cannot target it (a device newer than the
+/// toolkit) — PTX for the newest architecture it supports below the device, JIT-compiled by the
+/// driver at load.
+fn image_for(major: i32, minor: i32) -> Result<Vec<u8>> {
+    match compile(major, minor) {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            let cc = major * 10 + minor;
+            match supported_archs()
+                .ok()
+                .and_then(|s| super::ptx_fallback_arch(cc, &s))
+            {
+                Some(arch) if arch < cc => compile_ptx(arch),
+                _ => Err(e),
+            }
+        }
+    }
 }
 
 /// The kernels of one context.
@@ -225,7 +272,7 @@ fn load_module(ctx: sys::CUcontext) -> Result<Module> {
         match images.iter().find(|(k, _)| *k == (major, minor)) {
             Some((_, i)) => i.clone(),
             None => {
-                let i = Arc::new(compile(major, minor)?);
+                let i = Arc::new(image_for(major, minor)?);
                 images.push(((major, minor), i.clone()));
                 i
             }

@@ -504,5 +504,19 @@ pub fn nvrtc_options(major: i32, minor: i32) -> Vec<String> {
     ]
 }
 
+/// NVRTC options for PTX of virtual architecture `compute_{arch}` (the fallback when NVRTC cannot
+/// produce a cubin for the device: the driver compiles the PTX when the module is loaded).
+pub fn nvrtc_options_ptx(arch: i32) -> Vec<String> {
+    let mut o = nvrtc_options(arch / 10, arch % 10);
+    o[0] = format!("--gpu-architecture=compute_{arch}");
+    o
+}
+
+/// The newest architecture NVRTC supports that the device (compute capability `cc` = 10·major +
+/// minor) can run as PTX: the largest supported one not above `cc`.
+pub fn ptx_fallback_arch(cc: i32, supported: &[i32]) -> Option<i32> {
+    supported.iter().copied().filter(|&a| a <= cc).max()
+}
+
 #[cfg(test)]
 mod tests;

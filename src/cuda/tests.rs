@@ -163,6 +163,18 @@ fn nvrtc_options_keep_the_cpu_op_order() {
 }
 
 #[test]
+fn ptx_fallback_picks_the_newest_runnable_arch() {
+    let nvrtc12 = [50, 52, 53, 60, 61, 62, 70, 72, 75, 80, 86, 87, 89, 90];
+    assert_eq!(ptx_fallback_arch(100, &nvrtc12), Some(90));
+    assert_eq!(ptx_fallback_arch(90, &nvrtc12), Some(90));
+    assert_eq!(ptx_fallback_arch(88, &nvrtc12), Some(87));
+    assert_eq!(ptx_fallback_arch(35, &nvrtc12), None);
+    let o = nvrtc_options_ptx(90);
+    assert_eq!(o[0], "--gpu-architecture=compute_90");
+    assert!(o.contains(&"--fmad=false".to_string()));
+}
+
+#[test]
 fn split_vectorises_common_alignment_only() {
     // Aligned f32: no head, 4-element vectors, tail.
     let s = Split::new(10, DType::F32, &[0x1000, 0x2000]);
@@ -404,4 +416,12 @@ fn nvrtc_compiles_the_kernels() {
         assert!(cubin.len() > 1000);
         assert_eq!(&cubin[..4], b"\x7fELF");
     }
+    // The PTX fallback for devices newer than this NVRTC.
+    let archs = glue::supported_archs().unwrap();
+    assert!(archs.contains(&90), "{archs:?}");
+    let ptx = glue::compile_ptx(90).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ptx.last(), Some(&0));
+    let text = String::from_utf8_lossy(&ptx);
+    assert!(text.contains(".target sm_90"));
+    assert!(text.contains(".entry ditac_grad_reduce"));
 }

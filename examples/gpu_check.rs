@@ -14,7 +14,8 @@
 //! 3. a short table last, with the goals at ≥ 2^26 elements.
 //!
 //! Exit status 1 when a correctness check fails, 0 otherwise (the goals are reported, not
-//! enforced). Usage: `gpu_check [--max-log2 28] [--min-log2 20] [--reps N] [--skip-timing]`.
+//! enforced). Usage: `gpu_check [--max-log2 28] [--min-log2 20] [--reps N] [--skip-timing]
+//! [--quick]`; `gpu_check --self-test [--quick]` checks the checker on the CPU (no GPU needed).
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -124,27 +125,34 @@ fn same(got: f32, want: f32, t: f32) -> bool {
 
 struct Outcome {
     fails: Vec<String>,
+    /// Do not print failures (the self-test's expected ones).
+    quiet: bool,
 }
 
 impl Outcome {
     fn check(&mut self, cond: bool, msg: impl FnOnce() -> String) {
         if !cond {
             let m = msg();
-            eprintln!("FAIL {m}");
+            if !self.quiet {
+                eprintln!("FAIL {m}");
+            }
             self.fails.push(m);
         }
     }
 }
 
-fn run_case(
-    s: Stream,
-    m: &glue::Module,
-    c: &Case,
-    rng: &mut Rng,
-    out: &mut Outcome,
-) -> glue::Result<()> {
+/// A case's inputs, tables and the CPU core's results on them.
+struct Prepared {
+    t: HostTables,
+    x: Vec<f32>,
+    dy: Vec<f32>,
+    y_ref: Vec<f32>,
+    dx_ref: Vec<f32>,
+    dth_ref: Vec<f64>,
+}
+
+fn prepare(c: &Case, rng: &mut Rng) -> Prepared {
     let d = c.dtype;
-    let es = d.size() as usize;
     let attrs = Attrs {
         variant: c.variant,
         interpolation: if c.linear {
@@ -202,6 +210,27 @@ fn run_case(
         i = e;
     }
     let (y_ref, dx_ref) = (round(d, &y_ref), round(d, &dx_ref));
+    Prepared {
+        t,
+        x,
+        dy,
+        y_ref,
+        dx_ref,
+        dth_ref,
+    }
+}
+
+fn run_case(
+    s: Stream,
+    m: &glue::Module,
+    c: &Case,
+    rng: &mut Rng,
+    out: &mut Outcome,
+) -> glue::Result<()> {
+    let d = c.dtype;
+    let es = d.size() as usize;
+    let p = prepare(c, rng);
+    let (t, x, dy, dth_ref) = (&p.t, &p.x, &p.dy, &p.dth_ref);
     // Device buffers, `offset` elements past an aligned start.
     let bytes = (c.len + c.offset) * es;
     let tabs = DevBuf::alloc(s, t.data.len() * 4)?;
@@ -212,8 +241,8 @@ fn run_case(
     let bdth = DevBuf::alloc(s, dth_ref.len().max(1) * 4)?;
     let off = (c.offset * es) as u64;
     glue::upload(s, tabs.ptr(), &t.data)?;
-    glue::upload(s, bx.ptr() + off, &to_bits(d, &x))?;
-    glue::upload(s, bdy.ptr() + off, &to_bits(d, &dy))?;
+    glue::upload(s, bx.ptr() + off, &to_bits(d, x))?;
+    glue::upload(s, bdy.ptr() + off, &to_bits(d, dy))?;
     poison(s, d, by.ptr(), c.len + c.offset)?;
     poison(s, d, bdx.ptr(), c.len + c.offset)?;
     glue::fill_u32(s, bdth.ptr(), 0x7fc0_0001, dth_ref.len().max(1))?;
@@ -222,7 +251,7 @@ fn run_case(
         m,
         s,
         d,
-        &t,
+        t,
         tabs.ptr(),
         bx.ptr() + off,
         by.ptr() + off,
@@ -233,7 +262,7 @@ fn run_case(
         m,
         s,
         d,
-        &t,
+        t,
         tabs.ptr(),
         bdy.ptr() + off,
         bx.ptr() + off,
@@ -257,6 +286,44 @@ fn run_case(
         });
     }
     let (y, dx) = (from_bits(d, &yb), from_bits(d, &dxb));
+    compare(c, &p, &y, &dx, &dth, out);
+    // Determinism: the same input gives the same dθ bits.
+    glue::fill_u32(s, bdth.ptr(), 0x7fc0_0001, dth_ref.len().max(1))?;
+    glue::backward(
+        m,
+        s,
+        d,
+        t,
+        tabs.ptr(),
+        bdy.ptr() + off,
+        bx.ptr() + off,
+        bdx.ptr() + off,
+        bdth.ptr(),
+        c.len as u64,
+        inner,
+    )?;
+    let mut dth2 = vec![0f32; dth_ref.len()];
+    glue::download(s, &mut dth2, bdth.ptr())?;
+    out.check(
+        dth.iter()
+            .zip(&dth2)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        || format!("{}: dtheta differs between two runs", c.name),
+    );
+    println!(
+        "ok? {:<44} len {:>9}  dθ[0] {:+.6e} (CPU {:+.6e})",
+        c.name,
+        c.len,
+        dth.first().copied().unwrap_or(0.0),
+        dth_ref.first().copied().unwrap_or(0.0)
+    );
+    Ok(())
+}
+
+/// Checks device results against the CPU core's (tolerances in the module docs).
+fn compare(c: &Case, p: &Prepared, y: &[f32], dx: &[f32], dth: &[f32], out: &mut Outcome) {
+    let d = c.dtype;
+    let (x, dy, y_ref, dx_ref, dth_ref) = (&p.x, &p.dy, &p.y_ref, &p.dx_ref, &p.dth_ref);
     let mut worst = (0f32, 0usize);
     let mut bad = 0usize;
     for i in 0..c.len {
@@ -300,7 +367,7 @@ fn run_case(
         )
     });
     let big = dth_ref.iter().fold(0f64, |a, v| a.max(v.abs())) as f32;
-    for (k, (&g, &w)) in dth.iter().zip(&dth_ref).enumerate() {
+    for (k, (&g, &w)) in dth.iter().zip(dth_ref.iter()).enumerate() {
         let w = w as f32;
         let rel = if d == DType::F32 { 1e-6 } else { 1e-5 };
         out.check(
@@ -308,37 +375,51 @@ fn run_case(
             || format!("{}: dtheta[{k}] = {g} (CPU {w})", c.name),
         );
     }
-    // Determinism: the same input gives the same dθ bits.
-    glue::fill_u32(s, bdth.ptr(), 0x7fc0_0001, dth_ref.len().max(1))?;
-    glue::backward(
-        m,
-        s,
-        d,
-        &t,
-        tabs.ptr(),
-        bdy.ptr() + off,
-        bx.ptr() + off,
-        bdx.ptr() + off,
-        bdth.ptr(),
-        c.len as u64,
-        inner,
-    )?;
-    let mut dth2 = vec![0f32; dth_ref.len()];
-    glue::download(s, &mut dth2, bdth.ptr())?;
-    out.check(
-        dth.iter()
-            .zip(&dth2)
-            .all(|(a, b)| a.to_bits() == b.to_bits()),
-        || format!("{}: dtheta differs between two runs", c.name),
-    );
-    println!(
-        "ok? {:<44} len {:>9}  dθ[0] {:+.6e} (CPU {:+.6e})",
-        c.name,
-        c.len,
-        dth.first().copied().unwrap_or(0.0),
-        dth_ref.first().copied().unwrap_or(0.0)
-    );
-    Ok(())
+}
+
+/// Checks the checker without a GPU: every case's CPU results, handed in as if from the device,
+/// must pass; with one output element left poisoned, or dθ perturbed, it must fail.
+fn self_test(quick: bool) -> i32 {
+    let mut rng = Rng(nanos());
+    let mut bad = 0;
+    for c in cases(quick) {
+        let p = prepare(&c, &mut rng);
+        let dth: Vec<f32> = p.dth_ref.iter().map(|&v| v as f32).collect();
+        let mut ok = Outcome {
+            fails: Vec::new(),
+            quiet: false,
+        };
+        compare(&c, &p, &p.y_ref, &p.dx_ref, &dth, &mut ok);
+        let mut y = p.y_ref.clone();
+        let mid = y.len() / 2;
+        y[mid] = f32::NAN;
+        let mut poisoned = Outcome {
+            fails: Vec::new(),
+            quiet: true,
+        };
+        if !p.y_ref[mid].is_nan() {
+            compare(&c, &p, &y, &p.dx_ref, &dth, &mut poisoned);
+        }
+        let mut dth2 = dth.clone();
+        if let Some(v) = dth2.first_mut() {
+            *v = *v * 1.001 + 1.0;
+        }
+        let mut off = Outcome {
+            fails: Vec::new(),
+            quiet: true,
+        };
+        compare(&c, &p, &p.y_ref, &p.dx_ref, &dth2, &mut off);
+        let pass = ok.fails.is_empty()
+            && (p.y_ref[mid].is_nan() || !poisoned.fails.is_empty())
+            && (dth.is_empty() || !off.fails.is_empty());
+        bad += !pass as i32;
+        println!(
+            "self-test {:<44} {}",
+            c.name,
+            if pass { "ok" } else { "FAIL" }
+        );
+    }
+    (bad > 0) as i32
 }
 
 fn cases(quick: bool) -> Vec<Case> {
@@ -575,6 +656,9 @@ fn main() {
     let reps: Option<u32> = arg("--reps").and_then(|v| v.parse().ok());
     let skip_timing = args.iter().any(|a| a == "--skip-timing");
     let quick = args.iter().any(|a| a == "--quick");
+    if args.iter().any(|a| a == "--self-test") {
+        std::process::exit(self_test(quick));
+    }
     if let Err(e) = run(lo, hi, reps, skip_timing, quick) {
         eprintln!("gpu_check: {e}");
         std::process::exit(2);
@@ -597,7 +681,10 @@ fn run(lo: u32, hi: u32, reps: Option<u32>, skip_timing: bool, quick: bool) -> R
     let seed = nanos();
     println!("seed {seed}");
     let mut rng = Rng(seed);
-    let mut outcome = Outcome { fails: Vec::new() };
+    let mut outcome = Outcome {
+        fails: Vec::new(),
+        quiet: false,
+    };
     for c in cases(quick) {
         run_case(s, &m, &c, &mut rng, &mut outcome).map_err(e)?;
     }

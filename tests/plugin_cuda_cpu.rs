@@ -147,3 +147,31 @@ fn kernel_sources_are_in_ops_cuda() {
         "the source must compile without an include path"
     );
 }
+
+/// The GPU check's comparison logic, run on the CPU: the core's results handed in as if from the
+/// device pass, a poisoned element or a perturbed dθ fails (`gpu_check --self-test`). Needs the
+/// example built (`cargo build --release --all-targets`, as tools/test.sh does); skipped otherwise.
+#[test]
+fn gpu_check_self_test_passes_without_a_gpu() {
+    let exe = root().join("target/release/examples/gpu_check");
+    if !exe.exists() {
+        eprintln!("skipped: {} not built", exe.display());
+        return;
+    }
+    let out = std::process::Command::new(&exe)
+        .args(["--self-test", "--quick"])
+        .output()
+        .expect("run gpu_check --self-test");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.ends_with(" ok")).count(),
+        33,
+        "{text}"
+    );
+}

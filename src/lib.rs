@@ -1,4 +1,5 @@
 pub mod core;
+pub mod cuda;
 pub use crate::core::*;
 pub mod graph;
 pub mod model;

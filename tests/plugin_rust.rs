@@ -577,3 +577,26 @@ fn bench_ditac_vs_gelu() {
     }
     let _ = DITAC_DOMAIN;
 }
+
+/// The plugin is built with the CUDA code; on a host without libcuda (this one, in CI) it
+/// registers the CPU ops alone, sessions run with no error, and NVRTC is never opened.
+#[test]
+fn cpu_sessions_need_no_gpu_stack() {
+    let theta = [0.1f32, -0.2, 0.3, 0.0, 0.1, -0.1, 0.2, 0.0, 0.05];
+    let m = OpModel::new("DiTAC", &theta, vec![]);
+    let mut s = session(&m.bytes()).expect("session creation must not fail without a GPU");
+    let x = [0.5f32, -0.2, 1.0, 3.0, -2.0];
+    let y = run_f32(&mut s, &x, &[], "Y").expect("CPU run");
+    let attrs = Attrs::default();
+    let b = basis::build(10, true, BasisKind::Qr).unwrap();
+    let mut want = vec![0f32; x.len()];
+    Activation::<f32>::from_theta(&attrs, &b, &theta, false)
+        .unwrap()
+        .forward(&x, &mut want);
+    assert_eq!(y, want);
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    assert!(!maps.contains("libnvrtc"), "NVRTC opened by a CPU session");
+    if !ditac::cuda::glue::driver_present() {
+        assert!(!maps.contains("libcuda.so"));
+    }
+}

@@ -39,6 +39,28 @@ pub struct Activation<R: Real> {
     mode: Mode<R>,
 }
 
+/// A table warp's parts, as a device kernel needs them (see `Activation::table_parts`).
+#[derive(Debug, Clone, Copy)]
+pub struct TableParts<'a, R> {
+    pub lo: R,
+    pub hi: R,
+    pub add_in: R,
+    pub mul_in: R,
+    pub mul_out: R,
+    /// n − 1
+    pub scale: R,
+    pub variant: Variant,
+    pub alpha: R,
+    pub linear: bool,
+    /// x̃ at the nodes, original units (n values).
+    pub xt: &'a [R],
+    /// dT̂/du at the nodes (n values; empty without gradients).
+    pub dt: &'a [R],
+    /// dT̂/dθ at the nodes (n×d row-major; empty without gradients).
+    pub dtheta: &'a [R],
+    pub d: usize,
+}
+
 /// Where x falls: outside [a,b] (identity), or inside with its normalised coordinate.
 #[derive(Clone, Copy)]
 struct Warped<R> {
@@ -150,15 +172,29 @@ impl<R: Real> Activation<R> {
         }
     }
 
-    /// What the table kernel reads, in this precision: `[lo, hi, add_in, mul_in, n − 1]` and x̃ at
-    /// the nodes in original units (`None` on the exact path). A lowering to plain ONNX operators
-    /// that applies these constants in the kernel's order reproduces its results.
-    pub fn table_kernel_parts(&self) -> Option<([R; 5], &[R])> {
+    /// The constants and tables of a table warp (None for the exact closed form).
+    pub fn table_parts(&self) -> Option<TableParts<'_, R>> {
         match &self.mode {
-            Mode::Table { scale, xt, .. } => Some((
-                [self.lo, self.hi, self.add_in, self.mul_in, *scale],
-                xt.as_slice(),
-            )),
+            Mode::Table {
+                interp,
+                scale,
+                xt,
+                table,
+            } => Some(TableParts {
+                lo: self.lo,
+                hi: self.hi,
+                add_in: self.add_in,
+                mul_in: self.mul_in,
+                mul_out: self.mul_out,
+                scale: *scale,
+                variant: self.variant,
+                alpha: self.alpha,
+                linear: *interp == Interpolation::Linear,
+                xt,
+                dt: &table.dt,
+                dtheta: &table.dtheta,
+                d: table.d,
+            }),
             Mode::Exact { .. } => None,
         }
     }

@@ -16,7 +16,7 @@ use std::sync::{Mutex, OnceLock};
 use ort_sys as sys;
 
 use super::kernels::{self, Kernel};
-use super::{ErrorKind, OpSpec, PResult, PluginError, Port, PortType, DOMAIN, ORT_API_LEVEL};
+use super::{Ep, ErrorKind, OpSpec, PResult, PluginError, Port, PortType, DOMAIN, ORT_API_LEVEL};
 
 // ---------------------------------------------------------------------------------------------
 // The API table and statuses
@@ -120,6 +120,21 @@ impl<T> TensorView<'_, T> {
     }
 }
 
+/// A tensor as shape and data address (for device memory, which the host must not read).
+pub struct RawTensor {
+    pub shape: Vec<usize>,
+    pub addr: u64,
+}
+
+impl RawTensor {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The dimensions of a tensor value.
 fn value_shape(value: *const sys::OrtValue) -> PResult<Vec<usize>> {
     let a = api();
@@ -154,6 +169,37 @@ fn value_shape(value: *const sys::OrtValue) -> PResult<Vec<usize>> {
         .collect()
 }
 
+/// The allocator name when `value` lives in CUDA device memory (never read from the host); None
+/// for host memory or when ORT cannot tell.
+fn device_memory(value: *const sys::OrtValue) -> Option<String> {
+    let a = api();
+    let mut info: *const sys::OrtMemoryInfo = ptr::null();
+    // SAFETY: a live value; the memory info is owned by it (not released).
+    check(
+        unsafe { (a.GetTensorMemoryInfo)(value, &mut info) },
+        "GetTensorMemoryInfo",
+    )
+    .ok()?;
+    if info.is_null() {
+        return None;
+    }
+    let mut name: *const c_char = ptr::null();
+    // SAFETY: as above; the name is a static string of ORT's.
+    check(
+        unsafe { (a.MemoryInfoGetName)(info, &mut name) },
+        "MemoryInfoGetName",
+    )
+    .ok()?;
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: NUL-terminated.
+    let name = unsafe { CStr::from_ptr(name) }
+        .to_string_lossy()
+        .into_owned();
+    (name.starts_with("Cuda") && !name.contains("Pinned")).then_some(name)
+}
+
 /// A view of a tensor value whose element type ORT has already matched to `T`.
 ///
 /// # Safety
@@ -163,6 +209,11 @@ unsafe fn value_view<'a, T>(value: *const sys::OrtValue) -> PResult<TensorView<'
     let n: usize = shape.iter().product();
     if n == 0 {
         return Ok(TensorView { shape, data: &[] });
+    }
+    if let Some(name) = device_memory(value) {
+        return Err(PluginError::fail(format!(
+            "a tensor the plugin reads on the host is in device memory ('{name}')"
+        )));
     }
     let mut data: *mut c_void = ptr::null_mut();
     // SAFETY: read-only use of the buffer; GetTensorMutableData is the level-17 accessor.
@@ -414,6 +465,89 @@ impl KernelContext {
         Ok(unsafe { std::slice::from_raw_parts_mut(data as *mut T, n) })
     }
 
+    /// ORT's compute stream for this kernel (a `cudaStream_t` on the CUDA EP; null elsewhere).
+    pub fn gpu_stream(&self) -> PResult<*mut c_void> {
+        let mut s: *mut c_void = ptr::null_mut();
+        // SAFETY: plain query on the live context.
+        check(
+            unsafe { (api().KernelContext_GetGPUComputeStream)(self.ptr, &mut s) },
+            "KernelContext_GetGPUComputeStream",
+        )?;
+        Ok(s)
+    }
+
+    /// Input `index` as shape and data address, without touching the data (device memory on
+    /// the CUDA EP); None when absent.
+    pub fn input_raw(&self, index: usize) -> PResult<Option<RawTensor>> {
+        let mut n = 0usize;
+        // SAFETY: plain query on the live context.
+        check(
+            unsafe { (api().KernelContext_GetInputCount)(self.ptr, &mut n) },
+            "KernelContext_GetInputCount",
+        )?;
+        if index >= n {
+            return Ok(None);
+        }
+        let mut value: *const sys::OrtValue = ptr::null();
+        // SAFETY: index < count.
+        check(
+            unsafe { (api().KernelContext_GetInput)(self.ptr, index, &mut value) },
+            "KernelContext_GetInput",
+        )?;
+        if value.is_null() {
+            return Ok(None);
+        }
+        let shape = value_shape(value)?;
+        let mut data: *mut c_void = ptr::null_mut();
+        if shape.iter().product::<usize>() > 0 {
+            // SAFETY: the address only; the data is never read here.
+            check(
+                unsafe { (api().GetTensorMutableData)(value as *mut sys::OrtValue, &mut data) },
+                "GetTensorMutableData",
+            )?;
+        }
+        Ok(Some(RawTensor {
+            shape,
+            addr: data as u64,
+        }))
+    }
+
+    /// Allocates output `index` with `shape`; returns its data address (device memory on the
+    /// CUDA EP; 0 when empty). Each index must be requested once per run.
+    pub fn output_raw(&self, index: usize, shape: &[usize]) -> PResult<u64> {
+        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        let mut value: *mut sys::OrtValue = ptr::null_mut();
+        // SAFETY: dims outlives the call.
+        check(
+            unsafe {
+                (api().KernelContext_GetOutput)(
+                    self.ptr,
+                    index,
+                    dims.as_ptr(),
+                    dims.len(),
+                    &mut value,
+                )
+            },
+            "KernelContext_GetOutput",
+        )?;
+        if value.is_null() {
+            return Err(PluginError::fail(format!("no output value {index}")));
+        }
+        if shape.iter().product::<usize>() == 0 {
+            return Ok(0);
+        }
+        let mut data: *mut c_void = ptr::null_mut();
+        // SAFETY: a freshly allocated output tensor; only its address is taken.
+        check(
+            unsafe { (api().GetTensorMutableData)(value, &mut data) },
+            "GetTensorMutableData",
+        )?;
+        if data.is_null() {
+            return Err(PluginError::fail("output tensor without data"));
+        }
+        Ok(data as u64)
+    }
+
     /// Runs `f(0..n)` on ORT's intra-op thread pool (sequentially when it has one thread).
     /// The first error (or panic) of any task is returned.
     pub fn parallel_for(&self, n: usize, f: &(dyn Fn(usize) -> PResult<()> + Sync)) -> PResult<()> {
@@ -478,6 +612,7 @@ fn element_type(spec: &OpSpec, ty: PortType) -> sys::ONNXTensorElementDataType {
             super::Elem::F32 => E::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT,
             super::Elem::F16 => E::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16,
             super::Elem::F64 => E::ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE,
+            super::Elem::BF16 => E::ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16,
         },
     }
 }
@@ -487,8 +622,11 @@ unsafe extern "system" fn op_name(op: *const sys::OrtCustomOp) -> *const c_char 
     guard_value(c"".as_ptr(), || unsafe { spec_of(op) }.name_c().as_ptr())
 }
 
-unsafe extern "system" fn op_ep(_op: *const sys::OrtCustomOp) -> *const c_char {
-    c"CPUExecutionProvider".as_ptr()
+unsafe extern "system" fn op_ep(op: *const sys::OrtCustomOp) -> *const c_char {
+    // SAFETY: `op` is ours.
+    guard_value(c"CPUExecutionProvider".as_ptr(), || {
+        unsafe { spec_of(op) }.ep.name_c().as_ptr()
+    })
 }
 
 /// The element type of port `i` of `op` (inputs or outputs, as `ports` picks), UNDEFINED past the end.
@@ -557,10 +695,17 @@ unsafe extern "system" fn op_output_characteristic(
 }
 
 unsafe extern "system" fn op_input_memory_type(
-    _op: *const sys::OrtCustomOp,
-    _i: usize,
+    op: *const sys::OrtCustomOp,
+    i: usize,
 ) -> sys::OrtMemType {
-    sys::OrtMemType::OrtMemTypeDefault
+    guard_value(sys::OrtMemType::OrtMemTypeDefault, || {
+        // SAFETY: `op` is ours.
+        if unsafe { spec_of(op) }.input_on_host(i) {
+            sys::OrtMemType::OrtMemTypeCPUInput
+        } else {
+            sys::OrtMemType::OrtMemTypeDefault
+        }
+    })
 }
 
 unsafe extern "system" fn op_variadic_arity(_op: *const sys::OrtCustomOp) -> c_int {
@@ -697,9 +842,22 @@ fn make_op(spec: OpSpec) -> OpDef {
     OpDef { raw, spec }
 }
 
+/// Whether the CUDA-EP op definitions are registered: when `libcuda` can be opened (probed once,
+/// never panics). `DITAC_CUDA=0` turns them off; `DITAC_CUDA=force` registers them without a
+/// driver (for tests: a CPU-only runtime must ignore them).
+pub fn cuda_ops_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| match std::env::var("DITAC_CUDA").as_deref() {
+        Ok("0") | Ok("off") => false,
+        Ok("force") => true,
+        _ => crate::cuda::glue::driver_present(),
+    })
+}
+
 fn register(options: *mut sys::OrtSessionOptions) -> PResult<()> {
     let a = api();
     let ops = OPS.get_or_init(|| OpSpec::all().into_iter().map(make_op).collect());
+    let cuda = cuda_ops_enabled();
     let mut domain: *mut sys::OrtCustomOpDomain = ptr::null_mut();
     // SAFETY: the name is NUL-terminated; the domain is kept for the process below.
     check(
@@ -710,7 +868,7 @@ fn register(options: *mut sys::OrtSessionOptions) -> PResult<()> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .push(domain as usize);
-    for op in ops.iter() {
+    for op in ops.iter().filter(|o| cuda || o.spec.ep == Ep::Cpu) {
         // SAFETY: `op.raw` lives in the process-wide OPS.
         check(
             unsafe { (a.CustomOpDomain_Add)(domain, &op.raw) },

@@ -9,7 +9,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 use super::ffi::{KernelContext, KernelInfo, TensorView};
-use super::{Elem, OpKind, OpSpec, PResult, PluginError};
+use super::{Elem, Ep, OpKind, OpSpec, PResult, PluginError};
 use crate::core::real::Real;
 use crate::core::{basis, channel_layout, Activation, Attrs, Basis, BasisKind};
 
@@ -93,10 +93,18 @@ impl Element for f16 {
 /// Creates the kernel of `spec` for the node described by `info`.
 pub fn create(spec: OpSpec, info: &KernelInfo) -> PResult<Box<dyn Kernel>> {
     let prefix = format!("ai.ditac.{} node '{}'", spec.name(), info.node_name());
-    let k: PResult<Box<dyn Kernel>> = match spec.elem {
-        Elem::F32 => ActKernel::<f32>::new(spec.kind, info, &prefix).map(|k| Box::new(k) as _),
-        Elem::F16 => ActKernel::<f16>::new(spec.kind, info, &prefix).map(|k| Box::new(k) as _),
-        Elem::F64 => ActKernel::<f64>::new(spec.kind, info, &prefix).map(|k| Box::new(k) as _),
+    let k: PResult<Box<dyn Kernel>> = match (spec.ep, spec.elem) {
+        (Ep::Cuda, _) => super::cuda::create(spec, info, &prefix),
+        (Ep::Cpu, Elem::F32) => {
+            ActKernel::<f32>::new(spec.kind, info, &prefix).map(|k| Box::new(k) as _)
+        }
+        (Ep::Cpu, Elem::F16) => {
+            ActKernel::<f16>::new(spec.kind, info, &prefix).map(|k| Box::new(k) as _)
+        }
+        (Ep::Cpu, Elem::F64) => {
+            ActKernel::<f64>::new(spec.kind, info, &prefix).map(|k| Box::new(k) as _)
+        }
+        (Ep::Cpu, Elem::BF16) => Err(PluginError::fail("bfloat16 is not a CPU type here")),
     };
     k.map_err(|e| e.in_node(&prefix))
 }
@@ -152,18 +160,18 @@ pub fn read_attrs(info: &KernelInfo, kind: OpKind) -> PResult<Attrs> {
 }
 
 /// The warps of one θ (or table) tensor: one per row.
-struct Warps<R: Real> {
+pub(crate) struct Warps<R: Real> {
     /// θ's (or the table's) shape: [n] (shared) or [C, n] (per channel).
-    shape: Vec<usize>,
+    pub(crate) shape: Vec<usize>,
     /// C for a per-channel tensor.
-    rows: Option<usize>,
-    acts: Vec<Activation<R>>,
+    pub(crate) rows: Option<usize>,
+    pub(crate) acts: Vec<Activation<R>>,
 }
 
 type Cache<R> = Mutex<Option<(Vec<u32>, Arc<Warps<R>>)>>;
 
 /// `DiTAC`, `DiTACLut` or `DiTACGrad` for one element type.
-struct ActKernel<E: Element> {
+pub(crate) struct ActKernel<E: Element> {
     prefix: String,
     kind: OpKind,
     attrs: Attrs,
@@ -183,13 +191,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn fmt_shape(s: &[usize]) -> String {
+pub(crate) fn fmt_shape(s: &[usize]) -> String {
     let v: Vec<String> = s.iter().map(|d| d.to_string()).collect();
     format!("[{}]", v.join(", "))
 }
 
 impl<E: Element> ActKernel<E> {
-    fn new(kind: OpKind, info: &KernelInfo, prefix: &str) -> PResult<Self> {
+    pub(crate) fn new(kind: OpKind, info: &KernelInfo, prefix: &str) -> PResult<Self> {
         let attrs = read_attrs(info, kind)?;
         let (x_idx, dy_idx, p_idx, b_idx) = match kind {
             OpKind::Ditac => (0, None, 1, Some(2)),
@@ -307,8 +315,43 @@ impl<E: Element> ActKernel<E> {
         })
     }
 
+    /// Whether `w` are the warps built at creation (θ or the table a constant initializer).
+    pub(crate) fn is_fixed(&self, w: &Arc<Warps<E::R>>) -> bool {
+        self.fixed.as_ref().is_some_and(|f| Arc::ptr_eq(f, w))
+    }
+
+    pub(crate) fn kind(&self) -> OpKind {
+        self.kind
+    }
+
+    /// Input indices: (X, dY).
+    pub(crate) fn data_inputs(&self) -> (usize, Option<usize>) {
+        (self.x_idx, self.dy_idx)
+    }
+
+    /// (C, inner) for X of `shape` with the warps `w`, checking that θ's (or the table's) rows
+    /// match X's channels.
+    pub(crate) fn layout(&self, shape: &[usize], w: &Warps<E::R>) -> PResult<(usize, usize)> {
+        let n: usize = shape.iter().product();
+        match w.rows {
+            None => Ok((1, n)),
+            Some(rows) => {
+                let (_, c, inner) = channel_layout(shape, self.attrs.channel_axis)?;
+                if rows != c {
+                    return Err(PluginError::invalid(format!(
+                        "input '{}' has {rows} rows: expected C = X.shape[channel_axis] = {c} (attribute 'channel_axis' = {}, X has shape {})",
+                        self.param_name(),
+                        self.attrs.channel_axis,
+                        fmt_shape(shape)
+                    )));
+                }
+                Ok((c, inner))
+            }
+        }
+    }
+
     /// The warps for this run: constant, cached (same content), or built now.
-    fn warps(&self, ctx: &KernelContext) -> PResult<Arc<Warps<E::R>>> {
+    pub(crate) fn warps(&self, ctx: &KernelContext) -> PResult<Arc<Warps<E::R>>> {
         let b_in = match self.b_idx {
             Some(i) => ctx.input::<f32>(i)?,
             None => None,
@@ -348,22 +391,7 @@ impl<E: Element> ActKernel<E> {
             .input::<E>(self.x_idx)?
             .ok_or_else(|| PluginError::invalid("input 'X' is missing"))?;
         let w = self.warps(ctx)?;
-        let n = x.len();
-        let (c, inner) = match w.rows {
-            None => (1, n),
-            Some(rows) => {
-                let (_, c, inner) = channel_layout(&x.shape, self.attrs.channel_axis)?;
-                if rows != c {
-                    return Err(PluginError::invalid(format!(
-                        "input '{}' has {rows} rows: expected C = X.shape[channel_axis] = {c} (attribute 'channel_axis' = {}, X has shape {})",
-                        self.param_name(),
-                        self.attrs.channel_axis,
-                        fmt_shape(&x.shape)
-                    )));
-                }
-                (c, inner)
-            }
-        };
+        let (c, inner) = self.layout(&x.shape, &w)?;
         match self.dy_idx {
             None => {
                 let y = ctx.output::<E>(0, &x.shape)?;
@@ -443,7 +471,7 @@ fn for_runs(
     }
 }
 
-fn forward<E: Element>(
+pub(crate) fn forward<E: Element>(
     ctx: &KernelContext,
     w: &Warps<E::R>,
     x: &[E],
@@ -466,7 +494,7 @@ fn forward<E: Element>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn backward<E: Element>(
+pub(crate) fn backward<E: Element>(
     ctx: &KernelContext,
     w: &Warps<E::R>,
     dy: &[E],

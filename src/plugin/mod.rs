@@ -1,14 +1,18 @@
-//! The ONNX Runtime custom-op plugin (CPU execution provider): domain `ai.ditac`, opset 1, ops
-//! `DiTAC`, `DiTACLut` and `DiTACGrad` for float, float16 and double tensors (ops.md).
+//! The ONNX Runtime custom-op plugin: domain `ai.ditac`, opset 1, ops `DiTAC`, `DiTACLut` and
+//! `DiTACGrad` (ops.md) — for the CPU execution provider (float, float16, double) and, where
+//! `libcuda` can be opened, for the CUDA execution provider (float, float16, bfloat16).
 //!
 //! Layers:
 //! * [`ffi`]: every `unsafe` line — the C API calls, the `extern "C"` trampolines of the op
 //!   definitions and the exported `RegisterCustomOps`. Each entry point catches panics.
 //! * [`kernels`]: safe Rust — attribute parsing, input validation, caching of the warps, the
 //!   chunked (ORT thread pool) forward and backward over the math core.
+//! * [`cuda`]: the CUDA-EP kernels: the same attributes, validation and tables (built on the
+//!   host by the core), then the device kernels of `crate::cuda` on ORT's compute stream.
 //!
 //! Decisions where ops.md is silent are documented in `ops/README.md`.
 
+pub mod cuda;
 pub mod ffi;
 pub mod kernels;
 
@@ -37,6 +41,24 @@ pub enum Elem {
     F32,
     F16,
     F64,
+    /// CUDA only.
+    BF16,
+}
+
+/// The execution provider an op definition is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ep {
+    Cpu,
+    Cuda,
+}
+
+impl Ep {
+    pub fn name_c(self) -> &'static CStr {
+        match self {
+            Ep::Cpu => c"CPUExecutionProvider",
+            Ep::Cuda => c"CUDAExecutionProvider",
+        }
+    }
 }
 
 /// The declared type of one input or output.
@@ -87,23 +109,45 @@ const GRAD_IN: [Port; 4] = [
 const Y_OUT: [Port; 1] = [req("Y", PortType::T)];
 const GRAD_OUT: [Port; 2] = [req("dX", PortType::T), req("dtheta", PortType::Float)];
 
-/// One registered op definition: an operator for one element type.
+/// One registered op definition: an operator for one element type and execution provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpSpec {
     pub kind: OpKind,
     pub elem: Elem,
+    pub ep: Ep,
 }
 
 impl OpSpec {
-    /// Every op definition the plugin registers (one per op and element type).
-    pub fn all() -> Vec<OpSpec> {
+    /// The op definitions of one execution provider (one per op and element type).
+    pub fn for_ep(ep: Ep) -> Vec<OpSpec> {
+        let elems: &[Elem] = match ep {
+            Ep::Cpu => &[Elem::F32, Elem::F16, Elem::F64],
+            Ep::Cuda => &[Elem::F32, Elem::F16, Elem::BF16],
+        };
         let mut v = Vec::new();
         for kind in [OpKind::Ditac, OpKind::Lut, OpKind::Grad] {
-            for elem in [Elem::F32, Elem::F16, Elem::F64] {
-                v.push(OpSpec { kind, elem });
+            for &elem in elems {
+                v.push(OpSpec { kind, elem, ep });
             }
         }
         v
+    }
+
+    /// Every op definition the plugin can register: the CPU ones, then the CUDA ones.
+    pub fn all() -> Vec<OpSpec> {
+        let mut v = Self::for_ep(Ep::Cpu);
+        v.extend(Self::for_ep(Ep::Cuda));
+        v
+    }
+
+    /// Whether input `i` is read on the host: on the CUDA EP, θ, the table and B (small; the
+    /// tables are built from them by the core on the host, then copied to the device).
+    pub fn input_on_host(&self, i: usize) -> bool {
+        self.ep == Ep::Cuda
+            && self
+                .inputs()
+                .get(i)
+                .is_some_and(|p| p.ty == PortType::Float)
     }
 
     pub fn name(&self) -> &'static str {

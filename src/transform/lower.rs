@@ -261,7 +261,7 @@ fn lower_node(
             node.input.get(1).map_or("", String::as_str)
         )
     })?;
-    if w.acts.iter().any(|a| a.table_kernel_parts().is_none()) {
+    if w.acts.iter().any(|a| a.table_parts().is_none()) {
         bail!("node '{label}': lut_size = 0 (the exact closed form) has no table to lower: pass --exact-lut N to lower it through an N-node linear table (an approximation)");
     }
     let ty = elem_type(g, &x_in);
@@ -272,12 +272,12 @@ fn lower_node(
             bail!("node '{label}': input X is {other:?}: lower handles float and float16 tensors")
         }
     };
-    let (consts, xt0) = w.acts[0].table_kernel_parts().expect("checked");
+    let (consts, xt0) = kernel_parts(&w.acts[0]);
     let n = xt0.len();
     let rows = w.acts.len();
     let mut table = Vec::with_capacity(n * rows);
     for a in &w.acts {
-        let (c, xt) = a.table_kernel_parts().expect("checked");
+        let (c, xt) = kernel_parts(a);
         debug_assert_eq!(c, consts);
         table.extend_from_slice(xt);
     }
@@ -434,4 +434,11 @@ fn lower_node(
         last.name = label.clone();
     }
     Ok((e.nodes, e.inits, w.consts))
+}
+
+/// What the table kernel reads: `[lo, hi, add_in, mul_in, n − 1]` and x̃ at the nodes. A lowering
+/// that applies these constants in the kernel's order reproduces its results.
+fn kernel_parts(a: &crate::Activation<f32>) -> ([f32; 5], &[f32]) {
+    let p = a.table_parts().expect("checked: a table warp");
+    ([p.lo, p.hi, p.add_in, p.mul_in, p.scale], p.xt)
 }

@@ -1,0 +1,753 @@
+//! The GPU check (run by `tests/gpu/run.sh` on a machine with an NVIDIA GPU; see
+//! `tests/gpu/README.md`). Through the same glue the plugin uses (`ditac::cuda::glue`: NVRTC at
+//! first use, the packed tables, the launch plans), on a stream of its own:
+//!
+//! 1. correctness: fresh random inputs (never zeros; special values included), outputs poisoned
+//!    with NaN bits first (every element must be written), DiTAC forward and DiTACGrad for
+//!    float, float16 and bfloat16, nearest and linear, the three variants, shared and
+//!    per-channel tables, aligned and misaligned buffers, odd lengths — compared with the CPU
+//!    core (float: ≤ 1e-6 relative; half types: one unit of their precision); dθ twice, bitwise
+//!    equal (deterministic);
+//! 2. timing with CUDA events at 2^20 … 2^28 elements (float): a device-to-device copy, the
+//!    forward and the backward; PyTorch's `gelu` times are read from `$DITAC_TORCH_TIMES`
+//!    (written by tests/gpu/torch_gelu.py) when present;
+//! 3. a short table last, with the goals at ≥ 2^26 elements.
+//!
+//! Exit status 1 when a correctness check fails, 0 otherwise (the goals are reported, not
+//! enforced). Usage: `gpu_check [--max-log2 28] [--min-log2 20] [--reps N] [--skip-timing]
+//! [--quick]`; `gpu_check --self-test [--quick]` checks the checker on the CPU (no GPU needed).
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ditac::core::{basis, Activation, Attrs, BasisKind, Interpolation, Variant};
+use ditac::cuda::glue::{self, DevBuf, Stream};
+use ditac::cuda::{DType, HostTables};
+use half::{bf16, f16};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// Uniform in [lo, hi), never exactly zero.
+    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        loop {
+            let u = (self.next() >> 40) as f32 / (1u64 << 24) as f32;
+            let v = lo + (hi - lo) * u;
+            if v != 0.0 {
+                return v;
+            }
+        }
+    }
+}
+
+fn to_bits(d: DType, v: &[f32]) -> Vec<u8> {
+    match d {
+        DType::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        DType::F16 => v
+            .iter()
+            .flat_map(|x| f16::from_f32(*x).to_le_bytes())
+            .collect(),
+        DType::BF16 => v
+            .iter()
+            .flat_map(|x| bf16::from_f32(*x).to_le_bytes())
+            .collect(),
+    }
+}
+
+fn from_bits(d: DType, b: &[u8]) -> Vec<f32> {
+    match d {
+        DType::F32 => b
+            .chunks(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        DType::F16 => b
+            .chunks(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        DType::BF16 => b
+            .chunks(2)
+            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+    }
+}
+
+/// Rounds to the precision of `d` (what the device sees of a host value).
+fn round(d: DType, v: &[f32]) -> Vec<f32> {
+    from_bits(d, &to_bits(d, v))
+}
+
+/// Fills `count` elements at `ptr` with NaN bits.
+fn poison(s: Stream, d: DType, ptr: u64, count: usize) -> glue::Result<()> {
+    match d {
+        DType::F32 => glue::fill_u32(s, ptr, 0x7fc0_0001, count),
+        DType::F16 => glue::fill_u16(s, ptr, 0x7e01, count),
+        DType::BF16 => glue::fill_u16(s, ptr, 0x7fc1, count),
+    }
+}
+
+struct Case {
+    name: String,
+    dtype: DType,
+    variant: Variant,
+    linear: bool,
+    channels: usize,
+    inner: usize,
+    len: usize,
+    /// Elements by which the buffers start past a 256-byte boundary.
+    offset: usize,
+    lut: i64,
+}
+
+/// Allowed difference from the CPU for an output of `d`: 1e-6 relative for float, one unit
+/// of the type's precision (2^-10, 2^-7 relative) for the half types.
+fn tol(d: DType, want: f32, floor: f32) -> f32 {
+    let rel = match d {
+        DType::F32 => 1e-6,
+        DType::F16 => 1.0 / 1024.0,
+        DType::BF16 => 1.0 / 128.0,
+    };
+    let min_normal = match d {
+        DType::F16 => 6.103_515_6e-5,
+        _ => 0.0,
+    };
+    rel * want.abs().max(floor).max(min_normal)
+}
+
+fn same(got: f32, want: f32, t: f32) -> bool {
+    (got.is_nan() && want.is_nan()) || got == want || (got - want).abs() <= t
+}
+
+struct Outcome {
+    fails: Vec<String>,
+    /// Do not print failures (the self-test's expected ones).
+    quiet: bool,
+}
+
+impl Outcome {
+    fn check(&mut self, cond: bool, msg: impl FnOnce() -> String) {
+        if !cond {
+            let m = msg();
+            if !self.quiet {
+                eprintln!("FAIL {m}");
+            }
+            self.fails.push(m);
+        }
+    }
+}
+
+/// A case's inputs, tables and the CPU core's results on them.
+struct Prepared {
+    t: HostTables,
+    x: Vec<f32>,
+    dy: Vec<f32>,
+    y_ref: Vec<f32>,
+    dx_ref: Vec<f32>,
+    dth_ref: Vec<f64>,
+}
+
+fn prepare(c: &Case, rng: &mut Rng) -> Prepared {
+    let d = c.dtype;
+    let attrs = Attrs {
+        variant: c.variant,
+        interpolation: if c.linear {
+            Interpolation::Linear
+        } else {
+            Interpolation::Nearest
+        },
+        lut_size: c.lut,
+        ..Attrs::default()
+    };
+    let dd = attrs.theta_len();
+    let b = basis::build(attrs.tess(), attrs.zero_boundary(), BasisKind::Qr).expect("basis");
+    let acts: Vec<Activation<f32>> = (0..c.channels)
+        .map(|_| {
+            let theta: Vec<f32> = (0..dd).map(|_| rng.uniform(-0.8, 0.8)).collect();
+            Activation::from_theta(&attrs, &b, &theta, true).expect("warp")
+        })
+        .collect();
+    let t = HostTables::pack(&acts, true).expect("tables");
+    // Inputs: mostly inside [a, b] = [-0.5, 2], some outside, a few special values.
+    let mut x: Vec<f32> = (0..c.len).map(|_| rng.uniform(-1.5, 3.0)).collect();
+    let specials = [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        -0.5,
+        2.0,
+        1e-30,
+        -1e-30,
+    ];
+    for (k, v) in specials.iter().enumerate() {
+        if k * 97 < c.len {
+            x[k * 97] = *v;
+        }
+    }
+    let dy: Vec<f32> = (0..c.len).map(|_| rng.uniform(-2.0, 2.0)).collect();
+    let (x, dy) = (round(d, &x), round(d, &dy));
+    // CPU reference (the core, per channel run).
+    let ch = |i: usize| (i / c.inner) % c.channels;
+    let mut y_ref = vec![0f32; c.len];
+    let mut dx_ref = vec![0f32; c.len];
+    let mut dth_ref = vec![0f64; c.channels * dd];
+    let mut i = 0;
+    while i < c.len {
+        let k = ch(i);
+        let e = (i / c.inner + 1) * c.inner;
+        let e = e.min(c.len);
+        acts[k].forward(&x[i..e], &mut y_ref[i..e]);
+        acts[k].backward(
+            &dy[i..e],
+            &x[i..e],
+            &mut dx_ref[i..e],
+            &mut dth_ref[k * dd..(k + 1) * dd],
+        );
+        i = e;
+    }
+    let (y_ref, dx_ref) = (round(d, &y_ref), round(d, &dx_ref));
+    Prepared {
+        t,
+        x,
+        dy,
+        y_ref,
+        dx_ref,
+        dth_ref,
+    }
+}
+
+fn run_case(
+    s: Stream,
+    m: &glue::Module,
+    c: &Case,
+    rng: &mut Rng,
+    out: &mut Outcome,
+) -> glue::Result<()> {
+    let d = c.dtype;
+    let es = d.size() as usize;
+    let p = prepare(c, rng);
+    let (t, x, dy, dth_ref) = (&p.t, &p.x, &p.dy, &p.dth_ref);
+    // Device buffers, `offset` elements past an aligned start.
+    let bytes = (c.len + c.offset) * es;
+    let tabs = DevBuf::alloc(s, t.data.len() * 4)?;
+    let bx = DevBuf::alloc(s, bytes)?;
+    let bdy = DevBuf::alloc(s, bytes)?;
+    let by = DevBuf::alloc(s, bytes)?;
+    let bdx = DevBuf::alloc(s, bytes)?;
+    let bdth = DevBuf::alloc(s, dth_ref.len().max(1) * 4)?;
+    let off = (c.offset * es) as u64;
+    glue::upload(s, tabs.ptr(), &t.data)?;
+    glue::upload(s, bx.ptr() + off, &to_bits(d, x))?;
+    glue::upload(s, bdy.ptr() + off, &to_bits(d, dy))?;
+    poison(s, d, by.ptr(), c.len + c.offset)?;
+    poison(s, d, bdx.ptr(), c.len + c.offset)?;
+    glue::fill_u32(s, bdth.ptr(), 0x7fc0_0001, dth_ref.len().max(1))?;
+    let inner = if c.channels == 1 { c.len } else { c.inner } as u64;
+    glue::forward(
+        m,
+        s,
+        d,
+        t,
+        tabs.ptr(),
+        bx.ptr() + off,
+        by.ptr() + off,
+        c.len as u64,
+        inner,
+    )?;
+    glue::backward(
+        m,
+        s,
+        d,
+        t,
+        tabs.ptr(),
+        bdy.ptr() + off,
+        bx.ptr() + off,
+        bdx.ptr() + off,
+        bdth.ptr(),
+        c.len as u64,
+        inner,
+    )?;
+    let mut yb = vec![0u8; c.len * es];
+    let mut dxb = vec![0u8; c.len * es];
+    let mut dth = vec![0f32; dth_ref.len()];
+    glue::download(s, &mut yb, by.ptr() + off)?;
+    glue::download(s, &mut dxb, bdx.ptr() + off)?;
+    glue::download(s, &mut dth, bdth.ptr())?;
+    // The elements before the offset stay poisoned (nothing written outside the output).
+    if c.offset > 0 {
+        let mut pre = vec![0u8; c.offset * es];
+        glue::download(s, &mut pre, by.ptr())?;
+        out.check(from_bits(d, &pre).iter().all(|v| v.is_nan()), || {
+            format!("{}: wrote before its output", c.name)
+        });
+    }
+    let (y, dx) = (from_bits(d, &yb), from_bits(d, &dxb));
+    compare(c, &p, &y, &dx, &dth, out);
+    // Determinism: the same input gives the same dθ bits.
+    glue::fill_u32(s, bdth.ptr(), 0x7fc0_0001, dth_ref.len().max(1))?;
+    glue::backward(
+        m,
+        s,
+        d,
+        t,
+        tabs.ptr(),
+        bdy.ptr() + off,
+        bx.ptr() + off,
+        bdx.ptr() + off,
+        bdth.ptr(),
+        c.len as u64,
+        inner,
+    )?;
+    let mut dth2 = vec![0f32; dth_ref.len()];
+    glue::download(s, &mut dth2, bdth.ptr())?;
+    out.check(
+        dth.iter()
+            .zip(&dth2)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        || format!("{}: dtheta differs between two runs", c.name),
+    );
+    println!(
+        "ok? {:<44} len {:>9}  dθ[0] {:+.6e} (CPU {:+.6e})",
+        c.name,
+        c.len,
+        dth.first().copied().unwrap_or(0.0),
+        dth_ref.first().copied().unwrap_or(0.0)
+    );
+    Ok(())
+}
+
+/// Checks device results against the CPU core's (tolerances in the module docs).
+fn compare(c: &Case, p: &Prepared, y: &[f32], dx: &[f32], dth: &[f32], out: &mut Outcome) {
+    let d = c.dtype;
+    let (x, dy, y_ref, dx_ref, dth_ref) = (&p.x, &p.dy, &p.y_ref, &p.dx_ref, &p.dth_ref);
+    let mut worst = (0f32, 0usize);
+    let mut bad = 0usize;
+    for i in 0..c.len {
+        let ok = same(y[i], y_ref[i], tol(d, y_ref[i], 1e-30));
+        if !ok {
+            bad += 1;
+            let r = (y[i] - y_ref[i]).abs() / y_ref[i].abs().max(1e-30);
+            if r > worst.0 || r.is_nan() {
+                worst = (r, i);
+            }
+        }
+    }
+    out.check(bad == 0, || {
+        let i = worst.1;
+        format!(
+            "{}: forward: {bad} of {} differ; e.g. x[{i}] = {} → {} (CPU {})",
+            c.name, c.len, x[i], y[i], y_ref[i]
+        )
+    });
+    let mut bad = 0usize;
+    let mut first = None;
+    for i in 0..c.len {
+        // dX: relative to the size of its terms, |dY|·(|∂y/∂x̃·dx̃/dx| + |direct|) ≤
+        // 2·|dY|·(1 + |x|): g·dT and the direct term may cancel, and the device's expf (in φ')
+        // may differ from the host's by an ulp.
+        let ok = same(
+            dx[i],
+            dx_ref[i],
+            tol(d, dx_ref[i], 2.0 * dy[i].abs() * (1.0 + x[i].abs())),
+        );
+        if !ok {
+            bad += 1;
+            first.get_or_insert(i);
+        }
+    }
+    out.check(bad == 0, || {
+        let i = first.unwrap_or(0);
+        format!(
+            "{}: dX: {bad} of {} differ; e.g. x[{i}] = {}, dy = {} → {} (CPU {})",
+            c.name, c.len, x[i], dy[i], dx[i], dx_ref[i]
+        )
+    });
+    let big = dth_ref.iter().fold(0f64, |a, v| a.max(v.abs())) as f32;
+    for (k, (&g, &w)) in dth.iter().zip(dth_ref.iter()).enumerate() {
+        let w = w as f32;
+        let rel = if d == DType::F32 { 1e-6 } else { 1e-5 };
+        out.check(
+            same(g, w, rel * w.abs().max(1e-3 * big)) && !g.is_nan(),
+            || format!("{}: dtheta[{k}] = {g} (CPU {w})", c.name),
+        );
+    }
+}
+
+/// Checks the checker without a GPU: every case's CPU results, handed in as if from the device,
+/// must pass; with one output element left poisoned, or dθ perturbed, it must fail.
+fn self_test(quick: bool) -> i32 {
+    let mut rng = Rng(nanos());
+    let mut bad = 0;
+    for c in cases(quick) {
+        let p = prepare(&c, &mut rng);
+        let dth: Vec<f32> = p.dth_ref.iter().map(|&v| v as f32).collect();
+        let mut ok = Outcome {
+            fails: Vec::new(),
+            quiet: false,
+        };
+        compare(&c, &p, &p.y_ref, &p.dx_ref, &dth, &mut ok);
+        let mut y = p.y_ref.clone();
+        let mid = y.len() / 2;
+        y[mid] = f32::NAN;
+        let mut poisoned = Outcome {
+            fails: Vec::new(),
+            quiet: true,
+        };
+        if !p.y_ref[mid].is_nan() {
+            compare(&c, &p, &y, &p.dx_ref, &dth, &mut poisoned);
+        }
+        let mut dth2 = dth.clone();
+        if let Some(v) = dth2.first_mut() {
+            *v = *v * 1.001 + 1.0;
+        }
+        let mut off = Outcome {
+            fails: Vec::new(),
+            quiet: true,
+        };
+        compare(&c, &p, &p.y_ref, &p.dx_ref, &dth2, &mut off);
+        let pass = ok.fails.is_empty()
+            && (p.y_ref[mid].is_nan() || !poisoned.fails.is_empty())
+            && (dth.is_empty() || !off.fails.is_empty());
+        bad += !pass as i32;
+        println!(
+            "self-test {:<44} {}",
+            c.name,
+            if pass { "ok" } else { "FAIL" }
+        );
+    }
+    (bad > 0) as i32
+}
+
+fn cases(quick: bool) -> Vec<Case> {
+    let mut v = Vec::new();
+    let n = if quick { 100_003 } else { 1_000_003 };
+    for dtype in DType::ALL {
+        for (variant, vname) in [
+            (Variant::Ditac, "ditac"),
+            (Variant::Ge, "ge"),
+            (Variant::Leaky, "leaky"),
+        ] {
+            for linear in [false, true] {
+                v.push(Case {
+                    name: format!(
+                        "{}/{vname}/{}",
+                        dtype.suffix(),
+                        if linear { "linear" } else { "nearest" }
+                    ),
+                    dtype,
+                    variant,
+                    linear,
+                    channels: 1,
+                    inner: 1,
+                    len: n,
+                    offset: 0,
+                    lut: 2048,
+                });
+            }
+        }
+        // Per-channel tables: NCHW-like (long runs) and channel-last (inner = 1).
+        v.push(Case {
+            name: format!("{}/ditac/nearest/C=3,inner=4099", dtype.suffix()),
+            dtype,
+            variant: Variant::Ditac,
+            linear: false,
+            channels: 3,
+            inner: 4099,
+            len: 3 * 4099 * 5,
+            offset: 0,
+            lut: 2048,
+        });
+        v.push(Case {
+            name: format!("{}/ditac/linear/C=16,inner=1", dtype.suffix()),
+            dtype,
+            variant: Variant::Ditac,
+            linear: true,
+            channels: 16,
+            inner: 1,
+            len: 16 * 6007,
+            offset: 0,
+            lut: 2048,
+        });
+        // Misaligned buffers and a short tensor.
+        v.push(Case {
+            name: format!("{}/ditac/nearest/offset=1", dtype.suffix()),
+            dtype,
+            variant: Variant::Ditac,
+            linear: false,
+            channels: 1,
+            inner: 1,
+            len: 10_007,
+            offset: 1,
+            lut: 2048,
+        });
+        v.push(Case {
+            name: format!("{}/ge/nearest/len=5", dtype.suffix()),
+            dtype,
+            variant: Variant::Ge,
+            linear: false,
+            channels: 1,
+            inner: 1,
+            len: 5,
+            offset: 3,
+            lut: 64,
+        });
+        // A large table (global memory, not shared).
+        v.push(Case {
+            name: format!("{}/ditac/linear/lut=65536", dtype.suffix()),
+            dtype,
+            variant: Variant::Ditac,
+            linear: true,
+            channels: 1,
+            inner: 1,
+            len: 200_003,
+            offset: 0,
+            lut: 65536,
+        });
+    }
+    v
+}
+
+struct Timing {
+    log2: u32,
+    copy_ms: f32,
+    fwd_ms: f32,
+    grad_ms: f32,
+    fwd16_ms: f32,
+}
+
+fn time_sizes(
+    s: Stream,
+    m: &glue::Module,
+    lo: u32,
+    hi: u32,
+    reps_arg: Option<u32>,
+) -> glue::Result<Vec<Timing>> {
+    let attrs = Attrs::default();
+    let b = basis::build(attrs.tess(), attrs.zero_boundary(), BasisKind::Qr).expect("basis");
+    let theta: Vec<f32> = (0..attrs.theta_len())
+        .map(|k| 0.3 * ((k as f32) * 0.7).sin())
+        .collect();
+    let act = Activation::from_theta(&attrs, &b, &theta, true).expect("warp");
+    let t = HostTables::pack(std::slice::from_ref(&act), true).expect("tables");
+    let tabs = DevBuf::alloc(s, t.data.len() * 4)?;
+    glue::upload(s, tabs.ptr(), &t.data)?;
+    let nmax = 1usize << hi;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ nanos());
+    let host: Vec<f32> = (0..1 << 20).map(|_| rng.uniform(-1.5, 3.0)).collect();
+    let bx = DevBuf::alloc(s, nmax * 4)?;
+    let bdy = DevBuf::alloc(s, nmax * 4)?;
+    let by = DevBuf::alloc(s, nmax * 4)?;
+    let bdth = DevBuf::alloc(s, t.d as usize * 4)?;
+    // Fill X and dY with copies of 2^20 random values.
+    let chunk = host.len().min(nmax);
+    for k in 0..nmax / chunk {
+        glue::upload(s, bx.ptr() + (k * chunk * 4) as u64, &host[..chunk])?;
+        glue::upload(s, bdy.ptr() + (k * chunk * 4) as u64, &host[..chunk])?;
+    }
+    glue::sync(s)?;
+    let mut out = Vec::new();
+    for log2 in lo..=hi {
+        let n = 1usize << log2;
+        let reps = reps_arg.unwrap_or(((1u32 << 28) >> log2).clamp(5, 200));
+        let copy = || glue::copy_d2d(s, by.ptr(), bx.ptr(), n * 4);
+        let fwd = || {
+            glue::forward(
+                m,
+                s,
+                DType::F32,
+                &t,
+                tabs.ptr(),
+                bx.ptr(),
+                by.ptr(),
+                n as u64,
+                n as u64,
+            )
+        };
+        let fwd16 = || {
+            glue::forward(
+                m,
+                s,
+                DType::F16,
+                &t,
+                tabs.ptr(),
+                bx.ptr(),
+                by.ptr(),
+                n as u64,
+                n as u64,
+            )
+        };
+        let grad = || {
+            glue::backward(
+                m,
+                s,
+                DType::F32,
+                &t,
+                tabs.ptr(),
+                bdy.ptr(),
+                bx.ptr(),
+                by.ptr(),
+                bdth.ptr(),
+                n as u64,
+                n as u64,
+            )
+        };
+        // Warm up each, then time.
+        for f in [&copy as &dyn Fn() -> glue::Result<()>, &fwd, &fwd16, &grad] {
+            f()?;
+            f()?;
+        }
+        glue::sync(s)?;
+        let copy_ms = glue::time_ms(s, reps, copy)?;
+        let fwd_ms = glue::time_ms(s, reps, fwd)?;
+        let fwd16_ms = glue::time_ms(s, reps, fwd16)?;
+        let grad_ms = glue::time_ms(s, reps, grad)?;
+        out.push(Timing {
+            log2,
+            copy_ms,
+            fwd_ms,
+            grad_ms,
+            fwd16_ms,
+        });
+        eprintln!("timed 2^{log2} ({reps} reps)");
+    }
+    Ok(out)
+}
+
+fn nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1
+}
+
+/// PyTorch gelu times (µs by log2 size) from the JSON written by tests/gpu/torch_gelu.py.
+fn torch_times() -> BTreeMap<u32, f64> {
+    let mut m = BTreeMap::new();
+    let Some(path) = std::env::var_os("DITAC_TORCH_TIMES") else {
+        return m;
+    };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return m;
+    };
+    if let Ok(serde_json::Value::Object(o)) = serde_json::from_str::<serde_json::Value>(&text) {
+        for (k, v) in o {
+            if let (Ok(k), Some(v)) = (k.parse::<u32>(), v.as_f64()) {
+                m.insert(k, v);
+            }
+        }
+    }
+    m
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| -> Option<String> {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let lo: u32 = arg("--min-log2").and_then(|v| v.parse().ok()).unwrap_or(20);
+    let hi: u32 = arg("--max-log2").and_then(|v| v.parse().ok()).unwrap_or(28);
+    let reps: Option<u32> = arg("--reps").and_then(|v| v.parse().ok());
+    let skip_timing = args.iter().any(|a| a == "--skip-timing");
+    let quick = args.iter().any(|a| a == "--quick");
+    if args.iter().any(|a| a == "--self-test") {
+        std::process::exit(self_test(quick));
+    }
+    if let Err(e) = run(lo, hi, reps, skip_timing, quick) {
+        eprintln!("gpu_check: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn run(lo: u32, hi: u32, reps: Option<u32>, skip_timing: bool, quick: bool) -> Result<(), String> {
+    let e = |e: glue::CudaError| e.to_string();
+    glue::init_device(0).map_err(e)?;
+    let name = glue::device_name().map_err(e)?;
+    let s = glue::new_stream().map_err(e)?;
+    let t0 = std::time::Instant::now();
+    let m = glue::module_for(s).map_err(e)?;
+    println!(
+        "device: {name} (sm_{}{}); NVRTC compile + module load {:.1} s",
+        m.major,
+        m.minor,
+        t0.elapsed().as_secs_f64()
+    );
+    let seed = nanos();
+    println!("seed {seed}");
+    let mut rng = Rng(seed);
+    let mut outcome = Outcome {
+        fails: Vec::new(),
+        quiet: false,
+    };
+    for c in cases(quick) {
+        run_case(s, &m, &c, &mut rng, &mut outcome).map_err(e)?;
+    }
+    let timings = if skip_timing {
+        Vec::new()
+    } else {
+        time_sizes(s, &m, lo, hi, reps).map_err(e)?
+    };
+    let torch = torch_times();
+    println!();
+    println!("correctness: {} failure(s)", outcome.fails.len());
+    if !timings.is_empty() {
+        println!();
+        println!("| n | copy GB/s | DiTAC f32 µs | GB/s | % copy | DiTAC f16 µs | DiTACGrad f32 µs | GB/s | % copy | torch gelu µs |");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        let mut goals = Vec::new();
+        for t in &timings {
+            let n = (1u64 << t.log2) as f64;
+            let gbs = |bytes: f64, ms: f32| bytes / (ms as f64 * 1e-3) / 1e9;
+            let copy = gbs(2.0 * 4.0 * n, t.copy_ms);
+            let fwd = gbs(2.0 * 4.0 * n, t.fwd_ms);
+            let grad = gbs(3.0 * 4.0 * n, t.grad_ms);
+            let gelu = torch.get(&t.log2).copied();
+            println!(
+                "| 2^{} | {:.0} | {:.1} | {:.0} | {:.0}% | {:.1} | {:.1} | {:.0} | {:.0}% | {} |",
+                t.log2,
+                copy,
+                t.fwd_ms * 1e3,
+                fwd,
+                100.0 * fwd / copy,
+                t.fwd16_ms * 1e3,
+                t.grad_ms * 1e3,
+                grad,
+                100.0 * grad / copy,
+                gelu.map_or("-".to_string(), |g| format!("{g:.1}"))
+            );
+            if t.log2 >= 26 {
+                goals.push(format!(
+                    "2^{}: DiTAC {:.0}% of copy (goal ≥ 85%): {}; faster than gelu: {}; DiTACGrad {:.0}% (goal ≥ 60%): {}",
+                    t.log2,
+                    100.0 * fwd / copy,
+                    if fwd >= 0.85 * copy { "met" } else { "NOT met" },
+                    match gelu {
+                        Some(g) => if (t.fwd_ms as f64 * 1e3) < g { "yes" } else { "NO" },
+                        None => "no torch timing",
+                    },
+                    100.0 * grad / copy,
+                    if grad >= 0.6 * copy { "met" } else { "NOT met" },
+                ));
+            }
+        }
+        println!();
+        for g in goals {
+            println!("{g}");
+        }
+    }
+    if outcome.fails.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} correctness failure(s); first: {}",
+            outcome.fails.len(),
+            outcome.fails[0]
+        ))
+    }
+}

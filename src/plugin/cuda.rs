@@ -1,0 +1,237 @@
+//! The CUDA-EP kernels. Attributes, θ/table/B validation, the warps and their content-keyed
+//! cache are the CPU kernel's (`kernels::ActKernel<f32>`): θ, the table and B are declared
+//! host inputs (`OrtMemTypeCPUInput`), so the core builds the tables on the host; they are then
+//! copied to the device (once per context for a constant θ, per run on ORT's stream otherwise)
+//! and the device kernels of `crate::cuda` run on ORT's compute stream. X, dY, Y, dX and dθ stay
+//! in device memory. `lut_size = 0` (the exact closed form, no table) runs on the host: X (and dY)
+//! are copied to the host, computed by the core, and the results copied back (correct, not fast;
+//! see ops/README.md).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use half::{bf16, f16};
+
+use super::ffi::{KernelContext, KernelInfo, RawTensor};
+use super::kernels::{self, fmt_shape, ActKernel, Kernel, Warps};
+use super::{Elem, OpKind, OpSpec, PResult, PluginError};
+use crate::cuda::glue::{self, CudaError, DevBuf, Module, Stream};
+use crate::cuda::{DType, HostTables};
+
+fn err(e: CudaError) -> PluginError {
+    PluginError::fail(e.to_string())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Creates the CUDA kernel of `spec` (float, float16 or bfloat16).
+pub fn create(spec: OpSpec, info: &KernelInfo, prefix: &str) -> PResult<Box<dyn Kernel>> {
+    let dtype = match spec.elem {
+        Elem::F32 => DType::F32,
+        Elem::F16 => DType::F16,
+        Elem::BF16 => DType::BF16,
+        Elem::F64 => return Err(PluginError::fail("double is not registered for CUDA")),
+    };
+    let host = ActKernel::<f32>::new(spec.kind, info, prefix)?;
+    Ok(Box::new(CudaKernel {
+        prefix: prefix.to_string(),
+        host,
+        dtype,
+        packed: Mutex::new(None),
+        resident: Mutex::new(Vec::new()),
+    }))
+}
+
+type Packed = (Arc<Warps<f32>>, Arc<Option<HostTables>>);
+
+struct CudaKernel {
+    prefix: String,
+    host: ActKernel<f32>,
+    dtype: DType,
+    /// The packed tables of the last warps (keyed by the warps' identity, which the Arc keeps).
+    packed: Mutex<Option<Packed>>,
+    /// Device copies of the constant tables, one per CUDA context.
+    resident: Mutex<Vec<(usize, Arc<DevBuf>)>>,
+}
+
+impl CudaKernel {
+    fn tables(&self, w: &Arc<Warps<f32>>) -> Arc<Option<HostTables>> {
+        let mut p = lock(&self.packed);
+        if let Some((k, t)) = &*p {
+            if Arc::ptr_eq(k, w) {
+                return t.clone();
+            }
+        }
+        let t = Arc::new(HostTables::pack(&w.acts, self.host.kind() == OpKind::Grad));
+        *p = Some((w.clone(), t.clone()));
+        t
+    }
+
+    /// The constant tables on the device of `m` (uploaded at the first run there).
+    fn resident(&self, m: &Module, stream: Stream, t: &HostTables) -> PResult<Arc<DevBuf>> {
+        let mut r = lock(&self.resident);
+        if let Some((_, b)) = r.iter().find(|(c, _)| *c == m.ctx) {
+            return Ok(b.clone());
+        }
+        let b = Arc::new(DevBuf::alloc(stream, t.data.len() * 4).map_err(err)?);
+        glue::upload(stream, b.ptr(), &t.data).map_err(err)?;
+        r.push((m.ctx, b.clone()));
+        Ok(b)
+    }
+
+    fn run(&self, ctx: &KernelContext) -> PResult<()> {
+        let (xi, dyi) = self.host.data_inputs();
+        let x = ctx
+            .input_raw(xi)?
+            .ok_or_else(|| PluginError::invalid("input 'X' is missing"))?;
+        let w = self.host.warps(ctx)?;
+        let (c, inner) = self.host.layout(&x.shape, &w)?;
+        let dy = match dyi {
+            None => None,
+            Some(i) => {
+                let dy = ctx
+                    .input_raw(i)?
+                    .ok_or_else(|| PluginError::invalid("input 'dY' is missing"))?;
+                if dy.shape != x.shape {
+                    return Err(PluginError::invalid(format!(
+                        "input 'dY' has shape {}: expected the shape of X {}",
+                        fmt_shape(&dy.shape),
+                        fmt_shape(&x.shape)
+                    )));
+                }
+                Some(dy)
+            }
+        };
+        let out = ctx.output_raw(0, &x.shape)?;
+        let dth = match dy {
+            Some(_) => Some(ctx.output_raw(1, &w.shape)?),
+            None => None,
+        };
+        let len = x.len() as u64;
+        if len == 0 && dy.is_none() {
+            return Ok(());
+        }
+        let stream = Stream(ctx.gpu_stream()? as _);
+        if stream.is_null() {
+            return Err(err(CudaError::NoStream));
+        }
+        let tables = self.tables(&w);
+        let Some(t) = &*tables else {
+            return self.exact_on_host(ctx, stream, &w, (c, inner), &x, dy.as_ref(), out, dth);
+        };
+        let m = glue::module_for(stream).map_err(err)?;
+        let fixed;
+        let per_run;
+        let dev = if self.host.is_fixed(&w) {
+            fixed = self.resident(&m, stream, t)?;
+            fixed.ptr()
+        } else {
+            per_run = DevBuf::alloc_async(stream, t.data.len() * 4).map_err(err)?;
+            glue::upload(stream, per_run.ptr(), &t.data).map_err(err)?;
+            per_run.ptr()
+        };
+        match (dy, dth) {
+            (Some(dy), Some(dth)) => glue::backward(
+                &m,
+                stream,
+                self.dtype,
+                t,
+                dev,
+                dy.addr,
+                x.addr,
+                out,
+                dth,
+                len,
+                inner as u64,
+            ),
+            _ => glue::forward(
+                &m,
+                stream,
+                self.dtype,
+                t,
+                dev,
+                x.addr,
+                out,
+                len,
+                inner as u64,
+            ),
+        }
+        .map_err(err)
+    }
+
+    fn download(&self, stream: Stream, t: &RawTensor) -> PResult<Vec<f32>> {
+        let n = t.len();
+        Ok(match self.dtype {
+            DType::F32 => {
+                let mut v = vec![0f32; n];
+                glue::download(stream, &mut v, t.addr).map_err(err)?;
+                v
+            }
+            DType::F16 | DType::BF16 => {
+                let mut v = vec![0u16; n];
+                glue::download(stream, &mut v, t.addr).map_err(err)?;
+                if self.dtype == DType::F16 {
+                    v.iter().map(|&b| f16::from_bits(b).to_f32()).collect()
+                } else {
+                    v.iter().map(|&b| bf16::from_bits(b).to_f32()).collect()
+                }
+            }
+        })
+    }
+
+    fn upload(&self, stream: Stream, dst: u64, v: &[f32]) -> PResult<()> {
+        match self.dtype {
+            DType::F32 => glue::upload(stream, dst, v),
+            DType::F16 => {
+                let b: Vec<u16> = v.iter().map(|&x| f16::from_f32(x).to_bits()).collect();
+                glue::upload(stream, dst, &b)
+            }
+            DType::BF16 => {
+                let b: Vec<u16> = v.iter().map(|&x| bf16::from_f32(x).to_bits()).collect();
+                glue::upload(stream, dst, &b)
+            }
+        }
+        // The host buffer is freed on return: wait for the copy.
+        .and_then(|()| glue::sync(stream))
+        .map_err(err)
+    }
+
+    /// `lut_size = 0`: the core's closed form on the host, through host copies.
+    #[allow(clippy::too_many_arguments)]
+    fn exact_on_host(
+        &self,
+        ctx: &KernelContext,
+        stream: Stream,
+        w: &Warps<f32>,
+        (c, inner): (usize, usize),
+        x: &RawTensor,
+        dy: Option<&RawTensor>,
+        out: u64,
+        dth: Option<u64>,
+    ) -> PResult<()> {
+        let xs = self.download(stream, x)?;
+        let mut o = vec![0f32; xs.len()];
+        match (dy, dth) {
+            (Some(dy), Some(dth)) => {
+                let gs = self.download(stream, dy)?;
+                let mut dt = vec![0f32; w.shape.iter().product()];
+                kernels::backward::<f32>(ctx, w, &gs, &xs, &mut o, &mut dt, c, inner)?;
+                self.upload(stream, out, &o)?;
+                glue::upload(stream, dth, &dt)
+                    .and_then(|()| glue::sync(stream))
+                    .map_err(err)
+            }
+            _ => {
+                kernels::forward::<f32>(ctx, w, &xs, &mut o, c, inner)?;
+                self.upload(stream, out, &o)
+            }
+        }
+    }
+}
+
+impl Kernel for CudaKernel {
+    fn compute(&self, ctx: &KernelContext) -> PResult<()> {
+        self.run(ctx).map_err(|e| e.in_node(&self.prefix))
+    }
+}

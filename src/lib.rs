@@ -5,3 +5,4 @@ pub mod model;
 pub mod params;
 pub mod plugin;
 pub mod spec;
+pub mod train;

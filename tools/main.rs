@@ -28,6 +28,12 @@ enum Command {
     ExampleModels(commands::examples::Args),
     /// Run the example models through ONNX Runtime with the plugin and show the results.
     Demo(commands::demo::Args),
+    /// Write ONNX Runtime's training artifacts (training/eval/optimizer models, checkpoint) for a spec.
+    TrainArtifacts(commands::train_artifacts::Args),
+    /// Train a spec on data through ONNX Runtime; writes the trained inference model and a loss curve.
+    Train(commands::train::Args),
+    /// Write the data of the training examples (regression, gmm).
+    ExampleData(commands::example_data::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +51,9 @@ fn main() -> ExitCode {
         Command::Eval(a) => commands::eval::run(a),
         Command::ExampleModels(a) => commands::examples::run(a),
         Command::Demo(a) => commands::demo::run(a),
+        Command::TrainArtifacts(a) => commands::train_artifacts::run(a),
+        Command::Train(a) => commands::train::run(a),
+        Command::ExampleData(a) => commands::example_data::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -146,7 +146,11 @@ pub fn emit_loss(
     let mut prior_grads = Vec::new();
     if lambda != 0.0 {
         let lam = scalar(m, "loss/lambda", lambda);
-        let two_lam = scalar(m, "loss/two_lambda", 2.0 * lambda);
+        let two_lam = if grads {
+            scalar(m, "loss/two_lambda", 2.0 * lambda)
+        } else {
+            String::new()
+        };
         for l in &net.layers {
             if !matches!(l.layer, Layer::Ditac(_)) {
                 continue;

@@ -90,7 +90,11 @@ pub fn training_model(net: &Network, cfg: &TrainConfig) -> Result<ModelProto> {
         m.input(&p.key, ElemType::Float, &dims_i64(&p.shape));
     }
     for p in &infos {
-        m.input(&format!("{}{BUFFER_SUFFIX}", p.key), ElemType::Float, &dims_i64(&p.shape));
+        m.input(
+            &format!("{}{BUFFER_SUFFIX}", p.key),
+            ElemType::Float,
+            &dims_i64(&p.shape),
+        );
     }
     m.input(RESET, ElemType::Bool, &[1]);
     let fwd = emit_forward(net, None, &mut m, "x", "y")?;
@@ -105,13 +109,27 @@ pub fn training_model(net: &Network, cfg: &TrainConfig) -> Result<ModelProto> {
             .find(|(k, _)| *k == key)
             .expect("θ has a data gradient");
         let total = format!("{key}_grad");
-        m.node("Add", "", &format!("{key}.prior/add"), &[&e.1, &pg], &[&total], &[]);
+        m.node(
+            "Add",
+            "",
+            &format!("{key}.prior/add"),
+            &[&e.1, &pg],
+            &[&total],
+            &[],
+        );
         e.1 = total;
     }
     for (i, (key, g)) in grads.iter().enumerate() {
         let want = format!("{key}_grad");
         if *g != want {
-            m.node("Identity", "", &format!("{key}/grad_identity"), &[g], &[&want], &[]);
+            m.node(
+                "Identity",
+                "",
+                &format!("{key}/grad_identity"),
+                &[g],
+                &[&want],
+                &[],
+            );
         }
         let out = format!("{key}{OUT_SUFFIX}");
         m.node(
@@ -312,7 +330,10 @@ pub fn portable_training_model(training: &ModelProto) -> Result<ModelProto> {
         nodes.push(add);
         nodes.push(wh);
         if let Some(o) = g.output.iter_mut().find(|o| o.name == out) {
-            o.type_ = shapes.get(&buf).cloned().context("accumulator buffer is not an input")?;
+            o.type_ = shapes
+                .get(&buf)
+                .cloned()
+                .context("accumulator buffer is not an input")?;
         }
     }
     g.node = nodes;

@@ -24,7 +24,8 @@ pub(crate) fn ints(m: &mut ModelBuilder, name: &str, v: &[i64]) -> String {
 }
 
 /// The layer types the backward writer knows.
-pub const DIFFERENTIABLE: &str = "linear, conv2d, flatten, ditac, relu, gelu, tanh, sigmoid, leaky_relu, prelu";
+pub const DIFFERENTIABLE: &str =
+    "linear, conv2d, flatten, ditac, relu, gelu, tanh, sigmoid, leaky_relu, prelu";
 
 /// Checks that every layer of `net` has a backward; the error names the first layer that has none.
 pub fn check_differentiable(net: &Network) -> Result<()> {
@@ -147,8 +148,22 @@ fn emit_layer(
             let xt = format!("{p}/xT");
             let dyt = format!("{p}/dyT");
             let perm = Attr::Ints(vec![1, 0, 2, 3]);
-            m.node("Transpose", "", &xt, &[x], &[&xt], &[("perm", perm.clone())]);
-            m.node("Transpose", "", &dyt, &[dy], &[&dyt], &[("perm", perm.clone())]);
+            m.node(
+                "Transpose",
+                "",
+                &xt,
+                &[x],
+                &[&xt],
+                &[("perm", perm.clone())],
+            );
+            m.node(
+                "Transpose",
+                "",
+                &dyt,
+                &[dy],
+                &[&dyt],
+                &[("perm", perm.clone())],
+            );
             let full = format!("{p}/dWfull");
             m.node(
                 "Conv",
@@ -206,10 +221,15 @@ fn emit_layer(
             }
         }
         Layer::Ditac(_) => {
-            let at = layer.attrs.as_ref().expect("resolved DiTAC layer has attrs");
+            let at = layer
+                .attrs
+                .as_ref()
+                .expect("resolved DiTAC layer has attrs");
             let th = &nodes.params[0];
             let gth = format!("{p}/dtheta");
-            let dxn = dx.map(str::to_owned).unwrap_or_else(|| format!("{p}/dx_unused"));
+            let dxn = dx
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("{p}/dx_unused"));
             m.node(
                 "DiTACGrad",
                 DITAC_DOMAIN,
@@ -226,7 +246,14 @@ fn emit_layer(
                 let zero = scalar(m, &format!("{p}/zero"), 0.0);
                 let pos = format!("{p}/pos");
                 m.node("Greater", "", &pos, &[x, &zero], &[&pos], &[]);
-                m.node("Where", "", &format!("{p}/dx"), &[&pos, dy, &zero], &[dx], &[]);
+                m.node(
+                    "Where",
+                    "",
+                    &format!("{p}/dx"),
+                    &[&pos, dy, &zero],
+                    &[dx],
+                    &[],
+                );
             }
         }
         Layer::LeakyRelu { slope, .. } => {
@@ -237,7 +264,14 @@ fn emit_layer(
                 let neg = format!("{p}/neg");
                 m.node("Greater", "", &pos, &[x, &zero], &[&pos], &[]);
                 m.node("Mul", "", &neg, &[dy, &a], &[&neg], &[]);
-                m.node("Where", "", &format!("{p}/dx"), &[&pos, dy, &neg], &[dx], &[]);
+                m.node(
+                    "Where",
+                    "",
+                    &format!("{p}/dx"),
+                    &[&pos, dy, &neg],
+                    &[dx],
+                    &[],
+                );
             }
         }
         Layer::Prelu { .. } => {
@@ -250,14 +284,22 @@ fn emit_layer(
             if let Some(dx) = dx {
                 let neg = format!("{p}/neg");
                 m.node("Mul", "", &neg, &[dy, s], &[&neg], &[]);
-                m.node("Where", "", &format!("{p}/dx"), &[&pos, dy, &neg], &[dx], &[]);
+                m.node(
+                    "Where",
+                    "",
+                    &format!("{p}/dx"),
+                    &[&pos, dy, &neg],
+                    &[dx],
+                    &[],
+                );
             }
             let dyx = format!("{p}/dyx");
             let masked = format!("{p}/dyx_neg");
             m.node("Mul", "", &dyx, &[dy, x], &[&dyx], &[]);
             m.node("Where", "", &masked, &[&pos, &zero, &dyx], &[&masked], &[]);
             let rank = layer.in_shape.len() as i64 + 1;
-            let per_channel = matches!(layer.layer, Layer::Prelu { num_parameters, .. } if num_parameters > 1);
+            let per_channel =
+                matches!(layer.layer, Layer::Prelu { num_parameters, .. } if num_parameters > 1);
             let axes: Vec<i64> = (0..rank).filter(|&a| !(per_channel && a == 1)).collect();
             let axes = ints(m, &format!("{p}/axes"), &axes);
             let red = format!("{p}/ds_reduced");
@@ -275,7 +317,14 @@ fn emit_layer(
                 .collect();
             let shape = ints(m, &format!("{p}/shape"), &shape);
             let gs = gname(s);
-            m.node("Reshape", "", &format!("{p}/ds"), &[&red, &shape], &[&gs], &[]);
+            m.node(
+                "Reshape",
+                "",
+                &format!("{p}/ds"),
+                &[&red, &shape],
+                &[&gs],
+                &[],
+            );
             out.push((s.clone(), gs));
         }
         Layer::Tanh { .. } => {
@@ -302,23 +351,65 @@ fn emit_layer(
             if let Some(dx) = dx {
                 // GELU(x) = x·Φ(x): dx = dy·(Φ(x) + x·φ(x)), Φ(x) = (1 + erf(x/√2))/2,
                 // φ(x) = exp(−x²/2)/√(2π).
-                let inv_sqrt2 = scalar(m, &format!("{p}/inv_sqrt2"), std::f32::consts::FRAC_1_SQRT_2);
+                let inv_sqrt2 = scalar(
+                    m,
+                    &format!("{p}/inv_sqrt2"),
+                    std::f32::consts::FRAC_1_SQRT_2,
+                );
                 let half = scalar(m, &format!("{p}/half"), 0.5);
                 let one = scalar(m, &format!("{p}/one"), 1.0);
                 let neg_half = scalar(m, &format!("{p}/neg_half"), -0.5);
-                let inv_sqrt_2pi =
-                    scalar(m, &format!("{p}/inv_sqrt_2pi"), (0.5 / std::f64::consts::PI).sqrt() as f32);
+                let inv_sqrt_2pi = scalar(
+                    m,
+                    &format!("{p}/inv_sqrt_2pi"),
+                    (0.5 / std::f64::consts::PI).sqrt() as f32,
+                );
                 let n = |s: &str| format!("{p}/{s}");
                 m.node("Mul", "", &n("xs"), &[x, &inv_sqrt2], &[&n("xs")], &[]);
                 m.node("Erf", "", &n("erf"), &[&n("xs")], &[&n("erf")], &[]);
-                m.node("Add", "", &n("erf1"), &[&n("erf"), &one], &[&n("erf1")], &[]);
-                m.node("Mul", "", &n("cdf"), &[&n("erf1"), &half], &[&n("cdf")], &[]);
+                m.node(
+                    "Add",
+                    "",
+                    &n("erf1"),
+                    &[&n("erf"), &one],
+                    &[&n("erf1")],
+                    &[],
+                );
+                m.node(
+                    "Mul",
+                    "",
+                    &n("cdf"),
+                    &[&n("erf1"), &half],
+                    &[&n("cdf")],
+                    &[],
+                );
                 m.node("Mul", "", &n("xx"), &[x, x], &[&n("xx")], &[]);
-                m.node("Mul", "", &n("e_arg"), &[&n("xx"), &neg_half], &[&n("e_arg")], &[]);
+                m.node(
+                    "Mul",
+                    "",
+                    &n("e_arg"),
+                    &[&n("xx"), &neg_half],
+                    &[&n("e_arg")],
+                    &[],
+                );
                 m.node("Exp", "", &n("e"), &[&n("e_arg")], &[&n("e")], &[]);
-                m.node("Mul", "", &n("pdf"), &[&n("e"), &inv_sqrt_2pi], &[&n("pdf")], &[]);
+                m.node(
+                    "Mul",
+                    "",
+                    &n("pdf"),
+                    &[&n("e"), &inv_sqrt_2pi],
+                    &[&n("pdf")],
+                    &[],
+                );
                 m.node("Mul", "", &n("xpdf"), &[x, &n("pdf")], &[&n("xpdf")], &[]);
-                m.node("Add", "", &n("deriv"), &[&n("cdf"), &n("xpdf")], &[&n("deriv")], &[]);
+                m.node(
+                    "Add",
+                    "",
+                    &n("deriv"),
+                    &[&n("cdf"), &n("xpdf")],
+                    &[&n("deriv")],
+                    &[],
+                );
                 m.node("Mul", "", &n("dx"), &[dy, &n("deriv")], &[dx], &[]);
             }
         }

@@ -89,8 +89,16 @@ impl Checkpoint {
     /// Serialises the checkpoint.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut b = FlatBufferBuilder::with_capacity(1024);
-        let tr: Vec<Off> = self.trainable.iter().map(|t| write_tensor(&mut b, t)).collect();
-        let fr: Vec<Off> = self.frozen.iter().map(|t| write_tensor(&mut b, t)).collect();
+        let tr: Vec<Off> = self
+            .trainable
+            .iter()
+            .map(|t| write_tensor(&mut b, t))
+            .collect();
+        let fr: Vec<Off> = self
+            .frozen
+            .iter()
+            .map(|t| write_tensor(&mut b, t))
+            .collect();
         let tr = b.create_vector(&tr);
         let fr = b.create_vector(&fr);
         let s = b.start_table();

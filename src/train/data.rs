@@ -77,7 +77,10 @@ impl Dataset {
 fn where_nan(name: &str, data: &[f32], row_len: usize) -> Option<String> {
     let i = data.iter().position(|v| !v.is_finite())?;
     let (r, c) = (i / row_len.max(1), i % row_len.max(1));
-    Some(format!("{name}[{r}, {c}] (row {r}, column {c}) is {}", data[i]))
+    Some(format!(
+        "{name}[{r}, {c}] (row {r}, column {c}) is {}",
+        data[i]
+    ))
 }
 
 /// Reads `path` (`.npz` with `x` and `y`, or CSV) and checks it against `net` and `loss`.
@@ -93,7 +96,12 @@ pub fn load(path: &Path, net: &Network, loss: LossKind) -> Result<Dataset> {
         let y = p
             .get("y")
             .with_context(|| format!("{}: no array \"y\"", what()))?;
-        (x.shape.clone(), x.data.clone(), y.shape.clone(), y.data.clone())
+        (
+            x.shape.clone(),
+            x.data.clone(),
+            y.shape.clone(),
+            y.data.clone(),
+        )
     } else {
         read_csv(&bytes, net, loss).with_context(what)?
     };
@@ -159,7 +167,9 @@ fn check(
     net: &Network,
     loss: LossKind,
 ) -> Result<Dataset> {
-    let want_x: Vec<usize> = std::iter::once(0).chain(net.input.iter().copied()).collect();
+    let want_x: Vec<usize> = std::iter::once(0)
+        .chain(net.input.iter().copied())
+        .collect();
     if xs.len() != want_x.len() || xs[1..] != want_x[1..] {
         bail!(
             "x has shape {xs:?}: the spec expects [N, {}]",
@@ -190,7 +200,13 @@ fn check(
             let out = net.output().to_vec();
             let ok = ys[1..] == out[..] || (ys.len() == 1 && out == [1]);
             if !ok {
-                bail!("y has shape {ys:?}: the spec's output is [N, {out:?}] for the MSE loss");
+                bail!(
+                    "y has shape {ys:?}: expected [N, {}] (the spec's output) for the MSE loss",
+                    out.iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
             }
             Ok(Dataset {
                 n,
@@ -202,7 +218,9 @@ fn check(
         }
         LossKind::CrossEntropy => {
             if !(ys.len() == 1 || (ys.len() == 2 && ys[1] == 1)) {
-                bail!("y has shape {ys:?}: expected [N] (or [N, 1]) class indices for cross-entropy");
+                bail!(
+                    "y has shape {ys:?}: expected [N] (or [N, 1]) class indices for cross-entropy"
+                );
             }
             let k = net.output()[0];
             let mut c = Vec::with_capacity(n);

@@ -22,7 +22,11 @@ pub const LOSS: &str = "loss";
 pub fn target_input(net: &Network, loss: LossKind, m: &mut ModelBuilder) -> Result<()> {
     match loss {
         LossKind::Mse => {
-            m.input("target", ElemType::Float, &crate::graph::batch_dims(net.output()));
+            m.input(
+                "target",
+                ElemType::Float,
+                &crate::graph::batch_dims(net.output()),
+            );
         }
         LossKind::CrossEntropy => {
             if net.output().len() != 1 || net.output()[0] < 2 {
@@ -69,7 +73,14 @@ pub fn emit_loss(
         LossKind::Mse => {
             // mean((y − t)²); d/dy = 2(y − t)/numel.
             m.node("Sub", "", "loss/diff", &[y, "target"], &["loss/diff"], &[]);
-            m.node("Mul", "", "loss/sq", &["loss/diff", "loss/diff"], &["loss/sq"], &[]);
+            m.node(
+                "Mul",
+                "",
+                "loss/sq",
+                &["loss/diff", "loss/diff"],
+                &["loss/sq"],
+                &[],
+            );
             m.node(
                 "ReduceMean",
                 "",
@@ -80,7 +91,14 @@ pub fn emit_loss(
             );
             if grads {
                 let two = scalar(m, "loss/two", 2.0);
-                m.node("Size", "", "loss/numel", &["loss/diff"], &["loss/numel"], &[]);
+                m.node(
+                    "Size",
+                    "",
+                    "loss/numel",
+                    &["loss/diff"],
+                    &["loss/numel"],
+                    &[],
+                );
                 m.node(
                     "Cast",
                     "",
@@ -89,9 +107,23 @@ pub fn emit_loss(
                     &["loss/numel_f"],
                     &[("to", Attr::Int(1))],
                 );
-                m.node("Div", "", "loss/scale", &[&two, "loss/numel_f"], &["loss/scale"], &[]);
+                m.node(
+                    "Div",
+                    "",
+                    "loss/scale",
+                    &[&two, "loss/numel_f"],
+                    &["loss/scale"],
+                    &[],
+                );
                 let g = format!("{y}_grad");
-                m.node("Mul", "", "loss/dy", &["loss/diff", "loss/scale"], &[&g], &[]);
+                m.node(
+                    "Mul",
+                    "",
+                    "loss/dy",
+                    &["loss/diff", "loss/scale"],
+                    &[&g],
+                    &[],
+                );
                 dy = Some(g);
             }
         }
@@ -117,7 +149,14 @@ pub fn emit_loss(
                     &["loss/onehot"],
                     &[("axis", Attr::Int(-1))],
                 );
-                m.node("Exp", "", "loss/softmax", &["loss/log_prob"], &["loss/softmax"], &[]);
+                m.node(
+                    "Exp",
+                    "",
+                    "loss/softmax",
+                    &["loss/log_prob"],
+                    &["loss/softmax"],
+                    &[],
+                );
                 m.node(
                     "Sub",
                     "",
@@ -136,7 +175,14 @@ pub fn emit_loss(
                     &[("to", Attr::Int(1))],
                 );
                 let g = format!("{y}_grad");
-                m.node("Div", "", "loss/dy", &["loss/residual", "loss/n_f"], &[&g], &[]);
+                m.node(
+                    "Div",
+                    "",
+                    "loss/dy",
+                    &["loss/residual", "loss/n_f"],
+                    &[&g],
+                    &[],
+                );
                 dy = Some(g);
             }
         }
@@ -161,8 +207,22 @@ pub fn emit_loss(
             let pname = format!("{key}.precision");
             m.initializer_f32(&pname, &[d, d], &layer_precision(at)?);
             let n = |s: &str| format!("{key}.prior/{s}");
-            m.node("MatMul", "", &n("thetaP"), &[key, &pname], &[&n("thetaP")], &[]);
-            m.node("Mul", "", &n("quad"), &[key, &n("thetaP")], &[&n("quad")], &[]);
+            m.node(
+                "MatMul",
+                "",
+                &n("thetaP"),
+                &[key, &pname],
+                &[&n("thetaP")],
+                &[],
+            );
+            m.node(
+                "Mul",
+                "",
+                &n("quad"),
+                &[key, &n("thetaP")],
+                &[&n("quad")],
+                &[],
+            );
             m.node(
                 "ReduceSum",
                 "",
@@ -171,10 +231,24 @@ pub fn emit_loss(
                 &[&n("sum")],
                 &[("keepdims", Attr::Int(0))],
             );
-            m.node("Mul", "", &n("term"), &[&n("sum"), &lam], &[&n("term")], &[]);
+            m.node(
+                "Mul",
+                "",
+                &n("term"),
+                &[&n("sum"), &lam],
+                &[&n("term")],
+                &[],
+            );
             terms.push(n("term"));
             if grads {
-                m.node("Mul", "", &n("grad"), &[&n("thetaP"), &two_lam], &[&n("grad")], &[]);
+                m.node(
+                    "Mul",
+                    "",
+                    &n("grad"),
+                    &[&n("thetaP"), &two_lam],
+                    &[&n("grad")],
+                    &[],
+                );
                 prior_grads.push((key.clone(), n("grad")));
             }
         }

@@ -46,7 +46,10 @@ impl PortableTrainer {
         for p in &infos {
             let v = init.get(&p.key)?;
             params.push(Tensor::from_array((p.shape.clone(), v.data.clone()))?);
-            buffers.push(Tensor::from_array((p.shape.clone(), vec![0.0f32; p.len()]))?);
+            buffers.push(Tensor::from_array((
+                p.shape.clone(),
+                vec![0.0f32; p.len()],
+            ))?);
         }
         let mut xs = vec![batch];
         xs.extend(&data.x_shape);
@@ -56,16 +59,25 @@ impl PortableTrainer {
                 let mut ys = vec![batch];
                 ys.extend(&data.y_shape);
                 (
-                    Some(Tensor::from_array((ys, vec![0.0f32; batch * data.y_len()]))?),
+                    Some(Tensor::from_array((
+                        ys,
+                        vec![0.0f32; batch * data.y_len()],
+                    ))?),
                     None,
                 )
             }
-            Targets::Classes(_) => (None, Some(Tensor::from_array((vec![batch], vec![0i64; batch]))?)),
+            Targets::Classes(_) => (
+                None,
+                Some(Tensor::from_array((vec![batch], vec![0i64; batch]))?),
+            ),
         };
         let sizes: Vec<usize> = infos.iter().map(ParamInfo::len).collect();
         Ok(PortableTrainer {
             session,
-            grad_names: infos.iter().map(|p| format!("{}{OUT_SUFFIX}", p.key)).collect(),
+            grad_names: infos
+                .iter()
+                .map(|p| format!("{}{OUT_SUFFIX}", p.key))
+                .collect(),
             grads: sizes.iter().map(|&n| vec![0.0; n]).collect(),
             optimizer: Optimizer::new(cfg, &sizes),
             infos,
@@ -83,7 +95,11 @@ impl PortableTrainer {
     /// gradients left in [`Self::gradients`].
     pub fn forward_backward(&mut self, data: &Dataset, idx: &[usize]) -> Result<f32> {
         if idx.len() != self.batch {
-            bail!("batch of {} samples: this trainer takes {}", idx.len(), self.batch);
+            bail!(
+                "batch of {} samples: this trainer takes {}",
+                idx.len(),
+                self.batch
+            );
         }
         {
             let (_, x) = self.x.extract_tensor_mut();
@@ -131,17 +147,31 @@ impl PortableTrainer {
     pub fn step(&mut self, data: &Dataset, idx: &[usize]) -> Result<f32> {
         let loss = self.forward_backward(data, idx)?;
         if !loss.is_finite() {
-            bail!("the loss is {loss}");
+            bail!("training diverged: the loss is {loss} (try a smaller --lr)");
         }
         for (p, g) in self.infos.iter().zip(&self.grads) {
             if let Some(i) = g.iter().position(|v| !v.is_finite()) {
-                bail!("the gradient of \"{}\" is {} at index {i}", p.key, g[i]);
+                bail!(
+                    "training diverged: the gradient of \"{}\" is {} at index {i} (try a smaller --lr)",
+                    p.key,
+                    g[i]
+                );
             }
         }
         let grads = &self.grads;
         let params = self.params.iter_mut().map(|t| t.extract_tensor_mut().1);
         self.optimizer
             .update(params.zip(grads.iter().map(Vec::as_slice)));
+        for (p, t) in self.infos.iter().zip(&self.params) {
+            let v = t.extract_tensor().1;
+            if let Some(i) = v.iter().position(|v| !v.is_finite()) {
+                bail!(
+                    "training diverged: the update made \"{}\" {} at index {i} (try a smaller --lr)",
+                    p.key,
+                    v[i]
+                );
+            }
+        }
         Ok(loss)
     }
 
@@ -166,6 +196,9 @@ impl PortableTrainer {
 
     /// Overwrites one parameter's values (finite differences in the tests).
     pub fn set_param(&mut self, i: usize, values: &[f32]) {
-        self.params[i].extract_tensor_mut().1.copy_from_slice(values);
+        self.params[i]
+            .extract_tensor_mut()
+            .1
+            .copy_from_slice(values);
     }
 }

@@ -1,8 +1,8 @@
 pub mod basis;
 pub mod demo;
 pub mod eval;
+pub mod example_data;
 pub mod examples;
 pub mod json;
-pub mod example_data;
 pub mod train;
 pub mod train_artifacts;

@@ -63,7 +63,10 @@ pub struct Args {
     flags: GraphFlags,
 }
 
-pub fn ort_env(ort: Option<PathBuf>, plugin: &Path) -> Result<(ort::environment::Environment, PathBuf)> {
+pub fn ort_env(
+    ort: Option<PathBuf>,
+    plugin: &Path,
+) -> Result<(ort::environment::Environment, PathBuf)> {
     let ort_path = ort
         .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(".ort/1.32.0/libonnxruntime.so"));
@@ -79,7 +82,9 @@ pub fn ort_env(ort: Option<PathBuf>, plugin: &Path) -> Result<(ort::environment:
             plugin.display()
         );
     }
-    let env = ort::init_from(&ort_path)?.with_name("ditac-train").build()?;
+    let env = ort::init_from(&ort_path)?
+        .with_name("ditac-train")
+        .build()?;
     Ok((env, ort_path))
 }
 
@@ -188,12 +193,12 @@ pub fn run(args: Args) -> Result<()> {
     if args.steps == 0 || args.batch == 0 {
         bail!("--steps and --batch must be positive");
     }
+    let a = artifacts::build(&net, &init, &cfg)?;
     let train = data::load(&args.data, &net, cfg.loss)?;
     let test = match &args.test {
         Some(p) => Some(data::load(p, &net, cfg.loss)?),
         None => None,
     };
-    let a = artifacts::build(&net, &init, &cfg)?;
     let (env, ort_path) = ort_env(args.ort.clone(), &args.plugin)?;
     let (engine, says) = choose_engine(&args.engine, &ort_path)?;
     println!("engine: {says}");
@@ -209,13 +214,16 @@ pub fn run(args: Args) -> Result<()> {
             let bytes = portable_training_model(&a.training)?.write_to_bytes()?;
             let session = open_session(&env, &args.plugin, args.threads, &bytes)
                 .context("loading the training graph")?;
-            let mut tr = PortableTrainer::new(session, a.params.clone(), &init, &cfg, args.batch, &train)?;
+            let mut tr =
+                PortableTrainer::new(session, a.params.clone(), &init, &cfg, args.batch, &train)?;
             for step in 1..=args.steps {
                 batches.next_batch(args.batch, &mut idx);
                 if args.loss_log.is_some() && logged_batches.len() < 1000 {
                     logged_batches.push(idx.clone());
                 }
-                let loss = tr.step(&train, &idx).with_context(|| diverged(step, &args.out))?;
+                let loss = tr
+                    .step(&train, &idx)
+                    .with_context(|| diverged(step, &args.out))?;
                 losses.push(loss);
                 progress.update(step, args.steps, loss);
             }
@@ -224,7 +232,17 @@ pub fn run(args: Args) -> Result<()> {
         Engine::Ort => {
             #[cfg(feature = "training")]
             {
-                ort_trainer::train(&env, &args, &a, &cfg, &train, &mut batches, &mut losses, &mut logged_batches, &progress)?
+                ort_trainer::train(
+                    &env,
+                    &args,
+                    &a,
+                    &cfg,
+                    &train,
+                    &mut batches,
+                    &mut losses,
+                    &mut logged_batches,
+                    &progress,
+                )?
             }
             #[cfg(not(feature = "training"))]
             unreachable!("the ort engine needs the training feature")
@@ -235,7 +253,10 @@ pub fn run(args: Args) -> Result<()> {
     let model = inference_model(&net, &trained)?;
     write_atomic(&args.out, &model.to_bytes())?;
     let svg = svg_path(&args.out);
-    write_atomic(&svg, loss_svg(&losses, &format!("{} ({})", net.name, cfg.loss.as_str())).as_bytes())?;
+    write_atomic(
+        &svg,
+        loss_svg(&losses, &format!("{} ({})", net.name, cfg.loss.as_str())).as_bytes(),
+    )?;
     println!(
         "trained {} steps (batch {}) in {secs:.2} s ({:.0} steps/s, {} intra-op thread{}); loss {:.6} → {:.6}",
         args.steps,
@@ -246,12 +267,20 @@ pub fn run(args: Args) -> Result<()> {
         losses[0],
         losses[losses.len() - 1]
     );
-    println!("wrote {} (inference model with DiTAC nodes) and {}", args.out.display(), svg.display());
+    println!(
+        "wrote {} (inference model with DiTAC nodes) and {}",
+        args.out.display(),
+        svg.display()
+    );
     if let Some(t) = &test {
         let s = open_session(&env, &args.plugin, args.threads, &model.to_bytes())?;
         let (mse, acc) = evaluate(s, t, &net)?;
         match cfg.loss {
-            LossKind::Mse => println!("test MSE {mse:.6} on {} samples of {}", t.n, args.test.as_ref().unwrap().display()),
+            LossKind::Mse => println!(
+                "test MSE {mse:.6} on {} samples of {}",
+                t.n,
+                args.test.as_ref().unwrap().display()
+            ),
             LossKind::CrossEntropy => println!(
                 "test accuracy {:.4} on {} samples of {}",
                 acc.unwrap_or(f64::NAN),
@@ -278,11 +307,14 @@ pub fn run(args: Args) -> Result<()> {
 
 fn diverged(step: usize, out: &Path) -> String {
     let keep = if out.exists() {
-        format!("{} was not overwritten (the last good model is kept)", out.display())
+        format!(
+            "{} was not overwritten (the last good model is kept)",
+            out.display()
+        )
     } else {
         format!("nothing was written to {}", out.display())
     };
-    format!("training diverged at step {step} (try a smaller --lr); {keep}")
+    format!("training failed at step {step}; {keep}")
 }
 
 /// Runs the inference model on `t`: (MSE against the targets, accuracy for class targets).
@@ -294,7 +326,12 @@ fn evaluate(mut s: Session, t: &Dataset, net: &ditac::spec::Network) -> Result<(
     let y = out["y"].try_extract_tensor::<f32>()?.1.to_vec();
     match &t.y {
         Targets::Values(v) => {
-            let mse = y.iter().zip(v).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / v.len() as f64;
+            let mse = y
+                .iter()
+                .zip(v)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum::<f64>()
+                / v.len() as f64;
             Ok((mse, None))
         }
         Targets::Classes(c) => {
@@ -323,7 +360,9 @@ pub fn loss_svg(losses: &[f32], title: &str) -> String {
     let vals: Vec<f64> = losses.iter().map(|&v| f(v)).collect();
     let (mut lo, mut hi) = vals
         .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
     if !(hi > lo) {
         lo -= 0.5;
         hi += 0.5;
@@ -396,7 +435,9 @@ pub fn loss_svg(losses: &[f32], title: &str) -> String {
 }
 
 fn xml(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(feature = "training")]
@@ -464,7 +505,10 @@ mod ort_trainer {
             let out = trainer.step([SessionInputValue::from(x)], [target])?;
             let loss = out[0].try_extract_tensor::<f32>()?.1[0];
             if !loss.is_finite() {
-                bail!("{}", diverged(step, &args.out));
+                return Err(anyhow::anyhow!(
+                    "training diverged: the loss is {loss} (try a smaller --lr)"
+                ))
+                .context(diverged(step, &args.out));
             }
             losses.push(loss);
             opt.step()?;
@@ -476,7 +520,10 @@ mod ort_trainer {
         for p in &a.params {
             let t = trainer.checkpoint().get_parameter(&p.key, &alloc)?;
             let v = t.try_extract_tensor::<f32>()?.1.to_vec();
-            out.insert(p.key.clone(), ditac::params::Tensor::new(p.shape.clone(), v));
+            out.insert(
+                p.key.clone(),
+                ditac::params::Tensor::new(p.shape.clone(), v),
+            );
         }
         let _ = std::fs::remove_dir_all(&dir);
         Ok(out)

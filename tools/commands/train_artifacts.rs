@@ -6,14 +6,15 @@ use clap::Args as ClapArgs;
 use ditac::graph::init_params;
 use ditac::params::Params;
 use ditac::spec::{Network, Spec};
+use ditac::train::checkpoint::Checkpoint;
 use ditac::train::{artifacts, LossKind, OptimizerKind, TrainConfig};
 use std::path::PathBuf;
 
 /// The flags that shape the training graphs, shared by `train-artifacts` and `train`.
 #[derive(ClapArgs, Debug, Clone)]
 pub struct GraphFlags {
-    /// Initial parameters (safetensors or .npz, PyTorch keys); default: PyTorch's initialisation
-    /// and θ drawn from the reference prior with --seed.
+    /// Initial parameters (safetensors or .npz with PyTorch keys, or an ONNX Runtime training
+    /// checkpoint); default: PyTorch's initialisation and θ drawn from the reference prior (--seed).
     #[arg(long)]
     pub params: Option<PathBuf>,
     /// The loss: mse or cross-entropy (integer class labels).
@@ -63,7 +64,15 @@ impl GraphFlags {
         let net = Spec::load(spec)?.resolve()?;
         let params = match &self.params {
             Some(p) => {
-                let mut loaded = Params::load(p)?;
+                let bytes = std::fs::read(p)
+                    .with_context(|| format!("cannot read parameters {}", p.display()))?;
+                let mut loaded = if bytes.len() >= 8 && &bytes[4..8] == b"ODTC" {
+                    Checkpoint::from_bytes(&bytes)
+                        .with_context(|| format!("checkpoint {}", p.display()))?
+                        .params()
+                } else {
+                    Params::load(p)?
+                };
                 ditac::graph::check_params(&net, &loaded)
                     .with_context(|| format!("parameters {}", p.display()))?;
                 // Store every tensor in its ONNX shape (θ [1, d] → [d]).

@@ -108,13 +108,16 @@ pub fn load(path: &Path, net: &Network, loss: LossKind) -> Result<Dataset> {
     check(xs, x, ys, y, net, loss).with_context(what)
 }
 
+/// (x shape, x, y shape, y) as read from a file.
+type Columns = (Vec<usize>, Vec<f32>, Vec<usize>, Vec<f32>);
+
 /// CSV: one sample per line, the input features then the target(s); a first line that is not
 /// numeric is a header.
 fn read_csv(
     bytes: &[u8],
     net: &Network,
     loss: LossKind,
-) -> Result<(Vec<usize>, Vec<f32>, Vec<usize>, Vec<f32>)> {
+) -> Result<Columns> {
     let text = std::str::from_utf8(bytes).context("CSV is not UTF-8 text")?;
     if net.input.len() != 1 {
         bail!(
@@ -282,7 +285,7 @@ pub struct Batches {
 impl Batches {
     pub fn new(n: usize, seed: u64) -> Batches {
         let mut b = Batches {
-            rng: Rng::new(seed ^ 0xBA7C_4E5),
+            rng: Rng::new(seed ^ 0x0BA7_C4E5),
             perm: (0..n).collect(),
             pos: n,
         };

@@ -56,6 +56,10 @@ pub fn layer_precision(at: &crate::Attrs) -> Result<Vec<f32>> {
         .collect())
 }
 
+/// What [`emit_loss`] returns: the name of dloss/dy (with `grads`) and, per DiTAC θ key, the name of
+/// the prior's gradient.
+pub type LossGrads = (Option<String>, Vec<(String, String)>);
+
 /// Writes the loss of output `y` against `target` into `m` (output [`LOSS`], a scalar). With
 /// `grads`, also writes the gradient of the data term with respect to `y` (returned) and, per DiTAC
 /// θ, the gradient 2λ·θP of the prior (returned as (θ key, gradient name)).
@@ -66,7 +70,7 @@ pub fn emit_loss(
     loss: LossKind,
     lambda: f32,
     grads: bool,
-) -> Result<(Option<String>, Vec<(String, String)>)> {
+) -> Result<LossGrads> {
     let data = "loss.data";
     let mut dy = None;
     match loss {

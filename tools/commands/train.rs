@@ -174,7 +174,7 @@ impl Progress {
     }
     fn update(&self, step: usize, steps: usize, loss: f32) {
         if let Some(b) = &self.bar {
-            if step % 50 == 0 || step == steps {
+            if step.is_multiple_of(50) || step == steps {
                 b.set_position(step as u64);
                 b.set_message(format!("{loss:.5}"));
             }
@@ -363,7 +363,7 @@ pub fn loss_svg(losses: &[f32], title: &str) -> String {
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
             (a.min(v), b.max(v))
         });
-    if !(hi > lo) {
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         lo -= 0.5;
         hi += 0.5;
     }

@@ -4,11 +4,11 @@
 //!
 //! Finite differences need a loss that is differentiable in the parameters: the DiTAC layers here
 //! use `lut_size = 0` (the exact closed form; with a table the forward is piecewise constant and
-//! DiTACGrad returns the reference's straight-through estimate instead). The eval graph computes in
-//! float32, so the differences are Richardson-extrapolated central differences with a step large
-//! enough to sit above float32 rounding; the comparison is per parameter tensor, relative in the
-//! Euclidean norm, 1e-3. Kinked activations (relu, leaky_relu, prelu) are checked with the inputs
-//! kept away from their kinks by the fixed seeds (checked: no pre-activation within the step).
+//! DiTACGrad returns the reference's straight-through estimate instead). The eval graph is converted
+//! to double precision for the differences ([`to_double`]: θ, P and λ stay float, as DiTAC takes a
+//! float θ; ops without a double CPU kernel compute in float between casts, with a larger step), and
+//! the differences are Richardson-extrapolated central differences. The comparison is per parameter
+//! tensor, relative in the Euclidean norm, 1e-3.
 
 mod common;
 

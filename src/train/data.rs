@@ -113,11 +113,7 @@ type Columns = (Vec<usize>, Vec<f32>, Vec<usize>, Vec<f32>);
 
 /// CSV: one sample per line, the input features then the target(s); a first line that is not
 /// numeric is a header.
-fn read_csv(
-    bytes: &[u8],
-    net: &Network,
-    loss: LossKind,
-) -> Result<Columns> {
+fn read_csv(bytes: &[u8], net: &Network, loss: LossKind) -> Result<Columns> {
     let text = std::str::from_utf8(bytes).context("CSV is not UTF-8 text")?;
     if net.input.len() != 1 {
         bail!(

@@ -49,7 +49,7 @@ impl Dataset {
         }
     }
 
-    /// Writes the data set as `.npz` (`x` float32, `y` float32 or int64).
+    /// Writes the data set as `.npz` (`x` float32, `y` float32 or int64 class indices `[N, 1]`).
     pub fn save_npz(&self, path: &Path) -> Result<()> {
         use ndarray::{ArrayD, IxDyn};
         let f = std::fs::File::create(path)
@@ -66,7 +66,11 @@ impl Dataset {
                 w.add_array("y", &ArrayD::from_shape_vec(IxDyn(&ys), v.clone())?)?;
             }
             Targets::Classes(c) => {
-                w.add_array("y", &ArrayD::from_shape_vec(IxDyn(&[self.n]), c.clone())?)?;
+                // [N, 1] like the regression targets (the loader also takes [N]).
+                w.add_array(
+                    "y",
+                    &ArrayD::from_shape_vec(IxDyn(&[self.n, 1]), c.clone())?,
+                )?;
             }
         }
         w.finish()?;

@@ -102,7 +102,7 @@ def test_ort_119_eval_step_and_gmm_cross_entropy(tmp_path):
     state, module, opt = engine(art)
     opt.set_learning_rate(3e-3)
     data = np.load(ROOT / "models" / "gmm" / "train.npz")
-    x, y = data["x"].astype(np.float32), data["y"].astype(np.int64)
+    x, y = data["x"].astype(np.float32), data["y"].astype(np.int64).reshape(-1)
     rng = np.random.default_rng(0)
     losses = []
     for _ in range(150):

@@ -395,6 +395,29 @@ mod tests {
     }
 
     #[test]
+    fn csv_with_header_and_errors_that_say_where() {
+        let net =
+            crate::spec::Spec::from_toml("input = 2\n[[layers]]\ntype = \"linear\"\nout = 1\n")
+                .unwrap()
+                .resolve()
+                .unwrap();
+        let dir = std::env::temp_dir().join(format!("ditac-csv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("d.csv");
+        std::fs::write(&p, "x1,x2,y\n0.5,1,2\n-1,0.25,3\n").unwrap();
+        let d = load(&p, &net, LossKind::Mse).unwrap();
+        assert_eq!((d.n, d.x.clone()), (2, vec![0.5, 1.0, -1.0, 0.25]));
+        assert_eq!(d.y, Targets::Values(vec![2.0, 3.0]));
+        std::fs::write(&p, "0.5,1,2\n-1,0.25\n").unwrap();
+        let e = format!("{:#}", load(&p, &net, LossKind::Mse).unwrap_err());
+        assert!(e.contains("line 2: 2 columns: expected 3"), "{e}");
+        std::fs::write(&p, "0.5,1,2\n-1,nan,3\n").unwrap();
+        let e = format!("{:#}", load(&p, &net, LossKind::Mse).unwrap_err());
+        assert!(e.contains("x[1, 1]") && e.contains("NaN"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn generators_are_seeded() {
         assert_eq!(regression(5, 3), regression(5, 3));
         assert_ne!(regression(5, 3), regression(5, 4));

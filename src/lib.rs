@@ -6,4 +6,5 @@ pub mod model;
 pub mod params;
 pub mod plugin;
 pub mod spec;
+pub mod train;
 pub mod transform;

@@ -32,6 +32,7 @@ pub enum ElemType {
     Float16,
     Double,
     Int64,
+    Bool,
 }
 
 impl ElemType {
@@ -41,6 +42,7 @@ impl ElemType {
             ElemType::Float16 => DataType::FLOAT16,
             ElemType::Double => DataType::DOUBLE,
             ElemType::Int64 => DataType::INT64,
+            ElemType::Bool => DataType::BOOL,
         }
     }
 }

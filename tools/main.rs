@@ -40,6 +40,12 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// Draw each DiTAC node's activation (SVG, PNG with --png) against GELU.
     Plot(commands::plot::Args),
+    /// Write ONNX Runtime's training artifacts (training/eval/optimizer models, checkpoint) for a spec.
+    TrainArtifacts(commands::train_artifacts::Args),
+    /// Train a spec on data through ONNX Runtime; writes the trained inference model and a loss curve.
+    Train(commands::train::Args),
+    /// Write the data of the training examples (regression, gmm).
+    ExampleData(commands::example_data::Args),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +69,9 @@ fn main() -> ExitCode {
         Command::Lower(a) => commands::lower::run(a),
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Plot(a) => commands::plot::run(a),
+        Command::TrainArtifacts(a) => commands::train_artifacts::run(a),
+        Command::Train(a) => commands::train::run(a),
+        Command::ExampleData(a) => commands::example_data::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

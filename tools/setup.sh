@@ -42,3 +42,13 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import onnxruntime, onnx,
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q "onnxruntime==$ORT_NEWEST" onnx numpy pytest
 fi
+
+# .venv-train/ : ONNX Runtime's last published training engine (PyPI onnxruntime-training-cpu 1.19.2,
+# Python 3.11), for tests/python/test_training.py. A separate venv: it conflicts with `onnxruntime`.
+if [ "${DITAC_SKIP_TRAINING_ENGINE:-0}" != "1" ] && { [ ! -x .venv-train/bin/python ] || \
+   ! .venv-train/bin/python -c "import numpy, pytest; from onnxruntime.capi import _pybind_state as C; C.Module" 2>/dev/null; }; then
+  echo "setup: creating .venv-train with onnxruntime-training-cpu==1.19.2, numpy<2, pytest" >&2
+  "$PY" -m venv .venv-train
+  .venv-train/bin/python -m pip install -q --upgrade pip
+  .venv-train/bin/python -m pip install -q "onnxruntime-training-cpu==1.19.2" "numpy<2" pytest
+fi

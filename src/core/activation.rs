@@ -6,7 +6,7 @@ use super::basis::Basis;
 use super::config::{validate_theta, Attrs, Interpolation, Variant};
 use super::cpa::Field;
 use super::error::{DitacError, Result};
-use super::kernels::{table_forward, TableKernel};
+use super::kernels::{table_backward, table_forward, Channels, GradTables, TableKernel};
 use super::real::{normal_cdf, normal_pdf, Real};
 use super::table::Table;
 
@@ -265,29 +265,58 @@ impl<R: Real> Activation<R> {
         }
     }
 
+    /// The float32 table kernel of this warp (and its gradient tables when built with them), when
+    /// R is f32 and the warp has a table.
+    pub fn table_kernel(&self) -> Option<(TableKernel<'_>, Option<GradTables<'_>>)> {
+        let Mode::Table {
+            interp,
+            scale,
+            xt,
+            table,
+        } = &self.mode
+        else {
+            return None;
+        };
+        let xt32 = R::as_f32(xt)?;
+        let k = TableKernel {
+            lo: self.lo.to_f64() as f32,
+            hi: self.hi.to_f64() as f32,
+            add_in: self.add_in.to_f64() as f32,
+            mul_in: self.mul_in.to_f64() as f32,
+            scale: scale.to_f64() as f32,
+            xt: xt32,
+            variant: self.variant,
+            alpha: self.alpha.to_f64() as f32,
+            linear: *interp == Interpolation::Linear,
+        };
+        let g = if table.has_grad() {
+            Some(GradTables {
+                dt: R::as_f32(&table.dt)?,
+                dtheta: R::as_f32(&table.dtheta)?,
+                d: table.d,
+                mul_out: self.mul_out.to_f64() as f32,
+            })
+        } else {
+            None
+        };
+        Some((k, g))
+    }
+
     /// y = act(x), elementwise. `x` and `y` have the same length.
     pub fn forward(&self, x: &[R], y: &mut [R]) {
         assert_eq!(x.len(), y.len());
-        if let Mode::Table {
-            interp, scale, xt, ..
-        } = &self.mode
-        {
-            if let (Some((x32, y32)), Some(xt32)) = (R::as_f32_io(x, y), R::as_f32(xt)) {
-                let k = TableKernel {
-                    lo: self.lo.to_f64() as f32,
-                    hi: self.hi.to_f64() as f32,
-                    add_in: self.add_in.to_f64() as f32,
-                    mul_in: self.mul_in.to_f64() as f32,
-                    scale: scale.to_f64() as f32,
-                    xt: xt32,
-                    variant: self.variant,
-                    alpha: self.alpha.to_f64() as f32,
-                    linear: *interp == Interpolation::Linear,
-                };
+        if let Some((k, _)) = self.table_kernel() {
+            if let Some((x32, y32)) = R::as_f32_io(x, y) {
                 table_forward(&k, x32, y32);
                 return;
             }
         }
+        self.forward_reference(x, y)
+    }
+
+    /// The scalar reference of `forward` (f64 arithmetic for double, no kernels).
+    pub fn forward_reference(&self, x: &[R], y: &mut [R]) {
+        assert_eq!(x.len(), y.len());
         for (yo, &xi) in y.iter_mut().zip(x) {
             let w = self.warp(xi, false);
             *yo = self.apply(xi, w.xt);
@@ -304,6 +333,31 @@ impl<R: Real> Activation<R> {
     /// dX = dY·dy/dx, and dθ += Σ dY·dy/dθ (accumulated in f64 into `dtheta`, length d).
     /// Panics if the warp was built without gradients (`has_grad`).
     pub fn backward(&self, dy: &[R], x: &[R], dx: &mut [R], dtheta: &mut [f64]) {
+        assert!(
+            self.has_grad(),
+            "backward needs a warp built with gradients"
+        );
+        assert!(dy.len() == x.len() && dx.len() == x.len());
+        if let Some((k, Some(g))) = self.table_kernel() {
+            if let (Some(dy32), Some((x32, dx32))) = (R::as_f32(dy), R::as_f32_io(x, dx)) {
+                table_backward(
+                    &k,
+                    &g,
+                    k.xt.len(),
+                    Channels::single(),
+                    dy32,
+                    x32,
+                    dx32,
+                    dtheta,
+                );
+                return;
+            }
+        }
+        self.backward_reference(dy, x, dx, dtheta)
+    }
+
+    /// The scalar reference of `backward`: element by element, dθ summed in element order.
+    pub fn backward_reference(&self, dy: &[R], x: &[R], dx: &mut [R], dtheta: &mut [f64]) {
         assert!(
             self.has_grad(),
             "backward needs a warp built with gradients"

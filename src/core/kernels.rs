@@ -1,6 +1,12 @@
-//! Branch-free float32 table kernels, written once and compiled twice: for the baseline target
-//! and, chosen at run time, for AVX2 (where the compiler turns the gathers and selects of the
-//! loop into vector instructions). No fused multiply-add is used, so both give the same bits.
+//! Float32 table kernels: a portable scalar body (the reference) and explicit AVX2 kernels chosen
+//! at run time (`is_x86_feature_detected!`). The forward AVX2 kernel performs, lane by lane, the
+//! very operations of the scalar body (no fused multiply-add; IEEE division), so both give the same
+//! bits. The backward kernel needs exp for the normal density: its AVX2 form uses a polynomial
+//! exp (≤ 2 ulp), so dX agrees with the scalar path to a few ulp, and dθ is accumulated through a
+//! per-node histogram (f64) reduced once per call: deterministic, independent of the lane count.
+//!
+//! Per-channel tables are handled in one pass: `xt` (and the gradient tables) hold the C rows one
+//! after the other, and each element's row is found from its position ([`Channels`]).
 
 use super::config::Variant;
 use super::erf::erf_f32;
@@ -13,12 +19,80 @@ pub struct TableKernel<'a> {
     pub add_in: f32,
     pub mul_in: f32,
     pub scale: f32,
-    /// x̃ at the nodes, in original units.
+    /// x̃ at the nodes, in original units (C rows of n nodes one after the other for
+    /// [`table_forward_channels`]).
     pub xt: &'a [f32],
     pub variant: Variant,
     pub alpha: f32,
     pub linear: bool,
 }
+
+/// The gradient tables that go with a [`TableKernel`] (same row layout).
+#[derive(Clone, Copy)]
+pub struct GradTables<'a> {
+    /// dT̂/du at the nodes.
+    pub dt: &'a [f32],
+    /// dT̂/dθ at the nodes, n×d row-major per channel row.
+    pub dtheta: &'a [f32],
+    pub d: usize,
+    pub mul_out: f32,
+}
+
+/// Where a slice lies in a tensor of `c` channels of `inner` contiguous elements: element j of the
+/// slice is element `start + j` of the tensor, of channel ((start + j) / inner) % c.
+#[derive(Clone, Copy, Debug)]
+pub struct Channels {
+    pub start: usize,
+    pub c: usize,
+    pub inner: usize,
+}
+
+impl Channels {
+    /// One shared row.
+    pub fn single() -> Self {
+        Channels {
+            start: 0,
+            c: 1,
+            inner: usize::MAX,
+        }
+    }
+}
+
+/// The channel of successive elements, by counting (no division per element).
+struct ChanIter {
+    inner: usize,
+    c: usize,
+    pos: usize,
+    ch: usize,
+}
+
+impl ChanIter {
+    fn new(ch: Channels) -> Self {
+        let inner = ch.inner.max(1);
+        ChanIter {
+            inner,
+            c: ch.c.max(1),
+            pos: ch.start % inner,
+            ch: (ch.start / inner) % ch.c.max(1),
+        }
+    }
+    #[inline(always)]
+    fn next_ch(&mut self) -> usize {
+        let c = self.ch;
+        self.pos += 1;
+        if self.pos == self.inner {
+            self.pos = 0;
+            self.ch += 1;
+            if self.ch == self.c {
+                self.ch = 0;
+            }
+        }
+        c
+    }
+}
+
+/// Elements per block of channel offsets.
+const BLOCK: usize = 512;
 
 #[inline(always)]
 fn phi(x: f32) -> f32 {
@@ -39,84 +113,726 @@ fn round_half_even(v: f32) -> f32 {
     }
 }
 
+/// The node of an element: (left or nearest node index, weight of the right node) and whether the
+/// element is in [a, b]. Out of range: node 0, weight 0.
 #[inline(always)]
-fn body<const V: u8, const LINEAR: bool>(k: &TableKernel, x: &[f32], y: &mut [f32]) {
-    let n_last = k.xt.len() as i32 - 1;
-    let xt = k.xt;
-    for (yo, &xi) in y.iter_mut().zip(x) {
-        let inr = (xi >= k.lo) & (xi <= k.hi);
-        let u = (xi + k.add_in) * k.mul_in;
-        let warped = if LINEAR {
-            let p = if inr { u * k.scale } else { 0.0 };
-            let i = (p.floor() as i32).max(0).min(n_last - 1);
-            let f = p - i as f32;
-            // SAFETY: 0 ≤ i ≤ n−2 by the clamp.
-            let (x0, x1) = unsafe {
-                (
-                    *xt.get_unchecked(i as usize),
-                    *xt.get_unchecked(i as usize + 1),
-                )
-            };
-            x0 + f * (x1 - x0)
+fn locate<const LINEAR: bool>(k: &TableKernel, xi: f32, n_last: i32) -> (bool, i32, f32) {
+    let inr = (xi >= k.lo) & (xi <= k.hi);
+    let u = (xi + k.add_in) * k.mul_in;
+    if LINEAR {
+        let p = if inr { u * k.scale } else { 0.0 };
+        let i = (p.floor() as i32).max(0).min(n_last - 1);
+        (inr, i, p - i as f32)
+    } else {
+        let p = if inr {
+            round_half_even(u * k.scale)
         } else {
-            let p = if inr {
-                round_half_even(u * k.scale)
-            } else {
-                0.0
-            };
-            let i = (p as i32).max(0).min(n_last);
-            // SAFETY: 0 ≤ i ≤ n−1 by the clamp.
-            unsafe { *xt.get_unchecked(i as usize) }
+            0.0
         };
-        let w = if inr { warped } else { xi };
-        *yo = match V {
-            0 => w * phi(xi),
-            1 => w * phi(w),
-            _ => {
-                if w >= 0.0 {
-                    w
-                } else {
-                    k.alpha * w
-                }
-            }
-        };
+        (inr, (p as i32).max(0).min(n_last), 0.0)
     }
 }
 
+/// y of one element; `off` is the first node of its row in `k.xt`.
 #[inline(always)]
-fn dispatch(k: &TableKernel, x: &[f32], y: &mut [f32]) {
-    match (k.variant, k.linear) {
-        (Variant::Ditac, false) => body::<0, false>(k, x, y),
-        (Variant::Ditac, true) => body::<0, true>(k, x, y),
-        (Variant::Ge, false) => body::<1, false>(k, x, y),
-        (Variant::Ge, true) => body::<1, true>(k, x, y),
-        (Variant::Leaky, false) => body::<2, false>(k, x, y),
-        (Variant::Leaky, true) => body::<2, true>(k, x, y),
+fn elem<const V: u8, const LINEAR: bool>(k: &TableKernel, xi: f32, off: usize, n_last: i32) -> f32 {
+    let xt = k.xt;
+    let (inr, i, f) = locate::<LINEAR>(k, xi, n_last);
+    let i = off + i as usize;
+    let warped = if LINEAR {
+        // SAFETY: off + n − 1 < xt.len() (checked by the callers), 0 ≤ i − off ≤ n − 2.
+        let (x0, x1) = unsafe { (*xt.get_unchecked(i), *xt.get_unchecked(i + 1)) };
+        x0 + f * (x1 - x0)
+    } else {
+        // SAFETY: as above, 0 ≤ i − off ≤ n − 1.
+        unsafe { *xt.get_unchecked(i) }
+    };
+    let w = if inr { warped } else { xi };
+    match V {
+        0 => w * phi(xi),
+        1 => w * phi(w),
+        _ => {
+            if w >= 0.0 {
+                w
+            } else {
+                k.alpha * w
+            }
+        }
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn dispatch_avx2(k: &TableKernel, x: &[f32], y: &mut [f32]) {
-    dispatch(k, x, y)
+/// The scalar forward over a slice whose elements all use the row at `off` (the reference).
+#[inline(always)]
+fn body<const V: u8, const LINEAR: bool>(
+    k: &TableKernel,
+    n: usize,
+    x: &[f32],
+    y: &mut [f32],
+    offs: Option<&[u32]>,
+) {
+    let n_last = n as i32 - 1;
+    match offs {
+        None => {
+            for (yo, &xi) in y.iter_mut().zip(x) {
+                *yo = elem::<V, LINEAR>(k, xi, 0, n_last);
+            }
+        }
+        Some(o) => {
+            for ((yo, &xi), &off) in y.iter_mut().zip(x).zip(o) {
+                *yo = elem::<V, LINEAR>(k, xi, off as usize, n_last);
+            }
+        }
+    }
 }
 
-/// y = act(x) through the table, on the fastest path this CPU has.
+fn dispatch_scalar(k: &TableKernel, n: usize, x: &[f32], y: &mut [f32], offs: Option<&[u32]>) {
+    match (k.variant, k.linear) {
+        (Variant::Ditac, false) => body::<0, false>(k, n, x, y, offs),
+        (Variant::Ditac, true) => body::<0, true>(k, n, x, y, offs),
+        (Variant::Ge, false) => body::<1, false>(k, n, x, y, offs),
+        (Variant::Ge, true) => body::<1, true>(k, n, x, y, offs),
+        (Variant::Leaky, false) => body::<2, false>(k, n, x, y, offs),
+        (Variant::Leaky, true) => body::<2, true>(k, n, x, y, offs),
+    }
+}
+
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether the AVX2 kernels run on this CPU.
+pub fn simd_available() -> bool {
+    has_avx2()
+}
+
+fn run_forward(
+    k: &TableKernel,
+    n: usize,
+    x: &[f32],
+    y: &mut [f32],
+    offs: Option<&[u32]>,
+    simd: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if simd && has_avx2() {
+        // SAFETY: the CPU supports AVX2 (checked just above); the callers checked the table size.
+        unsafe { avx2::forward(k, n, x, y, offs) };
+        return;
+    }
+    let _ = simd;
+    dispatch_scalar(k, n, x, y, offs)
+}
+
+/// y = act(x) through the table (one row: `k.xt` is the table), on the fastest path this CPU has.
 pub fn table_forward(k: &TableKernel, x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), y.len());
     assert!(k.xt.len() >= 2);
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        unsafe { dispatch_avx2(k, x, y) };
-        return;
-    }
-    dispatch(k, x, y)
+    run_forward(k, k.xt.len(), x, y, None, true)
 }
 
-/// The same kernel without run-time dispatch (for tests comparing the two paths).
+/// The scalar reference of [`table_forward`] (no run-time dispatch).
 pub fn table_forward_baseline(k: &TableKernel, x: &[f32], y: &mut [f32]) {
-    dispatch(k, x, y)
+    assert_eq!(x.len(), y.len());
+    assert!(k.xt.len() >= 2);
+    dispatch_scalar(k, k.xt.len(), x, y, None)
+}
+
+fn forward_channels(k: &TableKernel, n: usize, ch: Channels, x: &[f32], y: &mut [f32], simd: bool) {
+    assert_eq!(x.len(), y.len());
+    assert!(n >= 2 && ch.c >= 1 && k.xt.len() == n * ch.c);
+    if ch.c == 1 {
+        return run_forward(k, n, x, y, None, simd);
+    }
+    let mut it = ChanIter::new(ch);
+    let mut offs = [0u32; BLOCK];
+    for (xb, yb) in x.chunks(BLOCK).zip(y.chunks_mut(BLOCK)) {
+        let o = &mut offs[..xb.len()];
+        for v in o.iter_mut() {
+            *v = (it.next_ch() * n) as u32;
+        }
+        run_forward(k, n, xb, yb, Some(o), simd);
+    }
+}
+
+/// y = act(x) with C tables of n nodes (`k.xt` holds them one after the other; C·n < 2^32),
+/// each element through the row of its channel, in one pass.
+pub fn table_forward_channels(k: &TableKernel, n: usize, ch: Channels, x: &[f32], y: &mut [f32]) {
+    forward_channels(k, n, ch, x, y, true)
+}
+
+/// The scalar reference of [`table_forward_channels`].
+pub fn table_forward_channels_baseline(
+    k: &TableKernel,
+    n: usize,
+    ch: Channels,
+    x: &[f32],
+    y: &mut [f32],
+) {
+    forward_channels(k, n, ch, x, y, false)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward
+
+/// Standard normal density in f32, as the scalar reference (`normal_pdf`).
+#[inline(always)]
+fn pdf(x: f32) -> f32 {
+    let c = (std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2 * 0.5) as f32;
+    c * (-(x * x) * 0.5).exp()
+}
+
+/// dX of one element and the weight s = dY·∂y/∂x̃·mul_out of its dθ term (0 out of range), with
+/// its node and right weight.
+#[inline(always)]
+fn grad_elem<const V: u8, const LINEAR: bool>(
+    k: &TableKernel,
+    g: &GradTables,
+    xi: f32,
+    gi: f32,
+    off: usize,
+    n_last: i32,
+) -> (f32, f32, usize, f32) {
+    let (inr, i, f) = locate::<LINEAR>(k, xi, n_last);
+    let i = off + i as usize;
+    // SAFETY: as in `elem` (the gradient tables have the layout of xt).
+    let (xt, dxt) = unsafe {
+        if LINEAR {
+            let (x0, x1) = (*k.xt.get_unchecked(i), *k.xt.get_unchecked(i + 1));
+            (x0 + f * (x1 - x0), (x1 - x0) * k.scale * k.mul_in)
+        } else {
+            (*k.xt.get_unchecked(i), *g.dt.get_unchecked(i))
+        }
+    };
+    let (xt, dxt) = if inr { (xt, dxt) } else { (xi, 1.0) };
+    let (gr, direct) = match V {
+        0 => (phi(xi), xt * pdf(xi)),
+        1 => (phi(xt) + xt * pdf(xt), 0.0),
+        _ => {
+            if xt >= 0.0 {
+                (1.0, 0.0)
+            } else {
+                (k.alpha, 0.0)
+            }
+        }
+    };
+    let dx = gi * (gr * dxt + direct);
+    let s = if inr { gi * gr * g.mul_out } else { 0.0 };
+    (dx, s, i, f)
+}
+
+/// Adds s·dT̂/dθ(node) of one element to `acc` (its channel's d sums), directly.
+#[inline(always)]
+fn add_direct<const LINEAR: bool>(g: &GradTables, acc: &mut [f64], node: usize, s: f32, f: f32) {
+    let d = g.d;
+    let sd = s as f64;
+    let r0 = &g.dtheta[node * d..(node + 1) * d];
+    if LINEAR {
+        let r1 = &g.dtheta[(node + 1) * d..(node + 2) * d];
+        for k in 0..d {
+            acc[k] += sd * (r0[k] + f * (r1[k] - r0[k])) as f64;
+        }
+    } else {
+        for k in 0..d {
+            acc[k] += sd * r0[k] as f64;
+        }
+    }
+}
+
+/// Where the dθ terms go: straight into the sums, or into per-node bins reduced at the end.
+enum Acc<'a> {
+    Direct { acc: &'a mut [f64], n: usize },
+    Hist { s: Vec<f64>, sf: Vec<f64> },
+}
+
+fn backward_impl<const V: u8, const LINEAR: bool>(
+    k: &TableKernel,
+    g: &GradTables,
+    n: usize,
+    ch: Channels,
+    dy: &[f32],
+    x: &[f32],
+    dx: &mut [f32],
+    dtheta: &mut [f64],
+    simd: bool,
+) {
+    let total = k.xt.len();
+    let d = g.d;
+    // Bins cost C·n·d at the end; direct sums cost d per element.
+    let mut acc = if d > 0 && x.len() >= total && total <= (1 << 20) {
+        Acc::Hist {
+            s: vec![0.0; total],
+            sf: if LINEAR { vec![0.0; total] } else { Vec::new() },
+        }
+    } else {
+        Acc::Direct { acc: dtheta, n }
+    };
+    let n_last = n as i32 - 1;
+    let mut it = ChanIter::new(ch);
+    let mut offs = [0u32; BLOCK];
+    let mut sb = [0f32; BLOCK];
+    let mut ib = [0u32; BLOCK];
+    let mut fb = [0f32; BLOCK];
+    let mut start = 0;
+    while start < x.len() {
+        let end = x.len().min(start + BLOCK);
+        let m = end - start;
+        let o = &mut offs[..m];
+        if ch.c > 1 {
+            for v in o.iter_mut() {
+                *v = (it.next_ch() * n) as u32;
+            }
+        }
+        let (xs, gs, dxs) = (&x[start..end], &dy[start..end], &mut dx[start..end]);
+        let mut done = false;
+        #[cfg(target_arch = "x86_64")]
+        if simd && has_avx2() {
+            // SAFETY: AVX2 is present; the table sizes were checked by the caller.
+            unsafe {
+                avx2::backward::<V, LINEAR>(
+                    k,
+                    g,
+                    n,
+                    xs,
+                    gs,
+                    dxs,
+                    (ch.c > 1).then_some(&*o),
+                    &mut sb[..m],
+                    &mut ib[..m],
+                    &mut fb[..m],
+                )
+            };
+            done = true;
+        }
+        if !done {
+            for j in 0..m {
+                let off = if ch.c > 1 { o[j] as usize } else { 0 };
+                let (v, s, i, f) = grad_elem::<V, LINEAR>(k, g, xs[j], gs[j], off, n_last);
+                dxs[j] = v;
+                sb[j] = s;
+                ib[j] = i as u32;
+                fb[j] = f;
+            }
+        }
+        let _ = simd;
+        if d > 0 {
+            match &mut acc {
+                Acc::Hist { s, sf } => {
+                    for j in 0..m {
+                        let (sj, i) = (sb[j] as f64, ib[j] as usize);
+                        s[i] += sj;
+                        if LINEAR {
+                            sf[i] += sj * fb[j] as f64;
+                        }
+                    }
+                }
+                Acc::Direct { acc, n } => {
+                    for j in 0..m {
+                        if sb[j] != 0.0 || sb[j].is_nan() {
+                            let i = ib[j] as usize;
+                            let a = &mut acc[(i / *n) * d..(i / *n + 1) * d];
+                            add_direct::<LINEAR>(g, a, i, sb[j], fb[j]);
+                        }
+                    }
+                }
+            }
+        }
+        start = end;
+    }
+    if let Acc::Hist { s, sf } = acc {
+        for (i, &si) in s.iter().enumerate() {
+            let c = i / n;
+            let a = &mut dtheta[c * d..(c + 1) * d];
+            let r0 = &g.dtheta[i * d..(i + 1) * d];
+            if si != 0.0 || si.is_nan() {
+                for kk in 0..d {
+                    a[kk] += si * r0[kk] as f64;
+                }
+            }
+            if LINEAR && (sf[i] != 0.0 || sf[i].is_nan()) && (i + 1) % n != 0 {
+                let r1 = &g.dtheta[(i + 1) * d..(i + 2) * d];
+                for kk in 0..d {
+                    a[kk] += sf[i] * (r1[kk] - r0[kk]) as f64;
+                }
+            }
+        }
+    }
+}
+
+fn table_backward_impl(
+    k: &TableKernel,
+    g: &GradTables,
+    n: usize,
+    ch: Channels,
+    dy: &[f32],
+    x: &[f32],
+    dx: &mut [f32],
+    dtheta: &mut [f64],
+    simd: bool,
+) {
+    assert!(dy.len() == x.len() && dx.len() == x.len());
+    assert!(n >= 2 && ch.c >= 1 && k.xt.len() == n * ch.c);
+    assert!(g.dt.len() == k.xt.len() && g.dtheta.len() == k.xt.len() * g.d);
+    assert_eq!(dtheta.len(), ch.c * g.d);
+    macro_rules! go {
+        ($v:literal, $l:literal) => {
+            backward_impl::<$v, $l>(k, g, n, ch, dy, x, dx, dtheta, simd)
+        };
+    }
+    match (k.variant, k.linear) {
+        (Variant::Ditac, false) => go!(0, false),
+        (Variant::Ditac, true) => go!(0, true),
+        (Variant::Ge, false) => go!(1, false),
+        (Variant::Ge, true) => go!(1, true),
+        (Variant::Leaky, false) => go!(2, false),
+        (Variant::Leaky, true) => go!(2, true),
+    }
+}
+
+/// dX = dY·dy/dx and dθ += Σ dY·dy/dθ (f64, C·d sums: `dtheta[c·d..(c+1)·d]` for channel c)
+/// through the tables, on the fastest path this CPU has.
+#[allow(clippy::too_many_arguments)]
+pub fn table_backward(
+    k: &TableKernel,
+    g: &GradTables,
+    n: usize,
+    ch: Channels,
+    dy: &[f32],
+    x: &[f32],
+    dx: &mut [f32],
+    dtheta: &mut [f64],
+) {
+    table_backward_impl(k, g, n, ch, dy, x, dx, dtheta, true)
+}
+
+/// [`table_backward`] on the portable scalar path.
+#[allow(clippy::too_many_arguments)]
+pub fn table_backward_baseline(
+    k: &TableKernel,
+    g: &GradTables,
+    n: usize,
+    ch: Channels,
+    dy: &[f32],
+    x: &[f32],
+    dx: &mut [f32],
+    dtheta: &mut [f64],
+) {
+    table_backward_impl(k, g, n, ch, dy, x, dx, dtheta, false)
+}
+
+// ---------------------------------------------------------------------------------------------
+// AVX2
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// The lane form of `erf_f32`, operation for operation.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub fn erf8(x: __m256) -> __m256 {
+        let c = _mm256_set1_ps;
+        // max/min return their second operand when one is NaN: NaN stays NaN, as `clamp`.
+        let x = _mm256_min_ps(c(4.0), _mm256_max_ps(c(-4.0), x));
+        let x2 = _mm256_mul_ps(x, x);
+        let step = |p: __m256, k: f32| _mm256_add_ps(_mm256_mul_ps(x2, p), c(k));
+        let mut p = _mm256_add_ps(_mm256_mul_ps(x2, c(-2.726_142_3e-10)), c(2.770_681_4e-8));
+        p = step(p, -2.101_024e-6);
+        p = step(p, -5.692_506_4e-5);
+        p = step(p, -7.349_906_3e-4);
+        p = step(p, -2.954_6e-3);
+        p = step(p, -1.609_603_3e-2);
+        let p = _mm256_mul_ps(x, p);
+        let mut q = _mm256_add_ps(_mm256_mul_ps(x2, c(-1.456_607_2e-5)), c(-2.133_740_6e-4));
+        q = step(q, -1.682_827e-3);
+        q = step(q, -7.373_329_2e-3);
+        q = step(q, -1.426_474e-2);
+        let r = _mm256_div_ps(p, q);
+        let r = _mm256_min_ps(c(1.0), _mm256_max_ps(c(-1.0), r));
+        let sign = c(-0.0);
+        let ax = _mm256_andnot_ps(sign, x);
+        let big = _mm256_cmp_ps::<_CMP_GE_OQ>(ax, c(3.92));
+        let one = _mm256_or_ps(_mm256_and_ps(x, sign), c(1.0));
+        _mm256_blendv_ps(r, one, big)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn phi8(v: __m256) -> __m256 {
+        let c = _mm256_set1_ps;
+        let e = erf8(_mm256_mul_ps(v, c(std::f32::consts::FRAC_1_SQRT_2)));
+        _mm256_mul_ps(c(0.5), _mm256_add_ps(c(1.0), e))
+    }
+
+    /// exp(a) for a ≤ 0 or NaN (Cephes' expf polynomial, ≤ 2 ulp); exactly 0 below −87.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn exp_neg8(a: __m256) -> __m256 {
+        let c = _mm256_set1_ps;
+        let tiny = _mm256_cmp_ps::<_CMP_LT_OQ>(a, c(-87.0));
+        let a = _mm256_max_ps(c(-87.0), a);
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(a, c(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm256_sub_ps(a, _mm256_mul_ps(n, c(0.693_359_4)));
+        let r = _mm256_sub_ps(r, _mm256_mul_ps(n, c(-2.121_944_4e-4)));
+        let mut p = c(1.987_569_1e-4);
+        for k in [
+            1.398_2e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            5.000_000_1e-1,
+        ] {
+            p = _mm256_add_ps(_mm256_mul_ps(p, r), c(k));
+        }
+        let r2 = _mm256_mul_ps(r, r);
+        let e = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p, r2), r), c(1.0));
+        let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(n),
+            _mm256_set1_epi32(127),
+        )));
+        _mm256_andnot_ps(tiny, _mm256_mul_ps(e, pow2))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn pdf8(x: __m256) -> __m256 {
+        let c = _mm256_set1_ps;
+        let cst = (std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2 * 0.5) as f32;
+        let a = _mm256_mul_ps(_mm256_xor_ps(_mm256_mul_ps(x, x), c(-0.0)), c(0.5));
+        _mm256_mul_ps(c(cst), exp_neg8(a))
+    }
+
+    struct Consts {
+        lo: __m256,
+        hi: __m256,
+        add_in: __m256,
+        mul_in: __m256,
+        scale: __m256,
+        alpha: __m256,
+        n_last: __m256i,
+        n_last1: __m256i,
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn consts(k: &TableKernel, n: usize) -> Consts {
+        let c = _mm256_set1_ps;
+        Consts {
+            lo: c(k.lo),
+            hi: c(k.hi),
+            add_in: c(k.add_in),
+            mul_in: c(k.mul_in),
+            scale: c(k.scale),
+            alpha: c(k.alpha),
+            n_last: _mm256_set1_epi32(n as i32 - 1),
+            n_last1: _mm256_set1_epi32(n as i32 - 2),
+        }
+    }
+
+    /// In-range mask, node index (row offset added) and right weight of 8 elements: `locate`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn locate8<const LINEAR: bool>(
+        c: &Consts,
+        xv: __m256,
+        off: __m256i,
+    ) -> (__m256, __m256i, __m256) {
+        let inr = _mm256_and_ps(
+            _mm256_cmp_ps::<_CMP_GE_OQ>(xv, c.lo),
+            _mm256_cmp_ps::<_CMP_LE_OQ>(xv, c.hi),
+        );
+        let u = _mm256_mul_ps(_mm256_add_ps(xv, c.add_in), c.mul_in);
+        // inr ? u·scale : +0
+        let p = _mm256_and_ps(_mm256_mul_ps(u, c.scale), inr);
+        let zero = _mm256_setzero_si256();
+        if LINEAR {
+            let i = _mm256_cvttps_epi32(_mm256_floor_ps(p));
+            let i = _mm256_min_epi32(_mm256_max_epi32(i, zero), c.n_last1);
+            let f = _mm256_sub_ps(p, _mm256_cvtepi32_ps(i));
+            (inr, _mm256_add_epi32(i, off), f)
+        } else {
+            // For 0 ≤ p < 2^24 (and −0.5 < p < 0, which truncates to 0 either way) this is the
+            // scalar round-half-even.
+            let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(p);
+            let i = _mm256_cvttps_epi32(r);
+            let i = _mm256_min_epi32(_mm256_max_epi32(i, zero), c.n_last);
+            (inr, _mm256_add_epi32(i, off), _mm256_setzero_ps())
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn lanes<const V: u8, const LINEAR: bool>(
+        c: &Consts,
+        xt: *const f32,
+        xv: __m256,
+        off: __m256i,
+    ) -> __m256 {
+        let (inr, i, f) = locate8::<LINEAR>(c, xv, off);
+        let warped = if LINEAR {
+            let x0 = _mm256_i32gather_ps::<4>(xt, i);
+            let x1 = _mm256_i32gather_ps::<4>(xt, _mm256_add_epi32(i, _mm256_set1_epi32(1)));
+            _mm256_add_ps(x0, _mm256_mul_ps(f, _mm256_sub_ps(x1, x0)))
+        } else {
+            _mm256_i32gather_ps::<4>(xt, i)
+        };
+        let w = _mm256_blendv_ps(xv, warped, inr);
+        match V {
+            0 => _mm256_mul_ps(w, phi8(xv)),
+            1 => _mm256_mul_ps(w, phi8(w)),
+            _ => {
+                let pos = _mm256_cmp_ps::<_CMP_GE_OQ>(w, _mm256_setzero_ps());
+                _mm256_blendv_ps(_mm256_mul_ps(c.alpha, w), w, pos)
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn fwd<const V: u8, const LINEAR: bool>(
+        k: &TableKernel,
+        n: usize,
+        x: &[f32],
+        y: &mut [f32],
+        offs: Option<&[u32]>,
+    ) {
+        let c = consts(k, n);
+        let len = x.len();
+        let main = len - len % 8;
+        let (xp, yp, xt) = (x.as_ptr(), y.as_mut_ptr(), k.xt.as_ptr());
+        let mut j = 0;
+        match offs {
+            None => {
+                let zero = _mm256_setzero_si256();
+                while j < main {
+                    let v = lanes::<V, LINEAR>(&c, xt, _mm256_loadu_ps(xp.add(j)), zero);
+                    _mm256_storeu_ps(yp.add(j), v);
+                    j += 8;
+                }
+            }
+            Some(o) => {
+                let op = o.as_ptr() as *const __m256i;
+                while j < main {
+                    let off = _mm256_loadu_si256(op.add(j / 8));
+                    let v = lanes::<V, LINEAR>(&c, xt, _mm256_loadu_ps(xp.add(j)), off);
+                    _mm256_storeu_ps(yp.add(j), v);
+                    j += 8;
+                }
+            }
+        }
+        body::<V, LINEAR>(k, n, &x[main..], &mut y[main..], offs.map(|o| &o[main..]));
+    }
+
+    /// The forward of `dispatch_scalar`, 8 lanes at a time (the tail through the scalar body).
+    ///
+    /// # Safety
+    /// AVX2 must be available; `k.xt` must hold every row the offsets name (n nodes each).
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn forward(
+        k: &TableKernel,
+        n: usize,
+        x: &[f32],
+        y: &mut [f32],
+        offs: Option<&[u32]>,
+    ) {
+        match (k.variant, k.linear) {
+            (Variant::Ditac, false) => fwd::<0, false>(k, n, x, y, offs),
+            (Variant::Ditac, true) => fwd::<0, true>(k, n, x, y, offs),
+            (Variant::Ge, false) => fwd::<1, false>(k, n, x, y, offs),
+            (Variant::Ge, true) => fwd::<1, true>(k, n, x, y, offs),
+            (Variant::Leaky, false) => fwd::<2, false>(k, n, x, y, offs),
+            (Variant::Leaky, true) => fwd::<2, true>(k, n, x, y, offs),
+        }
+    }
+
+    /// `grad_elem` on 8 lanes at a time; writes dX, s, the node and the right weight.
+    ///
+    /// # Safety
+    /// AVX2 must be available; the tables must hold every row the offsets name.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn backward<const V: u8, const LINEAR: bool>(
+        k: &TableKernel,
+        g: &GradTables,
+        n: usize,
+        x: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+        offs: Option<&[u32]>,
+        sb: &mut [f32],
+        ib: &mut [u32],
+        fb: &mut [f32],
+    ) {
+        let c = consts(k, n);
+        let cs = _mm256_set1_ps;
+        let len = x.len();
+        let main = len - len % 8;
+        let (xt, dt) = (k.xt.as_ptr(), g.dt.as_ptr());
+        let one = cs(1.0);
+        let mul_out = cs(g.mul_out);
+        let dxt_lin = _mm256_mul_ps(c.scale, c.mul_in);
+        let mut j = 0;
+        while j < main {
+            let off = match offs {
+                Some(o) => _mm256_loadu_si256(o.as_ptr().add(j) as *const __m256i),
+                None => _mm256_setzero_si256(),
+            };
+            let xv = _mm256_loadu_ps(x.as_ptr().add(j));
+            let gv = _mm256_loadu_ps(dy.as_ptr().add(j));
+            let (inr, i, f) = locate8::<LINEAR>(&c, xv, off);
+            let (w, dxt) = if LINEAR {
+                let x0 = _mm256_i32gather_ps::<4>(xt, i);
+                let x1 = _mm256_i32gather_ps::<4>(xt, _mm256_add_epi32(i, _mm256_set1_epi32(1)));
+                let dd = _mm256_sub_ps(x1, x0);
+                // (x1 − x0)·scale·mul_in, in the scalar order
+                let dxt = _mm256_mul_ps(_mm256_mul_ps(dd, c.scale), c.mul_in);
+                let _ = dxt_lin;
+                (_mm256_add_ps(x0, _mm256_mul_ps(f, dd)), dxt)
+            } else {
+                (
+                    _mm256_i32gather_ps::<4>(xt, i),
+                    _mm256_i32gather_ps::<4>(dt, i),
+                )
+            };
+            let w = _mm256_blendv_ps(xv, w, inr);
+            let dxt = _mm256_blendv_ps(one, dxt, inr);
+            let (gr, direct) = match V {
+                0 => (phi8(xv), _mm256_mul_ps(w, pdf8(xv))),
+                1 => (
+                    _mm256_add_ps(phi8(w), _mm256_mul_ps(w, pdf8(w))),
+                    _mm256_setzero_ps(),
+                ),
+                _ => {
+                    let pos = _mm256_cmp_ps::<_CMP_GE_OQ>(w, _mm256_setzero_ps());
+                    (_mm256_blendv_ps(c.alpha, one, pos), _mm256_setzero_ps())
+                }
+            };
+            let d = _mm256_mul_ps(gv, _mm256_add_ps(_mm256_mul_ps(gr, dxt), direct));
+            _mm256_storeu_ps(dx.as_mut_ptr().add(j), d);
+            let s = _mm256_and_ps(_mm256_mul_ps(_mm256_mul_ps(gv, gr), mul_out), inr);
+            _mm256_storeu_ps(sb.as_mut_ptr().add(j), s);
+            _mm256_storeu_si256(ib.as_mut_ptr().add(j) as *mut __m256i, i);
+            _mm256_storeu_ps(fb.as_mut_ptr().add(j), f);
+            j += 8;
+        }
+        let n_last = n as i32 - 1;
+        for j in main..len {
+            let off = offs.map_or(0, |o| o[j] as usize);
+            let (v, s, i, f) = grad_elem::<V, LINEAR>(k, g, x[j], dy[j], off, n_last);
+            dx[j] = v;
+            sb[j] = s;
+            ib[j] = i as u32;
+            fb[j] = f;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -138,6 +854,37 @@ mod tests {
             16_777_215.0,
         ] {
             assert_eq!(round_half_even(v), v.round_ties_even(), "{v}");
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn erf8_is_erf_f32() {
+        if !has_avx2() {
+            return;
+        }
+        use std::arch::x86_64::*;
+        let mut xs: Vec<f32> = (-5000..5000).map(|i| i as f32 * 1e-3).collect();
+        xs.extend([
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            3.92,
+            -3.92,
+            4.0,
+        ]);
+        while !xs.len().is_multiple_of(8) {
+            xs.push(1.0);
+        }
+        for c in xs.chunks(8) {
+            let mut out = [0f32; 8];
+            // SAFETY: AVX2 checked above; 8 values in and out.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), avx2::erf8(_mm256_loadu_ps(c.as_ptr()))) };
+            for (o, &v) in out.iter().zip(c) {
+                assert_eq!(o.to_bits(), erf_f32(v).to_bits(), "{v}");
+            }
         }
     }
 }

@@ -1,0 +1,258 @@
+//! The run-time dispatched (AVX2) table kernels against the scalar reference: forward bit for bit
+//! (nearest and linear, every variant, per-channel rows), backward to a few ulp (dX) and to f64
+//! summation order (dθ); inputs inside and outside [a, b], NaN, ±∞, lengths not a multiple of 8,
+//! empty slices.
+
+use ditac::core::kernels::{
+    simd_available, table_backward, table_backward_baseline, table_forward, table_forward_baseline,
+    table_forward_channels, table_forward_channels_baseline, Channels,
+};
+use ditac::core::{basis, Activation, Attrs, BasisKind, Interpolation, Variant};
+use proptest::prelude::*;
+
+const THETA: [f32; 9] = [0.8, -0.5, 0.3, 1.1, -0.9, 0.4, 0.2, -0.7, 0.6];
+
+fn inputs(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed | 1;
+    let mut v: Vec<f32> = (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 10.0 - 5.0
+        })
+        .collect();
+    let special = [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        -0.5,
+        2.0,
+        0.0,
+        -0.0,
+        1e30,
+        -1e30,
+        f32::MIN_POSITIVE,
+        -0.500_000_06,
+        2.000_000_2,
+    ];
+    for (i, &sp) in special.iter().enumerate() {
+        if i * 7 < n {
+            v[i * 7] = sp;
+        }
+    }
+    v
+}
+
+fn acts(with_grad: bool) -> Vec<(String, Activation<f32>)> {
+    let b = basis::build(10, true, BasisKind::Qr).unwrap();
+    let mut out = Vec::new();
+    for variant in [Variant::Ditac, Variant::Ge, Variant::Leaky] {
+        for interp in [Interpolation::Nearest, Interpolation::Linear] {
+            for lut in [2, 5, 2048] {
+                let at = Attrs {
+                    variant,
+                    interpolation: interp,
+                    lut_size: lut,
+                    ..Default::default()
+                };
+                let a = Activation::<f32>::from_theta(&at, &b, &THETA, with_grad).unwrap();
+                out.push((format!("{variant:?} {interp:?} n={lut}"), a));
+            }
+        }
+    }
+    out
+}
+
+fn same_bits(a: &[f32], b: &[f32], what: &str, x: &[f32]) {
+    for i in 0..a.len() {
+        assert!(
+            a[i].to_bits() == b[i].to_bits() || (a[i].is_nan() && b[i].is_nan()),
+            "{what}: x={} simd={} scalar={}",
+            x[i],
+            a[i],
+            b[i]
+        );
+    }
+}
+
+#[test]
+fn simd_is_detected_here() {
+    // Informational: the comparisons below are trivial without AVX2.
+    println!("AVX2 kernels: {}", simd_available());
+}
+
+#[test]
+fn forward_is_bit_identical() {
+    for (name, act) in acts(false) {
+        let (k, _) = act.table_kernel().unwrap();
+        for len in [0usize, 1, 7, 8, 9, 15, 16, 17, 1000, 4099] {
+            let x = inputs(len, len as u64 + 3);
+            let (mut y1, mut y2, mut y3) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
+            table_forward(&k, &x, &mut y1);
+            table_forward_baseline(&k, &x, &mut y2);
+            act.forward_reference(&x, &mut y3);
+            same_bits(&y1, &y2, &name, &x);
+            same_bits(&y2, &y3, &name, &x);
+        }
+    }
+}
+
+#[test]
+fn channels_in_one_pass_equal_row_by_row() {
+    let b = basis::build(10, true, BasisKind::Qr).unwrap();
+    for interp in [Interpolation::Nearest, Interpolation::Linear] {
+        let at = Attrs {
+            interpolation: interp,
+            lut_size: 64,
+            ..Default::default()
+        };
+        let c = 5;
+        let rows: Vec<Activation<f32>> = (0..c)
+            .map(|r| {
+                let th: Vec<f32> = THETA.iter().map(|t| t * (r as f32 - 2.0) * 0.7).collect();
+                Activation::<f32>::from_theta(&at, &b, &th, false).unwrap()
+            })
+            .collect();
+        let mut xt = Vec::new();
+        for a in &rows {
+            xt.extend_from_slice(a.table_kernel().unwrap().0.xt);
+        }
+        let mut k = rows[0].table_kernel().unwrap().0;
+        k.xt = &xt;
+        for inner in [1usize, 3, 8, 100] {
+            for start in [0usize, 5, 13] {
+                let len = 1237;
+                let x = inputs(len, (inner * 31 + start) as u64);
+                let ch = Channels { start, c, inner };
+                let (mut y1, mut y2) = (vec![0.0; len], vec![0.0; len]);
+                table_forward_channels(&k, 64, ch, &x, &mut y1);
+                table_forward_channels_baseline(&k, 64, ch, &x, &mut y2);
+                same_bits(&y1, &y2, "channels simd vs scalar", &x);
+                let mut y3 = vec![0.0; len];
+                for j in 0..len {
+                    let r = ((start + j) / inner) % c;
+                    rows[r].forward_reference(&x[j..j + 1], &mut y3[j..j + 1]);
+                }
+                same_bits(&y1, &y3, "channels vs row by row", &x);
+            }
+        }
+    }
+}
+
+fn close(a: f32, b: f32, tol: f32) -> bool {
+    (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= tol * (1.0 + a.abs().max(b.abs()))
+}
+
+fn check_backward(act: &Activation<f32>, name: &str, x: &[f32], dy: &[f32]) {
+    let (k, g) = act.table_kernel().unwrap();
+    let g = g.unwrap();
+    let n = k.xt.len();
+    let len = x.len();
+    let d = g.d;
+    let (mut dx1, mut dx2, mut dx3) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
+    let (mut t1, mut t2, mut t3) = (vec![0.0; d], vec![0.0; d], vec![0.0; d]);
+    table_backward(&k, &g, n, Channels::single(), dy, x, &mut dx1, &mut t1);
+    table_backward_baseline(&k, &g, n, Channels::single(), dy, x, &mut dx2, &mut t2);
+    act.backward_reference(dy, x, &mut dx3, &mut t3);
+    for i in 0..len {
+        // The scalar kernel is the reference element for element; SIMD exp is within 2 ulp.
+        assert!(
+            dx2[i].to_bits() == dx3[i].to_bits() || (dx2[i].is_nan() && dx3[i].is_nan()),
+            "{name}: dx scalar kernel vs reference at x={}: {} {}",
+            x[i],
+            dx2[i],
+            dx3[i]
+        );
+        assert!(
+            close(dx1[i], dx3[i], 1e-6),
+            "{name}: dx simd vs reference at x={}: {} {}",
+            x[i],
+            dx1[i],
+            dx3[i]
+        );
+    }
+    let scale: f64 = dy.iter().map(|v| v.abs() as f64).sum::<f64>() + 1.0;
+    for kk in 0..d {
+        for (a, label) in [(t1[kk], "simd"), (t2[kk], "scalar kernel")] {
+            let b = t3[kk];
+            assert!(
+                (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-9 * scale * 10.0,
+                "{name}: dθ[{kk}] {label} {a} vs reference {b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn backward_matches_reference() {
+    for (name, act) in acts(true) {
+        for len in [0usize, 1, 9, 17, 100, 4099, 20000] {
+            // Finite inputs for dθ (a NaN in range would make every sum NaN, as the reference).
+            let x: Vec<f32> = inputs(len, len as u64 + 11)
+                .into_iter()
+                .map(|v| {
+                    if v.is_finite() {
+                        v.clamp(-6.0, 6.0)
+                    } else {
+                        1.0
+                    }
+                })
+                .collect();
+            let dy = inputs(len, len as u64 + 99)
+                .into_iter()
+                .map(|v| {
+                    if v.is_finite() {
+                        v.clamp(-2.0, 2.0)
+                    } else {
+                        0.5
+                    }
+                })
+                .collect::<Vec<_>>();
+            check_backward(&act, &name, &x, &dy);
+        }
+    }
+}
+
+#[test]
+fn backward_dx_with_non_finite_inputs() {
+    for (name, act) in acts(true) {
+        let x = inputs(37, 5);
+        let dy = vec![1.0f32; 37];
+        let (k, g) = act.table_kernel().unwrap();
+        let g = g.unwrap();
+        let n = k.xt.len();
+        let (mut dx1, mut dx3) = (vec![0.0; 37], vec![0.0; 37]);
+        let (mut t1, mut t3) = (vec![0.0; g.d], vec![0.0; g.d]);
+        table_backward(&k, &g, n, Channels::single(), &dy, &x, &mut dx1, &mut t1);
+        act.backward_reference(&dy, &x, &mut dx3, &mut t3);
+        for i in 0..37 {
+            assert!(
+                close(dx1[i], dx3[i], 1e-6),
+                "{name}: x={} {} {}",
+                x[i],
+                dx1[i],
+                dx3[i]
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn forward_random(xs in prop::collection::vec(-8.0f32..8.0, 0..100), lin in any::<bool>()) {
+        let b = basis::build(10, true, BasisKind::Qr).unwrap();
+        let at = Attrs { interpolation: if lin { Interpolation::Linear } else { Interpolation::Nearest }, ..Default::default() };
+        let act = Activation::<f32>::from_theta(&at, &b, &THETA, true).unwrap();
+        let (k, _) = act.table_kernel().unwrap();
+        let (mut y1, mut y2) = (vec![0.0; xs.len()], vec![0.0; xs.len()]);
+        table_forward(&k, &xs, &mut y1);
+        act.forward_reference(&xs, &mut y2);
+        for i in 0..xs.len() {
+            prop_assert_eq!(y1[i].to_bits(), y2[i].to_bits());
+        }
+        let dy = vec![1.0f32; xs.len()];
+        check_backward(&act, "random", &xs, &dy);
+    }
+}

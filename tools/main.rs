@@ -28,6 +28,8 @@ enum Command {
     ExampleModels(commands::examples::Args),
     /// Run the example models through ONNX Runtime with the plugin and show the results.
     Demo(commands::demo::Args),
+    /// Time DiTAC's ops against ONNX Runtime's Gelu (and Identity) through real sessions.
+    Bench(commands::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => commands::eval::run(a),
         Command::ExampleModels(a) => commands::examples::run(a),
         Command::Demo(a) => commands::demo::run(a),
+        Command::Bench(a) => commands::bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

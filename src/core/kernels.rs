@@ -365,7 +365,7 @@ fn backward_impl<const V: u8, const LINEAR: bool>(
     let total = k.xt.len();
     let d = g.d;
     // Bins cost C·n·d at the end; direct sums cost d per element.
-    let mut acc = if d > 0 && x.len() >= total && total <= (1 << 20) {
+    let mut acc = if d > 0 && x.len() >= total && total <= (1 << 16) {
         Acc::Hist {
             s: vec![0.0; total],
             sf: if LINEAR { vec![0.0; total] } else { Vec::new() },

@@ -1,7 +1,7 @@
-//! The run-time dispatched (AVX2) table kernels against the scalar reference: forward bit for bit
-//! (nearest and linear, every variant, per-channel rows), backward to a few ulp (dX) and to f64
-//! summation order (dθ); inputs inside and outside [a, b], NaN, ±∞, lengths not a multiple of 8,
-//! empty slices.
+//! The run-time dispatched (AVX2+FMA) table kernels against the scalar reference: forward to the
+//! erf's ulp (bit for bit for `leaky`, whose outer function has no erf; nearest and linear, every
+//! variant, per-channel rows), backward to a few ulp (dX) and to f64 summation order (dθ); inputs
+//! inside and outside [a, b], NaN, ±∞, lengths not a multiple of 8, empty slices.
 
 use ditac::core::kernels::{
     simd_available, table_backward, table_backward_baseline, table_forward, table_forward_baseline,
@@ -64,6 +64,22 @@ fn acts(with_grad: bool) -> Vec<(String, Activation<f32>)> {
     out
 }
 
+/// Equal up to the SIMD erf's rounding (|ΔΦ| ≤ 3e-7): |Δy| ≤ 4e-7·(1 + |x| + |y|).
+fn same_up_to_erf(a: &[f32], b: &[f32], what: &str, x: &[f32]) {
+    for i in 0..a.len() {
+        let tol = 4e-7 * (1.0 + x[i].abs() + a[i].abs());
+        assert!(
+            a[i].to_bits() == b[i].to_bits()
+                || (a[i].is_nan() && b[i].is_nan())
+                || (a[i] - b[i]).abs() <= tol,
+            "{what}: x={} simd={} scalar={}",
+            x[i],
+            a[i],
+            b[i]
+        );
+    }
+}
+
 fn same_bits(a: &[f32], b: &[f32], what: &str, x: &[f32]) {
     for i in 0..a.len() {
         assert!(
@@ -83,7 +99,7 @@ fn simd_is_detected_here() {
 }
 
 #[test]
-fn forward_is_bit_identical() {
+fn forward_matches_scalar() {
     for (name, act) in acts(false) {
         let (k, _) = act.table_kernel().unwrap();
         for len in [0usize, 1, 7, 8, 9, 15, 16, 17, 1000, 4099] {
@@ -92,7 +108,11 @@ fn forward_is_bit_identical() {
             table_forward(&k, &x, &mut y1);
             table_forward_baseline(&k, &x, &mut y2);
             act.forward_reference(&x, &mut y3);
-            same_bits(&y1, &y2, &name, &x);
+            if k.variant == Variant::Leaky {
+                same_bits(&y1, &y2, &name, &x);
+            } else {
+                same_up_to_erf(&y1, &y2, &name, &x);
+            }
             same_bits(&y2, &y3, &name, &x);
         }
     }
@@ -128,13 +148,20 @@ fn channels_in_one_pass_equal_row_by_row() {
                 let (mut y1, mut y2) = (vec![0.0; len], vec![0.0; len]);
                 table_forward_channels(&k, 64, ch, &x, &mut y1);
                 table_forward_channels_baseline(&k, 64, ch, &x, &mut y2);
-                same_bits(&y1, &y2, "channels simd vs scalar", &x);
-                let mut y3 = vec![0.0; len];
+                same_up_to_erf(&y1, &y2, "channels simd vs scalar", &x);
+                let (mut y3, mut y4) = (vec![0.0; len], vec![0.0; len]);
                 for j in 0..len {
                     let r = ((start + j) / inner) % c;
                     rows[r].forward_reference(&x[j..j + 1], &mut y3[j..j + 1]);
+                    // The same SIMD kernel row by row (a run of one element: its scalar tail).
+                    let mut xs = [x[j]; 8];
+                    let mut ys = [0.0f32; 8];
+                    xs[0] = x[j];
+                    table_forward(&rows[r].table_kernel().unwrap().0, &xs, &mut ys);
+                    y4[j] = ys[0];
                 }
-                same_bits(&y1, &y3, "channels vs row by row", &x);
+                same_bits(&y2, &y3, "channels scalar vs row by row", &x);
+                same_up_to_erf(&y1, &y4, "channels simd vs row by row simd", &x);
             }
         }
     }
@@ -250,7 +277,7 @@ proptest! {
         table_forward(&k, &xs, &mut y1);
         act.forward_reference(&xs, &mut y2);
         for i in 0..xs.len() {
-            prop_assert_eq!(y1[i].to_bits(), y2[i].to_bits());
+            prop_assert!((y1[i] - y2[i]).abs() <= 4e-7 * (1.0 + xs[i].abs() + y2[i].abs()));
         }
         let dy = vec![1.0f32; xs.len()];
         check_backward(&act, "random", &xs, &dy);

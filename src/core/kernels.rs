@@ -1,9 +1,10 @@
 //! Float32 table kernels: a portable scalar body (the reference) and explicit AVX2 kernels chosen
-//! at run time (`is_x86_feature_detected!`). The forward AVX2 kernel performs, lane by lane, the
-//! very operations of the scalar body (no fused multiply-add; IEEE division), so both give the same
-//! bits. The backward kernel needs exp for the normal density: its AVX2 form uses a polynomial
-//! exp (≤ 2 ulp), so dX agrees with the scalar path to a few ulp, and dθ is accumulated through a
-//! per-node histogram (f64) reduced once per call: deterministic, independent of the lane count.
+//! at run time (`is_x86_feature_detected!`, AVX2 and FMA). The AVX2 kernels perform, lane by lane,
+//! the operations of the scalar body, with fused multiply-adds in the erf and exp polynomials: the
+//! table index, the gathered nodes and the warp are the same bits; erf keeps the scalar one's
+//! accuracy (≤ 5e-7 absolute) and is within 6e-7 of it, so y agrees to within |x̃|·3e-7 (bit for
+//! bit for `leaky`). The backward kernel's exp is a polynomial (≤ 2 ulp), and dθ is accumulated through a per-node histogram (f64) reduced once per
+//! call: deterministic, independent of the lane count and of the thread count.
 //!
 //! Per-channel tables are handled in one pass: `xt` (and the gradient tables) hold the C rows one
 //! after the other, and each element's row is found from its position ([`Channels`]).
@@ -199,7 +200,7 @@ fn dispatch_scalar(k: &TableKernel, n: usize, x: &[f32], y: &mut [f32], offs: Op
 fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx2")
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -351,6 +352,7 @@ enum Acc<'a> {
     Hist { s: Vec<f64>, sf: Vec<f64> },
 }
 
+#[allow(clippy::too_many_arguments)]
 fn backward_impl<const V: u8, const LINEAR: bool>(
     k: &TableKernel,
     g: &GradTables,
@@ -367,8 +369,14 @@ fn backward_impl<const V: u8, const LINEAR: bool>(
     // Bins cost C·n·d at the end; direct sums cost d per element.
     let mut acc = if d > 0 && x.len() >= total && total <= (1 << 16) {
         Acc::Hist {
-            s: vec![0.0; total],
-            sf: if LINEAR { vec![0.0; total] } else { Vec::new() },
+            // 8 spare bins take the zero terms (out of range), lane by lane, so that they do not
+            // form one long chain of dependent additions on node 0.
+            s: vec![0.0; total + 8],
+            sf: if LINEAR {
+                vec![0.0; total + 8]
+            } else {
+                Vec::new()
+            },
         }
     } else {
         Acc::Direct { acc: dtheta, n }
@@ -425,7 +433,12 @@ fn backward_impl<const V: u8, const LINEAR: bool>(
             match &mut acc {
                 Acc::Hist { s, sf } => {
                     for j in 0..m {
-                        let (sj, i) = (sb[j] as f64, ib[j] as usize);
+                        let sj = sb[j] as f64;
+                        let i = if sb[j] == 0.0 {
+                            total + (j & 7)
+                        } else {
+                            ib[j] as usize
+                        };
                         s[i] += sj;
                         if LINEAR {
                             sf[i] += sj * fb[j] as f64;
@@ -446,7 +459,7 @@ fn backward_impl<const V: u8, const LINEAR: bool>(
         start = end;
     }
     if let Acc::Hist { s, sf } = acc {
-        for (i, &si) in s.iter().enumerate() {
+        for (i, &si) in s[..total].iter().enumerate() {
             let c = i / n;
             let a = &mut dtheta[c * d..(c + 1) * d];
             let r0 = &g.dtheta[i * d..(i + 1) * d];
@@ -465,6 +478,7 @@ fn backward_impl<const V: u8, const LINEAR: bool>(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn table_backward_impl(
     k: &TableKernel,
     g: &GradTables,
@@ -534,23 +548,24 @@ mod avx2 {
     use super::*;
     use std::arch::x86_64::*;
 
-    /// The lane form of `erf_f32`, operation for operation.
+    /// The lane form of `erf_f32` with fused multiply-adds in the polynomials (as accurate,
+    /// within 6e-7 of the scalar form, and exactly ±1 beyond |x| = 3.92 as it is).
     #[inline]
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     pub fn erf8(x: __m256) -> __m256 {
         let c = _mm256_set1_ps;
         // max/min return their second operand when one is NaN: NaN stays NaN, as `clamp`.
         let x = _mm256_min_ps(c(4.0), _mm256_max_ps(c(-4.0), x));
         let x2 = _mm256_mul_ps(x, x);
-        let step = |p: __m256, k: f32| _mm256_add_ps(_mm256_mul_ps(x2, p), c(k));
-        let mut p = _mm256_add_ps(_mm256_mul_ps(x2, c(-2.726_142_3e-10)), c(2.770_681_4e-8));
+        let step = |p: __m256, k: f32| _mm256_fmadd_ps(x2, p, c(k));
+        let mut p = _mm256_fmadd_ps(x2, c(-2.726_142_3e-10), c(2.770_681_4e-8));
         p = step(p, -2.101_024e-6);
         p = step(p, -5.692_506_4e-5);
         p = step(p, -7.349_906_3e-4);
         p = step(p, -2.954_6e-3);
         p = step(p, -1.609_603_3e-2);
         let p = _mm256_mul_ps(x, p);
-        let mut q = _mm256_add_ps(_mm256_mul_ps(x2, c(-1.456_607_2e-5)), c(-2.133_740_6e-4));
+        let mut q = _mm256_fmadd_ps(x2, c(-1.456_607_2e-5), c(-2.133_740_6e-4));
         q = step(q, -1.682_827e-3);
         q = step(q, -7.373_329_2e-3);
         q = step(q, -1.426_474e-2);
@@ -564,7 +579,7 @@ mod avx2 {
     }
 
     #[inline]
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     fn phi8(v: __m256) -> __m256 {
         let c = _mm256_set1_ps;
         let e = erf8(_mm256_mul_ps(v, c(std::f32::consts::FRAC_1_SQRT_2)));
@@ -573,7 +588,7 @@ mod avx2 {
 
     /// exp(a) for a ≤ 0 or NaN (Cephes' expf polynomial, ≤ 2 ulp); exactly 0 below −87.
     #[inline]
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     fn exp_neg8(a: __m256) -> __m256 {
         let c = _mm256_set1_ps;
         let tiny = _mm256_cmp_ps::<_CMP_LT_OQ>(a, c(-87.0));
@@ -589,7 +604,7 @@ mod avx2 {
             8.333_452e-3,
             4.166_579_6e-2,
             1.666_666_5e-1,
-            5.000_000_1e-1,
+            0.5,
         ] {
             p = _mm256_add_ps(_mm256_mul_ps(p, r), c(k));
         }
@@ -603,7 +618,7 @@ mod avx2 {
     }
 
     #[inline]
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     fn pdf8(x: __m256) -> __m256 {
         let c = _mm256_set1_ps;
         let cst = (std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2 * 0.5) as f32;
@@ -623,7 +638,7 @@ mod avx2 {
     }
 
     #[inline]
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     fn consts(k: &TableKernel, n: usize) -> Consts {
         let c = _mm256_set1_ps;
         Consts {
@@ -640,7 +655,7 @@ mod avx2 {
 
     /// In-range mask, node index (row offset added) and right weight of 8 elements: `locate`.
     #[inline]
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     fn locate8<const LINEAR: bool>(
         c: &Consts,
         xv: __m256,
@@ -670,7 +685,7 @@ mod avx2 {
     }
 
     #[inline]
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn lanes<const V: u8, const LINEAR: bool>(
         c: &Consts,
         xt: *const f32,
@@ -696,7 +711,7 @@ mod avx2 {
         }
     }
 
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn fwd<const V: u8, const LINEAR: bool>(
         k: &TableKernel,
         n: usize,
@@ -735,7 +750,7 @@ mod avx2 {
     ///
     /// # Safety
     /// AVX2 must be available; `k.xt` must hold every row the offsets name (n nodes each).
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     pub unsafe fn forward(
         k: &TableKernel,
         n: usize,
@@ -758,7 +773,7 @@ mod avx2 {
     /// # Safety
     /// AVX2 must be available; the tables must hold every row the offsets name.
     #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     pub unsafe fn backward<const V: u8, const LINEAR: bool>(
         k: &TableKernel,
         g: &GradTables,
@@ -859,7 +874,7 @@ mod tests {
 
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn erf8_is_erf_f32() {
+    fn erf8_is_as_accurate_as_erf_f32() {
         if !has_avx2() {
             return;
         }
@@ -883,7 +898,16 @@ mod tests {
             // SAFETY: AVX2 checked above; 8 values in and out.
             unsafe { _mm256_storeu_ps(out.as_mut_ptr(), avx2::erf8(_mm256_loadu_ps(c.as_ptr()))) };
             for (o, &v) in out.iter().zip(c) {
-                assert_eq!(o.to_bits(), erf_f32(v).to_bits(), "{v}");
+                let want = erf_f32(v);
+                let exact = libm::erf(v as f64);
+                assert!(
+                    (o.is_nan() && want.is_nan())
+                        || ((o - want).abs() <= 6e-7 && (*o as f64 - exact).abs() <= 5e-7),
+                    "{v}: {o} vs {want}"
+                );
+                if v.abs() >= 3.92 {
+                    assert_eq!(*o, want, "{v}");
+                }
             }
         }
     }

@@ -743,7 +743,22 @@ mod avx2 {
                 }
             }
         }
-        body::<V, LINEAR>(k, n, &x[main..], &mut y[main..], offs.map(|o| &o[main..]));
+        // The tail through the same lanes (padded), so that a result never depends on where an
+        // element falls in a slice.
+        let rem = len - main;
+        if rem > 0 {
+            let mut xb = [0f32; 8];
+            let mut ob = [0u32; 8];
+            let mut yb = [0f32; 8];
+            xb[..rem].copy_from_slice(&x[main..]);
+            if let Some(o) = offs {
+                ob[..rem].copy_from_slice(&o[main..]);
+            }
+            let off = _mm256_loadu_si256(ob.as_ptr() as *const __m256i);
+            let v = lanes::<V, LINEAR>(&c, xt, _mm256_loadu_ps(xb.as_ptr()), off);
+            _mm256_storeu_ps(yb.as_mut_ptr(), v);
+            y[main..].copy_from_slice(&yb[..rem]);
+        }
     }
 
     /// The forward of `dispatch_scalar`, 8 lanes at a time (the tail through the scalar body).
@@ -789,19 +804,36 @@ mod avx2 {
         let c = consts(k, n);
         let cs = _mm256_set1_ps;
         let len = x.len();
-        let main = len - len % 8;
         let (xt, dt) = (k.xt.as_ptr(), g.dt.as_ptr());
         let one = cs(1.0);
         let mul_out = cs(g.mul_out);
-        let dxt_lin = _mm256_mul_ps(c.scale, c.mul_in);
         let mut j = 0;
-        while j < main {
-            let off = match offs {
-                Some(o) => _mm256_loadu_si256(o.as_ptr().add(j) as *const __m256i),
+        while j < len {
+            let rem = (len - j).min(8);
+            let mut xb = [0f32; 8];
+            let mut gb = [0f32; 8];
+            let mut ob = [0u32; 8];
+            let (xp, gp, op) = if rem == 8 {
+                (
+                    x.as_ptr().add(j),
+                    dy.as_ptr().add(j),
+                    offs.map(|o| o.as_ptr().add(j)),
+                )
+            } else {
+                // The tail through the same lanes, padded.
+                xb[..rem].copy_from_slice(&x[j..]);
+                gb[..rem].copy_from_slice(&dy[j..]);
+                if let Some(o) = offs {
+                    ob[..rem].copy_from_slice(&o[j..]);
+                }
+                (xb.as_ptr(), gb.as_ptr(), offs.map(|_| ob.as_ptr()))
+            };
+            let off = match op {
+                Some(p) => _mm256_loadu_si256(p as *const __m256i),
                 None => _mm256_setzero_si256(),
             };
-            let xv = _mm256_loadu_ps(x.as_ptr().add(j));
-            let gv = _mm256_loadu_ps(dy.as_ptr().add(j));
+            let xv = _mm256_loadu_ps(xp);
+            let gv = _mm256_loadu_ps(gp);
             let (inr, i, f) = locate8::<LINEAR>(&c, xv, off);
             let (w, dxt) = if LINEAR {
                 let x0 = _mm256_i32gather_ps::<4>(xt, i);
@@ -809,7 +841,6 @@ mod avx2 {
                 let dd = _mm256_sub_ps(x1, x0);
                 // (x1 − x0)·scale·mul_in, in the scalar order
                 let dxt = _mm256_mul_ps(_mm256_mul_ps(dd, c.scale), c.mul_in);
-                let _ = dxt_lin;
                 (_mm256_add_ps(x0, _mm256_mul_ps(f, dd)), dxt)
             } else {
                 (
@@ -831,21 +862,25 @@ mod avx2 {
                 }
             };
             let d = _mm256_mul_ps(gv, _mm256_add_ps(_mm256_mul_ps(gr, dxt), direct));
-            _mm256_storeu_ps(dx.as_mut_ptr().add(j), d);
             let s = _mm256_and_ps(_mm256_mul_ps(_mm256_mul_ps(gv, gr), mul_out), inr);
-            _mm256_storeu_ps(sb.as_mut_ptr().add(j), s);
-            _mm256_storeu_si256(ib.as_mut_ptr().add(j) as *mut __m256i, i);
-            _mm256_storeu_ps(fb.as_mut_ptr().add(j), f);
-            j += 8;
-        }
-        let n_last = n as i32 - 1;
-        for j in main..len {
-            let off = offs.map_or(0, |o| o[j] as usize);
-            let (v, s, i, f) = grad_elem::<V, LINEAR>(k, g, x[j], dy[j], off, n_last);
-            dx[j] = v;
-            sb[j] = s;
-            ib[j] = i as u32;
-            fb[j] = f;
+            if rem == 8 {
+                _mm256_storeu_ps(dx.as_mut_ptr().add(j), d);
+                _mm256_storeu_ps(sb.as_mut_ptr().add(j), s);
+                _mm256_storeu_si256(ib.as_mut_ptr().add(j) as *mut __m256i, i);
+                _mm256_storeu_ps(fb.as_mut_ptr().add(j), f);
+            } else {
+                let mut t = [[0f32; 8]; 3];
+                let mut ti = [0u32; 8];
+                _mm256_storeu_ps(t[0].as_mut_ptr(), d);
+                _mm256_storeu_ps(t[1].as_mut_ptr(), s);
+                _mm256_storeu_ps(t[2].as_mut_ptr(), f);
+                _mm256_storeu_si256(ti.as_mut_ptr() as *mut __m256i, i);
+                dx[j..].copy_from_slice(&t[0][..rem]);
+                sb[j..].copy_from_slice(&t[1][..rem]);
+                fb[j..].copy_from_slice(&t[2][..rem]);
+                ib[j..].copy_from_slice(&ti[..rem]);
+            }
+            j += rem;
         }
     }
 }

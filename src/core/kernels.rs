@@ -290,7 +290,7 @@ fn pdf(x: f32) -> f32 {
 }
 
 /// dX of one element and the weight s = dY·∂y/∂x̃·mul_out of its dθ term (0 out of range), with
-/// its node and right weight.
+/// its node and right weight, and whether it is in range.
 #[inline(always)]
 fn grad_elem<const V: u8, const LINEAR: bool>(
     k: &TableKernel,
@@ -299,7 +299,7 @@ fn grad_elem<const V: u8, const LINEAR: bool>(
     gi: f32,
     off: usize,
     n_last: i32,
-) -> (f32, f32, usize, f32) {
+) -> (f32, f32, usize, f32, bool) {
     let (inr, i, f) = locate::<LINEAR>(k, xi, n_last);
     let i = off + i as usize;
     // SAFETY: as in `elem` (the gradient tables have the layout of xt).
@@ -325,7 +325,7 @@ fn grad_elem<const V: u8, const LINEAR: bool>(
     };
     let dx = gi * (gr * dxt + direct);
     let s = if inr { gi * gr * g.mul_out } else { 0.0 };
-    (dx, s, i, f)
+    (dx, s, i, f, inr)
 }
 
 /// Adds s·dT̂/dθ(node) of one element to `acc` (its channel's d sums), directly.
@@ -414,6 +414,7 @@ fn backward_impl<const V: u8, const LINEAR: bool>(
                     &mut sb[..m],
                     &mut ib[..m],
                     &mut fb[..m],
+                    total as u32,
                 )
             };
             done = true;
@@ -421,10 +422,10 @@ fn backward_impl<const V: u8, const LINEAR: bool>(
         if !done {
             for j in 0..m {
                 let off = if ch.c > 1 { o[j] as usize } else { 0 };
-                let (v, s, i, f) = grad_elem::<V, LINEAR>(k, g, xs[j], gs[j], off, n_last);
+                let (v, s, i, f, inr) = grad_elem::<V, LINEAR>(k, g, xs[j], gs[j], off, n_last);
                 dxs[j] = v;
                 sb[j] = s;
-                ib[j] = i as u32;
+                ib[j] = if inr { i } else { total + (j & 7) } as u32;
                 fb[j] = f;
             }
         }
@@ -432,13 +433,10 @@ fn backward_impl<const V: u8, const LINEAR: bool>(
         if d > 0 {
             match &mut acc {
                 Acc::Hist { s, sf } => {
+                    // Out-of-range elements carry s = 0 to a spare bin (lane j mod 8): no branch.
                     for j in 0..m {
                         let sj = sb[j] as f64;
-                        let i = if sb[j] == 0.0 {
-                            total + (j & 7)
-                        } else {
-                            ib[j] as usize
-                        };
+                        let i = ib[j] as usize;
                         s[i] += sj;
                         if LINEAR {
                             sf[i] += sj * fb[j] as f64;
@@ -447,8 +445,8 @@ fn backward_impl<const V: u8, const LINEAR: bool>(
                 }
                 Acc::Direct { acc, n } => {
                     for j in 0..m {
-                        if sb[j] != 0.0 || sb[j].is_nan() {
-                            let i = ib[j] as usize;
+                        let i = ib[j] as usize;
+                        if i < total {
                             let a = &mut acc[(i / *n) * d..(i / *n + 1) * d];
                             add_direct::<LINEAR>(g, a, i, sb[j], fb[j]);
                         }
@@ -800,7 +798,13 @@ mod avx2 {
         sb: &mut [f32],
         ib: &mut [u32],
         fb: &mut [f32],
+        spare: u32,
     ) {
+        // Out-of-range lanes name a spare bin: spare + lane.
+        let spare = _mm256_add_epi32(
+            _mm256_set1_epi32(spare as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        );
         let c = consts(k, n);
         let cs = _mm256_set1_ps;
         let len = x.len();
@@ -863,6 +867,7 @@ mod avx2 {
             };
             let d = _mm256_mul_ps(gv, _mm256_add_ps(_mm256_mul_ps(gr, dxt), direct));
             let s = _mm256_and_ps(_mm256_mul_ps(_mm256_mul_ps(gv, gr), mul_out), inr);
+            let i = _mm256_blendv_epi8(spare, i, _mm256_castps_si256(inr));
             if rem == 8 {
                 _mm256_storeu_ps(dx.as_mut_ptr().add(j), d);
                 _mm256_storeu_ps(sb.as_mut_ptr().add(j), s);

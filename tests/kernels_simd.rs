@@ -283,3 +283,27 @@ proptest! {
         check_backward(&act, "random", &xs, &dy);
     }
 }
+
+#[test]
+fn exact_forward_matches_reference() {
+    let b = basis::build(10, true, BasisKind::Qr).unwrap();
+    for variant in [Variant::Ditac, Variant::Ge, Variant::Leaky] {
+        let at = Attrs {
+            variant,
+            lut_size: 0,
+            ..Default::default()
+        };
+        let act = Activation::<f32>::from_theta(&at, &b, &THETA, false).unwrap();
+        for len in [0usize, 1, 7, 9, 513, 1500] {
+            let x = inputs(len, len as u64 + 5);
+            let (mut y1, mut y2) = (vec![0.0; len], vec![0.0; len]);
+            act.forward(&x, &mut y1);
+            act.forward_reference(&x, &mut y2);
+            if variant == Variant::Leaky {
+                same_bits(&y1, &y2, "exact leaky", &x);
+            } else {
+                same_up_to_erf(&y1, &y2, &format!("exact {variant:?}"), &x);
+            }
+        }
+    }
+}

@@ -6,7 +6,9 @@ use super::basis::Basis;
 use super::config::{validate_theta, Attrs, Interpolation, Variant};
 use super::cpa::Field;
 use super::error::{DitacError, Result};
-use super::kernels::{table_backward, table_forward, Channels, GradTables, TableKernel};
+use super::kernels::{
+    outer_forward, table_backward, table_forward, Channels, GradTables, TableKernel,
+};
 use super::real::{normal_cdf, normal_pdf, Real};
 use super::table::Table;
 
@@ -310,6 +312,20 @@ impl<R: Real> Activation<R> {
                 table_forward(&k, x32, y32);
                 return;
             }
+        }
+        if let (Mode::Exact { .. }, Some(_)) = (&self.mode, R::as_f32(x)) {
+            // The warp element by element, then the outer function 8 lanes at a time.
+            const BLOCK: usize = 512;
+            let mut wb = [R::ZERO; BLOCK];
+            let alpha = self.alpha.to_f64() as f32;
+            for (xc, yc) in x.chunks(BLOCK).zip(y.chunks_mut(BLOCK)) {
+                let m = xc.len();
+                self.warp_only(xc, &mut wb[..m]);
+                if let (Some((x32, y32)), Some(w32)) = (R::as_f32_io(xc, yc), R::as_f32(&wb[..m])) {
+                    outer_forward(self.variant, alpha, x32, w32, y32);
+                }
+            }
+            return;
         }
         self.forward_reference(x, y)
     }

@@ -134,12 +134,14 @@ fn channels_in_one_pass_equal_row_by_row() {
                 Activation::<f32>::from_theta(&at, &b, &th, false).unwrap()
             })
             .collect();
-        let mut xt = Vec::new();
+        let (mut xt, mut pairs) = (Vec::new(), Vec::new());
         for a in &rows {
             xt.extend_from_slice(a.table_kernel().unwrap().0.xt);
+            pairs.extend_from_slice(a.table_kernel().unwrap().0.pairs);
         }
         let mut k = rows[0].table_kernel().unwrap().0;
         k.xt = &xt;
+        k.pairs = &pairs;
         for inner in [1usize, 3, 8, 100] {
             for start in [0usize, 5, 13] {
                 let len = 1237;

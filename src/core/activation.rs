@@ -21,6 +21,11 @@ enum Mode<R: Real> {
         interp: Interpolation,
         scale: R,
         xt: Vec<R>,
+        /// (x̃_i, x̃_{i+1} − x̃_i) per node (the last with 0): one 64-bit gather per lane for
+        /// linear interpolation.
+        lin: Vec<R>,
+        /// (x̃_i, dT̂/du_i) per node, when built with gradients.
+        xdt: Vec<R>,
         table: Table<R>,
     },
     /// The closed form at every element.
@@ -69,12 +74,36 @@ impl<R: Real> Activation<R> {
             alpha: R::from_f64(attrs.alpha as f64),
             mode,
         };
-        if let Mode::Table { xt, table, .. } = &mut act.mode {
+        if let Mode::Table {
+            xt,
+            lin,
+            xdt,
+            table,
+            ..
+        } = &mut act.mode
+        {
             *xt = table
                 .t
                 .iter()
                 .map(|&t| (t + act.add_out) * act.mul_out)
                 .collect();
+            *lin = (0..xt.len())
+                .flat_map(|i| {
+                    let d = if i + 1 < xt.len() {
+                        xt[i + 1] - xt[i]
+                    } else {
+                        R::ZERO
+                    };
+                    [xt[i], d]
+                })
+                .collect();
+            if table.has_grad() {
+                *xdt = xt
+                    .iter()
+                    .zip(&table.dt)
+                    .flat_map(|(&x, &d)| [x, d])
+                    .collect();
+            }
         }
         act
     }
@@ -110,6 +139,8 @@ impl<R: Real> Activation<R> {
                 interp: attrs.interpolation,
                 scale: R::from_usize(n - 1),
                 xt: Vec::new(),
+                lin: Vec::new(),
+                xdt: Vec::new(),
                 table: Table::build(&field, n, with_grad),
             }
         };
@@ -139,6 +170,8 @@ impl<R: Real> Activation<R> {
                 interp: attrs.interpolation,
                 scale: R::from_usize(n - 1),
                 xt: Vec::new(),
+                lin: Vec::new(),
+                xdt: Vec::new(),
                 table: Table::from_values(t),
             },
         ))
@@ -194,6 +227,7 @@ impl<R: Real> Activation<R> {
                 scale,
                 xt,
                 table,
+                ..
             } => match interp {
                 Interpolation::Nearest => {
                     let i = Self::nearest(u, *scale, xt.len());
@@ -274,6 +308,8 @@ impl<R: Real> Activation<R> {
             interp,
             scale,
             xt,
+            lin,
+            xdt,
             table,
         } = &self.mode
         else {
@@ -287,6 +323,7 @@ impl<R: Real> Activation<R> {
             mul_in: self.mul_in.to_f64() as f32,
             scale: scale.to_f64() as f32,
             xt: xt32,
+            pairs: R::as_f32(lin)?,
             variant: self.variant,
             alpha: self.alpha.to_f64() as f32,
             linear: *interp == Interpolation::Linear,
@@ -294,6 +331,7 @@ impl<R: Real> Activation<R> {
         let g = if table.has_grad() {
             Some(GradTables {
                 dt: R::as_f32(&table.dt)?,
+                xdt: R::as_f32(xdt)?,
                 dtheta: R::as_f32(&table.dtheta)?,
                 d: table.d,
                 mul_out: self.mul_out.to_f64() as f32,

@@ -23,6 +23,9 @@ pub struct TableKernel<'a> {
     /// x̃ at the nodes, in original units (C rows of n nodes one after the other for
     /// [`table_forward_channels`]).
     pub xt: &'a [f32],
+    /// (x̃_i, x̃_{i+1} − x̃_i) per node, 2 floats a node, rows as `xt` (the last node of a row
+    /// with 0): what the AVX2 linear kernel gathers, 64 bits a lane.
+    pub pairs: &'a [f32],
     pub variant: Variant,
     pub alpha: f32,
     pub linear: bool,
@@ -33,6 +36,8 @@ pub struct TableKernel<'a> {
 pub struct GradTables<'a> {
     /// dT̂/du at the nodes.
     pub dt: &'a [f32],
+    /// (x̃_i, dT̂/du_i) per node, 2 floats a node (what the AVX2 nearest backward gathers).
+    pub xdt: &'a [f32],
     /// dT̂/dθ at the nodes, n×d row-major per channel row.
     pub dtheta: &'a [f32],
     pub d: usize,
@@ -521,6 +526,7 @@ fn table_backward_impl(
     assert!(dy.len() == x.len() && dx.len() == x.len());
     assert!(n >= 2 && ch.c >= 1 && k.xt.len() == n * ch.c);
     assert!(g.dt.len() == k.xt.len() && g.dtheta.len() == k.xt.len() * g.d);
+    assert!(g.xdt.len() == 2 * k.xt.len() && k.pairs.len() == 2 * k.xt.len());
     assert_eq!(dtheta.len(), ch.c * g.d);
     macro_rules! go {
         ($v:literal, $l:literal) => {
@@ -712,19 +718,39 @@ mod avx2 {
         }
     }
 
+    /// Gathers 8 pairs of floats (64 bits each, at pair index `idx`): (first, second) by lane.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn gather_pairs(p: *const f32, idx: __m256i) -> (__m256, __m256) {
+        let p = p as *const f64;
+        let lo = _mm256_castpd_ps(_mm256_i32gather_pd::<8>(p, _mm256_castsi256_si128(idx)));
+        let hi = _mm256_castpd_ps(_mm256_i32gather_pd::<8>(
+            p,
+            _mm256_extracti128_si256::<1>(idx),
+        ));
+        // lo = a0 b0 a1 b1 | a2 b2 a3 b3, hi = a4 b4 a5 b5 | a6 b6 a7 b7
+        let a = _mm256_shuffle_ps::<0b10_00_10_00>(lo, hi); // a0 a1 a4 a5 | a2 a3 a6 a7
+        let b = _mm256_shuffle_ps::<0b11_01_11_01>(lo, hi);
+        let fix = |v: __m256| {
+            _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
+        };
+        (fix(a), fix(b))
+    }
+
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn lanes<const V: u8, const LINEAR: bool>(
         c: &Consts,
         xt: *const f32,
+        pairs: *const f32,
         xv: __m256,
         off: __m256i,
     ) -> __m256 {
         let (inr, i, f) = locate8::<LINEAR>(c, xv, off);
         let warped = if LINEAR {
-            let x0 = _mm256_i32gather_ps::<4>(xt, i);
-            let x1 = _mm256_i32gather_ps::<4>(xt, _mm256_add_epi32(i, _mm256_set1_epi32(1)));
-            _mm256_add_ps(x0, _mm256_mul_ps(f, _mm256_sub_ps(x1, x0)))
+            // x0 + f·(x1 − x0), with x1 − x0 from the pair table (the same bits).
+            let (x0, dd) = gather_pairs(pairs, i);
+            _mm256_add_ps(x0, _mm256_mul_ps(f, dd))
         } else {
             _mm256_i32gather_ps::<4>(xt, i)
         };
@@ -750,13 +776,13 @@ mod avx2 {
         let c = consts(k, n);
         let len = x.len();
         let main = len - len % 8;
-        let (xp, yp, xt) = (x.as_ptr(), y.as_mut_ptr(), k.xt.as_ptr());
+        let (xp, yp, xt, pairs) = (x.as_ptr(), y.as_mut_ptr(), k.xt.as_ptr(), k.pairs.as_ptr());
         let mut j = 0;
         match offs {
             None => {
                 let zero = _mm256_setzero_si256();
                 while j < main {
-                    let v = lanes::<V, LINEAR>(&c, xt, _mm256_loadu_ps(xp.add(j)), zero);
+                    let v = lanes::<V, LINEAR>(&c, xt, pairs, _mm256_loadu_ps(xp.add(j)), zero);
                     _mm256_storeu_ps(yp.add(j), v);
                     j += 8;
                 }
@@ -765,7 +791,7 @@ mod avx2 {
                 let op = o.as_ptr() as *const __m256i;
                 while j < main {
                     let off = _mm256_loadu_si256(op.add(j / 8));
-                    let v = lanes::<V, LINEAR>(&c, xt, _mm256_loadu_ps(xp.add(j)), off);
+                    let v = lanes::<V, LINEAR>(&c, xt, pairs, _mm256_loadu_ps(xp.add(j)), off);
                     _mm256_storeu_ps(yp.add(j), v);
                     j += 8;
                 }
@@ -783,7 +809,7 @@ mod avx2 {
                 ob[..rem].copy_from_slice(&o[main..]);
             }
             let off = _mm256_loadu_si256(ob.as_ptr() as *const __m256i);
-            let v = lanes::<V, LINEAR>(&c, xt, _mm256_loadu_ps(xb.as_ptr()), off);
+            let v = lanes::<V, LINEAR>(&c, xt, pairs, _mm256_loadu_ps(xb.as_ptr()), off);
             _mm256_storeu_ps(yb.as_mut_ptr(), v);
             y[main..].copy_from_slice(&yb[..rem]);
         }
@@ -870,7 +896,7 @@ mod avx2 {
         let c = consts(k, n);
         let cs = _mm256_set1_ps;
         let len = x.len();
-        let (xt, dt) = (k.xt.as_ptr(), g.dt.as_ptr());
+        let (pairs, xdt) = (k.pairs.as_ptr(), g.xdt.as_ptr());
         let one = cs(1.0);
         let mul_out = cs(g.mul_out);
         let mut j = 0;
@@ -902,17 +928,12 @@ mod avx2 {
             let gv = _mm256_loadu_ps(gp);
             let (inr, i, f) = locate8::<LINEAR>(&c, xv, off);
             let (w, dxt) = if LINEAR {
-                let x0 = _mm256_i32gather_ps::<4>(xt, i);
-                let x1 = _mm256_i32gather_ps::<4>(xt, _mm256_add_epi32(i, _mm256_set1_epi32(1)));
-                let dd = _mm256_sub_ps(x1, x0);
+                let (x0, dd) = gather_pairs(pairs, i);
                 // (x1 − x0)·scale·mul_in, in the scalar order
                 let dxt = _mm256_mul_ps(_mm256_mul_ps(dd, c.scale), c.mul_in);
                 (_mm256_add_ps(x0, _mm256_mul_ps(f, dd)), dxt)
             } else {
-                (
-                    _mm256_i32gather_ps::<4>(xt, i),
-                    _mm256_i32gather_ps::<4>(dt, i),
-                )
+                gather_pairs(xdt, i)
             };
             let w = _mm256_blendv_ps(xv, w, inr);
             let dxt = _mm256_blendv_ps(one, dxt, inr);

@@ -261,7 +261,9 @@ struct Warps<R: Real> {
 struct Joined {
     n: usize,
     xt: Vec<f32>,
+    pairs: Vec<f32>,
     dt: Vec<f32>,
+    xdt: Vec<f32>,
     dtheta: Vec<f32>,
     d: usize,
 }
@@ -277,7 +279,9 @@ impl<R: Real> Warps<R> {
         let mut j = Joined {
             n,
             xt: Vec::with_capacity(n * acts.len()),
+            pairs: Vec::with_capacity(2 * n * acts.len()),
             dt: Vec::new(),
+            xdt: Vec::new(),
             dtheta: Vec::new(),
             d,
         };
@@ -287,8 +291,10 @@ impl<R: Real> Warps<R> {
                 return None;
             }
             j.xt.extend_from_slice(k.xt);
+            j.pairs.extend_from_slice(k.pairs);
             if let Some(g) = g {
                 j.dt.extend_from_slice(g.dt);
+                j.xdt.extend_from_slice(g.xdt);
                 j.dtheta.extend_from_slice(g.dtheta);
             }
         }
@@ -300,8 +306,10 @@ impl<R: Real> Warps<R> {
         let j = self.joined.as_ref()?;
         let (mut k, g) = self.acts[0].table_kernel()?;
         k.xt = &j.xt;
+        k.pairs = &j.pairs;
         let g = g.map(|g| GradTables {
             dt: &j.dt,
+            xdt: &j.xdt,
             dtheta: &j.dtheta,
             d: j.d,
             mul_out: g.mul_out,

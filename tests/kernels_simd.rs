@@ -309,3 +309,36 @@ fn exact_forward_matches_reference() {
         }
     }
 }
+
+/// For `perf stat -e cycles:u`: runs one kernel ($DITAC_KERNEL: nearest, linear, grad,
+/// grad_linear, exact) 100 times over 1M elements.
+#[test]
+#[ignore]
+fn kernel_loop() {
+    let which = std::env::var("DITAC_KERNEL").unwrap_or_else(|_| "nearest".into());
+    let b = basis::build(10, true, BasisKind::Qr).unwrap();
+    let at = Attrs {
+        interpolation: if which.contains("linear") {
+            Interpolation::Linear
+        } else {
+            Interpolation::Nearest
+        },
+        lut_size: if which == "exact" { 0 } else { 2048 },
+        ..Default::default()
+    };
+    let act = Activation::<f32>::from_theta(&at, &b, &THETA, true).unwrap();
+    let n = 1 << 20;
+    let x = inputs(n, 77);
+    let dy = vec![1.0f32; n];
+    let mut y = vec![0.0f32; n];
+    let mut dth = vec![0.0f64; 9];
+    let reps = if which == "exact" { 5 } else { 100 };
+    for _ in 0..reps {
+        if which.starts_with("grad") {
+            act.backward(&dy, &x, &mut y, &mut dth);
+        } else {
+            act.forward(&x, &mut y);
+        }
+    }
+    println!("{}", y[12345] as f64 + dth[0]);
+}

@@ -342,3 +342,23 @@ fn kernel_loop() {
     }
     println!("{}", y[12345] as f64 + dth[0]);
 }
+
+#[test]
+#[ignore]
+fn crossing_fraction() {
+    use ditac::core::cpa::Field;
+    let b = basis::build(10, true, BasisKind::Qr).unwrap();
+    let f = Field::<f32>::new(10, &b.to_f32(), 9, &THETA);
+    let mut cross = 0;
+    let n = 10000;
+    for i in 0..n {
+        let u = i as f32 / n as f32;
+        let tr = f.trace(u);
+        let c0 = ((u * 10.0).floor() as usize).min(9);
+        if tr.cell != c0 {
+            cross += 1;
+        }
+    }
+    println!("crossing fraction {}", cross as f64 / n as f64);
+    println!("A = {:?}", f.coefficients());
+}

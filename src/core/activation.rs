@@ -7,7 +7,7 @@ use super::config::{validate_theta, Attrs, Interpolation, Variant};
 use super::cpa::Field;
 use super::error::{DitacError, Result};
 use super::kernels::{
-    outer_forward, table_backward, table_forward, Channels, GradTables, TableKernel,
+    exact_forward, table_backward, table_forward, Channels, ExactKernel, GradTables, TableKernel,
 };
 use super::real::{normal_cdf, normal_pdf, Real};
 use super::table::Table;
@@ -29,7 +29,52 @@ enum Mode<R: Real> {
         table: Table<R>,
     },
     /// The closed form at every element.
-    Exact { field: Field<R> },
+    Exact {
+        field: Field<R>,
+        /// Per-cell constants of the vectorised float32 path (see `ExactKernel`).
+        cells: ExactCells,
+    },
+}
+
+/// Per-cell constants of ψ(u, 1) for the vectorised exact path (float32 semantics of difw).
+#[derive(Debug, Clone, Default)]
+struct ExactCells {
+    eta: Vec<f32>,
+    k1: Vec<f64>,
+    lb: Vec<f32>,
+    ub: Vec<f32>,
+    ok: Vec<u32>,
+}
+
+impl ExactCells {
+    /// Margin (normalised units) a result keeps from its cell's boundaries to be taken as a
+    /// trajectory that never left the cell.
+    const MARGIN: f32 = 1e-4;
+
+    fn new<R: Real>(field: &Field<R>) -> Self {
+        let nc = field.nc();
+        let a = field.coefficients();
+        let mut c = ExactCells::default();
+        for i in 0..nc {
+            let (ai, bi) = (a[2 * i].to_f64() as f32, a[2 * i + 1].to_f64() as f32);
+            // difw: eta = exp(t·a) in double rounded to float; (b/a) in float; the sum in double.
+            let eta = (ai as f64).exp() as f32;
+            c.eta.push(eta);
+            c.k1.push((bi / ai) as f64 * (eta as f64 - 1.0));
+            c.ok.push(if ai.abs() < f32::EPSILON { 0 } else { u32::MAX });
+            c.lb.push(if i == 0 {
+                f32::NEG_INFINITY
+            } else {
+                i as f32 / nc as f32 + Self::MARGIN
+            });
+            c.ub.push(if i + 1 == nc {
+                f32::INFINITY
+            } else {
+                (i + 1) as f32 / nc as f32 - Self::MARGIN
+            });
+        }
+        c
+    }
 }
 
 /// One warp with its interval, variant and evaluation mode.
@@ -132,7 +177,10 @@ impl<R: Real> Activation<R> {
         validate_theta(theta, d)?;
         let field = Field::<R>::new(attrs.tess(), &basis.to_f32(), d, theta);
         let mode = if attrs.lut_size == 0 {
-            Mode::Exact { field }
+            Mode::Exact {
+                cells: ExactCells::new(&field),
+                field,
+            }
         } else {
             let n = attrs.lut_size as usize;
             Mode::Table {
@@ -245,7 +293,7 @@ impl<R: Real> Activation<R> {
                     }
                 }
             },
-            Mode::Exact { field } => {
+            Mode::Exact { field, .. } => {
                 let tr = field.trace(u);
                 Warped {
                     xt: (tr.value + self.add_out) * self.mul_out,
@@ -351,18 +399,25 @@ impl<R: Real> Activation<R> {
                 return;
             }
         }
-        if let (Mode::Exact { .. }, Some(_)) = (&self.mode, R::as_f32(x)) {
-            // The warp element by element, then the outer function 8 lanes at a time.
-            const BLOCK: usize = 512;
-            let mut wb = [R::ZERO; BLOCK];
-            let alpha = self.alpha.to_f64() as f32;
-            for (xc, yc) in x.chunks(BLOCK).zip(y.chunks_mut(BLOCK)) {
-                let m = xc.len();
-                self.warp_only(xc, &mut wb[..m]);
-                if let (Some((x32, y32)), Some(w32)) = (R::as_f32_io(xc, yc), R::as_f32(&wb[..m])) {
-                    outer_forward(self.variant, alpha, x32, w32, y32);
-                }
-            }
+        if let (Mode::Exact { cells, .. }, Some((x32, y32))) = (&self.mode, R::as_f32_io(x, y)) {
+            let f = |v: R| v.to_f64() as f32;
+            let k = ExactKernel {
+                lo: f(self.lo),
+                hi: f(self.hi),
+                add_in: f(self.add_in),
+                mul_in: f(self.mul_in),
+                add_out: f(self.add_out),
+                mul_out: f(self.mul_out),
+                eta: &cells.eta,
+                k1: &cells.k1,
+                lb: &cells.lb,
+                ub: &cells.ub,
+                ok: &cells.ok,
+                variant: self.variant,
+                alpha: f(self.alpha),
+            };
+            let fallback = |xi: f32| self.warp(R::from_f64(xi as f64), false).xt.to_f64() as f32;
+            exact_forward(&k, x32, y32, &fallback);
             return;
         }
         self.forward_reference(x, y)
@@ -461,7 +516,7 @@ impl<R: Real> Activation<R> {
                     }
                 }
             }
-            Mode::Exact { field } => {
+            Mode::Exact { field, .. } => {
                 let tr = field.trace(u);
                 field.d_dtheta(u, &tr, out);
             }

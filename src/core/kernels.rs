@@ -314,6 +314,55 @@ pub fn outer_scalar(variant: Variant, alpha: f32, x: &[f32], w: &[f32], y: &mut 
     }
 }
 
+/// The exact (closed-form) warp in float32, vectorised for the trajectories that stay in their
+/// cell (ψ(u, 1) of difw, per-cell constants): the others (crossings, a tiny slope, a result
+/// within 1e-4 of a cell boundary) go through `fallback`, the scalar integrator. Per cell c:
+/// `eta[c]` = exp(a_c) rounded to f32, `k1[c]` = (b_c/a_c)·(eta − 1) in f64 (difw's op order),
+/// `lb[c]`, `ub[c]` the normalised bounds a result must lie within, `ok[c]` 0 where |a_c| < eps.
+#[derive(Clone, Copy)]
+pub struct ExactKernel<'a> {
+    pub lo: f32,
+    pub hi: f32,
+    pub add_in: f32,
+    pub mul_in: f32,
+    pub add_out: f32,
+    pub mul_out: f32,
+    pub eta: &'a [f32],
+    pub k1: &'a [f64],
+    pub lb: &'a [f32],
+    pub ub: &'a [f32],
+    pub ok: &'a [u32],
+    pub variant: Variant,
+    pub alpha: f32,
+}
+
+/// y = act(x) in exact mode; `fallback(x)` is x̃ for an in-range x through the scalar integrator.
+pub fn exact_forward(k: &ExactKernel, x: &[f32], y: &mut [f32], fallback: &dyn Fn(f32) -> f32) {
+    assert_eq!(x.len(), y.len());
+    let nc = k.eta.len();
+    assert!(
+        nc >= 1 && k.k1.len() == nc && k.lb.len() == nc && k.ub.len() == nc && k.ok.len() == nc
+    );
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2 and FMA are present; the per-cell tables have nc entries (checked above).
+        unsafe { avx2::exact(k, x, y, fallback) };
+        return;
+    }
+    let mut wb = [0f32; BLOCK];
+    for (xc, yc) in x.chunks(BLOCK).zip(y.chunks_mut(BLOCK)) {
+        let m = xc.len();
+        for (w, &xi) in wb[..m].iter_mut().zip(xc) {
+            *w = if xi >= k.lo && xi <= k.hi {
+                fallback(xi)
+            } else {
+                xi
+            };
+        }
+        outer_scalar(k.variant, k.alpha, xc, &wb[..m], yc);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Backward
 
@@ -864,6 +913,88 @@ mod avx2 {
                 Variant::Leaky => {
                     let pos = _mm256_cmp_ps::<_CMP_GE_OQ>(wv, _mm256_setzero_ps());
                     _mm256_blendv_ps(_mm256_mul_ps(av, wv), wv, pos)
+                }
+            };
+            let mut yb = [0f32; 8];
+            _mm256_storeu_ps(yb.as_mut_ptr(), v);
+            y[j..j + rem].copy_from_slice(&yb[..rem]);
+            j += rem;
+        }
+    }
+
+    /// `exact_forward` 8 lanes at a time.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; the per-cell tables must have the same length ≥ 1.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn exact(k: &ExactKernel, x: &[f32], y: &mut [f32], fallback: &dyn Fn(f32) -> f32) {
+        let c = _mm256_set1_ps;
+        let nc = k.eta.len();
+        let (lo, hi, add_in, mul_in) = (c(k.lo), c(k.hi), c(k.add_in), c(k.mul_in));
+        let (add_out, mul_out) = (c(k.add_out), c(k.mul_out));
+        let ncf = c(nc as f32);
+        let last = _mm256_set1_epi32(nc as i32 - 1);
+        let zero = _mm256_setzero_si256();
+        let av = c(k.alpha);
+        let len = x.len();
+        let mut j = 0;
+        while j < len {
+            let rem = (len - j).min(8);
+            let mut xb = [0f32; 8];
+            xb[..rem].copy_from_slice(&x[j..j + rem]);
+            let xv = _mm256_loadu_ps(xb.as_ptr());
+            let inr = _mm256_and_ps(
+                _mm256_cmp_ps::<_CMP_GE_OQ>(xv, lo),
+                _mm256_cmp_ps::<_CMP_LE_OQ>(xv, hi),
+            );
+            let u = _mm256_mul_ps(_mm256_add_ps(xv, add_in), mul_in);
+            // cell_of: clamp(floor(u·nc), 0, nc − 1) (out-of-range lanes: any cell, unused)
+            let ci = _mm256_cvttps_epi32(_mm256_floor_ps(_mm256_mul_ps(u, ncf)));
+            let ci = _mm256_min_epi32(_mm256_max_epi32(ci, zero), last);
+            let ci = _mm256_and_si256(ci, _mm256_castps_si256(inr));
+            let eta = _mm256_i32gather_ps::<4>(k.eta.as_ptr(), ci);
+            let k1lo = _mm256_i32gather_pd::<8>(k.k1.as_ptr(), _mm256_castsi256_si128(ci));
+            let k1hi = _mm256_i32gather_pd::<8>(k.k1.as_ptr(), _mm256_extracti128_si256::<1>(ci));
+            // ψ(u, 1) = f32(f64(eta·u) + k1)
+            let eu = _mm256_mul_ps(eta, u);
+            let vlo = _mm256_cvtpd_ps(_mm256_add_pd(
+                _mm256_cvtps_pd(_mm256_castps256_ps128(eu)),
+                k1lo,
+            ));
+            let vhi = _mm256_cvtpd_ps(_mm256_add_pd(
+                _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(eu)),
+                k1hi,
+            ));
+            let val = _mm256_set_m128(vhi, vlo);
+            let lb = _mm256_i32gather_ps::<4>(k.lb.as_ptr(), ci);
+            let ub = _mm256_i32gather_ps::<4>(k.ub.as_ptr(), ci);
+            let ok =
+                _mm256_castsi256_ps(_mm256_i32gather_epi32::<4>(k.ok.as_ptr() as *const i32, ci));
+            let inside = _mm256_and_ps(
+                _mm256_cmp_ps::<_CMP_GE_OQ>(val, lb),
+                _mm256_cmp_ps::<_CMP_LE_OQ>(val, ub),
+            );
+            let good = _mm256_and_ps(ok, inside);
+            let xt = _mm256_mul_ps(_mm256_add_ps(val, add_out), mul_out);
+            let mut w = _mm256_blendv_ps(xv, xt, inr);
+            // In range but not settled by the vector path: the scalar integrator.
+            let slow = _mm256_movemask_ps(_mm256_andnot_ps(good, inr)) as u32 & ((1u32 << rem) - 1);
+            if slow != 0 {
+                let mut wb = [0f32; 8];
+                _mm256_storeu_ps(wb.as_mut_ptr(), w);
+                for (l, wl) in wb.iter_mut().enumerate().take(rem) {
+                    if slow & (1 << l) != 0 {
+                        *wl = fallback(xb[l]);
+                    }
+                }
+                w = _mm256_loadu_ps(wb.as_ptr());
+            }
+            let v = match k.variant {
+                Variant::Ditac => _mm256_mul_ps(w, phi8(xv)),
+                Variant::Ge => _mm256_mul_ps(w, phi8(w)),
+                Variant::Leaky => {
+                    let pos = _mm256_cmp_ps::<_CMP_GE_OQ>(w, _mm256_setzero_ps());
+                    _mm256_blendv_ps(_mm256_mul_ps(av, w), w, pos)
                 }
             };
             let mut yb = [0f32; 8];

@@ -350,7 +350,10 @@ pub fn run(args: Args) -> Result<()> {
         // Run 0 warms up (first allocations, caches); runs alternate between the rows.
         for rep in 0..=args.repeats {
             pb.set_message(format!("{t} thread(s), round {rep}/{}", args.repeats));
-            for (i, (k, _)) in models.iter().enumerate() {
+            // Each round starts at another row, so that no row always follows the same one.
+            for r in 0..models.len() {
+                let i = (r + rep) % models.len();
+                let k = &models[i].0;
                 let s = &mut sessions[i];
                 let before = status_kb("VmRSS:");
                 let reset = can_reset && reset_peak();

@@ -44,6 +44,13 @@ struct ExactCells {
     lb: Vec<f32>,
     ub: Vec<f32>,
     ok: Vec<u32>,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    boa: Vec<f32>,
+    xup: Vec<f32>,
+    xdn: Vec<f32>,
+    t2up: Vec<f32>,
+    t2dn: Vec<f32>,
 }
 
 impl ExactCells {
@@ -71,6 +78,21 @@ impl ExactCells {
                 f32::INFINITY
             } else {
                 (i + 1) as f32 / nc as f32 - Self::MARGIN
+            });
+            c.a.push(ai);
+            c.b.push(bi);
+            c.boa.push(bi / ai);
+            let (r, l) = field.boundaries(i);
+            let f = |v: R| v.to_f64() as f32;
+            // NaN: no crossing that way (the vector path then leaves the lane to the integrator).
+            c.xup.push(if i + 1 < nc { f(r) } else { f32::NAN });
+            c.xdn.push(if i > 0 { f(l) } else { f32::NAN });
+            c.t2up
+                .push(field.entry_time(i + 1, false).map_or(f32::NAN, f));
+            c.t2dn.push(if i > 0 {
+                field.entry_time(i - 1, true).map_or(f32::NAN, f)
+            } else {
+                f32::NAN
             });
         }
         c
@@ -413,6 +435,13 @@ impl<R: Real> Activation<R> {
                 lb: &cells.lb,
                 ub: &cells.ub,
                 ok: &cells.ok,
+                a: &cells.a,
+                b: &cells.b,
+                boa: &cells.boa,
+                xup: &cells.xup,
+                xdn: &cells.xdn,
+                t2up: &cells.t2up,
+                t2dn: &cells.t2dn,
                 variant: self.variant,
                 alpha: f(self.alpha),
             };

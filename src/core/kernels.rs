@@ -332,6 +332,16 @@ pub struct ExactKernel<'a> {
     pub lb: &'a [f32],
     pub ub: &'a [f32],
     pub ok: &'a [u32],
+    /// Per cell: the coefficients a_c, b_c, b_c/a_c (f32), the boundaries right(c) / left(c) a
+    /// trajectory leaving upwards / downwards reaches (NaN where it cannot), and the hit time in
+    /// the next cell from there (NaN where none).
+    pub a: &'a [f32],
+    pub b: &'a [f32],
+    pub boa: &'a [f32],
+    pub xup: &'a [f32],
+    pub xdn: &'a [f32],
+    pub t2up: &'a [f32],
+    pub t2dn: &'a [f32],
     pub variant: Variant,
     pub alpha: f32,
 }
@@ -343,6 +353,9 @@ pub fn exact_forward(k: &ExactKernel, x: &[f32], y: &mut [f32], fallback: &dyn F
     assert!(
         nc >= 1 && k.k1.len() == nc && k.lb.len() == nc && k.ub.len() == nc && k.ok.len() == nc
     );
+    assert!([k.a, k.b, k.boa, k.xup, k.xdn, k.t2up, k.t2dn]
+        .iter()
+        .all(|v| v.len() == nc));
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: AVX2 and FMA are present; the per-cell tables have nc entries (checked above).
@@ -922,6 +935,134 @@ mod avx2 {
         }
     }
 
+    /// log(x) for positive normal x (Cephes' logf polynomial, about 1 ulp).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn log8(x: __m256) -> __m256 {
+        let c = _mm256_set1_ps;
+        let xi = _mm256_castps_si256(x);
+        let mut e = _mm256_sub_epi32(_mm256_srli_epi32::<23>(xi), _mm256_set1_epi32(127));
+        let mut m = _mm256_castsi256_ps(_mm256_or_si256(
+            _mm256_and_si256(xi, _mm256_set1_epi32(0x007f_ffff)),
+            _mm256_set1_epi32(0x3f80_0000),
+        ));
+        let big = _mm256_cmp_ps::<_CMP_GT_OQ>(m, c(std::f32::consts::SQRT_2));
+        m = _mm256_blendv_ps(m, _mm256_mul_ps(m, c(0.5)), big);
+        e = _mm256_sub_epi32(e, _mm256_castps_si256(big)); // big lanes are −1: e + 1
+        let ef = _mm256_cvtepi32_ps(e);
+        let f = _mm256_sub_ps(m, c(1.0));
+        let f2 = _mm256_mul_ps(f, f);
+        let mut p = c(7.037_683_6e-2);
+        for k in [
+            -1.151_461e-1,
+            1.167_699_9e-1,
+            -1.242_014_1e-1,
+            1.424_932_3e-1,
+            -1.666_805_8e-1,
+            2.000_071_4e-1,
+            -2.499_999_4e-1,
+            3.333_333e-1,
+        ] {
+            p = _mm256_fmadd_ps(p, f, c(k));
+        }
+        let mut y = _mm256_mul_ps(_mm256_mul_ps(p, f), f2);
+        y = _mm256_fmadd_ps(ef, c(-2.121_944_4e-4), y);
+        y = _mm256_fnmadd_ps(f2, c(0.5), y);
+        _mm256_fmadd_ps(ef, c(0.693_359_4), _mm256_add_ps(f, y))
+    }
+
+    /// exp(a) for |a| < 87 (Cephes' expf polynomial, about 1 ulp).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn exp8(a: __m256) -> __m256 {
+        let c = _mm256_set1_ps;
+        let a = _mm256_min_ps(c(87.0), _mm256_max_ps(c(-87.0), a));
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(a, c(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm256_fnmadd_ps(n, c(0.693_359_4), a);
+        let r = _mm256_fnmadd_ps(n, c(-2.121_944_4e-4), r);
+        let mut p = c(1.987_569_1e-4);
+        for k in [1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+            p = _mm256_fmadd_ps(p, r, c(k));
+        }
+        let e = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), c(1.0));
+        let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(n),
+            _mm256_set1_epi32(127),
+        )));
+        _mm256_mul_ps(e, pow2)
+    }
+
+    /// T̂(u) for trajectories that cross exactly one boundary, in difw's steps (hit time
+    /// log(v_c/v)/a, then ψ in the next cell for the time left), with vector log and exp (about
+    /// 1 ulp each, so T̂ within a few ulp of the integrator's). The mask keeps the lanes that are
+    /// clearly such trajectories (margins of 1e-4 in time and 1e-5 in velocity; slopes ≥ eps in
+    /// both cells); the others go to the integrator.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn crossing8(k: &ExactKernel, u: __m256, ci: __m256i) -> (__m256, __m256) {
+        let c = _mm256_set1_ps;
+        let g = |t: &[f32], i: __m256i| _mm256_i32gather_ps::<4>(t.as_ptr(), i);
+        let sign = c(-0.0);
+        let abs = |v: __m256| _mm256_andnot_ps(sign, v);
+        let (a0, b0) = (g(k.a, ci), g(k.b, ci));
+        let v = _mm256_add_ps(_mm256_mul_ps(a0, u), b0);
+        let up = _mm256_cmp_ps::<_CMP_GT_OQ>(v, _mm256_setzero_ps());
+        let xc = _mm256_blendv_ps(g(k.xdn, ci), g(k.xup, ci), up);
+        let vc = _mm256_add_ps(_mm256_mul_ps(a0, xc), b0);
+        let q = _mm256_div_ps(vc, v);
+        let thit = _mm256_div_ps(log8(q), a0);
+        let t1 = _mm256_sub_ps(c(1.0), thit);
+        let upi = _mm256_castps_si256(up);
+        // up lanes: c + 1 (−(−1)), down lanes: c − 1
+        let c1 = _mm256_add_epi32(
+            _mm256_sub_epi32(ci, upi),
+            _mm256_andnot_si256(upi, _mm256_set1_epi32(-1)),
+        );
+        let last = _mm256_set1_epi32(k.eta.len() as i32 - 1);
+        let c1 = _mm256_min_epi32(_mm256_max_epi32(c1, _mm256_setzero_si256()), last);
+        let t2 = _mm256_blendv_ps(g(k.t2dn, ci), g(k.t2up, ci), up);
+        let (a1, boa1) = (g(k.a, c1), g(k.boa, c1));
+        let ok0 = _mm256_castsi256_ps(_mm256_i32gather_epi32::<4>(k.ok.as_ptr() as *const i32, ci));
+        let ok1 = _mm256_castsi256_ps(_mm256_i32gather_epi32::<4>(k.ok.as_ptr() as *const i32, c1));
+        let mut good = _mm256_and_ps(ok0, ok1);
+        good = _mm256_and_ps(good, _mm256_cmp_ps::<_CMP_GT_OQ>(abs(v), c(1e-5)));
+        good = _mm256_and_ps(good, _mm256_cmp_ps::<_CMP_GT_OQ>(abs(vc), c(1e-5)));
+        good = _mm256_and_ps(good, _mm256_cmp_ps::<_CMP_GT_OQ>(q, c(0.0)));
+        good = _mm256_and_ps(good, _mm256_cmp_ps::<_CMP_LT_OQ>(thit, c(1.0 - 1e-4)));
+        good = _mm256_and_ps(good, _mm256_cmp_ps::<_CMP_GE_OQ>(thit, c(0.0)));
+        // The next cell must not be left in the time that remains (an infinite t2 is fine).
+        good = _mm256_and_ps(
+            good,
+            _mm256_cmp_ps::<_CMP_GT_OQ>(t2, _mm256_add_ps(t1, c(1e-4))),
+        );
+        // ψ(xc, t1) in cell c1: f32(f64(eta·xc) + f64(b/a)·(f64(eta) − 1))
+        let eta = exp8(_mm256_mul_ps(t1, a1));
+        let eu = _mm256_mul_ps(eta, xc);
+        let half = |v: __m256, hi: bool| {
+            if hi {
+                _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v))
+            } else {
+                _mm256_cvtps_pd(_mm256_castps256_ps128(v))
+            }
+        };
+        let one = _mm256_set1_pd(1.0);
+        let lo = _mm256_cvtpd_ps(_mm256_fmadd_pd(
+            half(boa1, false),
+            _mm256_sub_pd(half(eta, false), one),
+            half(eu, false),
+        ));
+        let hi = _mm256_cvtpd_ps(_mm256_fmadd_pd(
+            half(boa1, true),
+            _mm256_sub_pd(half(eta, true), one),
+            half(eu, true),
+        ));
+        let val = _mm256_set_m128(hi, lo);
+        let good = _mm256_and_ps(good, _mm256_cmp_ps::<_CMP_ORD_Q>(val, val));
+        (val, good)
+    }
+
     /// `exact_forward` 8 lanes at a time.
     ///
     /// # Safety
@@ -977,8 +1118,16 @@ mod avx2 {
             let good = _mm256_and_ps(ok, inside);
             let xt = _mm256_mul_ps(_mm256_add_ps(val, add_out), mul_out);
             let mut w = _mm256_blendv_ps(xv, xt, inr);
-            // In range but not settled by the vector path: the scalar integrator.
-            let slow = _mm256_movemask_ps(_mm256_andnot_ps(good, inr)) as u32 & ((1u32 << rem) - 1);
+            // In range but not settled: one crossing in vector form, else the scalar integrator.
+            let mut slow =
+                _mm256_movemask_ps(_mm256_andnot_ps(good, inr)) as u32 & ((1u32 << rem) - 1);
+            if slow != 0 {
+                let (v1, good1) = crossing8(k, u, ci);
+                let take = _mm256_and_ps(_mm256_andnot_ps(good, inr), good1);
+                let xt1 = _mm256_mul_ps(_mm256_add_ps(v1, add_out), mul_out);
+                w = _mm256_blendv_ps(w, xt1, take);
+                slow &= !(_mm256_movemask_ps(take) as u32);
+            }
             if slow != 0 {
                 let mut wb = [0f32; 8];
                 _mm256_storeu_ps(wb.as_mut_ptr(), w);

@@ -300,7 +300,9 @@ fn exact_warp_within_a_few_ulp() {
             ..Default::default()
         };
         let act = Activation::<f32>::from_theta(&at, &b, &th, false).unwrap();
-        let x: Vec<f32> = (0..20_000).map(|i| -1.0 + 3.5 * i as f32 / 20_000.0).collect();
+        let x: Vec<f32> = (0..20_000)
+            .map(|i| -1.0 + 3.5 * i as f32 / 20_000.0)
+            .collect();
         let (mut y1, mut y2) = (vec![0.0; x.len()], vec![0.0; x.len()]);
         act.forward(&x, &mut y1);
         act.forward_reference(&x, &mut y2);

@@ -39,18 +39,15 @@ enum Mode<R: Real> {
 /// Per-cell constants of ψ(u, 1) for the vectorised exact path (float32 semantics of difw).
 #[derive(Debug, Clone, Default)]
 struct ExactCells {
-    eta: Vec<f32>,
-    k1: Vec<f64>,
-    lb: Vec<f32>,
+    /// Per cell, as pairs gathered 64 bits a lane: (eta, lower bound), (a, b), (right, left)
+    /// boundary reached leaving up / down, (hit time in the next cell up, down), (a, b/a).
+    eta_lb: Vec<f32>,
     ub: Vec<f32>,
-    ok: Vec<u32>,
-    a: Vec<f32>,
-    b: Vec<f32>,
-    boa: Vec<f32>,
-    xup: Vec<f32>,
-    xdn: Vec<f32>,
-    t2up: Vec<f32>,
-    t2dn: Vec<f32>,
+    k1: Vec<f64>,
+    ab: Vec<f32>,
+    xud: Vec<f32>,
+    tud: Vec<f32>,
+    aboa: Vec<f32>,
 }
 
 impl ExactCells {
@@ -62,38 +59,44 @@ impl ExactCells {
         let nc = field.nc();
         let a = field.coefficients();
         let mut c = ExactCells::default();
+        let f = |v: R| v.to_f64() as f32;
         for i in 0..nc {
-            let (ai, bi) = (a[2 * i].to_f64() as f32, a[2 * i + 1].to_f64() as f32);
+            let (ai, bi) = (f(a[2 * i]), f(a[2 * i + 1]));
             // difw: eta = exp(t·a) in double rounded to float; (b/a) in float; the sum in double.
             let eta = (ai as f64).exp() as f32;
-            c.eta.push(eta);
-            c.k1.push((bi / ai) as f64 * (eta as f64 - 1.0));
-            c.ok.push(if ai.abs() < f32::EPSILON { 0 } else { u32::MAX });
-            c.lb.push(if i == 0 {
+            // |a| < eps: difw's other formula; the vector path leaves such cells to the
+            // integrator (a lower bound of +∞, NaN boundaries and b/a).
+            let ok = ai.abs() >= f32::EPSILON;
+            let lb = if !ok {
+                f32::INFINITY
+            } else if i == 0 {
                 f32::NEG_INFINITY
             } else {
                 i as f32 / nc as f32 + Self::MARGIN
-            });
+            };
+            c.eta_lb.extend([eta, lb]);
+            c.k1.push((bi / ai) as f64 * (eta as f64 - 1.0));
             c.ub.push(if i + 1 == nc {
                 f32::INFINITY
             } else {
                 (i + 1) as f32 / nc as f32 - Self::MARGIN
             });
-            c.a.push(ai);
-            c.b.push(bi);
-            c.boa.push(bi / ai);
+            c.ab.extend([ai, bi]);
+            c.aboa.extend([ai, if ok { bi / ai } else { f32::NAN }]);
             let (r, l) = field.boundaries(i);
-            let f = |v: R| v.to_f64() as f32;
             // NaN: no crossing that way (the vector path then leaves the lane to the integrator).
-            c.xup.push(if i + 1 < nc { f(r) } else { f32::NAN });
-            c.xdn.push(if i > 0 { f(l) } else { f32::NAN });
-            c.t2up
-                .push(field.entry_time(i + 1, false).map_or(f32::NAN, f));
-            c.t2dn.push(if i > 0 {
-                field.entry_time(i - 1, true).map_or(f32::NAN, f)
-            } else {
-                f32::NAN
-            });
+            c.xud.extend([
+                if ok && i + 1 < nc { f(r) } else { f32::NAN },
+                if ok && i > 0 { f(l) } else { f32::NAN },
+            ]);
+            c.tud.extend([
+                field.entry_time(i + 1, false).map_or(f32::NAN, f),
+                if i > 0 {
+                    field.entry_time(i - 1, true).map_or(f32::NAN, f)
+                } else {
+                    f32::NAN
+                },
+            ]);
         }
         c
     }
@@ -430,18 +433,13 @@ impl<R: Real> Activation<R> {
                 mul_in: f(self.mul_in),
                 add_out: f(self.add_out),
                 mul_out: f(self.mul_out),
-                eta: &cells.eta,
-                k1: &cells.k1,
-                lb: &cells.lb,
+                eta_lb: &cells.eta_lb,
                 ub: &cells.ub,
-                ok: &cells.ok,
-                a: &cells.a,
-                b: &cells.b,
-                boa: &cells.boa,
-                xup: &cells.xup,
-                xdn: &cells.xdn,
-                t2up: &cells.t2up,
-                t2dn: &cells.t2dn,
+                k1: &cells.k1,
+                ab: &cells.ab,
+                xud: &cells.xud,
+                tud: &cells.tud,
+                aboa: &cells.aboa,
                 variant: self.variant,
                 alpha: f(self.alpha),
             };

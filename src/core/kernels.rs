@@ -315,10 +315,14 @@ pub fn outer_scalar(variant: Variant, alpha: f32, x: &[f32], w: &[f32], y: &mut 
 }
 
 /// The exact (closed-form) warp in float32, vectorised for the trajectories that stay in their
-/// cell (ψ(u, 1) of difw, per-cell constants): the others (crossings, a tiny slope, a result
-/// within 1e-4 of a cell boundary) go through `fallback`, the scalar integrator. Per cell c:
-/// `eta[c]` = exp(a_c) rounded to f32, `k1[c]` = (b_c/a_c)·(eta − 1) in f64 (difw's op order),
-/// `lb[c]`, `ub[c]` the normalised bounds a result must lie within, `ok[c]` 0 where |a_c| < eps.
+/// cell (ψ(u, 1) of difw from per-cell constants: the integrator's bits) or cross one boundary
+/// (vector log and exp: within a few ulp); the others (more crossings, a slope below eps, a result
+/// or a hit time within 1e-4 of a boundary) go through `fallback`, the scalar integrator. Per cell
+/// c, pairs of floats (gathered 64 bits a lane): `eta_lb` = (exp(a_c) rounded to f32, the lower
+/// bound of a settled result, +∞ where |a_c| < eps), `ab` = (a_c, b_c), `xud` = (right(c),
+/// left(c)) reached leaving up / down (NaN where impossible or |a_c| < eps), `tud` = the hit time
+/// in the next cell up / down from there (NaN where none), `aboa` = (a_c, b_c/a_c, NaN where
+/// |a_c| < eps); `ub` the upper bound of a settled result and `k1` = (b_c/a_c)·(eta − 1) in f64.
 #[derive(Clone, Copy)]
 pub struct ExactKernel<'a> {
     pub lo: f32,
@@ -327,21 +331,13 @@ pub struct ExactKernel<'a> {
     pub mul_in: f32,
     pub add_out: f32,
     pub mul_out: f32,
-    pub eta: &'a [f32],
-    pub k1: &'a [f64],
-    pub lb: &'a [f32],
+    pub eta_lb: &'a [f32],
     pub ub: &'a [f32],
-    pub ok: &'a [u32],
-    /// Per cell: the coefficients a_c, b_c, b_c/a_c (f32), the boundaries right(c) / left(c) a
-    /// trajectory leaving upwards / downwards reaches (NaN where it cannot), and the hit time in
-    /// the next cell from there (NaN where none).
-    pub a: &'a [f32],
-    pub b: &'a [f32],
-    pub boa: &'a [f32],
-    pub xup: &'a [f32],
-    pub xdn: &'a [f32],
-    pub t2up: &'a [f32],
-    pub t2dn: &'a [f32],
+    pub k1: &'a [f64],
+    pub ab: &'a [f32],
+    pub xud: &'a [f32],
+    pub tud: &'a [f32],
+    pub aboa: &'a [f32],
     pub variant: Variant,
     pub alpha: f32,
 }
@@ -349,13 +345,11 @@ pub struct ExactKernel<'a> {
 /// y = act(x) in exact mode; `fallback(x)` is x̃ for an in-range x through the scalar integrator.
 pub fn exact_forward(k: &ExactKernel, x: &[f32], y: &mut [f32], fallback: &dyn Fn(f32) -> f32) {
     assert_eq!(x.len(), y.len());
-    let nc = k.eta.len();
-    assert!(
-        nc >= 1 && k.k1.len() == nc && k.lb.len() == nc && k.ub.len() == nc && k.ok.len() == nc
-    );
-    assert!([k.a, k.b, k.boa, k.xup, k.xdn, k.t2up, k.t2dn]
+    let nc = k.ub.len();
+    assert!(nc >= 1 && k.k1.len() == nc);
+    assert!([k.eta_lb, k.ab, k.xud, k.tud, k.aboa]
         .iter()
-        .all(|v| v.len() == nc));
+        .all(|v| v.len() == 2 * nc));
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: AVX2 and FMA are present; the per-cell tables have nc entries (checked above).
@@ -983,7 +977,13 @@ mod avx2 {
         let r = _mm256_fnmadd_ps(n, c(0.693_359_4), a);
         let r = _mm256_fnmadd_ps(n, c(-2.121_944_4e-4), r);
         let mut p = c(1.987_569_1e-4);
-        for k in [1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+        for k in [
+            1.398_2e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            0.5,
+        ] {
             p = _mm256_fmadd_ps(p, r, c(k));
         }
         let e = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), c(1.0));
@@ -1003,13 +1003,13 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn crossing8(k: &ExactKernel, u: __m256, ci: __m256i) -> (__m256, __m256) {
         let c = _mm256_set1_ps;
-        let g = |t: &[f32], i: __m256i| _mm256_i32gather_ps::<4>(t.as_ptr(), i);
         let sign = c(-0.0);
         let abs = |v: __m256| _mm256_andnot_ps(sign, v);
-        let (a0, b0) = (g(k.a, ci), g(k.b, ci));
+        let (a0, b0) = gather_pairs(k.ab.as_ptr(), ci);
         let v = _mm256_add_ps(_mm256_mul_ps(a0, u), b0);
         let up = _mm256_cmp_ps::<_CMP_GT_OQ>(v, _mm256_setzero_ps());
-        let xc = _mm256_blendv_ps(g(k.xdn, ci), g(k.xup, ci), up);
+        let (xup, xdn) = gather_pairs(k.xud.as_ptr(), ci);
+        let xc = _mm256_blendv_ps(xdn, xup, up);
         let vc = _mm256_add_ps(_mm256_mul_ps(a0, xc), b0);
         let q = _mm256_div_ps(vc, v);
         let thit = _mm256_div_ps(log8(q), a0);
@@ -1020,14 +1020,13 @@ mod avx2 {
             _mm256_sub_epi32(ci, upi),
             _mm256_andnot_si256(upi, _mm256_set1_epi32(-1)),
         );
-        let last = _mm256_set1_epi32(k.eta.len() as i32 - 1);
+        let last = _mm256_set1_epi32(k.ub.len() as i32 - 1);
         let c1 = _mm256_min_epi32(_mm256_max_epi32(c1, _mm256_setzero_si256()), last);
-        let t2 = _mm256_blendv_ps(g(k.t2dn, ci), g(k.t2up, ci), up);
-        let (a1, boa1) = (g(k.a, c1), g(k.boa, c1));
-        let ok0 = _mm256_castsi256_ps(_mm256_i32gather_epi32::<4>(k.ok.as_ptr() as *const i32, ci));
-        let ok1 = _mm256_castsi256_ps(_mm256_i32gather_epi32::<4>(k.ok.as_ptr() as *const i32, c1));
-        let mut good = _mm256_and_ps(ok0, ok1);
-        good = _mm256_and_ps(good, _mm256_cmp_ps::<_CMP_GT_OQ>(abs(v), c(1e-5)));
+        let (t2up, t2dn) = gather_pairs(k.tud.as_ptr(), ci);
+        let t2 = _mm256_blendv_ps(t2dn, t2up, up);
+        let (a1, boa1) = gather_pairs(k.aboa.as_ptr(), c1);
+        // A slope below eps in the first cell made xc NaN, in the second b/a NaN: not good.
+        let mut good = _mm256_cmp_ps::<_CMP_GT_OQ>(abs(v), c(1e-5));
         good = _mm256_and_ps(good, _mm256_cmp_ps::<_CMP_GT_OQ>(abs(vc), c(1e-5)));
         good = _mm256_and_ps(good, _mm256_cmp_ps::<_CMP_GT_OQ>(q, c(0.0)));
         good = _mm256_and_ps(good, _mm256_cmp_ps::<_CMP_LT_OQ>(thit, c(1.0 - 1e-4)));
@@ -1070,7 +1069,7 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn exact(k: &ExactKernel, x: &[f32], y: &mut [f32], fallback: &dyn Fn(f32) -> f32) {
         let c = _mm256_set1_ps;
-        let nc = k.eta.len();
+        let nc = k.ub.len();
         let (lo, hi, add_in, mul_in) = (c(k.lo), c(k.hi), c(k.add_in), c(k.mul_in));
         let (add_out, mul_out) = (c(k.add_out), c(k.mul_out));
         let ncf = c(nc as f32);
@@ -1093,7 +1092,7 @@ mod avx2 {
             let ci = _mm256_cvttps_epi32(_mm256_floor_ps(_mm256_mul_ps(u, ncf)));
             let ci = _mm256_min_epi32(_mm256_max_epi32(ci, zero), last);
             let ci = _mm256_and_si256(ci, _mm256_castps_si256(inr));
-            let eta = _mm256_i32gather_ps::<4>(k.eta.as_ptr(), ci);
+            let (eta, lb) = gather_pairs(k.eta_lb.as_ptr(), ci);
             let k1lo = _mm256_i32gather_pd::<8>(k.k1.as_ptr(), _mm256_castsi256_si128(ci));
             let k1hi = _mm256_i32gather_pd::<8>(k.k1.as_ptr(), _mm256_extracti128_si256::<1>(ci));
             // ψ(u, 1) = f32(f64(eta·u) + k1)
@@ -1107,15 +1106,11 @@ mod avx2 {
                 k1hi,
             ));
             let val = _mm256_set_m128(vhi, vlo);
-            let lb = _mm256_i32gather_ps::<4>(k.lb.as_ptr(), ci);
             let ub = _mm256_i32gather_ps::<4>(k.ub.as_ptr(), ci);
-            let ok =
-                _mm256_castsi256_ps(_mm256_i32gather_epi32::<4>(k.ok.as_ptr() as *const i32, ci));
-            let inside = _mm256_and_ps(
+            let good = _mm256_and_ps(
                 _mm256_cmp_ps::<_CMP_GE_OQ>(val, lb),
                 _mm256_cmp_ps::<_CMP_LE_OQ>(val, ub),
             );
-            let good = _mm256_and_ps(ok, inside);
             let xt = _mm256_mul_ps(_mm256_add_ps(val, add_out), mul_out);
             let mut w = _mm256_blendv_ps(xv, xt, inr);
             // In range but not settled: one crossing in vector form, else the scalar integrator.

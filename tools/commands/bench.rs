@@ -450,10 +450,15 @@ pub fn run(args: Args) -> Result<()> {
             }
             let f =
                 |v: &Value, p: usize| v.as_f64().map_or("–".to_string(), |x| format!("{x:.p$}"));
+            let ms = j["median_ms"].as_f64().unwrap_or(f64::NAN);
             println!(
                 "| {} | {} | {} | {} | {} | {} |",
                 r.label,
-                f(&j["median_ms"], 2),
+                if ms < 1.0 {
+                    format!("{ms:.4}")
+                } else {
+                    format!("{ms:.2}")
+                },
                 f(&j["gelem_per_s"], 3),
                 f(&j["ratio_to_gelu"], 2),
                 if t == 1 {

@@ -640,44 +640,77 @@ mod avx2 {
 
     /// The lane form of `erf_f32` with fused multiply-adds in the polynomials (as accurate,
     /// within 6e-7 of the scalar form, and exactly ±1 beyond |x| = 3.92 as it is).
+    #[cfg(test)]
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub fn erf8(x: __m256) -> __m256 {
+        erf8n([x])[0]
+    }
+
+    /// `erf8` on N vectors at once, step by step: each constant is loaded once for all N (the
+    /// loop is bound by loads otherwise), and the lanes see the very same operations.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub fn erf8n<const N: usize>(x: [__m256; N]) -> [__m256; N] {
         let c = _mm256_set1_ps;
+        let (lo, hi) = (c(-4.0), c(4.0));
         // max/min return their second operand when one is NaN: NaN stays NaN, as `clamp`.
-        let x = _mm256_min_ps(c(4.0), _mm256_max_ps(c(-4.0), x));
-        let x2 = _mm256_mul_ps(x, x);
-        let step = |p: __m256, k: f32| _mm256_fmadd_ps(x2, p, c(k));
-        let mut p = _mm256_fmadd_ps(x2, c(-2.726_142_3e-10), c(2.770_681_4e-8));
-        p = step(p, -2.101_024e-6);
-        p = step(p, -5.692_506_4e-5);
-        p = step(p, -7.349_906_3e-4);
-        p = step(p, -2.954_6e-3);
-        p = step(p, -1.609_603_3e-2);
-        let p = _mm256_mul_ps(x, p);
-        let mut q = _mm256_fmadd_ps(x2, c(-1.456_607_2e-5), c(-2.133_740_6e-4));
-        q = step(q, -1.682_827e-3);
-        q = step(q, -7.373_329_2e-3);
-        q = step(q, -1.426_474e-2);
+        let x: [__m256; N] = std::array::from_fn(|i| _mm256_min_ps(hi, _mm256_max_ps(lo, x[i])));
+        let x2: [__m256; N] = std::array::from_fn(|i| _mm256_mul_ps(x[i], x[i]));
+        let (k0, k1) = (c(-2.726_142_3e-10), c(2.770_681_4e-8));
+        let mut p: [__m256; N] = std::array::from_fn(|i| _mm256_fmadd_ps(x2[i], k0, k1));
+        for k in [
+            -2.101_024e-6,
+            -5.692_506_4e-5,
+            -7.349_906_3e-4,
+            -2.954_6e-3,
+            -1.609_603_3e-2,
+        ] {
+            let kv = c(k);
+            for i in 0..N {
+                p[i] = _mm256_fmadd_ps(x2[i], p[i], kv);
+            }
+        }
+        for i in 0..N {
+            p[i] = _mm256_mul_ps(x[i], p[i]);
+        }
+        let (q0, q1) = (c(-1.456_607_2e-5), c(-2.133_740_6e-4));
+        let mut q: [__m256; N] = std::array::from_fn(|i| _mm256_fmadd_ps(x2[i], q0, q1));
+        for k in [-1.682_827e-3, -7.373_329_2e-3, -1.426_474e-2] {
+            let kv = c(k);
+            for i in 0..N {
+                q[i] = _mm256_fmadd_ps(x2[i], q[i], kv);
+            }
+        }
         // p/q through the reciprocal estimate and one Newton step (q ≤ −0.0143, far from 0):
         // within an ulp or two of the division, at a fraction of its cost.
-        let y0 = _mm256_rcp_ps(q);
-        let y1 = _mm256_fmadd_ps(_mm256_fnmadd_ps(q, y0, c(1.0)), y0, y0);
-        let r = _mm256_mul_ps(p, y1);
-        let r = _mm256_min_ps(c(1.0), _mm256_max_ps(c(-1.0), r));
-        let sign = c(-0.0);
-        let ax = _mm256_andnot_ps(sign, x);
-        let big = _mm256_cmp_ps::<_CMP_GE_OQ>(ax, c(3.92));
-        let one = _mm256_or_ps(_mm256_and_ps(x, sign), c(1.0));
-        _mm256_blendv_ps(r, one, big)
+        let (one, m1, sign, lim) = (c(1.0), c(-1.0), c(-0.0), c(3.92));
+        std::array::from_fn(|i| {
+            let y0 = _mm256_rcp_ps(q[i]);
+            let y1 = _mm256_fmadd_ps(_mm256_fnmadd_ps(q[i], y0, one), y0, y0);
+            let r = _mm256_mul_ps(p[i], y1);
+            let r = _mm256_min_ps(one, _mm256_max_ps(m1, r));
+            let ax = _mm256_andnot_ps(sign, x[i]);
+            let big = _mm256_cmp_ps::<_CMP_GE_OQ>(ax, lim);
+            let pm1 = _mm256_or_ps(_mm256_and_ps(x[i], sign), one);
+            _mm256_blendv_ps(r, pm1, big)
+        })
     }
 
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     fn phi8(v: __m256) -> __m256 {
+        phi8n([v])[0]
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn phi8n<const N: usize>(v: [__m256; N]) -> [__m256; N] {
         let c = _mm256_set1_ps;
-        let e = erf8(_mm256_mul_ps(v, c(std::f32::consts::FRAC_1_SQRT_2)));
-        _mm256_mul_ps(c(0.5), _mm256_add_ps(c(1.0), e))
+        let s = c(std::f32::consts::FRAC_1_SQRT_2);
+        let e: [__m256; N] = erf8n(std::array::from_fn(|i| _mm256_mul_ps(v[i], s)));
+        let h = c(0.5);
+        std::array::from_fn(|i| _mm256_fmadd_ps(e[i], h, h))
     }
 
     /// exp(a) for a ≤ 0 or NaN (Cephes' expf polynomial, ≤ 2 ulp); exactly 0 below −87.
@@ -760,8 +793,10 @@ mod avx2 {
             _mm256_cmp_ps::<_CMP_LE_OQ>(xv, c.hi),
         );
         let u = _mm256_mul_ps(_mm256_add_ps(xv, c.add_in), c.mul_in);
-        // inr ? u·scale : +0
-        let p = _mm256_and_ps(_mm256_mul_ps(u, c.scale), inr);
+        // Out-of-range lanes (and NaN, ±∞) may give any p: the clamped index stays in the row
+        // (a float too large or NaN converts to i32::MIN, clamped to 0), and their node is
+        // blended away by the callers.
+        let p = _mm256_mul_ps(u, c.scale);
         let zero = _mm256_setzero_si256();
         if LINEAR {
             let i = _mm256_cvttps_epi32(_mm256_floor_ps(p));
@@ -825,6 +860,42 @@ mod avx2 {
         }
     }
 
+    /// `lanes` on two vectors at once (the outer function's erf shares its constants).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn lanes2<const V: u8, const LINEAR: bool>(
+        c: &Consts,
+        xt: *const f32,
+        pairs: *const f32,
+        xv: [__m256; 2],
+        off: [__m256i; 2],
+    ) -> [__m256; 2] {
+        let w: [__m256; 2] = std::array::from_fn(|h| {
+            let (inr, i, f) = locate8::<LINEAR>(c, xv[h], off[h]);
+            let warped = if LINEAR {
+                let (x0, dd) = gather_pairs(pairs, i);
+                _mm256_add_ps(x0, _mm256_mul_ps(f, dd))
+            } else {
+                _mm256_i32gather_ps::<4>(xt, i)
+            };
+            _mm256_blendv_ps(xv[h], warped, inr)
+        });
+        match V {
+            0 => {
+                let p = phi8n(xv);
+                [_mm256_mul_ps(w[0], p[0]), _mm256_mul_ps(w[1], p[1])]
+            }
+            1 => {
+                let p = phi8n(w);
+                [_mm256_mul_ps(w[0], p[0]), _mm256_mul_ps(w[1], p[1])]
+            }
+            _ => std::array::from_fn(|h| {
+                let pos = _mm256_cmp_ps::<_CMP_GE_OQ>(w[h], _mm256_setzero_ps());
+                _mm256_blendv_ps(_mm256_mul_ps(c.alpha, w[h]), w[h], pos)
+            }),
+        }
+    }
+
     #[target_feature(enable = "avx2,fma")]
     unsafe fn fwd<const V: u8, const LINEAR: bool>(
         k: &TableKernel,
@@ -841,6 +912,13 @@ mod avx2 {
         match offs {
             None => {
                 let zero = _mm256_setzero_si256();
+                while j + 16 <= main {
+                    let xv = [_mm256_loadu_ps(xp.add(j)), _mm256_loadu_ps(xp.add(j + 8))];
+                    let v = lanes2::<V, LINEAR>(&c, xt, pairs, xv, [zero; 2]);
+                    _mm256_storeu_ps(yp.add(j), v[0]);
+                    _mm256_storeu_ps(yp.add(j + 8), v[1]);
+                    j += 16;
+                }
                 while j < main {
                     let v = lanes::<V, LINEAR>(&c, xt, pairs, _mm256_loadu_ps(xp.add(j)), zero);
                     _mm256_storeu_ps(yp.add(j), v);
@@ -849,6 +927,17 @@ mod avx2 {
             }
             Some(o) => {
                 let op = o.as_ptr() as *const __m256i;
+                while j + 16 <= main {
+                    let off = [
+                        _mm256_loadu_si256(op.add(j / 8)),
+                        _mm256_loadu_si256(op.add(j / 8 + 1)),
+                    ];
+                    let xv = [_mm256_loadu_ps(xp.add(j)), _mm256_loadu_ps(xp.add(j + 8))];
+                    let v = lanes2::<V, LINEAR>(&c, xt, pairs, xv, off);
+                    _mm256_storeu_ps(yp.add(j), v[0]);
+                    _mm256_storeu_ps(yp.add(j + 8), v[1]);
+                    j += 16;
+                }
                 while j < main {
                     let off = _mm256_loadu_si256(op.add(j / 8));
                     let v = lanes::<V, LINEAR>(&c, xt, pairs, _mm256_loadu_ps(xp.add(j)), off);

@@ -713,19 +713,25 @@ mod avx2 {
         std::array::from_fn(|i| _mm256_fmadd_ps(e[i], h, h))
     }
 
-    /// exp(a) for a ≤ 0 or NaN (Cephes' expf polynomial, ≤ 2 ulp); exactly 0 below −87.
+    /// exp(a) for a ≤ 0 or NaN (Cephes' expf polynomial, ≤ 2 ulp); exactly 0 below −87. N
+    /// vectors at once (constants loaded once for all).
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    fn exp_neg8(a: __m256) -> __m256 {
+    fn exp_neg8n<const N: usize>(a: [__m256; N]) -> [__m256; N] {
         let c = _mm256_set1_ps;
-        let tiny = _mm256_cmp_ps::<_CMP_LT_OQ>(a, c(-87.0));
-        let a = _mm256_max_ps(c(-87.0), a);
-        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-            _mm256_mul_ps(a, c(std::f32::consts::LOG2_E)),
-        );
-        let r = _mm256_sub_ps(a, _mm256_mul_ps(n, c(0.693_359_4)));
-        let r = _mm256_sub_ps(r, _mm256_mul_ps(n, c(-2.121_944_4e-4)));
-        let mut p = c(1.987_569_1e-4);
+        let lim = c(-87.0);
+        let tiny: [__m256; N] = std::array::from_fn(|i| _mm256_cmp_ps::<_CMP_LT_OQ>(a[i], lim));
+        let a: [__m256; N] = std::array::from_fn(|i| _mm256_max_ps(lim, a[i]));
+        let l2e = c(std::f32::consts::LOG2_E);
+        let n: [__m256; N] = std::array::from_fn(|i| {
+            _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+                a[i], l2e,
+            ))
+        });
+        let (c1, c2) = (c(0.693_359_4), c(-2.121_944_4e-4));
+        let r: [__m256; N] =
+            std::array::from_fn(|i| _mm256_fnmadd_ps(n[i], c2, _mm256_fnmadd_ps(n[i], c1, a[i])));
+        let mut p = [c(1.987_569_1e-4); N];
         for k in [
             1.398_2e-3,
             8.333_452e-3,
@@ -733,24 +739,35 @@ mod avx2 {
             1.666_666_5e-1,
             0.5,
         ] {
-            p = _mm256_add_ps(_mm256_mul_ps(p, r), c(k));
+            let kv = c(k);
+            for i in 0..N {
+                p[i] = _mm256_fmadd_ps(p[i], r[i], kv);
+            }
         }
-        let r2 = _mm256_mul_ps(r, r);
-        let e = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p, r2), r), c(1.0));
-        let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
-            _mm256_cvtps_epi32(n),
-            _mm256_set1_epi32(127),
-        )));
-        _mm256_andnot_ps(tiny, _mm256_mul_ps(e, pow2))
+        let (one, bias) = (c(1.0), _mm256_set1_epi32(127));
+        std::array::from_fn(|i| {
+            let e = _mm256_add_ps(_mm256_fmadd_ps(p[i], _mm256_mul_ps(r[i], r[i]), r[i]), one);
+            let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+                _mm256_cvtps_epi32(n[i]),
+                bias,
+            )));
+            _mm256_andnot_ps(tiny[i], _mm256_mul_ps(e, pow2))
+        })
     }
 
+    /// The normal density φ(x) = exp(−x²/2)/√(2π) on N vectors.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    fn pdf8(x: __m256) -> __m256 {
+    fn pdf8n<const N: usize>(x: [__m256; N]) -> [__m256; N] {
         let c = _mm256_set1_ps;
-        let cst = (std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2 * 0.5) as f32;
-        let a = _mm256_mul_ps(_mm256_xor_ps(_mm256_mul_ps(x, x), c(-0.0)), c(0.5));
-        _mm256_mul_ps(c(cst), exp_neg8(a))
+        let cst =
+            c((std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2 * 0.5) as f32);
+        let (neg, h) = (c(-0.0), c(0.5));
+        let a: [__m256; N] = std::array::from_fn(|i| {
+            _mm256_mul_ps(_mm256_xor_ps(_mm256_mul_ps(x[i], x[i]), neg), h)
+        });
+        let e = exp_neg8n(a);
+        std::array::from_fn(|i| _mm256_mul_ps(cst, e[i]))
     }
 
     struct Consts {
@@ -1268,34 +1285,88 @@ mod avx2 {
         let one = cs(1.0);
         let mul_out = cs(g.mul_out);
         let mut j = 0;
+        // Two vectors per step while 16 elements remain.
+        while j + 16 <= len {
+            let off = match offs {
+                Some(o) => [
+                    _mm256_loadu_si256(o.as_ptr().add(j) as *const __m256i),
+                    _mm256_loadu_si256(o.as_ptr().add(j + 8) as *const __m256i),
+                ],
+                None => [_mm256_setzero_si256(); 2],
+            };
+            let xv = [
+                _mm256_loadu_ps(x.as_ptr().add(j)),
+                _mm256_loadu_ps(x.as_ptr().add(j + 8)),
+            ];
+            let gv = [
+                _mm256_loadu_ps(dy.as_ptr().add(j)),
+                _mm256_loadu_ps(dy.as_ptr().add(j + 8)),
+            ];
+            let (d, s, i, f) =
+                grad_lanes::<V, LINEAR, 2>(&c, pairs, xdt, one, mul_out, spare, xv, gv, off);
+            for h in 0..2 {
+                let jj = j + 8 * h;
+                _mm256_storeu_ps(dx.as_mut_ptr().add(jj), d[h]);
+                _mm256_storeu_ps(sb.as_mut_ptr().add(jj), s[h]);
+                _mm256_storeu_si256(ib.as_mut_ptr().add(jj) as *mut __m256i, i[h]);
+                _mm256_storeu_ps(fb.as_mut_ptr().add(jj), f[h]);
+            }
+            j += 16;
+        }
         while j < len {
             let rem = (len - j).min(8);
             let mut xb = [0f32; 8];
             let mut gb = [0f32; 8];
             let mut ob = [0u32; 8];
-            let (xp, gp, op) = if rem == 8 {
-                (
-                    x.as_ptr().add(j),
-                    dy.as_ptr().add(j),
-                    offs.map(|o| o.as_ptr().add(j)),
-                )
-            } else {
-                // The tail through the same lanes, padded.
-                xb[..rem].copy_from_slice(&x[j..]);
-                gb[..rem].copy_from_slice(&dy[j..]);
-                if let Some(o) = offs {
-                    ob[..rem].copy_from_slice(&o[j..]);
-                }
-                (xb.as_ptr(), gb.as_ptr(), offs.map(|_| ob.as_ptr()))
-            };
-            let off = match op {
-                Some(p) => _mm256_loadu_si256(p as *const __m256i),
-                None => _mm256_setzero_si256(),
-            };
-            let xv = _mm256_loadu_ps(xp);
-            let gv = _mm256_loadu_ps(gp);
-            let (inr, i, f) = locate8::<LINEAR>(&c, xv, off);
-            let (w, dxt) = if LINEAR {
+            // The rest through the same lanes, padded.
+            xb[..rem].copy_from_slice(&x[j..j + rem]);
+            gb[..rem].copy_from_slice(&dy[j..j + rem]);
+            if let Some(o) = offs {
+                ob[..rem].copy_from_slice(&o[j..j + rem]);
+            }
+            let off = _mm256_loadu_si256(ob.as_ptr() as *const __m256i);
+            let xv = _mm256_loadu_ps(xb.as_ptr());
+            let gv = _mm256_loadu_ps(gb.as_ptr());
+            let (d, s, i, f) =
+                grad_lanes::<V, LINEAR, 1>(&c, pairs, xdt, one, mul_out, spare, [xv], [gv], [off]);
+            let mut t = [[0f32; 8]; 3];
+            let mut ti = [0u32; 8];
+            _mm256_storeu_ps(t[0].as_mut_ptr(), d[0]);
+            _mm256_storeu_ps(t[1].as_mut_ptr(), s[0]);
+            _mm256_storeu_ps(t[2].as_mut_ptr(), f[0]);
+            _mm256_storeu_si256(ti.as_mut_ptr() as *mut __m256i, i[0]);
+            dx[j..j + rem].copy_from_slice(&t[0][..rem]);
+            sb[j..j + rem].copy_from_slice(&t[1][..rem]);
+            fb[j..j + rem].copy_from_slice(&t[2][..rem]);
+            ib[j..j + rem].copy_from_slice(&ti[..rem]);
+            j += rem;
+        }
+    }
+
+    /// `grad_elem` on N vectors: dX, s (0 out of range), the node (a spare bin out of range)
+    /// and the right weight.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn grad_lanes<const V: u8, const LINEAR: bool, const N: usize>(
+        c: &Consts,
+        pairs: *const f32,
+        xdt: *const f32,
+        one: __m256,
+        mul_out: __m256,
+        spare: __m256i,
+        xv: [__m256; N],
+        gv: [__m256; N],
+        off: [__m256i; N],
+    ) -> ([__m256; N], [__m256; N], [__m256i; N], [__m256; N]) {
+        let mut inr = [_mm256_setzero_ps(); N];
+        let mut idx = [_mm256_setzero_si256(); N];
+        let mut fr = [_mm256_setzero_ps(); N];
+        let mut w = [_mm256_setzero_ps(); N];
+        let mut dxt = [_mm256_setzero_ps(); N];
+        for h in 0..N {
+            let (m, i, f) = locate8::<LINEAR>(c, xv[h], off[h]);
+            let (wh, dh) = if LINEAR {
                 let (x0, dd) = gather_pairs(pairs, i);
                 // (x1 − x0)·scale·mul_in, in the scalar order
                 let dxt = _mm256_mul_ps(_mm256_mul_ps(dd, c.scale), c.mul_in);
@@ -1303,41 +1374,47 @@ mod avx2 {
             } else {
                 gather_pairs(xdt, i)
             };
-            let w = _mm256_blendv_ps(xv, w, inr);
-            let dxt = _mm256_blendv_ps(one, dxt, inr);
-            let (gr, direct) = match V {
-                0 => (phi8(xv), _mm256_mul_ps(w, pdf8(xv))),
-                1 => (
-                    _mm256_add_ps(phi8(w), _mm256_mul_ps(w, pdf8(w))),
-                    _mm256_setzero_ps(),
-                ),
-                _ => {
-                    let pos = _mm256_cmp_ps::<_CMP_GE_OQ>(w, _mm256_setzero_ps());
-                    (_mm256_blendv_ps(c.alpha, one, pos), _mm256_setzero_ps())
-                }
-            };
-            let d = _mm256_mul_ps(gv, _mm256_add_ps(_mm256_mul_ps(gr, dxt), direct));
-            let s = _mm256_and_ps(_mm256_mul_ps(_mm256_mul_ps(gv, gr), mul_out), inr);
-            let i = _mm256_blendv_epi8(spare, i, _mm256_castps_si256(inr));
-            if rem == 8 {
-                _mm256_storeu_ps(dx.as_mut_ptr().add(j), d);
-                _mm256_storeu_ps(sb.as_mut_ptr().add(j), s);
-                _mm256_storeu_si256(ib.as_mut_ptr().add(j) as *mut __m256i, i);
-                _mm256_storeu_ps(fb.as_mut_ptr().add(j), f);
-            } else {
-                let mut t = [[0f32; 8]; 3];
-                let mut ti = [0u32; 8];
-                _mm256_storeu_ps(t[0].as_mut_ptr(), d);
-                _mm256_storeu_ps(t[1].as_mut_ptr(), s);
-                _mm256_storeu_ps(t[2].as_mut_ptr(), f);
-                _mm256_storeu_si256(ti.as_mut_ptr() as *mut __m256i, i);
-                dx[j..].copy_from_slice(&t[0][..rem]);
-                sb[j..].copy_from_slice(&t[1][..rem]);
-                fb[j..].copy_from_slice(&t[2][..rem]);
-                ib[j..].copy_from_slice(&ti[..rem]);
-            }
-            j += rem;
+            inr[h] = m;
+            idx[h] = i;
+            fr[h] = f;
+            w[h] = _mm256_blendv_ps(xv[h], wh, m);
+            dxt[h] = _mm256_blendv_ps(one, dh, m);
         }
+        let zero = _mm256_setzero_ps();
+        let (gr, direct): ([__m256; N], [__m256; N]) = match V {
+            0 => {
+                let p = phi8n(xv);
+                let d = pdf8n(xv);
+                (p, std::array::from_fn(|h| _mm256_mul_ps(w[h], d[h])))
+            }
+            1 => {
+                let p = phi8n(w);
+                let d = pdf8n(w);
+                (
+                    std::array::from_fn(|h| _mm256_add_ps(p[h], _mm256_mul_ps(w[h], d[h]))),
+                    [zero; N],
+                )
+            }
+            _ => (
+                std::array::from_fn(|h| {
+                    let pos = _mm256_cmp_ps::<_CMP_GE_OQ>(w[h], zero);
+                    _mm256_blendv_ps(c.alpha, one, pos)
+                }),
+                [zero; N],
+            ),
+        };
+        let d = std::array::from_fn(|h| {
+            _mm256_mul_ps(
+                gv[h],
+                _mm256_add_ps(_mm256_mul_ps(gr[h], dxt[h]), direct[h]),
+            )
+        });
+        let s = std::array::from_fn(|h| {
+            _mm256_and_ps(_mm256_mul_ps(_mm256_mul_ps(gv[h], gr[h]), mul_out), inr[h])
+        });
+        let i =
+            std::array::from_fn(|h| _mm256_blendv_epi8(spare, idx[h], _mm256_castps_si256(inr[h])));
+        (d, s, i, fr)
     }
 }
 

@@ -1309,7 +1309,9 @@ mod avx2 {
                 _mm256_storeu_ps(dx.as_mut_ptr().add(jj), d[h]);
                 _mm256_storeu_ps(sb.as_mut_ptr().add(jj), s[h]);
                 _mm256_storeu_si256(ib.as_mut_ptr().add(jj) as *mut __m256i, i[h]);
-                _mm256_storeu_ps(fb.as_mut_ptr().add(jj), f[h]);
+                if LINEAR {
+                    _mm256_storeu_ps(fb.as_mut_ptr().add(jj), f[h]);
+                }
             }
             j += 16;
         }

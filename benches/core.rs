@@ -1,10 +1,14 @@
-//! Single-thread, f32 benchmarks of the math core: table build, exact forward, table forward.
+//! Single-thread, f32 benchmarks of the math core: table build, exact forward, table forward and
+//! backward, the scalar reference kernels beside the AVX2 ones.
 //! Goals (issue #2): build (tess 10, 2048 nodes) < 0.2 ms; exact ≥ 20 M elements/s; table ≥ 1 G elements/s.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ditac::core::cpa::Field;
+use ditac::core::kernels::{
+    table_backward, table_backward_baseline, table_forward, table_forward_baseline, Channels,
+};
 use ditac::core::table::Table;
-use ditac::core::{basis, Activation, Attrs, BasisKind, Interpolation};
+use ditac::core::{basis, Activation, Attrs, BasisKind, Interpolation, Variant};
 use std::hint::black_box;
 
 const THETA: [f32; 9] = [0.8, -0.5, 0.3, 1.1, -0.9, 0.4, 0.2, -0.7, 0.6];
@@ -46,36 +50,98 @@ fn bench(c: &mut Criterion) {
     let mut y = vec![0.0f32; n];
     let mut g = c.benchmark_group("forward");
     g.throughput(Throughput::Elements(n as u64));
-    for (name, lut, interp) in [
-        ("table_nearest", 2048, Interpolation::Nearest),
-        ("table_linear", 2048, Interpolation::Linear),
-        ("exact", 0, Interpolation::Nearest),
+    // Scalar reference kernel and AVX2 kernel side by side (the AVX2 one is what `forward` runs
+    // on a CPU with AVX2).
+    for (name, lut, interp, variant) in [
+        (
+            "table_nearest",
+            2048,
+            Interpolation::Nearest,
+            Variant::Ditac,
+        ),
+        ("table_linear", 2048, Interpolation::Linear, Variant::Ditac),
+        (
+            "table_nearest_leaky",
+            2048,
+            Interpolation::Nearest,
+            Variant::Leaky,
+        ),
     ] {
         let at = Attrs {
             lut_size: lut,
             interpolation: interp,
+            variant,
             ..Default::default()
         };
         let act = Activation::<f32>::from_theta(&at, &b, &THETA, false).unwrap();
-        g.bench_with_input(BenchmarkId::new(name, n), &x, |bch, x| {
-            bch.iter(|| act.forward(black_box(x), &mut y))
+        let (k, _) = act.table_kernel().unwrap();
+        g.bench_with_input(
+            BenchmarkId::new(format!("{name}/scalar"), n),
+            &x,
+            |bch, x| bch.iter(|| table_forward_baseline(&k, black_box(x), &mut y)),
+        );
+        g.bench_with_input(BenchmarkId::new(format!("{name}/simd"), n), &x, |bch, x| {
+            bch.iter(|| table_forward(&k, black_box(x), &mut y))
         });
     }
+    let at = Attrs {
+        lut_size: 0,
+        ..Default::default()
+    };
+    let act = Activation::<f32>::from_theta(&at, &b, &THETA, false).unwrap();
+    let m = n / 16;
+    g.throughput(Throughput::Elements(m as u64));
+    g.bench_with_input(BenchmarkId::new("exact", m), &x[..m], |bch, x| {
+        bch.iter(|| act.forward(black_box(x), &mut y[..m]))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("backward");
     g.throughput(Throughput::Elements(n as u64));
-    let at = Attrs::default();
-    let act = Activation::<f32>::from_theta(&at, &b, &THETA, true).unwrap();
     let dy = vec![1.0f32; n];
     let mut dx = vec![0.0f32; n];
-    g.bench_function(BenchmarkId::new("table_nearest", n), |bch| {
-        bch.iter(|| {
-            let mut dth = [0.0f64; 9];
-            act.backward(&dy, black_box(&x), &mut dx, &mut dth);
-            black_box(dth)
-        })
-    });
+    for (name, interp) in [
+        ("table_nearest", Interpolation::Nearest),
+        ("table_linear", Interpolation::Linear),
+    ] {
+        let at = Attrs {
+            interpolation: interp,
+            ..Default::default()
+        };
+        let act = Activation::<f32>::from_theta(&at, &b, &THETA, true).unwrap();
+        let (k, gt) = act.table_kernel().unwrap();
+        let gt = gt.unwrap();
+        g.bench_function(BenchmarkId::new(format!("{name}/reference"), n), |bch| {
+            bch.iter(|| {
+                let mut dth = [0.0f64; 9];
+                act.backward_reference(&dy, black_box(&x), &mut dx, &mut dth);
+                black_box(dth)
+            })
+        });
+        for (label, simd) in [("scalar", false), ("simd", true)] {
+            g.bench_function(BenchmarkId::new(format!("{name}/{label}"), n), |bch| {
+                bch.iter(|| {
+                    let mut dth = [0.0f64; 9];
+                    let f = if simd {
+                        table_backward
+                    } else {
+                        table_backward_baseline
+                    };
+                    f(
+                        &k,
+                        &gt,
+                        2048,
+                        Channels::single(),
+                        &dy,
+                        black_box(&x),
+                        &mut dx,
+                        &mut dth,
+                    );
+                    black_box(dth)
+                })
+            });
+        }
+    }
     g.finish();
 }
 

@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Named tolerances.
-/// The lowered graph with the plugin's erf is the plugin's arithmetic, operation by operation.
-const LOWER_EXACT: f64 = 0.0;
+/// The lowered graph with the plugin's erf is the plugin's scalar arithmetic, operation by operation;
+/// the plugin's AVX2+FMA kernels round a few ulp differently (ops/README.md § Tools).
+const LOWER_PLUGIN: f64 = 1e-6;
 /// With ONNX's Erf: each runtime's erf is a few 1e-7 away from the plugin's.
 const LOWER_ONNX_ERF: f64 = 1e-6;
 
@@ -191,11 +192,11 @@ fn build_freeze_lower_round_trip() {
     );
     let yl = run(&lowered, false, &shape, &x);
     assert!(
-        max_rel(&yl, &y) <= LOWER_EXACT,
+        max_rel(&yl, &y) <= LOWER_PLUGIN,
         "lower: {}",
         max_rel(&yl, &y)
     );
-    assert!(same_bits(&run(&lowered_lut, false, &shape, &x), &y));
+    assert!(max_rel(&run(&lowered_lut, false, &shape, &x), &y) <= LOWER_PLUGIN);
     let ye = run(&lowered_erf, false, &shape, &x);
     let m = max_rel(&ye, &y);
     assert!(m <= LOWER_ONNX_ERF, "lower --erf onnx: {m}");
@@ -558,7 +559,12 @@ fn external_data_is_kept_external_and_follows_the_output() {
     for (cmd, name, plugin) in [("freeze", "f.onnx", true), ("lower", "l.onnx", false)] {
         let o = out.join(name);
         ok(&[cmd, s(&ext), "-o", s(&o)]);
-        assert!(same_bits(&run(&o, plugin, &shape, &x), &want), "{cmd}");
+        let got = run(&o, plugin, &shape, &x);
+        if plugin {
+            assert!(same_bits(&got, &want), "{cmd}");
+        } else {
+            assert!(max_rel(&got, &want) <= LOWER_PLUGIN, "{cmd}");
+        }
         // The weights stayed external: the model file is small, the data file is next to it.
         let v: serde_json::Value =
             serde_json::from_str(&ok(&["inspect", "--json", s(&o)])).unwrap();

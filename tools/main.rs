@@ -46,6 +46,8 @@ enum Command {
     Train(commands::train::Args),
     /// Write the data of the training examples (regression, gmm).
     ExampleData(commands::example_data::Args),
+    /// Time DiTAC's ops against ONNX Runtime's Gelu (and Identity) through real sessions.
+    Bench(commands::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
         Command::TrainArtifacts(a) => commands::train_artifacts::run(a),
         Command::Train(a) => commands::train::run(a),
         Command::ExampleData(a) => commands::example_data::run(a),
+        Command::Bench(a) => commands::bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,9 @@ use super::basis::Basis;
 use super::config::{validate_theta, Attrs, Interpolation, Variant};
 use super::cpa::Field;
 use super::error::{DitacError, Result};
-use super::kernels::{table_forward, TableKernel};
+use super::kernels::{
+    exact_forward, table_backward, table_forward, Channels, ExactKernel, GradTables, TableKernel,
+};
 use super::real::{normal_cdf, normal_pdf, Real};
 use super::table::Table;
 
@@ -19,10 +21,85 @@ enum Mode<R: Real> {
         interp: Interpolation,
         scale: R,
         xt: Vec<R>,
+        /// (x̃_i, x̃_{i+1} − x̃_i) per node (the last with 0): one 64-bit gather per lane for
+        /// linear interpolation.
+        lin: Vec<R>,
+        /// (x̃_i, dT̂/du_i) per node, when built with gradients.
+        xdt: Vec<R>,
         table: Table<R>,
     },
     /// The closed form at every element.
-    Exact { field: Field<R> },
+    Exact {
+        field: Field<R>,
+        /// Per-cell constants of the vectorised float32 path (see `ExactKernel`).
+        cells: ExactCells,
+    },
+}
+
+/// Per-cell constants of ψ(u, 1) for the vectorised exact path (float32 semantics of difw).
+#[derive(Debug, Clone, Default)]
+struct ExactCells {
+    /// Per cell, as pairs gathered 64 bits a lane: (eta, lower bound), (a, b), (right, left)
+    /// boundary reached leaving up / down, (hit time in the next cell up, down), (a, b/a).
+    eta_lb: Vec<f32>,
+    ub: Vec<f32>,
+    k1: Vec<f64>,
+    ab: Vec<f32>,
+    xud: Vec<f32>,
+    tud: Vec<f32>,
+    aboa: Vec<f32>,
+}
+
+impl ExactCells {
+    /// Margin (normalised units) a result keeps from its cell's boundaries to be taken as a
+    /// trajectory that never left the cell.
+    const MARGIN: f32 = 1e-4;
+
+    fn new<R: Real>(field: &Field<R>) -> Self {
+        let nc = field.nc();
+        let a = field.coefficients();
+        let mut c = ExactCells::default();
+        let f = |v: R| v.to_f64() as f32;
+        for i in 0..nc {
+            let (ai, bi) = (f(a[2 * i]), f(a[2 * i + 1]));
+            // difw: eta = exp(t·a) in double rounded to float; (b/a) in float; the sum in double.
+            let eta = (ai as f64).exp() as f32;
+            // |a| < eps: difw's other formula; the vector path leaves such cells to the
+            // integrator (a lower bound of +∞, NaN boundaries and b/a).
+            let ok = ai.abs() >= f32::EPSILON;
+            let lb = if !ok {
+                f32::INFINITY
+            } else if i == 0 {
+                f32::NEG_INFINITY
+            } else {
+                i as f32 / nc as f32 + Self::MARGIN
+            };
+            c.eta_lb.extend([eta, lb]);
+            c.k1.push((bi / ai) as f64 * (eta as f64 - 1.0));
+            c.ub.push(if i + 1 == nc {
+                f32::INFINITY
+            } else {
+                (i + 1) as f32 / nc as f32 - Self::MARGIN
+            });
+            c.ab.extend([ai, bi]);
+            c.aboa.extend([ai, if ok { bi / ai } else { f32::NAN }]);
+            let (r, l) = field.boundaries(i);
+            // NaN: no crossing that way (the vector path then leaves the lane to the integrator).
+            c.xud.extend([
+                if ok && i + 1 < nc { f(r) } else { f32::NAN },
+                if ok && i > 0 { f(l) } else { f32::NAN },
+            ]);
+            c.tud.extend([
+                field.entry_time(i + 1, false).map_or(f32::NAN, f),
+                if i > 0 {
+                    field.entry_time(i - 1, true).map_or(f32::NAN, f)
+                } else {
+                    f32::NAN
+                },
+            ]);
+        }
+        c
+    }
 }
 
 /// One warp with its interval, variant and evaluation mode.
@@ -89,12 +166,36 @@ impl<R: Real> Activation<R> {
             alpha: R::from_f64(attrs.alpha as f64),
             mode,
         };
-        if let Mode::Table { xt, table, .. } = &mut act.mode {
+        if let Mode::Table {
+            xt,
+            lin,
+            xdt,
+            table,
+            ..
+        } = &mut act.mode
+        {
             *xt = table
                 .t
                 .iter()
                 .map(|&t| (t + act.add_out) * act.mul_out)
                 .collect();
+            *lin = (0..xt.len())
+                .flat_map(|i| {
+                    let d = if i + 1 < xt.len() {
+                        xt[i + 1] - xt[i]
+                    } else {
+                        R::ZERO
+                    };
+                    [xt[i], d]
+                })
+                .collect();
+            if table.has_grad() {
+                *xdt = xt
+                    .iter()
+                    .zip(&table.dt)
+                    .flat_map(|(&x, &d)| [x, d])
+                    .collect();
+            }
         }
         act
     }
@@ -123,13 +224,18 @@ impl<R: Real> Activation<R> {
         validate_theta(theta, d)?;
         let field = Field::<R>::new(attrs.tess(), &basis.to_f32(), d, theta);
         let mode = if attrs.lut_size == 0 {
-            Mode::Exact { field }
+            Mode::Exact {
+                cells: ExactCells::new(&field),
+                field,
+            }
         } else {
             let n = attrs.lut_size as usize;
             Mode::Table {
                 interp: attrs.interpolation,
                 scale: R::from_usize(n - 1),
                 xt: Vec::new(),
+                lin: Vec::new(),
+                xdt: Vec::new(),
                 table: Table::build(&field, n, with_grad),
             }
         };
@@ -159,6 +265,8 @@ impl<R: Real> Activation<R> {
                 interp: attrs.interpolation,
                 scale: R::from_usize(n - 1),
                 xt: Vec::new(),
+                lin: Vec::new(),
+                xdt: Vec::new(),
                 table: Table::from_values(t),
             },
         ))
@@ -180,6 +288,7 @@ impl<R: Real> Activation<R> {
                 scale,
                 xt,
                 table,
+                ..
             } => Some(TableParts {
                 lo: self.lo,
                 hi: self.hi,
@@ -241,6 +350,7 @@ impl<R: Real> Activation<R> {
                 scale,
                 xt,
                 table,
+                ..
             } => match interp {
                 Interpolation::Nearest => {
                     let i = Self::nearest(u, *scale, xt.len());
@@ -258,7 +368,7 @@ impl<R: Real> Activation<R> {
                     }
                 }
             },
-            Mode::Exact { field } => {
+            Mode::Exact { field, .. } => {
                 let tr = field.trace(u);
                 Warped {
                     xt: (tr.value + self.add_out) * self.mul_out,
@@ -314,29 +424,85 @@ impl<R: Real> Activation<R> {
         }
     }
 
+    /// The float32 table kernel of this warp (and its gradient tables when built with them), when
+    /// R is f32 and the warp has a table.
+    pub fn table_kernel(&self) -> Option<(TableKernel<'_>, Option<GradTables<'_>>)> {
+        let Mode::Table {
+            interp,
+            scale,
+            xt,
+            lin,
+            xdt,
+            table,
+        } = &self.mode
+        else {
+            return None;
+        };
+        let xt32 = R::as_f32(xt)?;
+        let k = TableKernel {
+            lo: self.lo.to_f64() as f32,
+            hi: self.hi.to_f64() as f32,
+            add_in: self.add_in.to_f64() as f32,
+            mul_in: self.mul_in.to_f64() as f32,
+            scale: scale.to_f64() as f32,
+            xt: xt32,
+            pairs: R::as_f32(lin)?,
+            variant: self.variant,
+            alpha: self.alpha.to_f64() as f32,
+            linear: *interp == Interpolation::Linear,
+        };
+        let g = if table.has_grad() {
+            Some(GradTables {
+                dt: R::as_f32(&table.dt)?,
+                xdt: R::as_f32(xdt)?,
+                dtheta: R::as_f32(&table.dtheta)?,
+                d: table.d,
+                mul_out: self.mul_out.to_f64() as f32,
+            })
+        } else {
+            None
+        };
+        Some((k, g))
+    }
+
     /// y = act(x), elementwise. `x` and `y` have the same length.
     pub fn forward(&self, x: &[R], y: &mut [R]) {
         assert_eq!(x.len(), y.len());
-        if let Mode::Table {
-            interp, scale, xt, ..
-        } = &self.mode
-        {
-            if let (Some((x32, y32)), Some(xt32)) = (R::as_f32_io(x, y), R::as_f32(xt)) {
-                let k = TableKernel {
-                    lo: self.lo.to_f64() as f32,
-                    hi: self.hi.to_f64() as f32,
-                    add_in: self.add_in.to_f64() as f32,
-                    mul_in: self.mul_in.to_f64() as f32,
-                    scale: scale.to_f64() as f32,
-                    xt: xt32,
-                    variant: self.variant,
-                    alpha: self.alpha.to_f64() as f32,
-                    linear: *interp == Interpolation::Linear,
-                };
+        if let Some((k, _)) = self.table_kernel() {
+            if let Some((x32, y32)) = R::as_f32_io(x, y) {
                 table_forward(&k, x32, y32);
                 return;
             }
         }
+        if let (Mode::Exact { cells, .. }, Some((x32, y32))) = (&self.mode, R::as_f32_io(x, y)) {
+            let f = |v: R| v.to_f64() as f32;
+            let k = ExactKernel {
+                lo: f(self.lo),
+                hi: f(self.hi),
+                add_in: f(self.add_in),
+                mul_in: f(self.mul_in),
+                add_out: f(self.add_out),
+                mul_out: f(self.mul_out),
+                eta_lb: &cells.eta_lb,
+                ub: &cells.ub,
+                k1: &cells.k1,
+                ab: &cells.ab,
+                xud: &cells.xud,
+                tud: &cells.tud,
+                aboa: &cells.aboa,
+                variant: self.variant,
+                alpha: f(self.alpha),
+            };
+            let fallback = |xi: f32| self.warp(R::from_f64(xi as f64), false).xt.to_f64() as f32;
+            exact_forward(&k, x32, y32, &fallback);
+            return;
+        }
+        self.forward_reference(x, y)
+    }
+
+    /// The scalar reference of `forward` (f64 arithmetic for double, no kernels).
+    pub fn forward_reference(&self, x: &[R], y: &mut [R]) {
+        assert_eq!(x.len(), y.len());
         for (yo, &xi) in y.iter_mut().zip(x) {
             let w = self.warp(xi, false);
             *yo = self.apply(xi, w.xt);
@@ -353,6 +519,31 @@ impl<R: Real> Activation<R> {
     /// dX = dY·dy/dx, and dθ += Σ dY·dy/dθ (accumulated in f64 into `dtheta`, length d).
     /// Panics if the warp was built without gradients (`has_grad`).
     pub fn backward(&self, dy: &[R], x: &[R], dx: &mut [R], dtheta: &mut [f64]) {
+        assert!(
+            self.has_grad(),
+            "backward needs a warp built with gradients"
+        );
+        assert!(dy.len() == x.len() && dx.len() == x.len());
+        if let Some((k, Some(g))) = self.table_kernel() {
+            if let (Some(dy32), Some((x32, dx32))) = (R::as_f32(dy), R::as_f32_io(x, dx)) {
+                table_backward(
+                    &k,
+                    &g,
+                    k.xt.len(),
+                    Channels::single(),
+                    dy32,
+                    x32,
+                    dx32,
+                    dtheta,
+                );
+                return;
+            }
+        }
+        self.backward_reference(dy, x, dx, dtheta)
+    }
+
+    /// The scalar reference of `backward`: element by element, dθ summed in element order.
+    pub fn backward_reference(&self, dy: &[R], x: &[R], dx: &mut [R], dtheta: &mut [f64]) {
         assert!(
             self.has_grad(),
             "backward needs a warp built with gradients"
@@ -402,7 +593,7 @@ impl<R: Real> Activation<R> {
                     }
                 }
             }
-            Mode::Exact { field } => {
+            Mode::Exact { field, .. } => {
                 let tr = field.trace(u);
                 field.d_dtheta(u, &tr, out);
             }

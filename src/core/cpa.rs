@@ -153,6 +153,29 @@ impl<R: Real> Field<R> {
         }
     }
 
+    /// The hit time of a trajectory entering cell c at its boundary (from below: at right(c−1);
+    /// from above: at left(c+1)) with the full time ahead: what `trace` computes for that step.
+    /// None where the cell cannot be entered that way.
+    pub fn entry_time(&self, c: usize, from_above: bool) -> Option<R> {
+        let u = if from_above {
+            if c + 1 >= self.nc {
+                return None;
+            }
+            self.left(c + 1)
+        } else {
+            if c == 0 || c >= self.nc {
+                return None;
+            }
+            self.right(c - 1)
+        };
+        Some(self.hit_time(u, c, self.a[2 * c], self.a[2 * c + 1]).0)
+    }
+
+    /// The boundaries a trajectory leaving cell c reaches: (right(c), left(c)).
+    pub fn boundaries(&self, c: usize) -> (R, R) {
+        (self.right(c), self.left(c))
+    }
+
     /// T̂(u) only.
     #[inline]
     pub fn transform(&self, u: R) -> R {

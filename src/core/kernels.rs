@@ -1,6 +1,16 @@
-//! Branch-free float32 table kernels, written once and compiled twice: for the baseline target
-//! and, chosen at run time, for AVX2 (where the compiler turns the gathers and selects of the
-//! loop into vector instructions). No fused multiply-add is used, so both give the same bits.
+//! Float32 kernels: a portable scalar body (the reference) and explicit AVX2 kernels chosen at run
+//! time (`is_x86_feature_detected!`, AVX2 and FMA). The AVX2 table kernels perform, lane by lane,
+//! the operations of the scalar body, with fused multiply-adds in the erf and exp polynomials and a
+//! reciprocal with one Newton step for the erf's division: the table index, the gathered nodes and
+//! the warp are the same bits; erf keeps the scalar one's accuracy (≤ 5e-7 absolute) and is within
+//! 6e-7 of it, so y agrees to within |x̃|·4e-7 (bit for bit for `leaky`). Two vectors are computed
+//! per step so that the polynomial constants are loaded once for both. The backward kernel's exp is
+//! a polynomial (≤ 2 ulp), and dθ is accumulated through a per-node histogram (f64) reduced once per
+//! call: deterministic, independent of the lane count and of the thread count. Exact mode
+//! ([`exact_forward`]) vectorises the trajectories that stay in their cell or cross one boundary.
+//!
+//! Per-channel tables are handled in one pass: `xt` (and the gradient tables) hold the C rows one
+//! after the other, and each element's row is found from its position ([`Channels`]).
 
 use super::config::Variant;
 use super::erf::erf_f32;
@@ -13,12 +23,85 @@ pub struct TableKernel<'a> {
     pub add_in: f32,
     pub mul_in: f32,
     pub scale: f32,
-    /// x̃ at the nodes, in original units.
+    /// x̃ at the nodes, in original units (C rows of n nodes one after the other for
+    /// [`table_forward_channels`]).
     pub xt: &'a [f32],
+    /// (x̃_i, x̃_{i+1} − x̃_i) per node, 2 floats a node, rows as `xt` (the last node of a row
+    /// with 0): what the AVX2 linear kernel gathers, 64 bits a lane.
+    pub pairs: &'a [f32],
     pub variant: Variant,
     pub alpha: f32,
     pub linear: bool,
 }
+
+/// The gradient tables that go with a [`TableKernel`] (same row layout).
+#[derive(Clone, Copy)]
+pub struct GradTables<'a> {
+    /// dT̂/du at the nodes.
+    pub dt: &'a [f32],
+    /// (x̃_i, dT̂/du_i) per node, 2 floats a node (what the AVX2 nearest backward gathers).
+    pub xdt: &'a [f32],
+    /// dT̂/dθ at the nodes, n×d row-major per channel row.
+    pub dtheta: &'a [f32],
+    pub d: usize,
+    pub mul_out: f32,
+}
+
+/// Where a slice lies in a tensor of `c` channels of `inner` contiguous elements: element j of the
+/// slice is element `start + j` of the tensor, of channel ((start + j) / inner) % c.
+#[derive(Clone, Copy, Debug)]
+pub struct Channels {
+    pub start: usize,
+    pub c: usize,
+    pub inner: usize,
+}
+
+impl Channels {
+    /// One shared row.
+    pub fn single() -> Self {
+        Channels {
+            start: 0,
+            c: 1,
+            inner: usize::MAX,
+        }
+    }
+}
+
+/// The channel of successive elements, by counting (no division per element).
+struct ChanIter {
+    inner: usize,
+    c: usize,
+    pos: usize,
+    ch: usize,
+}
+
+impl ChanIter {
+    fn new(ch: Channels) -> Self {
+        let inner = ch.inner.max(1);
+        ChanIter {
+            inner,
+            c: ch.c.max(1),
+            pos: ch.start % inner,
+            ch: (ch.start / inner) % ch.c.max(1),
+        }
+    }
+    #[inline(always)]
+    fn next_ch(&mut self) -> usize {
+        let c = self.ch;
+        self.pos += 1;
+        if self.pos == self.inner {
+            self.pos = 0;
+            self.ch += 1;
+            if self.ch == self.c {
+                self.ch = 0;
+            }
+        }
+        c
+    }
+}
+
+/// Elements per block of channel offsets.
+const BLOCK: usize = 512;
 
 #[inline(always)]
 fn phi(x: f32) -> f32 {
@@ -39,84 +122,1305 @@ fn round_half_even(v: f32) -> f32 {
     }
 }
 
+/// The node of an element: (left or nearest node index, weight of the right node) and whether the
+/// element is in [a, b]. Out of range: node 0, weight 0.
 #[inline(always)]
-fn body<const V: u8, const LINEAR: bool>(k: &TableKernel, x: &[f32], y: &mut [f32]) {
-    let n_last = k.xt.len() as i32 - 1;
-    let xt = k.xt;
-    for (yo, &xi) in y.iter_mut().zip(x) {
-        let inr = (xi >= k.lo) & (xi <= k.hi);
-        let u = (xi + k.add_in) * k.mul_in;
-        let warped = if LINEAR {
-            let p = if inr { u * k.scale } else { 0.0 };
-            let i = (p.floor() as i32).max(0).min(n_last - 1);
-            let f = p - i as f32;
-            // SAFETY: 0 ≤ i ≤ n−2 by the clamp.
-            let (x0, x1) = unsafe {
-                (
-                    *xt.get_unchecked(i as usize),
-                    *xt.get_unchecked(i as usize + 1),
-                )
-            };
-            x0 + f * (x1 - x0)
+fn locate<const LINEAR: bool>(k: &TableKernel, xi: f32, n_last: i32) -> (bool, i32, f32) {
+    let inr = (xi >= k.lo) & (xi <= k.hi);
+    let u = (xi + k.add_in) * k.mul_in;
+    if LINEAR {
+        let p = if inr { u * k.scale } else { 0.0 };
+        let i = (p.floor() as i32).max(0).min(n_last - 1);
+        (inr, i, p - i as f32)
+    } else {
+        let p = if inr {
+            round_half_even(u * k.scale)
         } else {
-            let p = if inr {
-                round_half_even(u * k.scale)
-            } else {
-                0.0
-            };
-            let i = (p as i32).max(0).min(n_last);
-            // SAFETY: 0 ≤ i ≤ n−1 by the clamp.
-            unsafe { *xt.get_unchecked(i as usize) }
+            0.0
         };
-        let w = if inr { warped } else { xi };
-        *yo = match V {
-            0 => w * phi(xi),
-            1 => w * phi(w),
-            _ => {
-                if w >= 0.0 {
-                    w
+        (inr, (p as i32).max(0).min(n_last), 0.0)
+    }
+}
+
+/// y of one element; `off` is the first node of its row in `k.xt`.
+#[inline(always)]
+fn elem<const V: u8, const LINEAR: bool>(k: &TableKernel, xi: f32, off: usize, n_last: i32) -> f32 {
+    let xt = k.xt;
+    let (inr, i, f) = locate::<LINEAR>(k, xi, n_last);
+    let i = off + i as usize;
+    let warped = if LINEAR {
+        // SAFETY: off + n − 1 < xt.len() (checked by the callers), 0 ≤ i − off ≤ n − 2.
+        let (x0, x1) = unsafe { (*xt.get_unchecked(i), *xt.get_unchecked(i + 1)) };
+        x0 + f * (x1 - x0)
+    } else {
+        // SAFETY: as above, 0 ≤ i − off ≤ n − 1.
+        unsafe { *xt.get_unchecked(i) }
+    };
+    let w = if inr { warped } else { xi };
+    match V {
+        0 => w * phi(xi),
+        1 => w * phi(w),
+        _ => {
+            if w >= 0.0 {
+                w
+            } else {
+                k.alpha * w
+            }
+        }
+    }
+}
+
+/// The scalar forward over a slice whose elements all use the row at `off` (the reference).
+#[inline(always)]
+fn body<const V: u8, const LINEAR: bool>(
+    k: &TableKernel,
+    n: usize,
+    x: &[f32],
+    y: &mut [f32],
+    offs: Option<&[u32]>,
+) {
+    let n_last = n as i32 - 1;
+    match offs {
+        None => {
+            for (yo, &xi) in y.iter_mut().zip(x) {
+                *yo = elem::<V, LINEAR>(k, xi, 0, n_last);
+            }
+        }
+        Some(o) => {
+            for ((yo, &xi), &off) in y.iter_mut().zip(x).zip(o) {
+                *yo = elem::<V, LINEAR>(k, xi, off as usize, n_last);
+            }
+        }
+    }
+}
+
+fn dispatch_scalar(k: &TableKernel, n: usize, x: &[f32], y: &mut [f32], offs: Option<&[u32]>) {
+    match (k.variant, k.linear) {
+        (Variant::Ditac, false) => body::<0, false>(k, n, x, y, offs),
+        (Variant::Ditac, true) => body::<0, true>(k, n, x, y, offs),
+        (Variant::Ge, false) => body::<1, false>(k, n, x, y, offs),
+        (Variant::Ge, true) => body::<1, true>(k, n, x, y, offs),
+        (Variant::Leaky, false) => body::<2, false>(k, n, x, y, offs),
+        (Variant::Leaky, true) => body::<2, true>(k, n, x, y, offs),
+    }
+}
+
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether the AVX2 kernels run on this CPU.
+pub fn simd_available() -> bool {
+    has_avx2()
+}
+
+fn run_forward(
+    k: &TableKernel,
+    n: usize,
+    x: &[f32],
+    y: &mut [f32],
+    offs: Option<&[u32]>,
+    simd: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if simd && has_avx2() {
+        // SAFETY: the CPU supports AVX2 (checked just above); the callers checked the table size.
+        unsafe { avx2::forward(k, n, x, y, offs) };
+        return;
+    }
+    let _ = simd;
+    dispatch_scalar(k, n, x, y, offs)
+}
+
+/// y = act(x) through the table (one row: `k.xt` is the table), on the fastest path this CPU has.
+pub fn table_forward(k: &TableKernel, x: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len());
+    assert!(k.xt.len() >= 2);
+    run_forward(k, k.xt.len(), x, y, None, true)
+}
+
+/// The scalar reference of [`table_forward`] (no run-time dispatch).
+pub fn table_forward_baseline(k: &TableKernel, x: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len());
+    assert!(k.xt.len() >= 2);
+    dispatch_scalar(k, k.xt.len(), x, y, None)
+}
+
+fn forward_channels(k: &TableKernel, n: usize, ch: Channels, x: &[f32], y: &mut [f32], simd: bool) {
+    assert_eq!(x.len(), y.len());
+    assert!(n >= 2 && ch.c >= 1 && k.xt.len() == n * ch.c);
+    if ch.c == 1 {
+        return run_forward(k, n, x, y, None, simd);
+    }
+    let mut it = ChanIter::new(ch);
+    let mut offs = [0u32; BLOCK];
+    for (xb, yb) in x.chunks(BLOCK).zip(y.chunks_mut(BLOCK)) {
+        let o = &mut offs[..xb.len()];
+        for v in o.iter_mut() {
+            *v = (it.next_ch() * n) as u32;
+        }
+        run_forward(k, n, xb, yb, Some(o), simd);
+    }
+}
+
+/// y = act(x) with C tables of n nodes (`k.xt` holds them one after the other; C·n < 2^32),
+/// each element through the row of its channel, in one pass.
+pub fn table_forward_channels(k: &TableKernel, n: usize, ch: Channels, x: &[f32], y: &mut [f32]) {
+    forward_channels(k, n, ch, x, y, true)
+}
+
+/// The scalar reference of [`table_forward_channels`].
+pub fn table_forward_channels_baseline(
+    k: &TableKernel,
+    n: usize,
+    ch: Channels,
+    x: &[f32],
+    y: &mut [f32],
+) {
+    forward_channels(k, n, ch, x, y, false)
+}
+
+/// y = outer(x, x̃) for a warp already evaluated (the exact mode): x̃·Φ(x), x̃·Φ(x̃) or
+/// LeakyReLU(x̃), on the fastest path this CPU has (the AVX2 form as in the table kernels).
+pub fn outer_forward(variant: Variant, alpha: f32, x: &[f32], w: &[f32], y: &mut [f32]) {
+    assert!(x.len() == w.len() && x.len() == y.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2 and FMA are present (checked just above).
+        unsafe { avx2::outer(variant, alpha, x, w, y) };
+        return;
+    }
+    outer_scalar(variant, alpha, x, w, y)
+}
+
+/// The scalar reference of [`outer_forward`].
+pub fn outer_scalar(variant: Variant, alpha: f32, x: &[f32], w: &[f32], y: &mut [f32]) {
+    for ((yo, &xi), &wi) in y.iter_mut().zip(x).zip(w) {
+        *yo = match variant {
+            Variant::Ditac => wi * phi(xi),
+            Variant::Ge => wi * phi(wi),
+            Variant::Leaky => {
+                if wi >= 0.0 {
+                    wi
                 } else {
-                    k.alpha * w
+                    alpha * wi
                 }
             }
         };
     }
 }
 
-#[inline(always)]
-fn dispatch(k: &TableKernel, x: &[f32], y: &mut [f32]) {
-    match (k.variant, k.linear) {
-        (Variant::Ditac, false) => body::<0, false>(k, x, y),
-        (Variant::Ditac, true) => body::<0, true>(k, x, y),
-        (Variant::Ge, false) => body::<1, false>(k, x, y),
-        (Variant::Ge, true) => body::<1, true>(k, x, y),
-        (Variant::Leaky, false) => body::<2, false>(k, x, y),
-        (Variant::Leaky, true) => body::<2, true>(k, x, y),
-    }
+/// The exact (closed-form) warp in float32, vectorised for the trajectories that stay in their
+/// cell (ψ(u, 1) of difw from per-cell constants: the integrator's bits) or cross one boundary
+/// (vector log and exp: within a few ulp); the others (more crossings, a slope below eps, a result
+/// or a hit time within 1e-4 of a boundary) go through `fallback`, the scalar integrator. Per cell
+/// c, pairs of floats (gathered 64 bits a lane): `eta_lb` = (exp(a_c) rounded to f32, the lower
+/// bound of a settled result, +∞ where |a_c| < eps), `ab` = (a_c, b_c), `xud` = (right(c),
+/// left(c)) reached leaving up / down (NaN where impossible or |a_c| < eps), `tud` = the hit time
+/// in the next cell up / down from there (NaN where none), `aboa` = (a_c, b_c/a_c, NaN where
+/// |a_c| < eps); `ub` the upper bound of a settled result and `k1` = (b_c/a_c)·(eta − 1) in f64.
+#[derive(Clone, Copy)]
+pub struct ExactKernel<'a> {
+    pub lo: f32,
+    pub hi: f32,
+    pub add_in: f32,
+    pub mul_in: f32,
+    pub add_out: f32,
+    pub mul_out: f32,
+    pub eta_lb: &'a [f32],
+    pub ub: &'a [f32],
+    pub k1: &'a [f64],
+    pub ab: &'a [f32],
+    pub xud: &'a [f32],
+    pub tud: &'a [f32],
+    pub aboa: &'a [f32],
+    pub variant: Variant,
+    pub alpha: f32,
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn dispatch_avx2(k: &TableKernel, x: &[f32], y: &mut [f32]) {
-    dispatch(k, x, y)
-}
-
-/// y = act(x) through the table, on the fastest path this CPU has.
-pub fn table_forward(k: &TableKernel, x: &[f32], y: &mut [f32]) {
+/// y = act(x) in exact mode; `fallback(x)` is x̃ for an in-range x through the scalar integrator.
+pub fn exact_forward(k: &ExactKernel, x: &[f32], y: &mut [f32], fallback: &dyn Fn(f32) -> f32) {
     assert_eq!(x.len(), y.len());
-    assert!(k.xt.len() >= 2);
+    let nc = k.ub.len();
+    assert!(nc >= 1 && k.k1.len() == nc);
+    assert!([k.eta_lb, k.ab, k.xud, k.tud, k.aboa]
+        .iter()
+        .all(|v| v.len() == 2 * nc));
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        unsafe { dispatch_avx2(k, x, y) };
+    if has_avx2() {
+        // SAFETY: AVX2 and FMA are present; the per-cell tables have nc entries (checked above).
+        unsafe { avx2::exact(k, x, y, fallback) };
         return;
     }
-    dispatch(k, x, y)
+    let mut wb = [0f32; BLOCK];
+    for (xc, yc) in x.chunks(BLOCK).zip(y.chunks_mut(BLOCK)) {
+        let m = xc.len();
+        for (w, &xi) in wb[..m].iter_mut().zip(xc) {
+            *w = if xi >= k.lo && xi <= k.hi {
+                fallback(xi)
+            } else {
+                xi
+            };
+        }
+        outer_scalar(k.variant, k.alpha, xc, &wb[..m], yc);
+    }
 }
 
-/// The same kernel without run-time dispatch (for tests comparing the two paths).
-pub fn table_forward_baseline(k: &TableKernel, x: &[f32], y: &mut [f32]) {
-    dispatch(k, x, y)
+// ---------------------------------------------------------------------------------------------
+// Backward
+
+/// Standard normal density in f32, as the scalar reference (`normal_pdf`).
+#[inline(always)]
+fn pdf(x: f32) -> f32 {
+    let c = (std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2 * 0.5) as f32;
+    c * (-(x * x) * 0.5).exp()
+}
+
+/// dX of one element and the weight s = dY·∂y/∂x̃·mul_out of its dθ term (0 out of range), with
+/// its node and right weight, and whether it is in range.
+#[inline(always)]
+fn grad_elem<const V: u8, const LINEAR: bool>(
+    k: &TableKernel,
+    g: &GradTables,
+    xi: f32,
+    gi: f32,
+    off: usize,
+    n_last: i32,
+) -> (f32, f32, usize, f32, bool) {
+    let (inr, i, f) = locate::<LINEAR>(k, xi, n_last);
+    let i = off + i as usize;
+    // SAFETY: as in `elem` (the gradient tables have the layout of xt).
+    let (xt, dxt) = unsafe {
+        if LINEAR {
+            let (x0, x1) = (*k.xt.get_unchecked(i), *k.xt.get_unchecked(i + 1));
+            (x0 + f * (x1 - x0), (x1 - x0) * k.scale * k.mul_in)
+        } else {
+            (*k.xt.get_unchecked(i), *g.dt.get_unchecked(i))
+        }
+    };
+    let (xt, dxt) = if inr { (xt, dxt) } else { (xi, 1.0) };
+    let (gr, direct) = match V {
+        0 => (phi(xi), xt * pdf(xi)),
+        1 => (phi(xt) + xt * pdf(xt), 0.0),
+        _ => {
+            if xt >= 0.0 {
+                (1.0, 0.0)
+            } else {
+                (k.alpha, 0.0)
+            }
+        }
+    };
+    let dx = gi * (gr * dxt + direct);
+    let s = if inr { gi * gr * g.mul_out } else { 0.0 };
+    (dx, s, i, f, inr)
+}
+
+/// Adds s·dT̂/dθ(node) of one element to `acc` (its channel's d sums), directly.
+#[inline(always)]
+fn add_direct<const LINEAR: bool>(g: &GradTables, acc: &mut [f64], node: usize, s: f32, f: f32) {
+    let d = g.d;
+    let sd = s as f64;
+    let r0 = &g.dtheta[node * d..(node + 1) * d];
+    if LINEAR {
+        let r1 = &g.dtheta[(node + 1) * d..(node + 2) * d];
+        for k in 0..d {
+            acc[k] += sd * (r0[k] + f * (r1[k] - r0[k])) as f64;
+        }
+    } else {
+        for k in 0..d {
+            acc[k] += sd * r0[k] as f64;
+        }
+    }
+}
+
+/// Where the dθ terms go: straight into the sums, or into per-node bins reduced at the end.
+enum Acc<'a> {
+    Direct { acc: &'a mut [f64], n: usize },
+    Hist { s: Vec<f64>, sf: Vec<f64> },
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_impl<const V: u8, const LINEAR: bool>(
+    k: &TableKernel,
+    g: &GradTables,
+    n: usize,
+    ch: Channels,
+    dy: &[f32],
+    x: &[f32],
+    dx: &mut [f32],
+    dtheta: &mut [f64],
+    simd: bool,
+) {
+    let total = k.xt.len();
+    let d = g.d;
+    // Bins cost C·n·d at the end; direct sums cost d per element.
+    let mut acc = if d > 0 && x.len() >= total && total <= (1 << 16) {
+        Acc::Hist {
+            // 8 spare bins take the zero terms (out of range), lane by lane, so that they do not
+            // form one long chain of dependent additions on node 0.
+            s: vec![0.0; total + 8],
+            sf: if LINEAR {
+                vec![0.0; total + 8]
+            } else {
+                Vec::new()
+            },
+        }
+    } else {
+        Acc::Direct { acc: dtheta, n }
+    };
+    let n_last = n as i32 - 1;
+    let mut it = ChanIter::new(ch);
+    let mut offs = [0u32; BLOCK];
+    let mut sb = [0f32; BLOCK];
+    let mut ib = [0u32; BLOCK];
+    let mut fb = [0f32; BLOCK];
+    let mut start = 0;
+    while start < x.len() {
+        let end = x.len().min(start + BLOCK);
+        let m = end - start;
+        let o = &mut offs[..m];
+        if ch.c > 1 {
+            for v in o.iter_mut() {
+                *v = (it.next_ch() * n) as u32;
+            }
+        }
+        let (xs, gs, dxs) = (&x[start..end], &dy[start..end], &mut dx[start..end]);
+        let mut done = false;
+        #[cfg(target_arch = "x86_64")]
+        if simd && has_avx2() {
+            // SAFETY: AVX2 is present; the table sizes were checked by the caller.
+            unsafe {
+                avx2::backward::<V, LINEAR>(
+                    k,
+                    g,
+                    n,
+                    xs,
+                    gs,
+                    dxs,
+                    (ch.c > 1).then_some(&*o),
+                    &mut sb[..m],
+                    &mut ib[..m],
+                    &mut fb[..m],
+                    total as u32,
+                )
+            };
+            done = true;
+        }
+        if !done {
+            for j in 0..m {
+                let off = if ch.c > 1 { o[j] as usize } else { 0 };
+                let (v, s, i, f, inr) = grad_elem::<V, LINEAR>(k, g, xs[j], gs[j], off, n_last);
+                dxs[j] = v;
+                sb[j] = s;
+                ib[j] = if inr { i } else { total + (j & 7) } as u32;
+                fb[j] = f;
+            }
+        }
+        let _ = simd;
+        if d > 0 {
+            match &mut acc {
+                Acc::Hist { s, sf } => {
+                    // Out-of-range elements carry s = 0 to a spare bin (lane j mod 8): no branch.
+                    for j in 0..m {
+                        let sj = sb[j] as f64;
+                        let i = ib[j] as usize;
+                        s[i] += sj;
+                        if LINEAR {
+                            sf[i] += sj * fb[j] as f64;
+                        }
+                    }
+                }
+                Acc::Direct { acc, n } => {
+                    for j in 0..m {
+                        let i = ib[j] as usize;
+                        if i < total {
+                            let a = &mut acc[(i / *n) * d..(i / *n + 1) * d];
+                            add_direct::<LINEAR>(g, a, i, sb[j], fb[j]);
+                        }
+                    }
+                }
+            }
+        }
+        start = end;
+    }
+    if let Acc::Hist { s, sf } = acc {
+        for (i, &si) in s[..total].iter().enumerate() {
+            let c = i / n;
+            let a = &mut dtheta[c * d..(c + 1) * d];
+            let r0 = &g.dtheta[i * d..(i + 1) * d];
+            if si != 0.0 || si.is_nan() {
+                for kk in 0..d {
+                    a[kk] += si * r0[kk] as f64;
+                }
+            }
+            if LINEAR && (sf[i] != 0.0 || sf[i].is_nan()) && (i + 1) % n != 0 {
+                let r1 = &g.dtheta[(i + 1) * d..(i + 2) * d];
+                for kk in 0..d {
+                    a[kk] += sf[i] * (r1[kk] - r0[kk]) as f64;
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn table_backward_impl(
+    k: &TableKernel,
+    g: &GradTables,
+    n: usize,
+    ch: Channels,
+    dy: &[f32],
+    x: &[f32],
+    dx: &mut [f32],
+    dtheta: &mut [f64],
+    simd: bool,
+) {
+    assert!(dy.len() == x.len() && dx.len() == x.len());
+    assert!(n >= 2 && ch.c >= 1 && k.xt.len() == n * ch.c);
+    assert!(g.dt.len() == k.xt.len() && g.dtheta.len() == k.xt.len() * g.d);
+    assert!(g.xdt.len() == 2 * k.xt.len() && k.pairs.len() == 2 * k.xt.len());
+    assert_eq!(dtheta.len(), ch.c * g.d);
+    macro_rules! go {
+        ($v:literal, $l:literal) => {
+            backward_impl::<$v, $l>(k, g, n, ch, dy, x, dx, dtheta, simd)
+        };
+    }
+    match (k.variant, k.linear) {
+        (Variant::Ditac, false) => go!(0, false),
+        (Variant::Ditac, true) => go!(0, true),
+        (Variant::Ge, false) => go!(1, false),
+        (Variant::Ge, true) => go!(1, true),
+        (Variant::Leaky, false) => go!(2, false),
+        (Variant::Leaky, true) => go!(2, true),
+    }
+}
+
+/// dX = dY·dy/dx and dθ += Σ dY·dy/dθ (f64, C·d sums: `dtheta[c·d..(c+1)·d]` for channel c)
+/// through the tables, on the fastest path this CPU has.
+#[allow(clippy::too_many_arguments)]
+pub fn table_backward(
+    k: &TableKernel,
+    g: &GradTables,
+    n: usize,
+    ch: Channels,
+    dy: &[f32],
+    x: &[f32],
+    dx: &mut [f32],
+    dtheta: &mut [f64],
+) {
+    table_backward_impl(k, g, n, ch, dy, x, dx, dtheta, true)
+}
+
+/// [`table_backward`] on the portable scalar path.
+#[allow(clippy::too_many_arguments)]
+pub fn table_backward_baseline(
+    k: &TableKernel,
+    g: &GradTables,
+    n: usize,
+    ch: Channels,
+    dy: &[f32],
+    x: &[f32],
+    dx: &mut [f32],
+    dtheta: &mut [f64],
+) {
+    table_backward_impl(k, g, n, ch, dy, x, dx, dtheta, false)
+}
+
+// ---------------------------------------------------------------------------------------------
+// AVX2
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// The lane form of `erf_f32` with fused multiply-adds in the polynomials (as accurate,
+    /// within 6e-7 of the scalar form, and exactly ±1 beyond |x| = 3.92 as it is).
+    #[cfg(test)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub fn erf8(x: __m256) -> __m256 {
+        erf8n([x])[0]
+    }
+
+    /// `erf8` on N vectors at once, step by step: each constant is loaded once for all N (the
+    /// loop is bound by loads otherwise), and the lanes see the very same operations.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub fn erf8n<const N: usize>(x: [__m256; N]) -> [__m256; N] {
+        let c = _mm256_set1_ps;
+        let (lo, hi) = (c(-4.0), c(4.0));
+        // max/min return their second operand when one is NaN: NaN stays NaN, as `clamp`.
+        let x: [__m256; N] = std::array::from_fn(|i| _mm256_min_ps(hi, _mm256_max_ps(lo, x[i])));
+        let x2: [__m256; N] = std::array::from_fn(|i| _mm256_mul_ps(x[i], x[i]));
+        let (k0, k1) = (c(-2.726_142_3e-10), c(2.770_681_4e-8));
+        let mut p: [__m256; N] = std::array::from_fn(|i| _mm256_fmadd_ps(x2[i], k0, k1));
+        for k in [
+            -2.101_024e-6,
+            -5.692_506_4e-5,
+            -7.349_906_3e-4,
+            -2.954_6e-3,
+            -1.609_603_3e-2,
+        ] {
+            let kv = c(k);
+            for i in 0..N {
+                p[i] = _mm256_fmadd_ps(x2[i], p[i], kv);
+            }
+        }
+        for i in 0..N {
+            p[i] = _mm256_mul_ps(x[i], p[i]);
+        }
+        let (q0, q1) = (c(-1.456_607_2e-5), c(-2.133_740_6e-4));
+        let mut q: [__m256; N] = std::array::from_fn(|i| _mm256_fmadd_ps(x2[i], q0, q1));
+        for k in [-1.682_827e-3, -7.373_329_2e-3, -1.426_474e-2] {
+            let kv = c(k);
+            for i in 0..N {
+                q[i] = _mm256_fmadd_ps(x2[i], q[i], kv);
+            }
+        }
+        // p/q through the reciprocal estimate and one Newton step (q ≤ −0.0143, far from 0):
+        // within an ulp or two of the division, at a fraction of its cost.
+        let (one, m1, sign, lim) = (c(1.0), c(-1.0), c(-0.0), c(3.92));
+        std::array::from_fn(|i| {
+            let y0 = _mm256_rcp_ps(q[i]);
+            let y1 = _mm256_fmadd_ps(_mm256_fnmadd_ps(q[i], y0, one), y0, y0);
+            let r = _mm256_mul_ps(p[i], y1);
+            let r = _mm256_min_ps(one, _mm256_max_ps(m1, r));
+            let ax = _mm256_andnot_ps(sign, x[i]);
+            let big = _mm256_cmp_ps::<_CMP_GE_OQ>(ax, lim);
+            let pm1 = _mm256_or_ps(_mm256_and_ps(x[i], sign), one);
+            _mm256_blendv_ps(r, pm1, big)
+        })
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn phi8(v: __m256) -> __m256 {
+        phi8n([v])[0]
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn phi8n<const N: usize>(v: [__m256; N]) -> [__m256; N] {
+        let c = _mm256_set1_ps;
+        let s = c(std::f32::consts::FRAC_1_SQRT_2);
+        let e: [__m256; N] = erf8n(std::array::from_fn(|i| _mm256_mul_ps(v[i], s)));
+        let h = c(0.5);
+        std::array::from_fn(|i| _mm256_fmadd_ps(e[i], h, h))
+    }
+
+    /// exp(a) for a ≤ 0 or NaN (Cephes' expf polynomial, ≤ 2 ulp); exactly 0 below −87. N
+    /// vectors at once (constants loaded once for all).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn exp_neg8n<const N: usize>(a: [__m256; N]) -> [__m256; N] {
+        let c = _mm256_set1_ps;
+        let lim = c(-87.0);
+        let tiny: [__m256; N] = std::array::from_fn(|i| _mm256_cmp_ps::<_CMP_LT_OQ>(a[i], lim));
+        let a: [__m256; N] = std::array::from_fn(|i| _mm256_max_ps(lim, a[i]));
+        let l2e = c(std::f32::consts::LOG2_E);
+        let n: [__m256; N] = std::array::from_fn(|i| {
+            _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+                a[i], l2e,
+            ))
+        });
+        let (c1, c2) = (c(0.693_359_4), c(-2.121_944_4e-4));
+        let r: [__m256; N] =
+            std::array::from_fn(|i| _mm256_fnmadd_ps(n[i], c2, _mm256_fnmadd_ps(n[i], c1, a[i])));
+        let mut p = [c(1.987_569_1e-4); N];
+        for k in [
+            1.398_2e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            0.5,
+        ] {
+            let kv = c(k);
+            for i in 0..N {
+                p[i] = _mm256_fmadd_ps(p[i], r[i], kv);
+            }
+        }
+        let (one, bias) = (c(1.0), _mm256_set1_epi32(127));
+        std::array::from_fn(|i| {
+            let e = _mm256_add_ps(_mm256_fmadd_ps(p[i], _mm256_mul_ps(r[i], r[i]), r[i]), one);
+            let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+                _mm256_cvtps_epi32(n[i]),
+                bias,
+            )));
+            _mm256_andnot_ps(tiny[i], _mm256_mul_ps(e, pow2))
+        })
+    }
+
+    /// The normal density φ(x) = exp(−x²/2)/√(2π) on N vectors.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn pdf8n<const N: usize>(x: [__m256; N]) -> [__m256; N] {
+        let c = _mm256_set1_ps;
+        let cst =
+            c((std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2 * 0.5) as f32);
+        let (neg, h) = (c(-0.0), c(0.5));
+        let a: [__m256; N] = std::array::from_fn(|i| {
+            _mm256_mul_ps(_mm256_xor_ps(_mm256_mul_ps(x[i], x[i]), neg), h)
+        });
+        let e = exp_neg8n(a);
+        std::array::from_fn(|i| _mm256_mul_ps(cst, e[i]))
+    }
+
+    struct Consts {
+        lo: __m256,
+        hi: __m256,
+        add_in: __m256,
+        mul_in: __m256,
+        scale: __m256,
+        alpha: __m256,
+        n_last: __m256i,
+        n_last1: __m256i,
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn consts(k: &TableKernel, n: usize) -> Consts {
+        let c = _mm256_set1_ps;
+        Consts {
+            lo: c(k.lo),
+            hi: c(k.hi),
+            add_in: c(k.add_in),
+            mul_in: c(k.mul_in),
+            scale: c(k.scale),
+            alpha: c(k.alpha),
+            n_last: _mm256_set1_epi32(n as i32 - 1),
+            n_last1: _mm256_set1_epi32(n as i32 - 2),
+        }
+    }
+
+    /// In-range mask, node index (row offset added) and right weight of 8 elements: `locate`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn locate8<const LINEAR: bool>(
+        c: &Consts,
+        xv: __m256,
+        off: __m256i,
+    ) -> (__m256, __m256i, __m256) {
+        let inr = _mm256_and_ps(
+            _mm256_cmp_ps::<_CMP_GE_OQ>(xv, c.lo),
+            _mm256_cmp_ps::<_CMP_LE_OQ>(xv, c.hi),
+        );
+        let u = _mm256_mul_ps(_mm256_add_ps(xv, c.add_in), c.mul_in);
+        // Out-of-range lanes (and NaN, ±∞) may give any p: the clamped index stays in the row
+        // (a float too large or NaN converts to i32::MIN, clamped to 0), and their node is
+        // blended away by the callers.
+        let p = _mm256_mul_ps(u, c.scale);
+        let zero = _mm256_setzero_si256();
+        if LINEAR {
+            let i = _mm256_cvttps_epi32(_mm256_floor_ps(p));
+            let i = _mm256_min_epi32(_mm256_max_epi32(i, zero), c.n_last1);
+            let f = _mm256_sub_ps(p, _mm256_cvtepi32_ps(i));
+            (inr, _mm256_add_epi32(i, off), f)
+        } else {
+            // For 0 ≤ p < 2^24 (and −0.5 < p < 0, which truncates to 0 either way) this is the
+            // scalar round-half-even.
+            let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(p);
+            let i = _mm256_cvttps_epi32(r);
+            let i = _mm256_min_epi32(_mm256_max_epi32(i, zero), c.n_last);
+            (inr, _mm256_add_epi32(i, off), _mm256_setzero_ps())
+        }
+    }
+
+    /// Gathers 8 pairs of floats (64 bits each, at pair index `idx`): (first, second) by lane.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn gather_pairs(p: *const f32, idx: __m256i) -> (__m256, __m256) {
+        let p = p as *const f64;
+        let lo = _mm256_castpd_ps(_mm256_i32gather_pd::<8>(p, _mm256_castsi256_si128(idx)));
+        let hi = _mm256_castpd_ps(_mm256_i32gather_pd::<8>(
+            p,
+            _mm256_extracti128_si256::<1>(idx),
+        ));
+        // lo = a0 b0 a1 b1 | a2 b2 a3 b3, hi = a4 b4 a5 b5 | a6 b6 a7 b7
+        let a = _mm256_shuffle_ps::<0b10_00_10_00>(lo, hi); // a0 a1 a4 a5 | a2 a3 a6 a7
+        let b = _mm256_shuffle_ps::<0b11_01_11_01>(lo, hi);
+        let fix = |v: __m256| {
+            _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
+        };
+        (fix(a), fix(b))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn lanes<const V: u8, const LINEAR: bool>(
+        c: &Consts,
+        xt: *const f32,
+        pairs: *const f32,
+        xv: __m256,
+        off: __m256i,
+    ) -> __m256 {
+        let (inr, i, f) = locate8::<LINEAR>(c, xv, off);
+        let warped = if LINEAR {
+            // x0 + f·(x1 − x0), with x1 − x0 from the pair table (the same bits).
+            let (x0, dd) = gather_pairs(pairs, i);
+            _mm256_add_ps(x0, _mm256_mul_ps(f, dd))
+        } else {
+            _mm256_i32gather_ps::<4>(xt, i)
+        };
+        let w = _mm256_blendv_ps(xv, warped, inr);
+        match V {
+            0 => _mm256_mul_ps(w, phi8(xv)),
+            1 => _mm256_mul_ps(w, phi8(w)),
+            _ => {
+                let pos = _mm256_cmp_ps::<_CMP_GE_OQ>(w, _mm256_setzero_ps());
+                _mm256_blendv_ps(_mm256_mul_ps(c.alpha, w), w, pos)
+            }
+        }
+    }
+
+    /// `lanes` on two vectors at once (the outer function's erf shares its constants).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn lanes2<const V: u8, const LINEAR: bool>(
+        c: &Consts,
+        xt: *const f32,
+        pairs: *const f32,
+        xv: [__m256; 2],
+        off: [__m256i; 2],
+    ) -> [__m256; 2] {
+        let w: [__m256; 2] = std::array::from_fn(|h| {
+            let (inr, i, f) = locate8::<LINEAR>(c, xv[h], off[h]);
+            let warped = if LINEAR {
+                let (x0, dd) = gather_pairs(pairs, i);
+                _mm256_add_ps(x0, _mm256_mul_ps(f, dd))
+            } else {
+                _mm256_i32gather_ps::<4>(xt, i)
+            };
+            _mm256_blendv_ps(xv[h], warped, inr)
+        });
+        match V {
+            0 => {
+                let p = phi8n(xv);
+                [_mm256_mul_ps(w[0], p[0]), _mm256_mul_ps(w[1], p[1])]
+            }
+            1 => {
+                let p = phi8n(w);
+                [_mm256_mul_ps(w[0], p[0]), _mm256_mul_ps(w[1], p[1])]
+            }
+            _ => std::array::from_fn(|h| {
+                let pos = _mm256_cmp_ps::<_CMP_GE_OQ>(w[h], _mm256_setzero_ps());
+                _mm256_blendv_ps(_mm256_mul_ps(c.alpha, w[h]), w[h], pos)
+            }),
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fwd<const V: u8, const LINEAR: bool>(
+        k: &TableKernel,
+        n: usize,
+        x: &[f32],
+        y: &mut [f32],
+        offs: Option<&[u32]>,
+    ) {
+        let c = consts(k, n);
+        let len = x.len();
+        let main = len - len % 8;
+        let (xp, yp, xt, pairs) = (x.as_ptr(), y.as_mut_ptr(), k.xt.as_ptr(), k.pairs.as_ptr());
+        let mut j = 0;
+        match offs {
+            None => {
+                let zero = _mm256_setzero_si256();
+                while j + 16 <= main {
+                    let xv = [_mm256_loadu_ps(xp.add(j)), _mm256_loadu_ps(xp.add(j + 8))];
+                    let v = lanes2::<V, LINEAR>(&c, xt, pairs, xv, [zero; 2]);
+                    _mm256_storeu_ps(yp.add(j), v[0]);
+                    _mm256_storeu_ps(yp.add(j + 8), v[1]);
+                    j += 16;
+                }
+                while j < main {
+                    let v = lanes::<V, LINEAR>(&c, xt, pairs, _mm256_loadu_ps(xp.add(j)), zero);
+                    _mm256_storeu_ps(yp.add(j), v);
+                    j += 8;
+                }
+            }
+            Some(o) => {
+                let op = o.as_ptr() as *const __m256i;
+                while j + 16 <= main {
+                    let off = [
+                        _mm256_loadu_si256(op.add(j / 8)),
+                        _mm256_loadu_si256(op.add(j / 8 + 1)),
+                    ];
+                    let xv = [_mm256_loadu_ps(xp.add(j)), _mm256_loadu_ps(xp.add(j + 8))];
+                    let v = lanes2::<V, LINEAR>(&c, xt, pairs, xv, off);
+                    _mm256_storeu_ps(yp.add(j), v[0]);
+                    _mm256_storeu_ps(yp.add(j + 8), v[1]);
+                    j += 16;
+                }
+                while j < main {
+                    let off = _mm256_loadu_si256(op.add(j / 8));
+                    let v = lanes::<V, LINEAR>(&c, xt, pairs, _mm256_loadu_ps(xp.add(j)), off);
+                    _mm256_storeu_ps(yp.add(j), v);
+                    j += 8;
+                }
+            }
+        }
+        // The tail through the same lanes (padded), so that a result never depends on where an
+        // element falls in a slice.
+        let rem = len - main;
+        if rem > 0 {
+            let mut xb = [0f32; 8];
+            let mut ob = [0u32; 8];
+            let mut yb = [0f32; 8];
+            xb[..rem].copy_from_slice(&x[main..]);
+            if let Some(o) = offs {
+                ob[..rem].copy_from_slice(&o[main..]);
+            }
+            let off = _mm256_loadu_si256(ob.as_ptr() as *const __m256i);
+            let v = lanes::<V, LINEAR>(&c, xt, pairs, _mm256_loadu_ps(xb.as_ptr()), off);
+            _mm256_storeu_ps(yb.as_mut_ptr(), v);
+            y[main..].copy_from_slice(&yb[..rem]);
+        }
+    }
+
+    /// The forward of `dispatch_scalar`, 8 lanes at a time (the tail through the scalar body).
+    ///
+    /// # Safety
+    /// AVX2 must be available; `k.xt` must hold every row the offsets name (n nodes each).
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn forward(
+        k: &TableKernel,
+        n: usize,
+        x: &[f32],
+        y: &mut [f32],
+        offs: Option<&[u32]>,
+    ) {
+        match (k.variant, k.linear) {
+            (Variant::Ditac, false) => fwd::<0, false>(k, n, x, y, offs),
+            (Variant::Ditac, true) => fwd::<0, true>(k, n, x, y, offs),
+            (Variant::Ge, false) => fwd::<1, false>(k, n, x, y, offs),
+            (Variant::Ge, true) => fwd::<1, true>(k, n, x, y, offs),
+            (Variant::Leaky, false) => fwd::<2, false>(k, n, x, y, offs),
+            (Variant::Leaky, true) => fwd::<2, true>(k, n, x, y, offs),
+        }
+    }
+
+    /// `outer_scalar` on 8 lanes at a time (the tail padded).
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn outer(variant: Variant, alpha: f32, x: &[f32], w: &[f32], y: &mut [f32]) {
+        let len = x.len();
+        let av = _mm256_set1_ps(alpha);
+        let mut j = 0;
+        while j < len {
+            let rem = (len - j).min(8);
+            let mut xb = [0f32; 8];
+            let mut wb = [0f32; 8];
+            xb[..rem].copy_from_slice(&x[j..j + rem]);
+            wb[..rem].copy_from_slice(&w[j..j + rem]);
+            let xv = _mm256_loadu_ps(xb.as_ptr());
+            let wv = _mm256_loadu_ps(wb.as_ptr());
+            let v = match variant {
+                Variant::Ditac => _mm256_mul_ps(wv, phi8(xv)),
+                Variant::Ge => _mm256_mul_ps(wv, phi8(wv)),
+                Variant::Leaky => {
+                    let pos = _mm256_cmp_ps::<_CMP_GE_OQ>(wv, _mm256_setzero_ps());
+                    _mm256_blendv_ps(_mm256_mul_ps(av, wv), wv, pos)
+                }
+            };
+            let mut yb = [0f32; 8];
+            _mm256_storeu_ps(yb.as_mut_ptr(), v);
+            y[j..j + rem].copy_from_slice(&yb[..rem]);
+            j += rem;
+        }
+    }
+
+    /// log(x) for positive normal x (Cephes' logf polynomial, about 1 ulp).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn log8(x: __m256) -> __m256 {
+        let c = _mm256_set1_ps;
+        let xi = _mm256_castps_si256(x);
+        let mut e = _mm256_sub_epi32(_mm256_srli_epi32::<23>(xi), _mm256_set1_epi32(127));
+        let mut m = _mm256_castsi256_ps(_mm256_or_si256(
+            _mm256_and_si256(xi, _mm256_set1_epi32(0x007f_ffff)),
+            _mm256_set1_epi32(0x3f80_0000),
+        ));
+        let big = _mm256_cmp_ps::<_CMP_GT_OQ>(m, c(std::f32::consts::SQRT_2));
+        m = _mm256_blendv_ps(m, _mm256_mul_ps(m, c(0.5)), big);
+        e = _mm256_sub_epi32(e, _mm256_castps_si256(big)); // big lanes are −1: e + 1
+        let ef = _mm256_cvtepi32_ps(e);
+        let f = _mm256_sub_ps(m, c(1.0));
+        let f2 = _mm256_mul_ps(f, f);
+        let mut p = c(7.037_683_6e-2);
+        for k in [
+            -1.151_461e-1,
+            1.167_699_9e-1,
+            -1.242_014_1e-1,
+            1.424_932_3e-1,
+            -1.666_805_8e-1,
+            2.000_071_4e-1,
+            -2.499_999_4e-1,
+            3.333_333e-1,
+        ] {
+            p = _mm256_fmadd_ps(p, f, c(k));
+        }
+        let mut y = _mm256_mul_ps(_mm256_mul_ps(p, f), f2);
+        y = _mm256_fmadd_ps(ef, c(-2.121_944_4e-4), y);
+        y = _mm256_fnmadd_ps(f2, c(0.5), y);
+        _mm256_fmadd_ps(ef, c(0.693_359_4), _mm256_add_ps(f, y))
+    }
+
+    /// exp(a) for |a| < 87 (Cephes' expf polynomial, about 1 ulp).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn exp8(a: __m256) -> __m256 {
+        let c = _mm256_set1_ps;
+        let a = _mm256_min_ps(c(87.0), _mm256_max_ps(c(-87.0), a));
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(a, c(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm256_fnmadd_ps(n, c(0.693_359_4), a);
+        let r = _mm256_fnmadd_ps(n, c(-2.121_944_4e-4), r);
+        let mut p = c(1.987_569_1e-4);
+        for k in [
+            1.398_2e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            0.5,
+        ] {
+            p = _mm256_fmadd_ps(p, r, c(k));
+        }
+        let e = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), c(1.0));
+        let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(n),
+            _mm256_set1_epi32(127),
+        )));
+        _mm256_mul_ps(e, pow2)
+    }
+
+    /// T̂(u) for trajectories that cross exactly one boundary, in difw's steps (hit time
+    /// log(v_c/v)/a, then ψ in the next cell for the time left), with vector log and exp (about
+    /// 1 ulp each, so T̂ within a few ulp of the integrator's). The mask keeps the lanes that are
+    /// clearly such trajectories (margins of 1e-4 in time and 1e-5 in velocity; slopes ≥ eps in
+    /// both cells); the others go to the integrator.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn crossing8(k: &ExactKernel, u: __m256, ci: __m256i) -> (__m256, __m256) {
+        let c = _mm256_set1_ps;
+        let sign = c(-0.0);
+        let abs = |v: __m256| _mm256_andnot_ps(sign, v);
+        let (a0, b0) = gather_pairs(k.ab.as_ptr(), ci);
+        let v = _mm256_add_ps(_mm256_mul_ps(a0, u), b0);
+        let up = _mm256_cmp_ps::<_CMP_GT_OQ>(v, _mm256_setzero_ps());
+        let (xup, xdn) = gather_pairs(k.xud.as_ptr(), ci);
+        let xc = _mm256_blendv_ps(xdn, xup, up);
+        let vc = _mm256_add_ps(_mm256_mul_ps(a0, xc), b0);
+        let q = _mm256_div_ps(vc, v);
+        let thit = _mm256_div_ps(log8(q), a0);
+        let t1 = _mm256_sub_ps(c(1.0), thit);
+        let upi = _mm256_castps_si256(up);
+        // up lanes: c + 1 (−(−1)), down lanes: c − 1
+        let c1 = _mm256_add_epi32(
+            _mm256_sub_epi32(ci, upi),
+            _mm256_andnot_si256(upi, _mm256_set1_epi32(-1)),
+        );
+        let last = _mm256_set1_epi32(k.ub.len() as i32 - 1);
+        let c1 = _mm256_min_epi32(_mm256_max_epi32(c1, _mm256_setzero_si256()), last);
+        let (t2up, t2dn) = gather_pairs(k.tud.as_ptr(), ci);
+        let t2 = _mm256_blendv_ps(t2dn, t2up, up);
+        let (a1, boa1) = gather_pairs(k.aboa.as_ptr(), c1);
+        // A slope below eps in the first cell made xc NaN, in the second b/a NaN: not good.
+        let mut good = _mm256_cmp_ps::<_CMP_GT_OQ>(abs(v), c(1e-5));
+        good = _mm256_and_ps(good, _mm256_cmp_ps::<_CMP_GT_OQ>(abs(vc), c(1e-5)));
+        good = _mm256_and_ps(good, _mm256_cmp_ps::<_CMP_GT_OQ>(q, c(0.0)));
+        good = _mm256_and_ps(good, _mm256_cmp_ps::<_CMP_LT_OQ>(thit, c(1.0 - 1e-4)));
+        good = _mm256_and_ps(good, _mm256_cmp_ps::<_CMP_GE_OQ>(thit, c(0.0)));
+        // The next cell must not be left in the time that remains (an infinite t2 is fine).
+        good = _mm256_and_ps(
+            good,
+            _mm256_cmp_ps::<_CMP_GT_OQ>(t2, _mm256_add_ps(t1, c(1e-4))),
+        );
+        // ψ(xc, t1) in cell c1: f32(f64(eta·xc) + f64(b/a)·(f64(eta) − 1))
+        let eta = exp8(_mm256_mul_ps(t1, a1));
+        let eu = _mm256_mul_ps(eta, xc);
+        let half = |v: __m256, hi: bool| {
+            if hi {
+                _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v))
+            } else {
+                _mm256_cvtps_pd(_mm256_castps256_ps128(v))
+            }
+        };
+        let one = _mm256_set1_pd(1.0);
+        let lo = _mm256_cvtpd_ps(_mm256_fmadd_pd(
+            half(boa1, false),
+            _mm256_sub_pd(half(eta, false), one),
+            half(eu, false),
+        ));
+        let hi = _mm256_cvtpd_ps(_mm256_fmadd_pd(
+            half(boa1, true),
+            _mm256_sub_pd(half(eta, true), one),
+            half(eu, true),
+        ));
+        let val = _mm256_set_m128(hi, lo);
+        let good = _mm256_and_ps(good, _mm256_cmp_ps::<_CMP_ORD_Q>(val, val));
+        (val, good)
+    }
+
+    /// `exact_forward` 8 lanes at a time.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; the per-cell tables must have the same length ≥ 1.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn exact(k: &ExactKernel, x: &[f32], y: &mut [f32], fallback: &dyn Fn(f32) -> f32) {
+        let c = _mm256_set1_ps;
+        let nc = k.ub.len();
+        let (lo, hi, add_in, mul_in) = (c(k.lo), c(k.hi), c(k.add_in), c(k.mul_in));
+        let (add_out, mul_out) = (c(k.add_out), c(k.mul_out));
+        let ncf = c(nc as f32);
+        let last = _mm256_set1_epi32(nc as i32 - 1);
+        let zero = _mm256_setzero_si256();
+        let av = c(k.alpha);
+        let len = x.len();
+        let mut j = 0;
+        while j < len {
+            let rem = (len - j).min(8);
+            let mut xb = [0f32; 8];
+            xb[..rem].copy_from_slice(&x[j..j + rem]);
+            let xv = _mm256_loadu_ps(xb.as_ptr());
+            let inr = _mm256_and_ps(
+                _mm256_cmp_ps::<_CMP_GE_OQ>(xv, lo),
+                _mm256_cmp_ps::<_CMP_LE_OQ>(xv, hi),
+            );
+            let u = _mm256_mul_ps(_mm256_add_ps(xv, add_in), mul_in);
+            // cell_of: clamp(floor(u·nc), 0, nc − 1) (out-of-range lanes: any cell, unused)
+            let ci = _mm256_cvttps_epi32(_mm256_floor_ps(_mm256_mul_ps(u, ncf)));
+            let ci = _mm256_min_epi32(_mm256_max_epi32(ci, zero), last);
+            let ci = _mm256_and_si256(ci, _mm256_castps_si256(inr));
+            let (eta, lb) = gather_pairs(k.eta_lb.as_ptr(), ci);
+            let k1lo = _mm256_i32gather_pd::<8>(k.k1.as_ptr(), _mm256_castsi256_si128(ci));
+            let k1hi = _mm256_i32gather_pd::<8>(k.k1.as_ptr(), _mm256_extracti128_si256::<1>(ci));
+            // ψ(u, 1) = f32(f64(eta·u) + k1)
+            let eu = _mm256_mul_ps(eta, u);
+            let vlo = _mm256_cvtpd_ps(_mm256_add_pd(
+                _mm256_cvtps_pd(_mm256_castps256_ps128(eu)),
+                k1lo,
+            ));
+            let vhi = _mm256_cvtpd_ps(_mm256_add_pd(
+                _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(eu)),
+                k1hi,
+            ));
+            let val = _mm256_set_m128(vhi, vlo);
+            let ub = _mm256_i32gather_ps::<4>(k.ub.as_ptr(), ci);
+            let good = _mm256_and_ps(
+                _mm256_cmp_ps::<_CMP_GE_OQ>(val, lb),
+                _mm256_cmp_ps::<_CMP_LE_OQ>(val, ub),
+            );
+            let xt = _mm256_mul_ps(_mm256_add_ps(val, add_out), mul_out);
+            let mut w = _mm256_blendv_ps(xv, xt, inr);
+            // In range but not settled: one crossing in vector form, else the scalar integrator.
+            let mut slow =
+                _mm256_movemask_ps(_mm256_andnot_ps(good, inr)) as u32 & ((1u32 << rem) - 1);
+            if slow != 0 {
+                let (v1, good1) = crossing8(k, u, ci);
+                let take = _mm256_and_ps(_mm256_andnot_ps(good, inr), good1);
+                let xt1 = _mm256_mul_ps(_mm256_add_ps(v1, add_out), mul_out);
+                w = _mm256_blendv_ps(w, xt1, take);
+                slow &= !(_mm256_movemask_ps(take) as u32);
+            }
+            if slow != 0 {
+                let mut wb = [0f32; 8];
+                _mm256_storeu_ps(wb.as_mut_ptr(), w);
+                for (l, wl) in wb.iter_mut().enumerate().take(rem) {
+                    if slow & (1 << l) != 0 {
+                        *wl = fallback(xb[l]);
+                    }
+                }
+                w = _mm256_loadu_ps(wb.as_ptr());
+            }
+            let v = match k.variant {
+                Variant::Ditac => _mm256_mul_ps(w, phi8(xv)),
+                Variant::Ge => _mm256_mul_ps(w, phi8(w)),
+                Variant::Leaky => {
+                    let pos = _mm256_cmp_ps::<_CMP_GE_OQ>(w, _mm256_setzero_ps());
+                    _mm256_blendv_ps(_mm256_mul_ps(av, w), w, pos)
+                }
+            };
+            let mut yb = [0f32; 8];
+            _mm256_storeu_ps(yb.as_mut_ptr(), v);
+            y[j..j + rem].copy_from_slice(&yb[..rem]);
+            j += rem;
+        }
+    }
+
+    /// `grad_elem` on 8 lanes at a time; writes dX, s, the node and the right weight.
+    ///
+    /// # Safety
+    /// AVX2 must be available; the tables must hold every row the offsets name.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn backward<const V: u8, const LINEAR: bool>(
+        k: &TableKernel,
+        g: &GradTables,
+        n: usize,
+        x: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+        offs: Option<&[u32]>,
+        sb: &mut [f32],
+        ib: &mut [u32],
+        fb: &mut [f32],
+        spare: u32,
+    ) {
+        // Out-of-range lanes name a spare bin: spare + lane.
+        let spare = _mm256_add_epi32(
+            _mm256_set1_epi32(spare as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        );
+        let c = consts(k, n);
+        let cs = _mm256_set1_ps;
+        let len = x.len();
+        let (pairs, xdt) = (k.pairs.as_ptr(), g.xdt.as_ptr());
+        let one = cs(1.0);
+        let mul_out = cs(g.mul_out);
+        let mut j = 0;
+        // Two vectors per step while 16 elements remain.
+        while j + 16 <= len {
+            let off = match offs {
+                Some(o) => [
+                    _mm256_loadu_si256(o.as_ptr().add(j) as *const __m256i),
+                    _mm256_loadu_si256(o.as_ptr().add(j + 8) as *const __m256i),
+                ],
+                None => [_mm256_setzero_si256(); 2],
+            };
+            let xv = [
+                _mm256_loadu_ps(x.as_ptr().add(j)),
+                _mm256_loadu_ps(x.as_ptr().add(j + 8)),
+            ];
+            let gv = [
+                _mm256_loadu_ps(dy.as_ptr().add(j)),
+                _mm256_loadu_ps(dy.as_ptr().add(j + 8)),
+            ];
+            let (d, s, i, f) =
+                grad_lanes::<V, LINEAR, 2>(&c, pairs, xdt, one, mul_out, spare, xv, gv, off);
+            for h in 0..2 {
+                let jj = j + 8 * h;
+                _mm256_storeu_ps(dx.as_mut_ptr().add(jj), d[h]);
+                _mm256_storeu_ps(sb.as_mut_ptr().add(jj), s[h]);
+                _mm256_storeu_si256(ib.as_mut_ptr().add(jj) as *mut __m256i, i[h]);
+                if LINEAR {
+                    _mm256_storeu_ps(fb.as_mut_ptr().add(jj), f[h]);
+                }
+            }
+            j += 16;
+        }
+        while j < len {
+            let rem = (len - j).min(8);
+            let mut xb = [0f32; 8];
+            let mut gb = [0f32; 8];
+            let mut ob = [0u32; 8];
+            // The rest through the same lanes, padded.
+            xb[..rem].copy_from_slice(&x[j..j + rem]);
+            gb[..rem].copy_from_slice(&dy[j..j + rem]);
+            if let Some(o) = offs {
+                ob[..rem].copy_from_slice(&o[j..j + rem]);
+            }
+            let off = _mm256_loadu_si256(ob.as_ptr() as *const __m256i);
+            let xv = _mm256_loadu_ps(xb.as_ptr());
+            let gv = _mm256_loadu_ps(gb.as_ptr());
+            let (d, s, i, f) =
+                grad_lanes::<V, LINEAR, 1>(&c, pairs, xdt, one, mul_out, spare, [xv], [gv], [off]);
+            let mut t = [[0f32; 8]; 3];
+            let mut ti = [0u32; 8];
+            _mm256_storeu_ps(t[0].as_mut_ptr(), d[0]);
+            _mm256_storeu_ps(t[1].as_mut_ptr(), s[0]);
+            _mm256_storeu_ps(t[2].as_mut_ptr(), f[0]);
+            _mm256_storeu_si256(ti.as_mut_ptr() as *mut __m256i, i[0]);
+            dx[j..j + rem].copy_from_slice(&t[0][..rem]);
+            sb[j..j + rem].copy_from_slice(&t[1][..rem]);
+            fb[j..j + rem].copy_from_slice(&t[2][..rem]);
+            ib[j..j + rem].copy_from_slice(&ti[..rem]);
+            j += rem;
+        }
+    }
+
+    /// `grad_elem` on N vectors: dX, s (0 out of range), the node (a spare bin out of range)
+    /// and the right weight.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn grad_lanes<const V: u8, const LINEAR: bool, const N: usize>(
+        c: &Consts,
+        pairs: *const f32,
+        xdt: *const f32,
+        one: __m256,
+        mul_out: __m256,
+        spare: __m256i,
+        xv: [__m256; N],
+        gv: [__m256; N],
+        off: [__m256i; N],
+    ) -> ([__m256; N], [__m256; N], [__m256i; N], [__m256; N]) {
+        let mut inr = [_mm256_setzero_ps(); N];
+        let mut idx = [_mm256_setzero_si256(); N];
+        let mut fr = [_mm256_setzero_ps(); N];
+        let mut w = [_mm256_setzero_ps(); N];
+        let mut dxt = [_mm256_setzero_ps(); N];
+        for h in 0..N {
+            let (m, i, f) = locate8::<LINEAR>(c, xv[h], off[h]);
+            let (wh, dh) = if LINEAR {
+                let (x0, dd) = gather_pairs(pairs, i);
+                // (x1 − x0)·scale·mul_in, in the scalar order
+                let dxt = _mm256_mul_ps(_mm256_mul_ps(dd, c.scale), c.mul_in);
+                (_mm256_add_ps(x0, _mm256_mul_ps(f, dd)), dxt)
+            } else {
+                gather_pairs(xdt, i)
+            };
+            inr[h] = m;
+            idx[h] = i;
+            fr[h] = f;
+            w[h] = _mm256_blendv_ps(xv[h], wh, m);
+            dxt[h] = _mm256_blendv_ps(one, dh, m);
+        }
+        let zero = _mm256_setzero_ps();
+        let (gr, direct): ([__m256; N], [__m256; N]) = match V {
+            0 => {
+                let p = phi8n(xv);
+                let d = pdf8n(xv);
+                (p, std::array::from_fn(|h| _mm256_mul_ps(w[h], d[h])))
+            }
+            1 => {
+                let p = phi8n(w);
+                let d = pdf8n(w);
+                (
+                    std::array::from_fn(|h| _mm256_add_ps(p[h], _mm256_mul_ps(w[h], d[h]))),
+                    [zero; N],
+                )
+            }
+            _ => (
+                std::array::from_fn(|h| {
+                    let pos = _mm256_cmp_ps::<_CMP_GE_OQ>(w[h], zero);
+                    _mm256_blendv_ps(c.alpha, one, pos)
+                }),
+                [zero; N],
+            ),
+        };
+        let d = std::array::from_fn(|h| {
+            _mm256_mul_ps(
+                gv[h],
+                _mm256_add_ps(_mm256_mul_ps(gr[h], dxt[h]), direct[h]),
+            )
+        });
+        let s = std::array::from_fn(|h| {
+            _mm256_and_ps(_mm256_mul_ps(_mm256_mul_ps(gv[h], gr[h]), mul_out), inr[h])
+        });
+        let i =
+            std::array::from_fn(|h| _mm256_blendv_epi8(spare, idx[h], _mm256_castps_si256(inr[h])));
+        (d, s, i, fr)
+    }
 }
 
 #[cfg(test)]
@@ -138,6 +1442,46 @@ mod tests {
             16_777_215.0,
         ] {
             assert_eq!(round_half_even(v), v.round_ties_even(), "{v}");
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn erf8_is_as_accurate_as_erf_f32() {
+        if !has_avx2() {
+            return;
+        }
+        use std::arch::x86_64::*;
+        let mut xs: Vec<f32> = (-5000..5000).map(|i| i as f32 * 1e-3).collect();
+        xs.extend([
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            3.92,
+            -3.92,
+            4.0,
+        ]);
+        while !xs.len().is_multiple_of(8) {
+            xs.push(1.0);
+        }
+        for c in xs.chunks(8) {
+            let mut out = [0f32; 8];
+            // SAFETY: AVX2 checked above; 8 values in and out.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), avx2::erf8(_mm256_loadu_ps(c.as_ptr()))) };
+            for (o, &v) in out.iter().zip(c) {
+                let want = erf_f32(v);
+                let exact = libm::erf(v as f64);
+                assert!(
+                    (o.is_nan() && want.is_nan())
+                        || ((o - want).abs() <= 6e-7 && (*o as f64 - exact).abs() <= 5e-7),
+                    "{v}: {o} vs {want}"
+                );
+                if v.abs() >= 3.92 {
+                    assert_eq!(*o, want, "{v}");
+                }
+            }
         }
     }
 }

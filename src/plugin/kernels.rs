@@ -10,6 +10,9 @@ use half::slice::HalfFloatSliceExt;
 
 use super::ffi::{KernelContext, KernelInfo, TensorView};
 use super::{Elem, Ep, OpKind, OpSpec, PResult, PluginError};
+use crate::core::kernels::{
+    table_backward, table_forward_channels, Channels, GradTables, TableKernel,
+};
 use crate::core::real::Real;
 use crate::core::{basis, channel_layout, Activation, Attrs, Basis, BasisKind};
 
@@ -18,7 +21,10 @@ use crate::core::{basis, channel_layout, Activation, Attrs, Basis, BasisKind};
 /// (the dθ sums included) are identical with any number of threads.
 pub const CHUNK: usize = 1 << 16;
 /// Upper bound on the f64 partial sums of dθ held at once (chunks × C × d).
-pub const GRAD_BUDGET: usize = 1 << 22;
+pub const GRAD_BUDGET: usize = 1 << 20;
+/// Per-channel rows with fewer contiguous elements than this go through the one-pass channel
+/// kernel (every element finds its row); longer runs call the one-row kernel run by run.
+const SHORT_RUN: usize = 256;
 /// float16 tensors are computed in f32 through stack buffers of this many elements.
 const CONV_BLOCK: usize = 1024;
 
@@ -38,6 +44,21 @@ pub trait Element: Copy + Send + Sync + 'static {
         dx: &mut [Self],
         dtheta: &mut [f64],
     );
+    /// The one-pass per-channel forward through concatenated f32 tables (false: not available
+    /// for this type).
+    fn forward_tables(k: &TableKernel, n: usize, ch: Channels, x: &[Self], y: &mut [Self]) -> bool;
+    /// The one-pass per-channel backward (dθ: C·d sums).
+    #[allow(clippy::too_many_arguments)]
+    fn backward_tables(
+        k: &TableKernel,
+        g: &GradTables,
+        n: usize,
+        ch: Channels,
+        dy: &[Self],
+        x: &[Self],
+        dx: &mut [Self],
+        dtheta: &mut [f64],
+    ) -> bool;
 }
 
 impl Element for f32 {
@@ -48,6 +69,23 @@ impl Element for f32 {
     fn backward(act: &Activation<f32>, dy: &[f32], x: &[f32], dx: &mut [f32], dt: &mut [f64]) {
         act.backward(dy, x, dx, dt)
     }
+    fn forward_tables(k: &TableKernel, n: usize, ch: Channels, x: &[f32], y: &mut [f32]) -> bool {
+        table_forward_channels(k, n, ch, x, y);
+        true
+    }
+    fn backward_tables(
+        k: &TableKernel,
+        g: &GradTables,
+        n: usize,
+        ch: Channels,
+        dy: &[f32],
+        x: &[f32],
+        dx: &mut [f32],
+        dtheta: &mut [f64],
+    ) -> bool {
+        table_backward(k, g, n, ch, dy, x, dx, dtheta);
+        true
+    }
 }
 
 impl Element for f64 {
@@ -57,6 +95,21 @@ impl Element for f64 {
     }
     fn backward(act: &Activation<f64>, dy: &[f64], x: &[f64], dx: &mut [f64], dt: &mut [f64]) {
         act.backward(dy, x, dx, dt)
+    }
+    fn forward_tables(_: &TableKernel, _: usize, _: Channels, _: &[f64], _: &mut [f64]) -> bool {
+        false
+    }
+    fn backward_tables(
+        _: &TableKernel,
+        _: &GradTables,
+        _: usize,
+        _: Channels,
+        _: &[f64],
+        _: &[f64],
+        _: &mut [f64],
+        _: &mut [f64],
+    ) -> bool {
+        false
     }
 }
 
@@ -87,6 +140,48 @@ impl Element for f16 {
             act.backward(&gb[..n], &xb[..n], &mut ob[..n], dt);
             oc.convert_from_f32_slice(&ob[..n]);
         }
+    }
+    fn forward_tables(k: &TableKernel, n: usize, ch: Channels, x: &[f16], y: &mut [f16]) -> bool {
+        let mut xb = [0f32; CONV_BLOCK];
+        let mut yb = [0f32; CONV_BLOCK];
+        let mut start = ch.start;
+        for (xc, yc) in x.chunks(CONV_BLOCK).zip(y.chunks_mut(CONV_BLOCK)) {
+            let m = xc.len();
+            xc.convert_to_f32_slice(&mut xb[..m]);
+            table_forward_channels(k, n, Channels { start, ..ch }, &xb[..m], &mut yb[..m]);
+            yc.convert_from_f32_slice(&yb[..m]);
+            start += m;
+        }
+        true
+    }
+    fn backward_tables(
+        k: &TableKernel,
+        g: &GradTables,
+        n: usize,
+        ch: Channels,
+        dy: &[f16],
+        x: &[f16],
+        dx: &mut [f16],
+        dtheta: &mut [f64],
+    ) -> bool {
+        let mut gb = [0f32; CONV_BLOCK];
+        let mut xb = [0f32; CONV_BLOCK];
+        let mut ob = [0f32; CONV_BLOCK];
+        let mut start = ch.start;
+        for ((gc, xc), oc) in dy
+            .chunks(CONV_BLOCK)
+            .zip(x.chunks(CONV_BLOCK))
+            .zip(dx.chunks_mut(CONV_BLOCK))
+        {
+            let m = xc.len();
+            gc.convert_to_f32_slice(&mut gb[..m]);
+            xc.convert_to_f32_slice(&mut xb[..m]);
+            let c = Channels { start, ..ch };
+            table_backward(k, g, n, c, &gb[..m], &xb[..m], &mut ob[..m], dtheta);
+            oc.convert_from_f32_slice(&ob[..m]);
+            start += m;
+        }
+        true
     }
 }
 
@@ -166,6 +261,69 @@ pub(crate) struct Warps<R: Real> {
     /// C for a per-channel tensor.
     pub(crate) rows: Option<usize>,
     pub(crate) acts: Vec<Activation<R>>,
+    /// Every row's f32 tables one after the other (per-channel θ or table in float32 precision).
+    joined: Option<Joined>,
+}
+
+/// The tables of C rows, one after the other, for the one-pass channel kernels.
+struct Joined {
+    n: usize,
+    xt: Vec<f32>,
+    pairs: Vec<f32>,
+    dt: Vec<f32>,
+    xdt: Vec<f32>,
+    dtheta: Vec<f32>,
+    d: usize,
+}
+
+impl<R: Real> Warps<R> {
+    fn join(acts: &[Activation<R>]) -> Option<Joined> {
+        if acts.len() < 2 {
+            return None;
+        }
+        let (k0, g0) = acts[0].table_kernel()?;
+        let n = k0.xt.len();
+        let d = g0.map_or(0, |g| g.d);
+        let mut j = Joined {
+            n,
+            xt: Vec::with_capacity(n * acts.len()),
+            pairs: Vec::with_capacity(2 * n * acts.len()),
+            dt: Vec::new(),
+            xdt: Vec::new(),
+            dtheta: Vec::new(),
+            d,
+        };
+        for a in acts {
+            let (k, g) = a.table_kernel()?;
+            if k.xt.len() != n {
+                return None;
+            }
+            j.xt.extend_from_slice(k.xt);
+            j.pairs.extend_from_slice(k.pairs);
+            if let Some(g) = g {
+                j.dt.extend_from_slice(g.dt);
+                j.xdt.extend_from_slice(g.xdt);
+                j.dtheta.extend_from_slice(g.dtheta);
+            }
+        }
+        Some(j)
+    }
+
+    /// The joined kernel (row 0's parameters, every row's nodes) and its gradient tables.
+    fn joined_kernel(&self) -> Option<(TableKernel<'_>, Option<GradTables<'_>>, usize)> {
+        let j = self.joined.as_ref()?;
+        let (mut k, g) = self.acts[0].table_kernel()?;
+        k.xt = &j.xt;
+        k.pairs = &j.pairs;
+        let g = g.map(|g| GradTables {
+            dt: &j.dt,
+            xdt: &j.xdt,
+            dtheta: &j.dtheta,
+            d: j.d,
+            mul_out: g.mul_out,
+        });
+        Some((k, g, j.n))
+    }
 }
 
 type Cache<R> = Mutex<Option<(Vec<u32>, Arc<Warps<R>>)>>;
@@ -311,6 +469,7 @@ impl<E: Element> ActKernel<E> {
         Ok(Warps {
             shape: shape.to_vec(),
             rows,
+            joined: Warps::join(&acts),
             acts,
         })
     }
@@ -482,10 +641,21 @@ pub(crate) fn forward<E: Element>(
     if x.is_empty() {
         return Ok(());
     }
+    let joined = if c > 1 && inner < SHORT_RUN {
+        w.joined_kernel()
+    } else {
+        None
+    };
     let chunks: Vec<Mutex<&mut [E]>> = y.chunks_mut(CHUNK).map(Mutex::new).collect();
     ctx.parallel_for(chunks.len(), &|t| {
         let mut ys = lock(&chunks[t]);
         let start = t * CHUNK;
+        if let Some((k, _, n)) = &joined {
+            let ch = Channels { start, c, inner };
+            if E::forward_tables(k, *n, ch, &x[start..start + ys.len()], &mut ys) {
+                return Ok(());
+            }
+        }
         for_runs(start, ys.len(), c, inner, |ch, s, e| {
             E::forward(&w.acts[ch], &x[s..e], &mut ys[s - start..e - start])
         });
@@ -514,6 +684,10 @@ pub(crate) fn backward<E: Element>(
     // Bound the partial sums (chunks × C × d); the chunking depends on shapes only.
     let max_chunks = (GRAD_BUDGET / per.max(1)).max(1);
     let chunk = CHUNK.max(n.div_ceil(max_chunks));
+    let joined = match w.joined_kernel() {
+        Some((k, Some(g), n)) if c > 1 && inner < SHORT_RUN => Some((k, g, n)),
+        _ => None,
+    };
     let chunks: Vec<Mutex<(&mut [E], Vec<f64>)>> = dx
         .chunks_mut(chunk)
         .map(|s| Mutex::new((s, Vec::new())))
@@ -523,6 +697,13 @@ pub(crate) fn backward<E: Element>(
         let (dxs, part) = &mut *g;
         *part = vec![0f64; per];
         let start = t * chunk;
+        if let Some((k, g, n)) = &joined {
+            let ch = Channels { start, c, inner };
+            let e = start + dxs.len();
+            if E::backward_tables(k, g, *n, ch, &dy[start..e], &x[start..e], dxs, part) {
+                return Ok(());
+            }
+        }
         for_runs(start, dxs.len(), c, inner, |ch, s, e| {
             E::backward(
                 &w.acts[ch],

@@ -39,6 +39,17 @@ def with_plugin():
     return so
 
 
+def close_to_plugin(got, want):
+    """A lowered graph (the plugin's scalar arithmetic) against the plugin, whose AVX2+FMA kernels
+    round a few ulp differently: |got - want| <= 1e-6 * max(|want|, 1), NaN where NaN."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    ok = ~np.isnan(want)
+    err = np.abs(got[ok] - want[ok]) / np.maximum(np.abs(want[ok]), 1.0)
+    assert err.max(initial=0.0) <= 1e-6, err.max()
+    return True
+
+
 def run(path, x, plugin=True):
     so = with_plugin() if plugin else ort.SessionOptions()
     s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
@@ -160,7 +171,7 @@ def test_lower_matches_the_plugin(tmp_path):
     x = np.random.default_rng(2).normal(0, 2, (20000, 3)).astype(np.float32)
     x[:3, 1] = [np.nan, np.inf, -np.inf]
     y = run(tmp_path / "m.onnx", x)
-    assert np.array_equal(run(tmp_path / "low.onnx", x, plugin=False), y, equal_nan=True)
+    assert close_to_plugin(run(tmp_path / "low.onnx", x, plugin=False), y)
     ye = run(tmp_path / "low_erf.onnx", x, plugin=False)
     ok = np.isfinite(y)
     assert np.array_equal(np.isnan(ye), np.isnan(y))
@@ -195,7 +206,8 @@ def test_external_data_from_onnx_save_model(tmp_path):
     for name, plugin in [("patched.onnx", True), ("frozen.onnx", True), ("lowered.onnx", False)]:
         onnx.checker.check_model(str(out / name))
         assert os.path.getsize(out / name) < os.path.getsize(tmp_path / "m.onnx") + 50_000
-        assert np.array_equal(run(out / name, x, plugin), y), name
+        got = run(out / name, x, plugin)
+        assert np.array_equal(got, y) if plugin else close_to_plugin(got, y), name
 
 
 def test_inspect_json(built):
@@ -269,7 +281,7 @@ def test_float16_and_zero_valued_attributes(tmp_path):
     assert json.loads(ditac("inspect", "--json", tmp_path / "l.onnx").stdout)["ditac_nodes"] == []
     assert json.loads(ditac("inspect", "--json", tmp_path / "f.onnx").stdout)["ditac_nodes"][0]["attributes"]["a"] == 0.0
     assert np.array_equal(run(tmp_path / "f.onnx", x), y)
-    assert np.array_equal(run(tmp_path / "l.onnx", x, plugin=False), y)
+    assert close_to_plugin(run(tmp_path / "l.onnx", x, plugin=False), y)
 
 
 def test_freeze_with_tables_from_elsewhere(tmp_path):
@@ -320,9 +332,9 @@ def test_lower_per_channel_without_declared_rank_and_exact_lut(tmp_path):
         onnx.save_model(m, tmp_path / name)
     ditac("lower", tmp_path / "m.onnx", "-o", tmp_path / "l.onnx")
     x = np.random.default_rng(8).normal(0, 1.5, (5, 3, 7, 2)).astype(np.float32)
-    assert np.array_equal(run(tmp_path / "l.onnx", x, plugin=False), run(tmp_path / "m.onnx", x))
+    assert close_to_plugin(run(tmp_path / "l.onnx", x, plugin=False), run(tmp_path / "m.onnx", x))
     x2 = x.reshape(5, 3, 14)
-    assert np.array_equal(run(tmp_path / "l.onnx", x2, plugin=False), run(tmp_path / "m.onnx", x2))
+    assert close_to_plugin(run(tmp_path / "l.onnx", x2, plugin=False), run(tmp_path / "m.onnx", x2))
     r = ditac("lower", tmp_path / "exact.onnx", "-o", tmp_path / "le.onnx", check=False)
     assert r.returncode == 2 and "--exact-lut" in r.stderr
     ditac("lower", tmp_path / "exact.onnx", "--exact-lut", "65536", "-o", tmp_path / "le.onnx")

@@ -6,9 +6,18 @@ use serde_json::Value;
 use std::path::PathBuf;
 
 pub fn oracle_dir() -> PathBuf {
+    // $DITAC_ORACLE_DIR, else ../shared/oracle, else /work/shared/oracle (a git worktree sits one
+    // level deeper than the main checkout).
+    let local = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/oracle"));
     let dir = std::env::var_os("DITAC_ORACLE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/oracle")));
+        .unwrap_or_else(|| {
+            if local.is_dir() {
+                local
+            } else {
+                PathBuf::from("/work/shared/oracle")
+            }
+        });
     assert!(
         dir.is_dir(),
         "reference vectors not found at {} (set DITAC_ORACLE_DIR)",

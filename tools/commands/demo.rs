@@ -173,12 +173,15 @@ pub fn run(args: Args) -> Result<()> {
     let y_full = run_model(&mut s_full, &big)?;
     let y_lut = run_model(&mut s_lut, &big)?;
     let y_ref = reference(&weights, &big)?;
-    let low_same = match s_low.as_mut() {
+    // The lowered graph is the plugin's scalar arithmetic; the plugin's AVX2+FMA kernels round a
+    // few ulp differently, so the two agree to 1e-6 relative (bit for bit without AVX2).
+    let low_diff = match s_low.as_mut() {
         Some(s) => Some(
             run_model(s, &big)?
                 .iter()
                 .zip(&y_full)
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
+                .map(|(a, b)| ((a - b).abs() / b.abs().max(1.0)) as f64)
+                .fold(0.0f64, f64::max),
         ),
         None => None,
     };
@@ -215,13 +218,13 @@ pub fn run(args: Args) -> Result<()> {
     }
     // Gemm sums in another order than the independent evaluation: a point can land on the
     // neighbouring table node, which moves y by up to about 1e-4.
-    if let Some(l) = low_same {
+    if let Some(l) = low_diff {
         println!(
-            "  lowered model (standard ONNX operators, no plugin) == DiTAC model bit for bit: {}",
-            if l { "yes" } else { "NO" }
+            "  lowered model (standard ONNX operators, no plugin) vs DiTAC model: max relative difference {l:.1e} ({})",
+            if l <= 1e-6 { "within 1e-6" } else { "TOO LARGE" }
         );
     }
-    if !same || low_same == Some(false) || max_diff > 1e-3 {
+    if !same || low_diff.is_some_and(|l| l > 1e-6) || max_diff > 1e-3 {
         bail!("the demo's checks failed");
     }
     Ok(())

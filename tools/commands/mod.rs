@@ -1,4 +1,5 @@
 pub mod basis;
+pub mod bench;
 pub mod build;
 pub mod demo;
 pub mod eval;

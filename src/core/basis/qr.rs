@@ -553,7 +553,7 @@ mod tests {
     }
 
     fn load_oracle(name: &str) -> Oracle {
-        let path = format!("{}/../shared/oracle/{}", env!("CARGO_MANIFEST_DIR"), name);
+        let path = format!("{}{}", crate::core::prior::tests::oracle_dir(), name);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let tess = v["config"]["tess"].as_u64().unwrap() as usize;

@@ -1,0 +1,389 @@
+//! The run-time dispatched (AVX2+FMA) table kernels against the scalar reference: forward to the
+//! erf's ulp (bit for bit for `leaky`, whose outer function has no erf; nearest and linear, every
+//! variant, per-channel rows), backward to a few ulp (dX) and to f64 summation order (dθ); inputs
+//! inside and outside [a, b], NaN, ±∞, lengths not a multiple of 8, empty slices.
+
+use ditac::core::kernels::{
+    simd_available, table_backward, table_backward_baseline, table_forward, table_forward_baseline,
+    table_forward_channels, table_forward_channels_baseline, Channels,
+};
+use ditac::core::{basis, Activation, Attrs, BasisKind, Interpolation, Variant};
+use proptest::prelude::*;
+
+const THETA: [f32; 9] = [0.8, -0.5, 0.3, 1.1, -0.9, 0.4, 0.2, -0.7, 0.6];
+
+fn inputs(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed | 1;
+    let mut v: Vec<f32> = (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 10.0 - 5.0
+        })
+        .collect();
+    let special = [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        -0.5,
+        2.0,
+        0.0,
+        -0.0,
+        1e30,
+        -1e30,
+        f32::MIN_POSITIVE,
+        -0.500_000_06,
+        2.000_000_2,
+    ];
+    for (i, &sp) in special.iter().enumerate() {
+        if i * 7 < n {
+            v[i * 7] = sp;
+        }
+    }
+    v
+}
+
+fn acts(with_grad: bool) -> Vec<(String, Activation<f32>)> {
+    let b = basis::build(10, true, BasisKind::Qr).unwrap();
+    let mut out = Vec::new();
+    for variant in [Variant::Ditac, Variant::Ge, Variant::Leaky] {
+        for interp in [Interpolation::Nearest, Interpolation::Linear] {
+            for lut in [2, 5, 2048] {
+                let at = Attrs {
+                    variant,
+                    interpolation: interp,
+                    lut_size: lut,
+                    ..Default::default()
+                };
+                let a = Activation::<f32>::from_theta(&at, &b, &THETA, with_grad).unwrap();
+                out.push((format!("{variant:?} {interp:?} n={lut}"), a));
+            }
+        }
+    }
+    out
+}
+
+/// Equal up to the SIMD erf's rounding (|ΔΦ| ≤ 3e-7): |Δy| ≤ 4e-7·(1 + |x| + |y|).
+fn same_up_to_erf(a: &[f32], b: &[f32], what: &str, x: &[f32]) {
+    for i in 0..a.len() {
+        let tol = 4e-7 * (1.0 + x[i].abs() + a[i].abs());
+        assert!(
+            a[i].to_bits() == b[i].to_bits()
+                || (a[i].is_nan() && b[i].is_nan())
+                || (a[i] - b[i]).abs() <= tol,
+            "{what}: x={} simd={} scalar={}",
+            x[i],
+            a[i],
+            b[i]
+        );
+    }
+}
+
+fn same_bits(a: &[f32], b: &[f32], what: &str, x: &[f32]) {
+    for i in 0..a.len() {
+        assert!(
+            a[i].to_bits() == b[i].to_bits() || (a[i].is_nan() && b[i].is_nan()),
+            "{what}: x={} simd={} scalar={}",
+            x[i],
+            a[i],
+            b[i]
+        );
+    }
+}
+
+#[test]
+fn simd_is_detected_here() {
+    // Informational: the comparisons below are trivial without AVX2.
+    println!("AVX2 kernels: {}", simd_available());
+}
+
+#[test]
+fn forward_matches_scalar() {
+    for (name, act) in acts(false) {
+        let (k, _) = act.table_kernel().unwrap();
+        for len in [0usize, 1, 7, 8, 9, 15, 16, 17, 1000, 4099] {
+            let x = inputs(len, len as u64 + 3);
+            let (mut y1, mut y2, mut y3) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
+            table_forward(&k, &x, &mut y1);
+            table_forward_baseline(&k, &x, &mut y2);
+            act.forward_reference(&x, &mut y3);
+            if k.variant == Variant::Leaky {
+                same_bits(&y1, &y2, &name, &x);
+            } else {
+                same_up_to_erf(&y1, &y2, &name, &x);
+            }
+            same_bits(&y2, &y3, &name, &x);
+        }
+    }
+}
+
+#[test]
+fn channels_in_one_pass_equal_row_by_row() {
+    let b = basis::build(10, true, BasisKind::Qr).unwrap();
+    for interp in [Interpolation::Nearest, Interpolation::Linear] {
+        let at = Attrs {
+            interpolation: interp,
+            lut_size: 64,
+            ..Default::default()
+        };
+        let c = 5;
+        let rows: Vec<Activation<f32>> = (0..c)
+            .map(|r| {
+                let th: Vec<f32> = THETA.iter().map(|t| t * (r as f32 - 2.0) * 0.7).collect();
+                Activation::<f32>::from_theta(&at, &b, &th, false).unwrap()
+            })
+            .collect();
+        let (mut xt, mut pairs) = (Vec::new(), Vec::new());
+        for a in &rows {
+            xt.extend_from_slice(a.table_kernel().unwrap().0.xt);
+            pairs.extend_from_slice(a.table_kernel().unwrap().0.pairs);
+        }
+        let mut k = rows[0].table_kernel().unwrap().0;
+        k.xt = &xt;
+        k.pairs = &pairs;
+        for inner in [1usize, 3, 8, 100] {
+            for start in [0usize, 5, 13] {
+                let len = 1237;
+                let x = inputs(len, (inner * 31 + start) as u64);
+                let ch = Channels { start, c, inner };
+                let (mut y1, mut y2) = (vec![0.0; len], vec![0.0; len]);
+                table_forward_channels(&k, 64, ch, &x, &mut y1);
+                table_forward_channels_baseline(&k, 64, ch, &x, &mut y2);
+                same_up_to_erf(&y1, &y2, "channels simd vs scalar", &x);
+                let (mut y3, mut y4) = (vec![0.0; len], vec![0.0; len]);
+                for j in 0..len {
+                    let r = ((start + j) / inner) % c;
+                    rows[r].forward_reference(&x[j..j + 1], &mut y3[j..j + 1]);
+                    // The same SIMD kernel row by row (a run of one element: its scalar tail).
+                    let mut xs = [x[j]; 8];
+                    let mut ys = [0.0f32; 8];
+                    xs[0] = x[j];
+                    table_forward(&rows[r].table_kernel().unwrap().0, &xs, &mut ys);
+                    y4[j] = ys[0];
+                }
+                same_bits(&y2, &y3, "channels scalar vs row by row", &x);
+                same_bits(&y1, &y4, "channels simd vs row by row simd", &x);
+            }
+        }
+    }
+}
+
+fn close(a: f32, b: f32, tol: f32) -> bool {
+    (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= tol * (1.0 + a.abs().max(b.abs()))
+}
+
+fn check_backward(act: &Activation<f32>, name: &str, x: &[f32], dy: &[f32]) {
+    let (k, g) = act.table_kernel().unwrap();
+    let g = g.unwrap();
+    let n = k.xt.len();
+    let len = x.len();
+    let d = g.d;
+    let (mut dx1, mut dx2, mut dx3) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
+    let (mut t1, mut t2, mut t3) = (vec![0.0; d], vec![0.0; d], vec![0.0; d]);
+    table_backward(&k, &g, n, Channels::single(), dy, x, &mut dx1, &mut t1);
+    table_backward_baseline(&k, &g, n, Channels::single(), dy, x, &mut dx2, &mut t2);
+    act.backward_reference(dy, x, &mut dx3, &mut t3);
+    for i in 0..len {
+        // The scalar kernel is the reference element for element; SIMD exp is within 2 ulp.
+        assert!(
+            dx2[i].to_bits() == dx3[i].to_bits() || (dx2[i].is_nan() && dx3[i].is_nan()),
+            "{name}: dx scalar kernel vs reference at x={}: {} {}",
+            x[i],
+            dx2[i],
+            dx3[i]
+        );
+        assert!(
+            close(dx1[i], dx3[i], 1e-6),
+            "{name}: dx simd vs reference at x={}: {} {}",
+            x[i],
+            dx1[i],
+            dx3[i]
+        );
+    }
+    let scale: f64 = dy.iter().map(|v| v.abs() as f64).sum::<f64>() + 1.0;
+    for kk in 0..d {
+        for (a, label) in [(t1[kk], "simd"), (t2[kk], "scalar kernel")] {
+            let b = t3[kk];
+            assert!(
+                (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-9 * scale * 10.0,
+                "{name}: dθ[{kk}] {label} {a} vs reference {b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn backward_matches_reference() {
+    for (name, act) in acts(true) {
+        for len in [0usize, 1, 9, 17, 100, 4099, 20000] {
+            // Finite inputs for dθ (a NaN in range would make every sum NaN, as the reference).
+            let x: Vec<f32> = inputs(len, len as u64 + 11)
+                .into_iter()
+                .map(|v| {
+                    if v.is_finite() {
+                        v.clamp(-6.0, 6.0)
+                    } else {
+                        1.0
+                    }
+                })
+                .collect();
+            let dy = inputs(len, len as u64 + 99)
+                .into_iter()
+                .map(|v| {
+                    if v.is_finite() {
+                        v.clamp(-2.0, 2.0)
+                    } else {
+                        0.5
+                    }
+                })
+                .collect::<Vec<_>>();
+            check_backward(&act, &name, &x, &dy);
+        }
+    }
+}
+
+#[test]
+fn backward_dx_with_non_finite_inputs() {
+    for (name, act) in acts(true) {
+        let x = inputs(37, 5);
+        let dy = vec![1.0f32; 37];
+        let (k, g) = act.table_kernel().unwrap();
+        let g = g.unwrap();
+        let n = k.xt.len();
+        let (mut dx1, mut dx3) = (vec![0.0; 37], vec![0.0; 37]);
+        let (mut t1, mut t3) = (vec![0.0; g.d], vec![0.0; g.d]);
+        table_backward(&k, &g, n, Channels::single(), &dy, &x, &mut dx1, &mut t1);
+        act.backward_reference(&dy, &x, &mut dx3, &mut t3);
+        for i in 0..37 {
+            assert!(
+                close(dx1[i], dx3[i], 1e-6),
+                "{name}: x={} {} {}",
+                x[i],
+                dx1[i],
+                dx3[i]
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn forward_random(xs in prop::collection::vec(-8.0f32..8.0, 0..100), lin in any::<bool>()) {
+        let b = basis::build(10, true, BasisKind::Qr).unwrap();
+        let at = Attrs { interpolation: if lin { Interpolation::Linear } else { Interpolation::Nearest }, ..Default::default() };
+        let act = Activation::<f32>::from_theta(&at, &b, &THETA, true).unwrap();
+        let (k, _) = act.table_kernel().unwrap();
+        let (mut y1, mut y2) = (vec![0.0; xs.len()], vec![0.0; xs.len()]);
+        table_forward(&k, &xs, &mut y1);
+        act.forward_reference(&xs, &mut y2);
+        for i in 0..xs.len() {
+            prop_assert!((y1[i] - y2[i]).abs() <= 4e-7 * (1.0 + xs[i].abs() + y2[i].abs()));
+        }
+        let dy = vec![1.0f32; xs.len()];
+        check_backward(&act, "random", &xs, &dy);
+    }
+}
+
+/// The warp alone (leaky with slope 1 is the identity outside): the vector ψ and the one-crossing
+/// path (vector log and exp) stay within a few ulp of the integrator.
+#[test]
+fn exact_warp_within_a_few_ulp() {
+    let b = basis::build(10, true, BasisKind::Qr).unwrap();
+    for scale in [0.3f32, 1.0, 2.5] {
+        let th: Vec<f32> = THETA.iter().map(|t| t * scale).collect();
+        let at = Attrs {
+            variant: Variant::Leaky,
+            alpha: 1.0,
+            lut_size: 0,
+            ..Default::default()
+        };
+        let act = Activation::<f32>::from_theta(&at, &b, &th, false).unwrap();
+        let x: Vec<f32> = (0..20_000)
+            .map(|i| -1.0 + 3.5 * i as f32 / 20_000.0)
+            .collect();
+        let (mut y1, mut y2) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+        act.forward(&x, &mut y1);
+        act.forward_reference(&x, &mut y2);
+        let mut worst = 0.0f32;
+        for i in 0..x.len() {
+            let e = (y1[i] - y2[i]).abs() / (1.0 + y2[i].abs());
+            worst = worst.max(e);
+        }
+        assert!(worst <= 6e-7, "scale {scale}: worst relative error {worst}");
+    }
+}
+
+#[test]
+fn exact_forward_matches_reference() {
+    let b = basis::build(10, true, BasisKind::Qr).unwrap();
+    for variant in [Variant::Ditac, Variant::Ge, Variant::Leaky] {
+        let at = Attrs {
+            variant,
+            lut_size: 0,
+            ..Default::default()
+        };
+        let act = Activation::<f32>::from_theta(&at, &b, &THETA, false).unwrap();
+        for len in [0usize, 1, 7, 9, 513, 1500] {
+            let x = inputs(len, len as u64 + 5);
+            let (mut y1, mut y2) = (vec![0.0; len], vec![0.0; len]);
+            act.forward(&x, &mut y1);
+            act.forward_reference(&x, &mut y2);
+            same_up_to_erf(&y1, &y2, &format!("exact {variant:?}"), &x);
+        }
+    }
+}
+
+/// For `perf stat -e cycles:u`: runs one kernel ($DITAC_KERNEL: nearest, linear, grad,
+/// grad_linear, exact) 100 times over 1M elements.
+#[test]
+#[ignore]
+fn kernel_loop() {
+    let which = std::env::var("DITAC_KERNEL").unwrap_or_else(|_| "nearest".into());
+    let b = basis::build(10, true, BasisKind::Qr).unwrap();
+    let at = Attrs {
+        interpolation: if which.contains("linear") {
+            Interpolation::Linear
+        } else {
+            Interpolation::Nearest
+        },
+        lut_size: if which == "exact" { 0 } else { 2048 },
+        ..Default::default()
+    };
+    let act = Activation::<f32>::from_theta(&at, &b, &THETA, true).unwrap();
+    let n = 1 << 20;
+    let x = inputs(n, 77);
+    let dy = vec![1.0f32; n];
+    let mut y = vec![0.0f32; n];
+    let mut dth = vec![0.0f64; 9];
+    let reps = if which == "exact" { 5 } else { 100 };
+    for _ in 0..reps {
+        if which.starts_with("grad") {
+            act.backward(&dy, &x, &mut y, &mut dth);
+        } else {
+            act.forward(&x, &mut y);
+        }
+    }
+    println!("{}", y[12345] as f64 + dth[0]);
+}
+
+#[test]
+#[ignore]
+fn crossing_fraction() {
+    use ditac::core::cpa::Field;
+    let b = basis::build(10, true, BasisKind::Qr).unwrap();
+    let f = Field::<f32>::new(10, &b.to_f32(), 9, &THETA);
+    let mut cross = 0;
+    let n = 10000;
+    for i in 0..n {
+        let u = i as f32 / n as f32;
+        let tr = f.trace(u);
+        let c0 = ((u * 10.0).floor() as usize).min(9);
+        if tr.cell != c0 {
+            cross += 1;
+        }
+    }
+    println!("crossing fraction {}", cross as f64 / n as f64);
+    println!("A = {:?}", f.coefficients());
+}

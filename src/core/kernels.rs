@@ -641,8 +641,9 @@ mod avx2 {
     use super::*;
     use std::arch::x86_64::*;
 
-    /// The lane form of `erf_f32` with fused multiply-adds in the polynomials (as accurate,
-    /// within 6e-7 of the scalar form, and exactly ±1 beyond |x| = 3.92 as it is).
+    /// The lane form of `erf_f32`, operation for operation (no fused multiply-adds, a true
+    /// division): bit-identical to the scalar form, so the plugin, its scalar fallback and a
+    /// lowered standard-ops graph (`ditac lower`) give the same bits.
     #[cfg(test)]
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -661,7 +662,8 @@ mod avx2 {
         let x: [__m256; N] = std::array::from_fn(|i| _mm256_min_ps(hi, _mm256_max_ps(lo, x[i])));
         let x2: [__m256; N] = std::array::from_fn(|i| _mm256_mul_ps(x[i], x[i]));
         let (k0, k1) = (c(-2.726_142_3e-10), c(2.770_681_4e-8));
-        let mut p: [__m256; N] = std::array::from_fn(|i| _mm256_fmadd_ps(x2[i], k0, k1));
+        let mut p: [__m256; N] =
+            std::array::from_fn(|i| _mm256_add_ps(_mm256_mul_ps(x2[i], k0), k1));
         for k in [
             -2.101_024e-6,
             -5.692_506_4e-5,
@@ -671,27 +673,24 @@ mod avx2 {
         ] {
             let kv = c(k);
             for i in 0..N {
-                p[i] = _mm256_fmadd_ps(x2[i], p[i], kv);
+                p[i] = _mm256_add_ps(_mm256_mul_ps(x2[i], p[i]), kv);
             }
         }
         for i in 0..N {
             p[i] = _mm256_mul_ps(x[i], p[i]);
         }
         let (q0, q1) = (c(-1.456_607_2e-5), c(-2.133_740_6e-4));
-        let mut q: [__m256; N] = std::array::from_fn(|i| _mm256_fmadd_ps(x2[i], q0, q1));
+        let mut q: [__m256; N] =
+            std::array::from_fn(|i| _mm256_add_ps(_mm256_mul_ps(x2[i], q0), q1));
         for k in [-1.682_827e-3, -7.373_329_2e-3, -1.426_474e-2] {
             let kv = c(k);
             for i in 0..N {
-                q[i] = _mm256_fmadd_ps(x2[i], q[i], kv);
+                q[i] = _mm256_add_ps(_mm256_mul_ps(x2[i], q[i]), kv);
             }
         }
-        // p/q through the reciprocal estimate and one Newton step (q ≤ −0.0143, far from 0):
-        // within an ulp or two of the division, at a fraction of its cost.
         let (one, m1, sign, lim) = (c(1.0), c(-1.0), c(-0.0), c(3.92));
         std::array::from_fn(|i| {
-            let y0 = _mm256_rcp_ps(q[i]);
-            let y1 = _mm256_fmadd_ps(_mm256_fnmadd_ps(q[i], y0, one), y0, y0);
-            let r = _mm256_mul_ps(p[i], y1);
+            let r = _mm256_div_ps(p[i], q[i]);
             let r = _mm256_min_ps(one, _mm256_max_ps(m1, r));
             let ax = _mm256_andnot_ps(sign, x[i]);
             let big = _mm256_cmp_ps::<_CMP_GE_OQ>(ax, lim);
@@ -713,7 +712,7 @@ mod avx2 {
         let s = c(std::f32::consts::FRAC_1_SQRT_2);
         let e: [__m256; N] = erf8n(std::array::from_fn(|i| _mm256_mul_ps(v[i], s)));
         let h = c(0.5);
-        std::array::from_fn(|i| _mm256_fmadd_ps(e[i], h, h))
+        std::array::from_fn(|i| _mm256_mul_ps(h, _mm256_add_ps(c(1.0), e[i])))
     }
 
     /// exp(a) for a ≤ 0 or NaN (Cephes' expf polynomial, ≤ 2 ulp); exactly 0 below −87. N

@@ -277,25 +277,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         k
     };
-    let ort_path = args
-        .ort
-        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(".ort/1.32.0/libonnxruntime.so"));
-    if !ort_path.exists() {
-        bail!(
-            "ONNX Runtime library {} not found (run tools/setup.sh)",
-            ort_path.display()
-        );
-    }
-    if !args.plugin.exists() {
-        bail!(
-            "plugin {} not found (run cargo build --release)",
-            args.plugin.display()
-        );
-    }
-    let env = ort::init_from(&ort_path)?
-        .with_name("ditac-bench")
-        .build()?;
+    let (env, _) = super::runtime::ort_env(args.ort.clone(), &args.plugin, "ditac-bench")?;
 
     let mut models = Vec::new();
     let mut skipped = Vec::new();

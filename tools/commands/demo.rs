@@ -88,23 +88,7 @@ fn run_model(s: &mut Session, x: &[f32]) -> Result<Vec<f32>> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let ort_path = args
-        .ort
-        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(".ort/1.32.0/libonnxruntime.so"));
-    if !ort_path.exists() {
-        bail!(
-            "ONNX Runtime library {} not found (run tools/setup.sh)",
-            ort_path.display()
-        );
-    }
-    if !args.plugin.exists() {
-        bail!(
-            "plugin {} not found (run cargo build --release)",
-            args.plugin.display()
-        );
-    }
-    let env = ort::init_from(&ort_path)?.with_name("ditac-demo").build()?;
+    let (env, ort_path) = super::runtime::ort_env(args.ort.clone(), &args.plugin, "ditac-demo")?;
     let full = args.models.join("ditac_mlp.onnx");
     let frozen = args.models.join("ditac_mlp_lut.onnx");
     let weights = initializers(&full)?;

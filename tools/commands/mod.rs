@@ -11,5 +11,6 @@ pub mod json;
 pub mod lower;
 pub mod patch;
 pub mod plot;
+pub mod runtime;
 pub mod train;
 pub mod train_artifacts;

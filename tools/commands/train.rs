@@ -6,6 +6,7 @@
 //! applied in Rust. Either way the result is the inference model (with `DiTAC` nodes) and a picture
 //! of the loss curve; nothing is written when training fails, so the last good model is kept.
 
+use super::runtime::{open_session, ort_env};
 use super::train_artifacts::GraphFlags;
 use anyhow::{bail, Context, Result};
 use clap::Args as ClapArgs;
@@ -61,46 +62,6 @@ pub struct Args {
     quiet: bool,
     #[command(flatten)]
     flags: GraphFlags,
-}
-
-pub fn ort_env(
-    ort: Option<PathBuf>,
-    plugin: &Path,
-) -> Result<(ort::environment::Environment, PathBuf)> {
-    let ort_path = ort
-        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(".ort/1.32.0/libonnxruntime.so"));
-    if !ort_path.exists() {
-        bail!(
-            "ONNX Runtime library {} not found (run tools/setup.sh, or pass --ort)",
-            ort_path.display()
-        );
-    }
-    if !plugin.exists() {
-        bail!(
-            "plugin {} not found (run cargo build --release, or pass --plugin)",
-            plugin.display()
-        );
-    }
-    let env = ort::init_from(&ort_path)?
-        .with_name("ditac-train")
-        .build()?;
-    Ok((env, ort_path))
-}
-
-pub fn open_session(
-    env: &ort::environment::Environment,
-    plugin: &Path,
-    threads: usize,
-    bytes: &[u8],
-) -> Result<Session> {
-    let b = Session::builder(env)?
-        .with_intra_threads(threads)
-        .map_err(ort::Error::<()>::from)?;
-    let mut b = b
-        .with_operator_library(plugin)
-        .map_err(ort::Error::<()>::from)?;
-    Ok(b.commit_from_memory(bytes)?)
 }
 
 /// `MODEL.onnx` → `MODEL.loss.svg`.
@@ -199,7 +160,7 @@ pub fn run(args: Args) -> Result<()> {
         Some(p) => Some(data::load(p, &net, cfg.loss)?),
         None => None,
     };
-    let (env, ort_path) = ort_env(args.ort.clone(), &args.plugin)?;
+    let (env, ort_path) = ort_env(args.ort.clone(), &args.plugin, "ditac-train")?;
     let (engine, says) = choose_engine(&args.engine, &ort_path)?;
     println!("engine: {says}");
 

@@ -1,0 +1,48 @@
+//! ONNX Runtime for the commands that run sessions (`demo`, `bench`, `train`): where the C library
+//! and the plugin are, and one way to open a session with the plugin registered.
+
+use anyhow::{bail, Result};
+use ort::session::Session;
+use std::path::{Path, PathBuf};
+
+/// The library given by `--ort`, else `$ORT_DYLIB_PATH`, else the one `tools/setup.sh` fetched; loaded
+/// (with the plugin checked to exist) into an environment named `name`.
+pub fn ort_env(
+    ort: Option<PathBuf>,
+    plugin: &Path,
+    name: &str,
+) -> Result<(ort::environment::Environment, PathBuf)> {
+    let ort_path = ort
+        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(".ort/1.32.0/libonnxruntime.so"));
+    if !ort_path.exists() {
+        bail!(
+            "ONNX Runtime library {} not found (run tools/setup.sh, or pass --ort)",
+            ort_path.display()
+        );
+    }
+    if !plugin.exists() {
+        bail!(
+            "plugin {} not found (run cargo build --release, or pass --plugin)",
+            plugin.display()
+        );
+    }
+    let env = ort::init_from(&ort_path)?.with_name(name).build()?;
+    Ok((env, ort_path))
+}
+
+/// A session on `bytes` with `threads` intra-op threads and the plugin registered.
+pub fn open_session(
+    env: &ort::environment::Environment,
+    plugin: &Path,
+    threads: usize,
+    bytes: &[u8],
+) -> Result<Session> {
+    let b = Session::builder(env)?
+        .with_intra_threads(threads)
+        .map_err(ort::Error::<()>::from)?;
+    let mut b = b
+        .with_operator_library(plugin)
+        .map_err(ort::Error::<()>::from)?;
+    Ok(b.commit_from_memory(bytes)?)
+}

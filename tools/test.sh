@@ -20,3 +20,7 @@ if [ -x .venv-train/bin/python ]; then
   echo "== pytest tests/python/test_training.py (ONNX Runtime 1.19.2 training engine)" >&2
   .venv-train/bin/python -m pytest -q tests/python/test_training.py
 fi
+# The ort::training::Trainer engine of `ditac train` (feature `training`): no reachable libonnxruntime
+# has the training API, so it is compiled (type-checked) here and run where such a library exists.
+echo "== cargo check --release --features training --bin ditac" >&2
+cargo check --release --features training --bin ditac

@@ -529,12 +529,16 @@ fn backward_impl<const V: u8, const LINEAR: bool>(
             match &mut acc {
                 Acc::Hist { s, sf } => {
                     // Out-of-range elements carry s = 0 to a spare bin (lane j mod 8): no branch.
-                    for j in 0..cnt {
-                        let sj = sb[j] as f64;
-                        let i = ib[j] as usize;
-                        s[i] += sj;
-                        if LINEAR {
-                            sf[i] += sj * fb[j] as f64;
+                    let terms = sb[..cnt].iter().zip(&ib[..cnt]);
+                    if LINEAR {
+                        for ((&sj, &i), &f) in terms.zip(&fb[..cnt]) {
+                            let (sj, i) = (sj as f64, i as usize);
+                            s[i] += sj;
+                            sf[i] += sj * f as f64;
+                        }
+                    } else {
+                        for (&sj, &i) in terms {
+                            s[i as usize] += sj as f64;
                         }
                     }
                 }
@@ -720,6 +724,53 @@ mod avx2 {
         let e: [__m256; N] = erf8n(std::array::from_fn(|i| _mm256_mul_ps(v[i], s)));
         let h = c(0.5);
         std::array::from_fn(|i| _mm256_mul_ps(h, _mm256_add_ps(c(1.0), e[i])))
+    }
+
+    /// Φ on N vectors for the backward, where bit-identity with the scalar form is not asked
+    /// for: the erf's polynomials with fused multiply-adds and p/q through the reciprocal
+    /// estimate and one Newton step (q ≤ −0.0143, far from 0): within an ulp or two of
+    /// `phi8n`, at a fraction of the division's cost.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn phi8n_fast<const N: usize>(v: [__m256; N]) -> [__m256; N] {
+        let c = _mm256_set1_ps;
+        let (s, sign) = (c(std::f32::consts::FRAC_1_SQRT_2), c(-0.0));
+        let x: [__m256; N] = std::array::from_fn(|i| _mm256_mul_ps(v[i], s));
+        let a: [__m256; N] = std::array::from_fn(|i| _mm256_andnot_ps(sign, x[i]));
+        let x2: [__m256; N] = std::array::from_fn(|i| _mm256_mul_ps(a[i], a[i]));
+        let (k0, k1) = (c(-2.726_142_3e-10), c(2.770_681_4e-8));
+        let mut p: [__m256; N] = std::array::from_fn(|i| _mm256_fmadd_ps(x2[i], k0, k1));
+        for k in [
+            -2.101_024e-6,
+            -5.692_506_4e-5,
+            -7.349_906_3e-4,
+            -2.954_6e-3,
+            -1.609_603_3e-2,
+        ] {
+            let kv = c(k);
+            for i in 0..N {
+                p[i] = _mm256_fmadd_ps(x2[i], p[i], kv);
+            }
+        }
+        let (q0, q1) = (c(-1.456_607_2e-5), c(-2.133_740_6e-4));
+        let mut q: [__m256; N] = std::array::from_fn(|i| _mm256_fmadd_ps(x2[i], q0, q1));
+        for k in [-1.682_827e-3, -7.373_329_2e-3, -1.426_474e-2] {
+            let kv = c(k);
+            for i in 0..N {
+                q[i] = _mm256_fmadd_ps(x2[i], q[i], kv);
+            }
+        }
+        let (one, lim, h) = (c(1.0), c(3.92), c(0.5));
+        std::array::from_fn(|i| {
+            let y0 = _mm256_rcp_ps(q[i]);
+            let y1 = _mm256_fmadd_ps(_mm256_fnmadd_ps(q[i], y0, one), y0, y0);
+            let r = _mm256_mul_ps(_mm256_mul_ps(a[i], p[i]), y1);
+            let r = _mm256_min_ps(one, r);
+            let big = _mm256_cmp_ps::<_CMP_GE_OQ>(a[i], lim);
+            let r = _mm256_blendv_ps(r, one, big);
+            let e = _mm256_or_ps(r, _mm256_and_ps(x[i], sign));
+            _mm256_fmadd_ps(e, h, h)
+        })
     }
 
     /// exp(a) for a ≤ 0 or NaN (Cephes' expf polynomial, ≤ 2 ulp); exactly 0 below −87. N
@@ -1460,12 +1511,12 @@ mod avx2 {
         let zero = _mm256_setzero_ps();
         let (gr, direct): ([__m256; N], [__m256; N]) = match V {
             0 => {
-                let p = phi8n(xv);
+                let p = phi8n_fast(xv);
                 let d = pdf8n(xv);
                 (p, std::array::from_fn(|h| _mm256_mul_ps(w[h], d[h])))
             }
             1 => {
-                let p = phi8n(w);
+                let p = phi8n_fast(w);
                 let d = pdf8n(w);
                 (
                     std::array::from_fn(|h| _mm256_add_ps(p[h], _mm256_mul_ps(w[h], d[h]))),

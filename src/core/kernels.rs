@@ -425,9 +425,9 @@ fn grad_elem<const V: u8, const LINEAR: bool>(
 
 /// Adds s·dT̂/dθ(node) of one element to `acc` (its channel's d sums), directly.
 #[inline(always)]
-fn add_direct<const LINEAR: bool>(g: &GradTables, acc: &mut [f64], node: usize, s: f32, f: f32) {
+fn add_direct<const LINEAR: bool>(g: &GradTables, acc: &mut [f64], node: usize, s: f64, f: f32) {
     let d = g.d;
-    let sd = s as f64;
+    let sd = s;
     let r0 = &g.dtheta[node * d..(node + 1) * d];
     if LINEAR {
         let r1 = &g.dtheta[(node + 1) * d..(node + 2) * d];
@@ -479,7 +479,8 @@ fn backward_impl<const V: u8, const LINEAR: bool>(
     let n_last = n as i32 - 1;
     let mut it = ChanIter::new(ch);
     let mut offs = [0u32; BLOCK];
-    let mut sb = [0f32; BLOCK];
+    // s of each term, in f64 (an f32 value: exact)
+    let mut sb = [0f64; BLOCK];
     let mut ib = [0u32; BLOCK];
     let mut fb = [0f32; BLOCK];
     let mut start = 0;
@@ -519,7 +520,7 @@ fn backward_impl<const V: u8, const LINEAR: bool>(
                 let off = if ch.c > 1 { o[j] as usize } else { 0 };
                 let (v, s, i, f, inr) = grad_elem::<V, LINEAR>(k, g, xs[j], gs[j], off, n_last);
                 dxs[j] = v;
-                sb[j] = s;
+                sb[j] = s as f64;
                 ib[j] = if inr { i } else { total + (j & 7) } as u32;
                 fb[j] = f;
             }
@@ -533,13 +534,13 @@ fn backward_impl<const V: u8, const LINEAR: bool>(
                     let terms = sb[..cnt].iter().zip(&ib[..cnt]);
                     if LINEAR {
                         for ((&sj, &i), &f) in terms.zip(&fb[..cnt]) {
-                            let (sj, i) = (sj as f64, i as usize);
+                            let i = i as usize;
                             s[i] += sj;
                             sf[i] += sj * f as f64;
                         }
                     } else {
                         for (&sj, &i) in terms {
-                            s[i as usize] += sj as f64;
+                            s[i as usize] += sj;
                         }
                     }
                 }
@@ -1343,13 +1344,15 @@ mod avx2 {
         s: __m256,
         i: __m256i,
         f: __m256,
-        sb: *mut f32,
+        sb: *mut f64,
         ib: *mut u32,
         fb: *mut f32,
     ) -> usize {
         let m = _mm256_movemask_ps(mask) as usize;
         let perm = _mm256_loadu_si256(COMPACT.get_unchecked(m).as_ptr() as *const __m256i);
-        _mm256_storeu_ps(sb, _mm256_permutevar8x32_ps(s, perm));
+        let s = _mm256_permutevar8x32_ps(s, perm);
+        _mm256_storeu_pd(sb, _mm256_cvtps_pd(_mm256_castps256_ps128(s)));
+        _mm256_storeu_pd(sb.add(4), _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(s)));
         _mm256_storeu_si256(ib as *mut __m256i, _mm256_permutevar8x32_epi32(i, perm));
         if LINEAR {
             _mm256_storeu_ps(fb, _mm256_permutevar8x32_ps(f, perm));
@@ -1372,7 +1375,7 @@ mod avx2 {
         dy: &[f32],
         dx: &mut [f32],
         offs: Option<&[u32]>,
-        sb: &mut [f32],
+        sb: &mut [f64],
         ib: &mut [u32],
         fb: &mut [f32],
     ) -> usize {
@@ -1436,7 +1439,8 @@ mod avx2 {
             let gv = _mm256_loadu_ps(gb.as_ptr());
             let (d, s, i, f, inr) =
                 grad_lanes::<V, LINEAR, 1>(&c, pairs, xdt, one, mul_out, [xv], [gv], [off]);
-            let mut t = [[0f32; 8]; 3];
+            let mut t = [[0f32; 8]; 2];
+            let mut ts = [0f64; 8];
             let mut ti = [0u32; 8];
             _mm256_storeu_ps(t[0].as_mut_ptr(), d[0]);
             dx[j..j + rem].copy_from_slice(&t[0][..rem]);
@@ -1446,20 +1450,19 @@ mod avx2 {
                 _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
             ));
             let mask = _mm256_and_ps(inr[0], live);
-            let (tp, tf) = t.split_at_mut(2);
             let got = compact::<LINEAR>(
                 mask,
                 s[0],
                 i[0],
                 f[0],
-                tp[1].as_mut_ptr(),
+                ts.as_mut_ptr(),
                 ti.as_mut_ptr(),
-                tf[0].as_mut_ptr(),
+                t[1].as_mut_ptr(),
             );
-            sb[cur..cur + got].copy_from_slice(&tp[1][..got]);
+            sb[cur..cur + got].copy_from_slice(&ts[..got]);
             ib[cur..cur + got].copy_from_slice(&ti[..got]);
             if LINEAR {
-                fb[cur..cur + got].copy_from_slice(&tf[0][..got]);
+                fb[cur..cur + got].copy_from_slice(&t[1][..got]);
             }
             cur += got;
             j += rem;

@@ -1,13 +1,14 @@
 //! Float32 kernels: a portable scalar body (the reference) and explicit AVX2 kernels chosen at run
-//! time (`is_x86_feature_detected!`, AVX2 and FMA). The AVX2 table kernels perform, lane by lane,
-//! the operations of the scalar body, with fused multiply-adds in the erf and exp polynomials and a
-//! reciprocal with one Newton step for the erf's division: the table index, the gathered nodes and
-//! the warp are the same bits; erf keeps the scalar one's accuracy (≤ 5e-7 absolute) and is within
-//! 6e-7 of it, so y agrees to within |x̃|·4e-7 (bit for bit for `leaky`). Two vectors are computed
-//! per step so that the polynomial constants are loaded once for both. The backward kernel's exp is
-//! a polynomial (≤ 2 ulp), and dθ is accumulated through a per-node histogram (f64) reduced once per
-//! call: deterministic, independent of the lane count and of the thread count. Exact mode
-//! ([`exact_forward`]) vectorises the trajectories that stay in their cell or cross one boundary.
+//! time (`is_x86_feature_detected!`, AVX2 and FMA). The AVX2 table forward gives, lane by lane, the
+//! bits of the scalar body: the same table index and nodes, and an erf that performs the scalar
+//! erf's IEEE operations (no fused multiply-adds, a true division; on |x| with the sign put back,
+//! and without the clamps that provably change nothing: checked on every float32). Two vectors are
+//! computed per step so that the polynomial constants are loaded once for both. The backward kernel
+//! (where bit-identity is not asked for) uses fused multiply-adds and a reciprocal step in Φ and a
+//! polynomial exp (≤ 2 ulp), and dθ is accumulated through a per-node histogram (f64) reduced once
+//! per call, fed with the in-range terms only (compacted, in order): deterministic, independent of
+//! the lane count and of the thread count. Exact mode ([`exact_forward`]) vectorises the
+//! trajectories that stay in their cell or cross one boundary.
 //!
 //! Per-channel tables are handled in one pass: `xt` (and the gradient tables) hold the C rows one
 //! after the other, and each element's row is found from its position ([`Channels`]).
@@ -424,9 +425,9 @@ fn grad_elem<const V: u8, const LINEAR: bool>(
 
 /// Adds s·dT̂/dθ(node) of one element to `acc` (its channel's d sums), directly.
 #[inline(always)]
-fn add_direct<const LINEAR: bool>(g: &GradTables, acc: &mut [f64], node: usize, s: f32, f: f32) {
+fn add_direct<const LINEAR: bool>(g: &GradTables, acc: &mut [f64], node: usize, s: f64, f: f32) {
     let d = g.d;
-    let sd = s as f64;
+    let sd = s;
     let r0 = &g.dtheta[node * d..(node + 1) * d];
     if LINEAR {
         let r1 = &g.dtheta[(node + 1) * d..(node + 2) * d];
@@ -478,7 +479,8 @@ fn backward_impl<const V: u8, const LINEAR: bool>(
     let n_last = n as i32 - 1;
     let mut it = ChanIter::new(ch);
     let mut offs = [0u32; BLOCK];
-    let mut sb = [0f32; BLOCK];
+    // s of each term, in f64 (an f32 value: exact)
+    let mut sb = [0f64; BLOCK];
     let mut ib = [0u32; BLOCK];
     let mut fb = [0f32; BLOCK];
     let mut start = 0;
@@ -492,11 +494,13 @@ fn backward_impl<const V: u8, const LINEAR: bool>(
             }
         }
         let (xs, gs, dxs) = (&x[start..end], &dy[start..end], &mut dx[start..end]);
-        let mut done = false;
+        // The dθ terms of the block: `cnt` of them in sb/ib/fb (the SIMD kernel keeps the
+        // in-range elements only, in order; the scalar one sends the others' zeros to spare bins).
+        let mut cnt = None;
         #[cfg(target_arch = "x86_64")]
         if simd && has_avx2() {
             // SAFETY: AVX2 is present; the table sizes were checked by the caller.
-            unsafe {
+            cnt = Some(unsafe {
                 avx2::backward::<V, LINEAR>(
                     k,
                     g,
@@ -508,37 +512,40 @@ fn backward_impl<const V: u8, const LINEAR: bool>(
                     &mut sb[..m],
                     &mut ib[..m],
                     &mut fb[..m],
-                    total as u32,
                 )
-            };
-            done = true;
+            });
         }
-        if !done {
+        let cnt = cnt.unwrap_or_else(|| {
             for j in 0..m {
                 let off = if ch.c > 1 { o[j] as usize } else { 0 };
                 let (v, s, i, f, inr) = grad_elem::<V, LINEAR>(k, g, xs[j], gs[j], off, n_last);
                 dxs[j] = v;
-                sb[j] = s;
+                sb[j] = s as f64;
                 ib[j] = if inr { i } else { total + (j & 7) } as u32;
                 fb[j] = f;
             }
-        }
+            m
+        });
         let _ = simd;
         if d > 0 {
             match &mut acc {
                 Acc::Hist { s, sf } => {
                     // Out-of-range elements carry s = 0 to a spare bin (lane j mod 8): no branch.
-                    for j in 0..m {
-                        let sj = sb[j] as f64;
-                        let i = ib[j] as usize;
-                        s[i] += sj;
-                        if LINEAR {
-                            sf[i] += sj * fb[j] as f64;
+                    let terms = sb[..cnt].iter().zip(&ib[..cnt]);
+                    if LINEAR {
+                        for ((&sj, &i), &f) in terms.zip(&fb[..cnt]) {
+                            let i = i as usize;
+                            s[i] += sj;
+                            sf[i] += sj * f as f64;
+                        }
+                    } else {
+                        for (&sj, &i) in terms {
+                            s[i as usize] += sj;
                         }
                     }
                 }
                 Acc::Direct { acc, n } => {
-                    for j in 0..m {
+                    for j in 0..cnt {
                         let i = ib[j] as usize;
                         if i < total {
                             let a = &mut acc[(i / *n) * d..(i / *n + 1) * d];
@@ -657,10 +664,16 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub fn erf8n<const N: usize>(x: [__m256; N]) -> [__m256; N] {
         let c = _mm256_set1_ps;
-        let (lo, hi) = (c(-4.0), c(4.0));
-        // max/min return their second operand when one is NaN: NaN stays NaN, as `clamp`.
-        let x: [__m256; N] = std::array::from_fn(|i| _mm256_min_ps(hi, _mm256_max_ps(lo, x[i])));
-        let x2: [__m256; N] = std::array::from_fn(|i| _mm256_mul_ps(x[i], x[i]));
+        // The scalar form is odd operation by operation (x² is the same for ±x, p and the
+        // quotient change sign exactly with x, and so does the clamp), so each lane is computed
+        // on |x| and x's sign put back at the end (an `or`: the result on |x| is +0 or positive,
+        // or NaN). The scalar clamp of x to [−4, 4] only changes lanes with |x| > 4, which the
+        // last blend sets to ±1 (NaN stays NaN without it), and the lower bound of the
+        // quotient's clamp is never reached on |x| (the quotient is ≥ +0 there): both are left
+        // out. Bit for bit the scalar `erf_f32` for every float (checked exhaustively).
+        let sign = c(-0.0);
+        let a: [__m256; N] = std::array::from_fn(|i| _mm256_andnot_ps(sign, x[i]));
+        let x2: [__m256; N] = std::array::from_fn(|i| _mm256_mul_ps(a[i], a[i]));
         let (k0, k1) = (c(-2.726_142_3e-10), c(2.770_681_4e-8));
         let mut p: [__m256; N] =
             std::array::from_fn(|i| _mm256_add_ps(_mm256_mul_ps(x2[i], k0), k1));
@@ -677,7 +690,7 @@ mod avx2 {
             }
         }
         for i in 0..N {
-            p[i] = _mm256_mul_ps(x[i], p[i]);
+            p[i] = _mm256_mul_ps(a[i], p[i]);
         }
         let (q0, q1) = (c(-1.456_607_2e-5), c(-2.133_740_6e-4));
         let mut q: [__m256; N] =
@@ -688,14 +701,14 @@ mod avx2 {
                 q[i] = _mm256_add_ps(_mm256_mul_ps(x2[i], q[i]), kv);
             }
         }
-        let (one, m1, sign, lim) = (c(1.0), c(-1.0), c(-0.0), c(3.92));
+        let (one, lim) = (c(1.0), c(3.92));
         std::array::from_fn(|i| {
             let r = _mm256_div_ps(p[i], q[i]);
-            let r = _mm256_min_ps(one, _mm256_max_ps(m1, r));
-            let ax = _mm256_andnot_ps(sign, x[i]);
-            let big = _mm256_cmp_ps::<_CMP_GE_OQ>(ax, lim);
-            let pm1 = _mm256_or_ps(_mm256_and_ps(x[i], sign), one);
-            _mm256_blendv_ps(r, pm1, big)
+            // min returns its second operand (r) when one is NaN, as `clamp`.
+            let r = _mm256_min_ps(one, r);
+            let big = _mm256_cmp_ps::<_CMP_GE_OQ>(a[i], lim);
+            let r = _mm256_blendv_ps(r, one, big);
+            _mm256_or_ps(r, _mm256_and_ps(x[i], sign))
         })
     }
 
@@ -713,6 +726,53 @@ mod avx2 {
         let e: [__m256; N] = erf8n(std::array::from_fn(|i| _mm256_mul_ps(v[i], s)));
         let h = c(0.5);
         std::array::from_fn(|i| _mm256_mul_ps(h, _mm256_add_ps(c(1.0), e[i])))
+    }
+
+    /// Φ on N vectors for the backward, where bit-identity with the scalar form is not asked
+    /// for: the erf's polynomials with fused multiply-adds and p/q through the reciprocal
+    /// estimate and one Newton step (q ≤ −0.0143, far from 0): within an ulp or two of
+    /// `phi8n`, at a fraction of the division's cost.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn phi8n_fast<const N: usize>(v: [__m256; N]) -> [__m256; N] {
+        let c = _mm256_set1_ps;
+        let (s, sign) = (c(std::f32::consts::FRAC_1_SQRT_2), c(-0.0));
+        let x: [__m256; N] = std::array::from_fn(|i| _mm256_mul_ps(v[i], s));
+        let a: [__m256; N] = std::array::from_fn(|i| _mm256_andnot_ps(sign, x[i]));
+        let x2: [__m256; N] = std::array::from_fn(|i| _mm256_mul_ps(a[i], a[i]));
+        let (k0, k1) = (c(-2.726_142_3e-10), c(2.770_681_4e-8));
+        let mut p: [__m256; N] = std::array::from_fn(|i| _mm256_fmadd_ps(x2[i], k0, k1));
+        for k in [
+            -2.101_024e-6,
+            -5.692_506_4e-5,
+            -7.349_906_3e-4,
+            -2.954_6e-3,
+            -1.609_603_3e-2,
+        ] {
+            let kv = c(k);
+            for i in 0..N {
+                p[i] = _mm256_fmadd_ps(x2[i], p[i], kv);
+            }
+        }
+        let (q0, q1) = (c(-1.456_607_2e-5), c(-2.133_740_6e-4));
+        let mut q: [__m256; N] = std::array::from_fn(|i| _mm256_fmadd_ps(x2[i], q0, q1));
+        for k in [-1.682_827e-3, -7.373_329_2e-3, -1.426_474e-2] {
+            let kv = c(k);
+            for i in 0..N {
+                q[i] = _mm256_fmadd_ps(x2[i], q[i], kv);
+            }
+        }
+        let (one, lim, h) = (c(1.0), c(3.92), c(0.5));
+        std::array::from_fn(|i| {
+            let y0 = _mm256_rcp_ps(q[i]);
+            let y1 = _mm256_fmadd_ps(_mm256_fnmadd_ps(q[i], y0, one), y0, y0);
+            let r = _mm256_mul_ps(_mm256_mul_ps(a[i], p[i]), y1);
+            let r = _mm256_min_ps(one, r);
+            let big = _mm256_cmp_ps::<_CMP_GE_OQ>(a[i], lim);
+            let r = _mm256_blendv_ps(r, one, big);
+            let e = _mm256_or_ps(r, _mm256_and_ps(x[i], sign));
+            _mm256_fmadd_ps(e, h, h)
+        })
     }
 
     /// exp(a) for a ≤ 0 or NaN (Cephes' expf polynomial, ≤ 2 ulp); exactly 0 below −87. N
@@ -818,15 +878,17 @@ mod avx2 {
         let p = _mm256_mul_ps(u, c.scale);
         let zero = _mm256_setzero_si256();
         if LINEAR {
-            let i = _mm256_cvttps_epi32(_mm256_floor_ps(p));
+            // Truncation instead of floor: they differ only for negative p, which the clamp
+            // to 0 makes the same (p ≥ 2^31 and NaN give i32::MIN either way).
+            let i = _mm256_cvttps_epi32(p);
             let i = _mm256_min_epi32(_mm256_max_epi32(i, zero), c.n_last1);
             let f = _mm256_sub_ps(p, _mm256_cvtepi32_ps(i));
             (inr, _mm256_add_epi32(i, off), f)
         } else {
-            // For 0 ≤ p < 2^24 (and −0.5 < p < 0, which truncates to 0 either way) this is the
-            // scalar round-half-even.
-            let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(p);
-            let i = _mm256_cvttps_epi32(r);
+            // Conversion in the current rounding mode (round half to even, as the scalar
+            // round-half-even by ±2^23 in the same mode), one instruction instead of round +
+            // truncate: the same integer for every p below 2^31.
+            let i = _mm256_cvtps_epi32(p);
             let i = _mm256_min_epi32(_mm256_max_epi32(i, zero), c.n_last);
             (inr, _mm256_add_epi32(i, off), _mm256_setzero_ps())
         }
@@ -861,14 +923,14 @@ mod avx2 {
         off: __m256i,
     ) -> __m256 {
         let (inr, i, f) = locate8::<LINEAR>(c, xv, off);
-        let warped = if LINEAR {
+        let w = if LINEAR {
             // x0 + f·(x1 − x0), with x1 − x0 from the pair table (the same bits).
             let (x0, dd) = gather_pairs(pairs, i);
-            _mm256_add_ps(x0, _mm256_mul_ps(f, dd))
+            _mm256_blendv_ps(xv, _mm256_add_ps(x0, _mm256_mul_ps(f, dd)), inr)
         } else {
-            _mm256_i32gather_ps::<4>(xt, i)
+            // Out-of-range lanes keep x (masked off: no load, no blend).
+            _mm256_mask_i32gather_ps::<4>(xv, xt, i, inr)
         };
-        let w = _mm256_blendv_ps(xv, warped, inr);
         match V {
             0 => _mm256_mul_ps(w, phi8(xv)),
             1 => _mm256_mul_ps(w, phi8(w)),
@@ -891,13 +953,12 @@ mod avx2 {
     ) -> [__m256; 2] {
         let w: [__m256; 2] = std::array::from_fn(|h| {
             let (inr, i, f) = locate8::<LINEAR>(c, xv[h], off[h]);
-            let warped = if LINEAR {
+            if LINEAR {
                 let (x0, dd) = gather_pairs(pairs, i);
-                _mm256_add_ps(x0, _mm256_mul_ps(f, dd))
+                _mm256_blendv_ps(xv[h], _mm256_add_ps(x0, _mm256_mul_ps(f, dd)), inr)
             } else {
-                _mm256_i32gather_ps::<4>(xt, i)
-            };
-            _mm256_blendv_ps(xv[h], warped, inr)
+                _mm256_mask_i32gather_ps::<4>(xv[h], xt, i, inr)
+            }
         });
         match V {
             0 => {
@@ -1256,7 +1317,51 @@ mod avx2 {
         }
     }
 
-    /// `grad_elem` on 8 lanes at a time; writes dX, s, the node and the right weight.
+    /// Lane indices of the set bits of each 8-bit mask, in order (for `_mm256_permutevar8x32`).
+    static COMPACT: [[u32; 8]; 256] = {
+        let mut t = [[0u32; 8]; 256];
+        let mut m = 0;
+        while m < 256 {
+            let (mut k, mut l) = (0, 0);
+            while l < 8 {
+                if m & (1 << l) != 0 {
+                    t[m][k] = l as u32;
+                    k += 1;
+                }
+                l += 1;
+            }
+            m += 1;
+        }
+        t
+    };
+
+    /// Stores the lanes of `mask` (s, node, right weight), in order, at `cur`; returns how many.
+    /// Writes 8 lanes: `cur + 8` must be within the buffers.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn compact<const LINEAR: bool>(
+        mask: __m256,
+        s: __m256,
+        i: __m256i,
+        f: __m256,
+        sb: *mut f64,
+        ib: *mut u32,
+        fb: *mut f32,
+    ) -> usize {
+        let m = _mm256_movemask_ps(mask) as usize;
+        let perm = _mm256_loadu_si256(COMPACT.get_unchecked(m).as_ptr() as *const __m256i);
+        let s = _mm256_permutevar8x32_ps(s, perm);
+        _mm256_storeu_pd(sb, _mm256_cvtps_pd(_mm256_castps256_ps128(s)));
+        _mm256_storeu_pd(sb.add(4), _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(s)));
+        _mm256_storeu_si256(ib as *mut __m256i, _mm256_permutevar8x32_epi32(i, perm));
+        if LINEAR {
+            _mm256_storeu_ps(fb, _mm256_permutevar8x32_ps(f, perm));
+        }
+        m.count_ones() as usize
+    }
+
+    /// `grad_elem` on 8 lanes at a time; writes dX, and s, the node and the right weight of the
+    /// in-range elements only, in order, at the start of sb/ib/fb; returns how many.
     ///
     /// # Safety
     /// AVX2 must be available; the tables must hold every row the offsets name.
@@ -1270,23 +1375,21 @@ mod avx2 {
         dy: &[f32],
         dx: &mut [f32],
         offs: Option<&[u32]>,
-        sb: &mut [f32],
+        sb: &mut [f64],
         ib: &mut [u32],
         fb: &mut [f32],
-        spare: u32,
-    ) {
-        // Out-of-range lanes name a spare bin: spare + lane.
-        let spare = _mm256_add_epi32(
-            _mm256_set1_epi32(spare as i32),
-            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-        );
+    ) -> usize {
         let c = consts(k, n);
         let cs = _mm256_set1_ps;
         let len = x.len();
+        assert!(sb.len() >= len && ib.len() >= len && fb.len() >= len);
         let (pairs, xdt) = (k.pairs.as_ptr(), g.xdt.as_ptr());
+        let (sp, ip, fp) = (sb.as_mut_ptr(), ib.as_mut_ptr(), fb.as_mut_ptr());
         let one = cs(1.0);
         let mul_out = cs(g.mul_out);
         let mut j = 0;
+        // cur ≤ j: the 8 lanes `compact` writes for elements j.. stay below j + 8 ≤ len.
+        let mut cur = 0;
         // Two vectors per step while 16 elements remain.
         while j + 16 <= len {
             let off = match offs {
@@ -1304,16 +1407,19 @@ mod avx2 {
                 _mm256_loadu_ps(dy.as_ptr().add(j)),
                 _mm256_loadu_ps(dy.as_ptr().add(j + 8)),
             ];
-            let (d, s, i, f) =
-                grad_lanes::<V, LINEAR, 2>(&c, pairs, xdt, one, mul_out, spare, xv, gv, off);
+            let (d, s, i, f, inr) =
+                grad_lanes::<V, LINEAR, 2>(&c, pairs, xdt, one, mul_out, xv, gv, off);
             for h in 0..2 {
-                let jj = j + 8 * h;
-                _mm256_storeu_ps(dx.as_mut_ptr().add(jj), d[h]);
-                _mm256_storeu_ps(sb.as_mut_ptr().add(jj), s[h]);
-                _mm256_storeu_si256(ib.as_mut_ptr().add(jj) as *mut __m256i, i[h]);
-                if LINEAR {
-                    _mm256_storeu_ps(fb.as_mut_ptr().add(jj), f[h]);
-                }
+                _mm256_storeu_ps(dx.as_mut_ptr().add(j + 8 * h), d[h]);
+                cur += compact::<LINEAR>(
+                    inr[h],
+                    s[h],
+                    i[h],
+                    f[h],
+                    sp.add(cur),
+                    ip.add(cur),
+                    fp.add(cur),
+                );
             }
             j += 16;
         }
@@ -1331,24 +1437,41 @@ mod avx2 {
             let off = _mm256_loadu_si256(ob.as_ptr() as *const __m256i);
             let xv = _mm256_loadu_ps(xb.as_ptr());
             let gv = _mm256_loadu_ps(gb.as_ptr());
-            let (d, s, i, f) =
-                grad_lanes::<V, LINEAR, 1>(&c, pairs, xdt, one, mul_out, spare, [xv], [gv], [off]);
-            let mut t = [[0f32; 8]; 3];
+            let (d, s, i, f, inr) =
+                grad_lanes::<V, LINEAR, 1>(&c, pairs, xdt, one, mul_out, [xv], [gv], [off]);
+            let mut t = [[0f32; 8]; 2];
+            let mut ts = [0f64; 8];
             let mut ti = [0u32; 8];
             _mm256_storeu_ps(t[0].as_mut_ptr(), d[0]);
-            _mm256_storeu_ps(t[1].as_mut_ptr(), s[0]);
-            _mm256_storeu_ps(t[2].as_mut_ptr(), f[0]);
-            _mm256_storeu_si256(ti.as_mut_ptr() as *mut __m256i, i[0]);
             dx[j..j + rem].copy_from_slice(&t[0][..rem]);
-            sb[j..j + rem].copy_from_slice(&t[1][..rem]);
-            fb[j..j + rem].copy_from_slice(&t[2][..rem]);
-            ib[j..j + rem].copy_from_slice(&ti[..rem]);
+            // Padding lanes are not terms.
+            let live = _mm256_castsi256_ps(_mm256_cmpgt_epi32(
+                _mm256_set1_epi32(rem as i32),
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            ));
+            let mask = _mm256_and_ps(inr[0], live);
+            let got = compact::<LINEAR>(
+                mask,
+                s[0],
+                i[0],
+                f[0],
+                ts.as_mut_ptr(),
+                ti.as_mut_ptr(),
+                t[1].as_mut_ptr(),
+            );
+            sb[cur..cur + got].copy_from_slice(&ts[..got]);
+            ib[cur..cur + got].copy_from_slice(&ti[..got]);
+            if LINEAR {
+                fb[cur..cur + got].copy_from_slice(&t[1][..got]);
+            }
+            cur += got;
             j += rem;
         }
+        cur
     }
 
-    /// `grad_elem` on N vectors: dX, s (0 out of range), the node (a spare bin out of range)
-    /// and the right weight.
+    /// `grad_elem` on N vectors: dX, s, the node and the right weight (all but dX meaningful
+    /// only in range) and the in-range mask.
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -1358,11 +1481,16 @@ mod avx2 {
         xdt: *const f32,
         one: __m256,
         mul_out: __m256,
-        spare: __m256i,
         xv: [__m256; N],
         gv: [__m256; N],
         off: [__m256i; N],
-    ) -> ([__m256; N], [__m256; N], [__m256i; N], [__m256; N]) {
+    ) -> (
+        [__m256; N],
+        [__m256; N],
+        [__m256i; N],
+        [__m256; N],
+        [__m256; N],
+    ) {
         let mut inr = [_mm256_setzero_ps(); N];
         let mut idx = [_mm256_setzero_si256(); N];
         let mut fr = [_mm256_setzero_ps(); N];
@@ -1387,12 +1515,12 @@ mod avx2 {
         let zero = _mm256_setzero_ps();
         let (gr, direct): ([__m256; N], [__m256; N]) = match V {
             0 => {
-                let p = phi8n(xv);
+                let p = phi8n_fast(xv);
                 let d = pdf8n(xv);
                 (p, std::array::from_fn(|h| _mm256_mul_ps(w[h], d[h])))
             }
             1 => {
-                let p = phi8n(w);
+                let p = phi8n_fast(w);
                 let d = pdf8n(w);
                 (
                     std::array::from_fn(|h| _mm256_add_ps(p[h], _mm256_mul_ps(w[h], d[h]))),
@@ -1413,12 +1541,8 @@ mod avx2 {
                 _mm256_add_ps(_mm256_mul_ps(gr[h], dxt[h]), direct[h]),
             )
         });
-        let s = std::array::from_fn(|h| {
-            _mm256_and_ps(_mm256_mul_ps(_mm256_mul_ps(gv[h], gr[h]), mul_out), inr[h])
-        });
-        let i =
-            std::array::from_fn(|h| _mm256_blendv_epi8(spare, idx[h], _mm256_castps_si256(inr[h])));
-        (d, s, i, fr)
+        let s = std::array::from_fn(|h| _mm256_mul_ps(_mm256_mul_ps(gv[h], gr[h]), mul_out));
+        (d, s, idx, fr, inr)
     }
 }
 
@@ -1482,5 +1606,71 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod erf_bits {
+    use super::*;
+
+    /// The lane erf gives the scalar erf's bits (NaN for NaN) on every float32 (with
+    /// `DITAC_EXHAUSTIVE=1`), else on every 13th float below 8 in magnitude and a sample beyond.
+    #[test]
+    fn erf8_is_erf_f32_bit_for_bit() {
+        if !has_avx2() {
+            return;
+        }
+        use std::arch::x86_64::*;
+        let all = std::env::var_os("DITAC_EXHAUSTIVE").is_some();
+        let step: u64 = if all {
+            1
+        } else if cfg!(debug_assertions) {
+            40_009
+        } else {
+            13
+        };
+        let end: u64 = if all { 1 << 32 } else { 0x4100_0000 };
+        let check = |bits: &[u32; 8]| {
+            let xs = bits.map(f32::from_bits);
+            let mut out = [0f32; 8];
+            // SAFETY: AVX2 checked above; 8 values in and out.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), avx2::erf8(_mm256_loadu_ps(xs.as_ptr()))) };
+            for (o, &v) in out.iter().zip(&xs) {
+                let want = erf_f32(v);
+                assert!(
+                    o.to_bits() == want.to_bits() || (o.is_nan() && want.is_nan()),
+                    "{v:e} ({:08x}): {o:e} vs {want:e}",
+                    v.to_bits()
+                );
+            }
+        };
+        let mut b = 0u64;
+        let mut lanes = [0u32; 8];
+        while b < end {
+            for (l, v) in lanes.iter_mut().enumerate() {
+                *v = (b + l as u64 * step).min(end - 1) as u32;
+            }
+            check(&lanes);
+            if !all {
+                check(&lanes.map(|v| v | 0x8000_0000));
+            }
+            b += 8 * step;
+        }
+        // beyond 8: a sample, ±∞ and NaNs
+        let mut b = 0x4100_0000u64;
+        while b < 0x8000_0000 {
+            check(&[0, 1, 2, 3, 4, 5, 6, 7].map(|l| (b as u32 + l * 1_234_567) | (l & 1) << 31));
+            b += 8 * 1_234_567;
+        }
+        check(&[
+            0x7f80_0000,
+            0xff80_0000,
+            0x7fc0_0000,
+            0xffc0_0000,
+            0x7f80_0001,
+            0,
+            0x8000_0000,
+            0x4000_0000,
+        ]);
     }
 }

@@ -1066,6 +1066,21 @@ mod avx2 {
         }
     }
 
+    /// The outer function on 8 lanes: x̃·Φ(x), x̃·Φ(x̃) or LeakyReLU(x̃) (`av` the slope), as the
+    /// scalar `outer` computes it.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn outer8(variant: Variant, av: __m256, x: __m256, w: __m256) -> __m256 {
+        match variant {
+            Variant::Ditac => _mm256_mul_ps(w, phi8(x)),
+            Variant::Ge => _mm256_mul_ps(w, phi8(w)),
+            Variant::Leaky => {
+                let pos = _mm256_cmp_ps::<_CMP_GE_OQ>(w, _mm256_setzero_ps());
+                _mm256_blendv_ps(_mm256_mul_ps(av, w), w, pos)
+            }
+        }
+    }
+
     /// `outer_scalar` on 8 lanes at a time (the tail padded).
     ///
     /// # Safety
@@ -1083,14 +1098,7 @@ mod avx2 {
             wb[..rem].copy_from_slice(&w[j..j + rem]);
             let xv = _mm256_loadu_ps(xb.as_ptr());
             let wv = _mm256_loadu_ps(wb.as_ptr());
-            let v = match variant {
-                Variant::Ditac => _mm256_mul_ps(wv, phi8(xv)),
-                Variant::Ge => _mm256_mul_ps(wv, phi8(wv)),
-                Variant::Leaky => {
-                    let pos = _mm256_cmp_ps::<_CMP_GE_OQ>(wv, _mm256_setzero_ps());
-                    _mm256_blendv_ps(_mm256_mul_ps(av, wv), wv, pos)
-                }
-            };
+            let v = outer8(variant, av, xv, wv);
             let mut yb = [0f32; 8];
             _mm256_storeu_ps(yb.as_mut_ptr(), v);
             y[j..j + rem].copy_from_slice(&yb[..rem]);
@@ -1302,14 +1310,7 @@ mod avx2 {
                 }
                 w = _mm256_loadu_ps(wb.as_ptr());
             }
-            let v = match k.variant {
-                Variant::Ditac => _mm256_mul_ps(w, phi8(xv)),
-                Variant::Ge => _mm256_mul_ps(w, phi8(w)),
-                Variant::Leaky => {
-                    let pos = _mm256_cmp_ps::<_CMP_GE_OQ>(w, _mm256_setzero_ps());
-                    _mm256_blendv_ps(_mm256_mul_ps(av, w), w, pos)
-                }
-            };
+            let v = outer8(k.variant, av, xv, w);
             let mut yb = [0f32; 8];
             _mm256_storeu_ps(yb.as_mut_ptr(), v);
             y[j..j + rem].copy_from_slice(&yb[..rem]);

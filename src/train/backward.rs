@@ -28,6 +28,27 @@ pub const DIFFERENTIABLE: &str =
     "linear, conv2d, flatten, ditac, relu, gelu, tanh, sigmoid, leaky_relu, prelu";
 
 /// Checks that every layer of `net` has a backward; the error names the first layer that has none.
+/// The gradient's name of parameter `k` (ORT's generator: `<param>_grad`).
+fn gname(k: &str) -> String {
+    format!("{k}_grad")
+}
+
+/// A bias's gradient: dY summed over `axes` (every axis but the channel one).
+fn bias_grad(m: &mut ModelBuilder, p: &str, dy: &str, b: &str, axes: &[i64]) -> (String, String) {
+    let suffix: String = axes.iter().map(|a| a.to_string()).collect();
+    let axes = ints(m, &format!("{p}/axes{suffix}"), axes);
+    let gb = gname(b);
+    m.node(
+        "ReduceSum",
+        "",
+        &format!("{p}/db"),
+        &[dy, &axes],
+        &[&gb],
+        &[("keepdims", Attr::Int(0))],
+    );
+    (b.to_string(), gb)
+}
+
 pub fn check_differentiable(net: &Network) -> Result<()> {
     for l in &net.layers {
         if let Layer::Ditac(_) = &l.layer {
@@ -80,7 +101,6 @@ fn emit_layer(
     let p = format!("{}.{}_grad", layer.prefix, layer.layer.kind());
     let x = nodes.input.as_str();
     let y = nodes.output.as_str();
-    let gname = |k: &str| format!("{k}_grad");
     let mut out = Vec::new();
     match &layer.layer {
         Layer::Linear { .. } => {
@@ -100,17 +120,7 @@ fn emit_layer(
             );
             out.push((w.clone(), gw));
             if let Some(b) = nodes.params.get(1) {
-                let axes = ints(m, &format!("{p}/axes0"), &[0]);
-                let gb = gname(b);
-                m.node(
-                    "ReduceSum",
-                    "",
-                    &format!("{p}/db"),
-                    &[dy, &axes],
-                    &[&gb],
-                    &[("keepdims", Attr::Int(0))],
-                );
-                out.push((b.clone(), gb));
+                out.push(bias_grad(m, &p, dy, b, &[0]));
             }
         }
         Layer::Conv2d {
@@ -200,17 +210,7 @@ fn emit_layer(
             );
             out.push((w.clone(), gw));
             if let Some(b) = nodes.params.get(1) {
-                let axes = ints(m, &format!("{p}/axes023"), &[0, 2, 3]);
-                let gb = gname(b);
-                m.node(
-                    "ReduceSum",
-                    "",
-                    &format!("{p}/db"),
-                    &[dy, &axes],
-                    &[&gb],
-                    &[("keepdims", Attr::Int(0))],
-                );
-                out.push((b.clone(), gb));
+                out.push(bias_grad(m, &p, dy, b, &[0, 2, 3]));
             }
         }
         Layer::Flatten { .. } => {

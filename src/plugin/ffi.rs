@@ -402,8 +402,8 @@ unsafe extern "C" fn par_task(data: *mut c_void, i: usize) {
 }
 
 impl KernelContext {
-    /// Input `index`, or None when it is absent (an omitted optional input).
-    pub fn input<T>(&self, index: usize) -> PResult<Option<TensorView<'_, T>>> {
+    /// The OrtValue of input `index`, or None when it is absent (an omitted optional input).
+    fn input_value(&self, index: usize) -> PResult<Option<*const sys::OrtValue>> {
         let mut n = 0usize;
         // SAFETY: plain query on the live context.
         check(
@@ -422,6 +422,14 @@ impl KernelContext {
         if value.is_null() {
             return Ok(None);
         }
+        Ok(Some(value))
+    }
+
+    /// Input `index`, or None when it is absent (an omitted optional input).
+    pub fn input<T>(&self, index: usize) -> PResult<Option<TensorView<'_, T>>> {
+        let Some(value) = self.input_value(index)? else {
+            return Ok(None);
+        };
         // SAFETY: ORT matched the input's element type to the op definition (T or float).
         Ok(Some(unsafe { value_view::<T>(value)? }))
     }
@@ -479,24 +487,9 @@ impl KernelContext {
     /// Input `index` as shape and data address, without touching the data (device memory on
     /// the CUDA EP); None when absent.
     pub fn input_raw(&self, index: usize) -> PResult<Option<RawTensor>> {
-        let mut n = 0usize;
-        // SAFETY: plain query on the live context.
-        check(
-            unsafe { (api().KernelContext_GetInputCount)(self.ptr, &mut n) },
-            "KernelContext_GetInputCount",
-        )?;
-        if index >= n {
+        let Some(value) = self.input_value(index)? else {
             return Ok(None);
-        }
-        let mut value: *const sys::OrtValue = ptr::null();
-        // SAFETY: index < count.
-        check(
-            unsafe { (api().KernelContext_GetInput)(self.ptr, index, &mut value) },
-            "KernelContext_GetInput",
-        )?;
-        if value.is_null() {
-            return Ok(None);
-        }
+        };
         let shape = value_shape(value)?;
         let mut data: *mut c_void = ptr::null_mut();
         if shape.iter().product::<usize>() > 0 {

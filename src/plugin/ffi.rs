@@ -434,9 +434,8 @@ impl KernelContext {
         Ok(Some(unsafe { value_view::<T>(value)? }))
     }
 
-    /// Allocates output `index` with `shape`. Each index must be requested once per run.
-    #[allow(clippy::mut_from_ref)]
-    pub fn output<T>(&self, index: usize, shape: &[usize]) -> PResult<&mut [T]> {
+    /// The OrtValue of output `index`, allocated by ORT with `shape`.
+    fn output_value(&self, index: usize, shape: &[usize]) -> PResult<*mut sys::OrtValue> {
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
         let mut value: *mut sys::OrtValue = ptr::null_mut();
         // SAFETY: dims outlives the call.
@@ -455,6 +454,13 @@ impl KernelContext {
         if value.is_null() {
             return Err(PluginError::fail(format!("no output value {index}")));
         }
+        Ok(value)
+    }
+
+    /// Allocates output `index` with `shape`. Each index must be requested once per run.
+    #[allow(clippy::mut_from_ref)]
+    pub fn output<T>(&self, index: usize, shape: &[usize]) -> PResult<&mut [T]> {
+        let value = self.output_value(index, shape)?;
         let n: usize = shape.iter().product();
         if n == 0 {
             return Ok(&mut []);
@@ -508,24 +514,7 @@ impl KernelContext {
     /// Allocates output `index` with `shape`; returns its data address (device memory on the
     /// CUDA EP; 0 when empty). Each index must be requested once per run.
     pub fn output_raw(&self, index: usize, shape: &[usize]) -> PResult<u64> {
-        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-        let mut value: *mut sys::OrtValue = ptr::null_mut();
-        // SAFETY: dims outlives the call.
-        check(
-            unsafe {
-                (api().KernelContext_GetOutput)(
-                    self.ptr,
-                    index,
-                    dims.as_ptr(),
-                    dims.len(),
-                    &mut value,
-                )
-            },
-            "KernelContext_GetOutput",
-        )?;
-        if value.is_null() {
-            return Err(PluginError::fail(format!("no output value {index}")));
-        }
+        let value = self.output_value(index, shape)?;
         if shape.iter().product::<usize>() == 0 {
             return Ok(0);
         }

@@ -6,13 +6,13 @@ use std::process::Command;
 
 fn plugin() -> String {
     std::env::var("DITAC_PLUGIN").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/libditac.so").to_string()
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/libditac.so").to_string()
     })
 }
 
 fn bench(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ditac"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .arg("bench")
         .args(["--plugin", &plugin()])
         .args(args)

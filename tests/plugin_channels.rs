@@ -40,8 +40,8 @@ fn model<'a>(op: &'a str, th: &'a [f32], d: usize, interp: Interpolation) -> OpM
         op,
         th,
         vec![
-            ("interpolation", ditac::model::Attr::from(name)),
-            ("channel_axis", ditac::model::Attr::Int(1)),
+            ("interpolation", ditac_tools::model::Attr::from(name)),
+            ("channel_axis", ditac_tools::model::Attr::Int(1)),
         ],
     );
     m.pshape = vec![C, d];
@@ -134,7 +134,7 @@ fn float16_per_channel_follows_float() {
         .run(vec![("X", Tensor::from_array((vec![N, C], x32)).unwrap())])
         .unwrap();
     let y32 = out["Y"].try_extract_tensor::<f32>().unwrap().1.to_vec();
-    m32.elem = ditac::model::ElemType::Float16;
+    m32.elem = ditac_tools::model::ElemType::Float16;
     let mut s16 = session(&m32.bytes()).unwrap();
     let out = s16
         .run(vec![("X", Tensor::from_array((vec![N, C], x16)).unwrap())])

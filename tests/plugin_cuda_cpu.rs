@@ -13,7 +13,7 @@ use std::sync::Once;
 
 use common::*;
 use ditac::core::{basis, Activation, Attrs, BasisKind};
-use ditac::model::{Attr, ElemType};
+use ditac_tools::model::{Attr, ElemType};
 use half::f16;
 use ort::value::Tensor;
 

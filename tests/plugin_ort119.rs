@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use ditac::model::Attr;
+use ditac_tools::model::Attr;
 
 fn ensure_119() {
     let _ = env_from(".ort/1.19.2/libonnxruntime.so");

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use ditac::core::{basis, Activation, Attrs, BasisKind};
-use ditac::model::{Attr, ElemType, ModelBuilder, DITAC_DOMAIN};
+use ditac_tools::model::{Attr, ElemType, ModelBuilder, DITAC_DOMAIN};
 use half::f16;
 use ort::value::Tensor;
 

@@ -529,7 +529,7 @@ fn externalise(src: &Path, dst: &Path, data: &str) {
         }
     }
     std::fs::write(dst.parent().unwrap().join(data), blob).unwrap();
-    ditac::transform::fix_zero_scalars(&mut m);
+    ditac_tools::transform::fix_zero_scalars(&mut m);
     std::fs::write(dst, m.write_to_bytes().unwrap()).unwrap();
 }
 

@@ -13,14 +13,14 @@
 mod common;
 
 use common::session;
-use ditac::graph::init_params;
-use ditac::params::Params;
-use ditac::spec::{Network, Spec};
-use ditac::train::artifacts::{self, portable_training_model, ParamInfo};
-use ditac::train::checkpoint::Checkpoint;
-use ditac::train::data::{Dataset, Rng, Targets};
-use ditac::train::portable::PortableTrainer;
-use ditac::train::{LossKind, TrainConfig};
+use ditac_tools::graph::init_params;
+use ditac_tools::params::Params;
+use ditac_tools::spec::{Network, Spec};
+use ditac_tools::train::artifacts::{self, portable_training_model, ParamInfo};
+use ditac_tools::train::checkpoint::Checkpoint;
+use ditac_tools::train::data::{Dataset, Rng, Targets};
+use ditac_tools::train::portable::PortableTrainer;
+use ditac_tools::train::{LossKind, TrainConfig};
 use onnx_protobuf::{type_proto, ModelProto, NodeProto};
 use ort::session::SessionInputValue;
 use ort::value::Tensor;

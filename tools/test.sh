@@ -22,5 +22,5 @@ if [ -x .venv-train/bin/python ]; then
 fi
 # The ort::training::Trainer engine of `ditac train` (feature `training`): no reachable libonnxruntime
 # has the training API, so it is compiled (type-checked) here and run where such a library exists.
-echo "== cargo check --release --features training --bin ditac" >&2
-cargo check --release --features training --bin ditac
+echo "== cargo check --release -p ditac-tools --features training --bin ditac" >&2
+cargo check --release -p ditac-tools --features training --bin ditac

@@ -413,18 +413,19 @@ pub(crate) mod tests {
     use super::*;
     use serde_json::Value;
 
-    /// The reference vectors: $DITAC_ORACLE_DIR, else ../shared/oracle (else /work/shared/oracle,
-    /// for a git worktree one level deeper).
+    /// The reference vectors: $DITAC_ORACLE_DIR, else the nearest `shared/oracle` beside the crate or
+    /// one of its ancestors (the same search as `tests/support/oracle.rs`).
     pub(crate) fn oracle_dir() -> String {
         if let Some(d) = std::env::var_os("DITAC_ORACLE_DIR") {
             return format!("{}/", d.to_string_lossy());
         }
-        let local = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/oracle/");
-        if std::path::Path::new(local).is_dir() {
-            local.to_string()
-        } else {
-            "/work/shared/oracle/".to_string()
-        }
+        let found = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .skip(1)
+            .map(|p| p.join("shared/oracle"))
+            .find(|p| p.is_dir())
+            .expect("reference vectors not found: set DITAC_ORACLE_DIR");
+        format!("{}/", found.display())
     }
 
     struct Case {

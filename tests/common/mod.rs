@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use ditac::model::{Attr, ElemType, ModelBuilder, DITAC_DOMAIN};
+use ditac_tools::model::{Attr, ElemType, ModelBuilder, DITAC_DOMAIN};
 use ort::session::Session;
 use ort::value::Tensor;
 use serde_json::Value;
@@ -16,7 +16,7 @@ pub const EXACT_REL: f64 = 1e-5;
 pub const GRAD_REL: f64 = 1e-4;
 
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    oracle_support::repo_root()
 }
 
 /// The plugin: $DITAC_PLUGIN or target/release/libditac.so (build it with

@@ -5,19 +5,29 @@
 use serde_json::Value;
 use std::path::PathBuf;
 
+/// The repository root, whichever package (the plugin's at the root, or `tools/`) built the test.
+pub fn repo_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .find(|p| p.join("ops").is_dir() && p.join("tools").is_dir())
+        .unwrap_or(&manifest)
+        .to_path_buf()
+}
+
+/// `$DITAC_ORACLE_DIR`, else the nearest `shared/oracle` beside the repository root or one of its
+/// ancestors (a git worktree may sit deeper than the main checkout).
 pub fn oracle_dir() -> PathBuf {
-    // $DITAC_ORACLE_DIR, else ../shared/oracle, else /work/shared/oracle (a git worktree sits one
-    // level deeper than the main checkout).
-    let local = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/oracle"));
     let dir = std::env::var_os("DITAC_ORACLE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            if local.is_dir() {
-                local
-            } else {
-                PathBuf::from("/work/shared/oracle")
-            }
-        });
+        .or_else(|| {
+            repo_root()
+                .ancestors()
+                .skip(1)
+                .map(|p| p.join("shared/oracle"))
+                .find(|p| p.is_dir())
+        })
+        .expect("reference vectors not found: set DITAC_ORACLE_DIR (../shared/oracle)");
     assert!(
         dir.is_dir(),
         "reference vectors not found at {} (set DITAC_ORACLE_DIR)",

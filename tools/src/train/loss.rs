@@ -4,11 +4,11 @@
 
 use super::backward::{ints, scalar};
 use super::LossKind;
-use crate::basis;
 use crate::model::{Attr, ElemType, ModelBuilder};
-use crate::prior;
 use crate::spec::{Layer, Network};
 use anyhow::{bail, Result};
+use ditac::basis;
+use ditac::prior;
 
 /// The reference's regulariser constants (ditac.md §8).
 pub const PRIOR_LENGTH_SCALE: f64 = 5.0;
@@ -44,7 +44,7 @@ pub fn target_input(net: &Network, loss: LossKind, m: &mut ModelBuilder) -> Resu
 }
 
 /// The precision matrix P of a DiTAC layer, symmetrised, as f32 row-major d×d.
-pub fn layer_precision(at: &crate::Attrs) -> Result<Vec<f32>> {
+pub fn layer_precision(at: &ditac::Attrs) -> Result<Vec<f32>> {
     let b = basis::build(at.tess(), at.zero_boundary(), at.basis)?;
     let p = prior::precision_matrix(&b, PRIOR_LENGTH_SCALE, PRIOR_VARIANCE);
     let d = b.cols;

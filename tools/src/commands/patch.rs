@@ -3,9 +3,9 @@
 
 use anyhow::{bail, Result};
 use clap::Args as ClapArgs;
-use ditac::params::Params;
-use ditac::transform::patch::{patch_model, AttrOverrides, Replacement};
-use ditac::transform::ModelFile;
+use ditac_tools::params::Params;
+use ditac_tools::transform::patch::{patch_model, AttrOverrides, Replacement};
+use ditac_tools::transform::ModelFile;
 use std::path::PathBuf;
 
 #[derive(ClapArgs)]

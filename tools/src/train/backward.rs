@@ -53,7 +53,7 @@ pub fn check_differentiable(net: &Network) -> Result<()> {
     for l in &net.layers {
         if let Layer::Ditac(_) = &l.layer {
             let at = l.attrs.as_ref().expect("resolved DiTAC layer has attrs");
-            if at.basis == crate::BasisKind::Explicit {
+            if at.basis == ditac::BasisKind::Explicit {
                 bail!(
                     "spec: layer {} (ditac): basis \"explicit\" cannot be trained from a spec",
                     l.index

@@ -1,12 +1,12 @@
 //! `ditac build SPEC -o OUT.onnx [--params P]`: a whole network from a spec (TOML or JSON) and its
-//! weights (safetensors or .npz with PyTorch's key names), through `ditac::graph::inference_model`.
+//! weights (safetensors or .npz with PyTorch's key names), through `ditac_tools::graph::inference_model`.
 
 use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
-use ditac::graph::{check_params, inference_model, init_params};
-use ditac::params::Params;
-use ditac::spec::Spec;
-use ditac::transform::save_model;
+use ditac_tools::graph::{check_params, inference_model, init_params};
+use ditac_tools::params::Params;
+use ditac_tools::spec::Spec;
+use ditac_tools::transform::save_model;
 use std::path::{Path, PathBuf};
 
 #[derive(ClapArgs)]

@@ -27,9 +27,9 @@
 //! Linear weights are `[out, in]`, conv2d weights `[out, in, k, k]`, DiTAC's `thetas` is `[1, d]`
 //! (the reference's shape) or `[C, d]` per channel, PReLU's `weight` is `[num_parameters]`.
 
-use crate::basis::BasisKind;
-use crate::config::{Attrs, Interpolation, Variant};
 use anyhow::{bail, Context, Result};
+use ditac::basis::BasisKind;
+use ditac::config::{Attrs, Interpolation, Variant};
 use serde::Deserialize;
 use std::path::Path;
 

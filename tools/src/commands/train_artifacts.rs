@@ -3,11 +3,11 @@
 
 use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
-use ditac::graph::init_params;
-use ditac::params::Params;
-use ditac::spec::{Network, Spec};
-use ditac::train::checkpoint::Checkpoint;
-use ditac::train::{artifacts, LossKind, OptimizerKind, TrainConfig};
+use ditac_tools::graph::init_params;
+use ditac_tools::params::Params;
+use ditac_tools::spec::{Network, Spec};
+use ditac_tools::train::checkpoint::Checkpoint;
+use ditac_tools::train::{artifacts, LossKind, OptimizerKind, TrainConfig};
 use std::path::PathBuf;
 
 /// The flags that shape the training graphs, shared by `train-artifacts` and `train`.
@@ -73,14 +73,14 @@ impl GraphFlags {
                 } else {
                     Params::load(p)?
                 };
-                ditac::graph::check_params(&net, &loaded)
+                ditac_tools::graph::check_params(&net, &loaded)
                     .with_context(|| format!("parameters {}", p.display()))?;
                 // Store every tensor in its ONNX shape (θ [1, d] → [d]).
                 for info in artifacts::param_infos(&net) {
                     let t = loaded.get(&info.key)?.clone();
                     loaded.insert(
                         info.key.clone(),
-                        ditac::params::Tensor::new(info.shape.clone(), t.data),
+                        ditac_tools::params::Tensor::new(info.shape.clone(), t.data),
                     );
                 }
                 loaded

@@ -15,7 +15,7 @@ use onnx_protobuf::{
     TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
-use crate::core::{Attrs, BasisKind, Interpolation, Variant};
+use ditac::core::{Attrs, BasisKind, Interpolation, Variant};
 
 /// The IR version the writer stamps (ORT 1.19 refuses > 10).
 pub const IR_VERSION: i64 = 9;

@@ -6,11 +6,11 @@
 use anyhow::Result;
 use clap::Args as ClapArgs;
 use ditac::core::Attrs;
-use ditac::graph::{inference_model, init_params};
-use ditac::spec::Spec;
-use ditac::transform::freeze::freeze_model;
-use ditac::transform::lower::{lower_in_place, LowerOptions};
-use ditac::transform::save_model;
+use ditac_tools::graph::{inference_model, init_params};
+use ditac_tools::spec::Spec;
+use ditac_tools::transform::freeze::freeze_model;
+use ditac_tools::transform::lower::{lower_in_place, LowerOptions};
+use ditac_tools::transform::save_model;
 use std::path::{Path, PathBuf};
 
 #[derive(ClapArgs)]

@@ -3,8 +3,8 @@
 
 use anyhow::Result;
 use clap::Args as ClapArgs;
-use ditac::transform::inspect::{inspect, render_text};
-use ditac::transform::ModelFile;
+use ditac_tools::transform::inspect::{inspect, render_text};
+use ditac_tools::transform::ModelFile;
 use std::path::PathBuf;
 
 #[derive(ClapArgs)]

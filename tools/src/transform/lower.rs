@@ -26,9 +26,9 @@ use super::{
     elem_type, fresh_name, is_ditac_node, make_node, make_tensor_f32, make_tensor_i64, node_label,
     node_warps, prune_unused, rank,
 };
-use crate::config::{Interpolation, Variant};
 use crate::model::{attribute, Attr, DEFAULT_OPSET, DITAC_DOMAIN};
 use anyhow::{anyhow, bail, Result};
+use ditac::config::{Interpolation, Variant};
 use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto};
 use protobuf::Enum;
@@ -186,7 +186,7 @@ impl Emit<'_> {
         let e = match mode {
             ErfMode::Onnx => self.op("Erf", &[&s], &[]),
             ErfMode::Plugin => {
-                // crate::core::erf::erf_f32, operation by operation.
+                // ditac::core::erf::erf_f32, operation by operation.
                 let (m4, p4) = (self.scalar("m4", -4.0), self.scalar("p4", 4.0));
                 let x = self.op("Clip", &[&s, &m4, &p4], &[]);
                 let x2 = self.op("Mul", &[&x, &x], &[]);
@@ -438,7 +438,7 @@ fn lower_node(
 
 /// What the table kernel reads: `[lo, hi, add_in, mul_in, n − 1]` and x̃ at the nodes. A lowering
 /// that applies these constants in the kernel's order reproduces its results.
-fn kernel_parts(a: &crate::Activation<f32>) -> ([f32; 5], &[f32]) {
+fn kernel_parts(a: &ditac::Activation<f32>) -> ([f32; 5], &[f32]) {
     let p = a.table_parts().expect("checked: a table warp");
     ([p.lo, p.hi, p.add_in, p.mul_in, p.scale], p.xt)
 }

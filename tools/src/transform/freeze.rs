@@ -73,7 +73,7 @@ pub fn freeze_model(
                 s => bail!("table \"{label}\" has shape {s:?}: expected [n], [1, n] or [C, n]"),
             };
             for r in 0..rows {
-                crate::Activation::<f32>::from_table(&attrs, &t.data[r * n..(r + 1) * n])
+                ditac::Activation::<f32>::from_table(&attrs, &t.data[r * n..(r + 1) * n])
                     .map_err(|e| anyhow!("table \"{label}\": {e}"))?;
             }
             if let Some(th) = super::constant_tensor(g, node.input.get(1).map_or("", |s| s)) {

@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Result};
 use clap::Args as ClapArgs;
-use ditac::train::data;
+use ditac_tools::train::data;
 use std::path::PathBuf;
 
 #[derive(ClapArgs)]

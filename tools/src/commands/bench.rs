@@ -10,7 +10,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args as ClapArgs;
 use ditac::core::{basis, Activation, Attrs, BasisKind, Interpolation};
-use ditac::model::{ditac_attrs, lut_attrs, ElemType, ModelBuilder, DITAC_DOMAIN};
+use ditac_tools::model::{ditac_attrs, lut_attrs, ElemType, ModelBuilder, DITAC_DOMAIN};
 use indicatif::{ProgressBar, ProgressStyle};
 use ort::session::Session;
 use ort::value::Tensor;
@@ -159,7 +159,7 @@ fn lowered_model() -> Result<Vec<u8>> {
         2048,
         Interpolation::Nearest,
     )))?;
-    let lowered = ditac::transform::lower::lower_model(&model)?;
+    let lowered = ditac_tools::transform::lower::lower_model(&model)?;
     Ok(lowered.write_to_bytes()?)
 }
 

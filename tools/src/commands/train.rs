@@ -10,12 +10,12 @@ use super::runtime::{open_session, ort_env};
 use super::train_artifacts::GraphFlags;
 use anyhow::{bail, Context, Result};
 use clap::Args as ClapArgs;
-use ditac::graph::inference_model;
-use ditac::params::Params;
-use ditac::train::artifacts::{self, portable_training_model, write_atomic};
-use ditac::train::data::{self, Batches, Dataset, Targets};
-use ditac::train::portable::PortableTrainer;
-use ditac::train::LossKind;
+use ditac_tools::graph::inference_model;
+use ditac_tools::params::Params;
+use ditac_tools::train::artifacts::{self, portable_training_model, write_atomic};
+use ditac_tools::train::data::{self, Batches, Dataset, Targets};
+use ditac_tools::train::portable::PortableTrainer;
+use ditac_tools::train::LossKind;
 use ort::session::Session;
 use ort::value::Tensor;
 use protobuf::Message;
@@ -279,7 +279,11 @@ fn diverged(step: usize, out: &Path) -> String {
 }
 
 /// Runs the inference model on `t`: (MSE against the targets, accuracy for class targets).
-fn evaluate(mut s: Session, t: &Dataset, net: &ditac::spec::Network) -> Result<(f64, Option<f64>)> {
+fn evaluate(
+    mut s: Session,
+    t: &Dataset,
+    net: &ditac_tools::spec::Network,
+) -> Result<(f64, Option<f64>)> {
     let mut xs = vec![t.n];
     xs.extend(&t.x_shape);
     let x = Tensor::from_array((xs, t.x.clone()))?;
@@ -405,8 +409,8 @@ fn xml(s: &str) -> String {
 mod ort_trainer {
     //! The `ort::training::Trainer` path (a training-enabled ONNX Runtime).
     use super::*;
-    use ditac::train::artifacts::Artifacts;
-    use ditac::train::TrainConfig;
+    use ditac_tools::train::artifacts::Artifacts;
+    use ditac_tools::train::TrainConfig;
     use ort::memory::Allocator;
     use ort::session::SessionInputValue;
     use ort::training::{Checkpoint, Trainer};
@@ -483,7 +487,7 @@ mod ort_trainer {
             let v = t.try_extract_tensor::<f32>()?.1.to_vec();
             out.insert(
                 p.key.clone(),
-                ditac::params::Tensor::new(p.shape.clone(), v),
+                ditac_tools::params::Tensor::new(p.shape.clone(), v),
             );
         }
         let _ = std::fs::remove_dir_all(&dir);

@@ -3,8 +3,8 @@
 
 use anyhow::Result;
 use clap::Args as ClapArgs;
-use ditac::transform::lower::{lower_in_place, LowerOptions};
-use ditac::transform::ModelFile;
+use ditac_tools::transform::lower::{lower_in_place, LowerOptions};
+use ditac_tools::transform::ModelFile;
 use std::path::PathBuf;
 
 #[derive(ClapArgs)]

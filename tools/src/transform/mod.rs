@@ -18,9 +18,9 @@ pub mod lower;
 pub mod patch;
 pub mod plot;
 
-use crate::config::Attrs;
 use crate::model::{DITAC_DOMAIN, DITAC_OPSET};
 use anyhow::{anyhow, bail, Context, Result};
+use ditac::config::Attrs;
 use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_proto::{DataLocation, DataType};
 use onnx_protobuf::{
@@ -494,7 +494,7 @@ pub fn node_attrs(node: &NodeProto) -> Result<(Attrs, Vec<String>)> {
                 _ => bail!("node '{label}': attribute '{}' has no string value", a.name),
             }
         };
-        let ctx = |e: crate::DitacError| anyhow!("node '{label}': {e}");
+        let ctx = |e: ditac::DitacError| anyhow!("node '{label}': {e}");
         match a.name.as_str() {
             "a" => at.a = float()?,
             "b" => at.b = float()?,
@@ -678,7 +678,7 @@ pub fn make_node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> Nod
 pub struct NodeWarps {
     pub attrs: Attrs,
     /// One warp per row of θ (or of the table).
-    pub acts: Vec<crate::Activation<f32>>,
+    pub acts: Vec<ditac::Activation<f32>>,
     /// θ (or the table) is 2-D: one row per channel along `channel_axis`.
     pub per_channel: bool,
     /// The names of the constant inputs read (θ and B, or the table).
@@ -691,11 +691,11 @@ pub fn node_warps(
     g: &GraphProto,
     node: &NodeProto,
     dir: &Path,
-    lut: Option<(i64, crate::Interpolation)>,
+    lut: Option<(i64, ditac::Interpolation)>,
 ) -> Result<Option<NodeWarps>> {
     let label = node_label(node);
     let (mut attrs, _) = node_attrs(node)?;
-    let ctx = |e: crate::DitacError| anyhow!("node '{label}': {e}");
+    let ctx = |e: ditac::DitacError| anyhow!("node '{label}': {e}");
     let pname = node.input.get(1).map_or("", String::as_str);
     let Some(t) = constant_tensor(g, pname) else {
         return Ok(None);
@@ -718,7 +718,7 @@ pub fn node_warps(
         attrs.validate_interval().map_err(ctx)?;
         for r in 0..rows {
             acts.push(
-                crate::Activation::<f32>::from_table(&attrs, &data[r * cols..(r + 1) * cols])
+                ditac::Activation::<f32>::from_table(&attrs, &data[r * cols..(r + 1) * cols])
                     .map_err(ctx)?,
             );
         }
@@ -731,7 +731,7 @@ pub fn node_warps(
         }
         attrs.validate().map_err(ctx)?;
         let bname = node.input.get(2).map_or("", String::as_str);
-        let basis = if attrs.basis == crate::BasisKind::Explicit {
+        let basis = if attrs.basis == ditac::BasisKind::Explicit {
             let bt = constant_tensor(g, bname).with_context(|| {
                 format!("node '{label}': basis \"explicit\" needs a constant B input")
             })?;
@@ -742,7 +742,7 @@ pub fn node_warps(
             }
             consts.push(bname.to_string());
             std::sync::Arc::new(
-                crate::basis::explicit(attrs.tess(), attrs.zero_boundary(), &bv, bd[0], bd[1])
+                ditac::basis::explicit(attrs.tess(), attrs.zero_boundary(), &bv, bd[0], bd[1])
                     .map_err(ctx)?,
             )
         } else {
@@ -751,11 +751,11 @@ pub fn node_warps(
                     "node '{label}': input 'B' is given but attribute 'basis' is not \"explicit\""
                 );
             }
-            crate::basis::build(attrs.tess(), attrs.zero_boundary(), attrs.basis).map_err(ctx)?
+            ditac::basis::build(attrs.tess(), attrs.zero_boundary(), attrs.basis).map_err(ctx)?
         };
         for r in 0..rows {
             acts.push(
-                crate::Activation::<f32>::from_theta(
+                ditac::Activation::<f32>::from_theta(
                     &attrs,
                     &basis,
                     &data[r * cols..(r + 1) * cols],

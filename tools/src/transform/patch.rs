@@ -2,11 +2,11 @@
 //! was, or any activation) becomes a `DiTAC` node whose θ is a tensor of a parameter file.
 
 use super::{ensure_ditac_import, ensure_value_info, fresh_name, make_tensor_f32, node_label};
-use crate::basis::{self, BasisKind};
-use crate::config::{Attrs, Interpolation, Variant};
 use crate::model::{attribute, ditac_attrs, DITAC_DOMAIN};
 use crate::params::Params;
 use anyhow::{anyhow, bail, Result};
+use ditac::basis::{self, BasisKind};
+use ditac::config::{Attrs, Interpolation, Variant};
 use onnx_protobuf::{ModelProto, NodeProto};
 use std::collections::BTreeSet;
 
@@ -191,7 +191,7 @@ pub fn patch_model(
             None => basis::build(at.tess(), at.zero_boundary(), at.basis)?,
         };
         for r in 0..rows {
-            crate::Activation::<f32>::from_theta(&at, &b, &t.data[r * d..(r + 1) * d], false)
+            ditac::Activation::<f32>::from_theta(&at, &b, &t.data[r * d..(r + 1) * d], false)
                 .map_err(|e| anyhow!("tensor \"{}\": {e}", rep.key))?;
         }
         let tname = fresh_name(g, &mut taken, &rep.key);

@@ -3,9 +3,9 @@
 
 use anyhow::Result;
 use clap::Args as ClapArgs;
-use ditac::params::Params;
-use ditac::transform::freeze::freeze_model;
-use ditac::transform::ModelFile;
+use ditac_tools::params::Params;
+use ditac_tools::transform::freeze::freeze_model;
+use ditac_tools::transform::ModelFile;
 use std::path::PathBuf;
 
 #[derive(ClapArgs)]

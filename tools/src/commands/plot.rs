@@ -3,8 +3,8 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args as ClapArgs;
-use ditac::transform::plot::{file_stem, model_plots, png, svg};
-use ditac::transform::ModelFile;
+use ditac_tools::transform::plot::{file_stem, model_plots, png, svg};
+use ditac_tools::transform::ModelFile;
 use std::path::PathBuf;
 
 #[derive(ClapArgs)]

@@ -6,12 +6,12 @@
 //! forth between ONNX models, checkpoints and state dicts by name. One exception in shape: a
 //! per-layer θ is stored `[d]` (ops.md), where PyTorch holds `[1, d]`; loading accepts both.
 
-use crate::basis;
 use crate::model::{ditac_attrs, Attr, ElemType, ModelBuilder, DITAC_DOMAIN};
 use crate::params::{Params, Tensor};
-use crate::prior;
 use crate::spec::{Layer, Network, ResolvedLayer};
 use anyhow::{bail, Result};
+use ditac::basis;
+use ditac::prior;
 
 /// The names one layer's nodes read and write.
 #[derive(Debug, Clone)]

@@ -1,5 +1,7 @@
-//! The operator attributes of ops.md, their defaults and their validation. Shared by the plugin
-//! (which reads them from the node) and the tools (which read them from flags or specs).
+//! The operator attributes of ops.md, their defaults, the one reader and the one validator. Every
+//! source of attributes — ONNX Runtime's kernel info (plugin), a model's node, a spec layer, command
+//! line flags (tools) — implements [`AttrSource`] and goes through [`Attrs::read`], so the same value
+//! gets the same verdict and the same message everywhere.
 
 use super::basis::{theta_len, BasisKind};
 use super::error::{DitacError, Result};
@@ -58,6 +60,58 @@ impl std::str::FromStr for Interpolation {
     }
 }
 
+/// Where attributes come from. A lookup gives `Ok(None)` when the attribute is absent, its value,
+/// or [`WrongType`] when the source holds it with another type.
+pub trait AttrSource {
+    fn float(&self, name: &'static str) -> Result<Option<f32>, WrongType>;
+    fn int(&self, name: &'static str) -> Result<Option<i64>, WrongType>;
+    fn string(&self, name: &'static str) -> Result<Option<String>, WrongType>;
+}
+
+/// An attribute held with another type than asked for; the text says what it holds instead, as
+/// far as the source can tell ("" when it cannot).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WrongType(pub String);
+
+/// Which attributes an op reads: `DiTAC` and `DiTACGrad` all of them, `DiTACLut` those of its table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttrSet {
+    /// `DiTAC`, `DiTACGrad`: every attribute.
+    Warp,
+    /// `DiTACLut`: `a`, `b`, `variant`, `alpha`, `interpolation`, `channel_axis`.
+    Table,
+}
+
+impl AttrSet {
+    /// The attribute names of the set, in the order they are read (and checked).
+    pub fn names(self) -> &'static [&'static str] {
+        const TABLE: [&str; 6] = [
+            "a",
+            "b",
+            "alpha",
+            "variant",
+            "interpolation",
+            "channel_axis",
+        ];
+        const WARP: [&str; 10] = [
+            "a",
+            "b",
+            "alpha",
+            "variant",
+            "interpolation",
+            "channel_axis",
+            "tess",
+            "zero_boundary",
+            "lut_size",
+            "basis",
+        ];
+        match self {
+            AttrSet::Warp => &WARP,
+            AttrSet::Table => &TABLE,
+        }
+    }
+}
+
 /// Every attribute of the `ai.ditac` ops, with the defaults of ops.md.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attrs {
@@ -91,6 +145,72 @@ impl Default for Attrs {
 }
 
 impl Attrs {
+    /// Reads the attributes of `set` from `src` (absent: the ops.md default) and validates them:
+    /// the one reader every source goes through.
+    pub fn read(src: &(impl AttrSource + ?Sized), set: AttrSet) -> Result<Attrs> {
+        let at = Self::parse(src, set)?;
+        at.validate_set(set)?;
+        Ok(at)
+    }
+
+    /// Reads the attributes of `set` (types and names of strings checked), without the range checks
+    /// of [`Attrs::validate_set`] (for showing what a model holds).
+    pub fn parse(src: &(impl AttrSource + ?Sized), set: AttrSet) -> Result<Attrs> {
+        fn get<T>(
+            name: &'static str,
+            ty: &'static str,
+            r: Result<Option<T>, WrongType>,
+        ) -> Result<Option<T>> {
+            r.map_err(|w| DitacError::attr_type(name, ty, &w.0))
+        }
+        let float = |n| get(n, "float", src.float(n));
+        let int = |n| get(n, "int", src.int(n));
+        let string = |n| get(n, "string", src.string(n));
+        let mut at = Attrs::default();
+        if let Some(v) = float("a")? {
+            at.a = v;
+        }
+        if let Some(v) = float("b")? {
+            at.b = v;
+        }
+        if let Some(v) = float("alpha")? {
+            at.alpha = v;
+        }
+        if let Some(v) = string("variant")? {
+            at.variant = v.parse()?;
+        }
+        if let Some(v) = string("interpolation")? {
+            at.interpolation = v.parse()?;
+        }
+        if let Some(v) = int("channel_axis")? {
+            at.channel_axis = v;
+        }
+        if set == AttrSet::Table {
+            return Ok(at);
+        }
+        if let Some(v) = int("tess")? {
+            at.tess = v;
+        }
+        if let Some(v) = int("zero_boundary")? {
+            at.zero_boundary = v;
+        }
+        if let Some(v) = int("lut_size")? {
+            at.lut_size = v;
+        }
+        if let Some(v) = string("basis")? {
+            at.basis = v.parse()?;
+        }
+        Ok(at)
+    }
+
+    /// The checks of the attributes `set` reads.
+    pub fn validate_set(&self, set: AttrSet) -> Result<()> {
+        match set {
+            AttrSet::Warp => self.validate(),
+            AttrSet::Table => self.validate_interval(),
+        }
+    }
+
     /// Checks the interval, `alpha` and the table attributes (what `DiTACLut` uses).
     pub fn validate_interval(&self) -> Result<()> {
         if !self.a.is_finite() {
@@ -140,6 +260,29 @@ impl Attrs {
             // d = 0: a valid (identity) warp; nothing to check.
         }
         Ok(())
+    }
+
+    /// The error for `basis = "explicit"` without an input B.
+    pub fn missing_basis(&self) -> DitacError {
+        DitacError::attr(
+            "basis",
+            "\"explicit\"",
+            "input 'B' (the basis, [2·tess, d]) to be given",
+        )
+    }
+
+    /// The error for an input B next to a basis that is built, not given.
+    pub fn basis_not_explicit(&self) -> DitacError {
+        let name = match self.basis {
+            BasisKind::Qr => "qr",
+            BasisKind::Rref => "rref",
+            BasisKind::Sparse => "sparse",
+            BasisKind::Explicit => "explicit",
+        };
+        DitacError::input(
+            "B",
+            format!("is given but attribute 'basis' = \"{name}\": expected basis = \"explicit\" when B is given (or no input B)"),
+        )
     }
 
     pub fn tess(&self) -> usize {

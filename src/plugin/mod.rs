@@ -2,19 +2,25 @@
 //! `DiTACGrad` (ops.md) — for the CPU execution provider (float, float16, double) and, where
 //! `libcuda` can be opened, for the CUDA execution provider (float, float16, bfloat16).
 //!
-//! Layers:
-//! * [`ffi`]: every `unsafe` line — the C API calls, the `extern "C"` trampolines of the op
-//!   definitions and the exported `RegisterCustomOps`. Each entry point catches panics.
-//! * [`kernels`]: safe Rust — attribute parsing, input validation, caching of the warps, the
-//!   chunked (ORT thread pool) forward and backward over the math core.
-//! * [`cuda`]: the CUDA-EP kernels: the same attributes, validation and tables (built on the
-//!   host by the core), then the device kernels of `crate::cuda` on ORT's compute stream.
+//! Layers (each uses only those above it; `grep -n "use super" src/plugin/*.rs` shows it):
+//! * this module: the ops' definitions ([`OpSpec`]) and the plugin's error ([`PluginError`]);
+//! * [`context`]: the safe wrappers of ONNX Runtime's C API the kernels use — kernel info
+//!   (attributes as a core `AttrSource`, constant inputs), tensor views, ORT's thread pool;
+//! * [`node`]: what every kernel knows of its node — attributes (`Attrs::read`), input indices,
+//!   basis, and the warps of θ (a core `Warps`), constant or cached by content;
+//! * [`cpu`] and [`cuda`]: the kernels of each execution provider (the CUDA one falls back to the
+//!   CPU loops on host copies for `lut_size = 0`);
+//! * [`ffi`]: the `extern "C"` trampolines of the op definitions and the exported
+//!   `RegisterCustomOps`; each entry point catches panics and returns an `OrtStatus` naming the
+//!   node, the op and the offending value.
 //!
 //! Decisions where ops.md is silent are documented in `ops/README.md`.
 
+pub mod context;
+pub mod cpu;
 pub mod cuda;
 pub mod ffi;
-pub mod kernels;
+mod node;
 
 use std::ffi::CStr;
 use std::fmt;

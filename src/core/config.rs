@@ -313,3 +313,107 @@ pub fn validate_theta(theta: &[f32], d: usize) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Attributes as typed values by name (what a node holds).
+    #[derive(Default)]
+    struct Map(HashMap<&'static str, Value>);
+
+    enum Value {
+        F(f32),
+        I(i64),
+        S(&'static str),
+    }
+
+    impl Map {
+        fn with(mut self, name: &'static str, v: Value) -> Self {
+            self.0.insert(name, v);
+            self
+        }
+        fn get<T>(
+            &self,
+            name: &str,
+            pick: impl Fn(&Value) -> Option<T>,
+        ) -> Result<Option<T>, WrongType> {
+            match self.0.get(name) {
+                None => Ok(None),
+                Some(v) => pick(v).map(Some).ok_or(WrongType(String::new())),
+            }
+        }
+    }
+
+    impl AttrSource for Map {
+        fn float(&self, name: &'static str) -> Result<Option<f32>, WrongType> {
+            self.get(name, |v| match v {
+                Value::F(f) => Some(*f),
+                _ => None,
+            })
+        }
+        fn int(&self, name: &'static str) -> Result<Option<i64>, WrongType> {
+            self.get(name, |v| match v {
+                Value::I(i) => Some(*i),
+                _ => None,
+            })
+        }
+        fn string(&self, name: &'static str) -> Result<Option<String>, WrongType> {
+            self.get(name, |v| match v {
+                Value::S(s) => Some(s.to_string()),
+                _ => None,
+            })
+        }
+    }
+
+    fn err(m: Map, set: AttrSet) -> String {
+        Attrs::read(&m, set).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn absent_attributes_take_the_ops_md_defaults() {
+        assert_eq!(
+            Attrs::read(&Map::default(), AttrSet::Warp).unwrap(),
+            Attrs::default()
+        );
+        let m = Map::default()
+            .with("tess", Value::I(6))
+            .with("variant", Value::S("leaky"))
+            .with("interpolation", Value::S("linear"))
+            .with("a", Value::F(-1.0));
+        let at = Attrs::read(&m, AttrSet::Warp).unwrap();
+        assert_eq!(
+            (at.tess, at.variant, at.interpolation, at.a),
+            (6, Variant::Leaky, Interpolation::Linear, -1.0)
+        );
+    }
+
+    #[test]
+    fn one_set_of_messages() {
+        let tess0 = || Map::default().with("tess", Value::I(0));
+        assert_eq!(
+            err(tess0(), AttrSet::Warp),
+            "attribute 'tess' = 0: expected an integer in 1..=1024"
+        );
+        assert_eq!(
+            err(Map::default().with("a", Value::I(1)), AttrSet::Warp),
+            "attribute 'a' has no float value: expected an attribute of type float"
+        );
+        assert_eq!(
+            err(
+                Map::default().with("variant", Value::S("relu")),
+                AttrSet::Table
+            ),
+            "attribute 'variant' = \"relu\": expected one of \"ditac\", \"leaky\", \"ge\""
+        );
+        assert_eq!(
+            err(Map::default().with("a", Value::F(3.0)), AttrSet::Table),
+            "attribute 'a' = 3: expected a < b (b = 2)"
+        );
+        // A table op neither reads nor checks the warp's attributes.
+        assert_eq!(Attrs::read(&tess0(), AttrSet::Table).unwrap().tess, 10);
+        // `parse` checks types and names, not ranges.
+        assert_eq!(Attrs::parse(&tess0(), AttrSet::Warp).unwrap().tess, 0);
+    }
+}

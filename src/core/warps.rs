@@ -286,3 +286,97 @@ impl<R: Real> Warps<R> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::BasisKind;
+
+    fn attrs() -> Attrs {
+        Attrs {
+            tess: 4,
+            lut_size: 16,
+            ..Attrs::default()
+        }
+    }
+
+    fn theta(rows: usize) -> Vec<f32> {
+        (0..rows * 3).map(|i| 0.1 * i as f32 - 0.3).collect()
+    }
+
+    #[test]
+    fn rows_joined_channel_after_channel() {
+        let at = attrs();
+        let b = basis::build(4, true, BasisKind::Qr).unwrap();
+        let th = theta(3);
+        let w = Warps::<f32>::from_theta(&at, &b, &[3, 3], &th, true).unwrap();
+        assert!(w.per_channel());
+        let j = w.joined().unwrap();
+        assert_eq!((j.channels, j.nodes), (3, 16));
+        let g = j.grad.unwrap();
+        for r in 0..3 {
+            let one = Activation::<f32>::from_theta(&at, &b, &th[r * 3..r * 3 + 3], true).unwrap();
+            let (k, gr) = one.table_kernel().unwrap();
+            let gr = gr.unwrap();
+            assert_eq!(&j.kernel.xt[r * 16..(r + 1) * 16], k.xt);
+            assert_eq!(&j.kernel.pairs[r * 32..(r + 1) * 32], k.pairs);
+            assert_eq!(&g.dt[r * 16..(r + 1) * 16], gr.dt);
+            assert_eq!(&g.dtheta[r * 48..(r + 1) * 48], gr.dtheta);
+        }
+        // One row: its own tables.
+        let w1 = Warps::<f32>::from_theta(&at, &b, &[3], &th[..3], false).unwrap();
+        let j1 = w1.joined().unwrap();
+        assert_eq!(
+            (j1.channels, j1.kernel.xt),
+            (1, w1.row(0).table_kernel().unwrap().0.xt)
+        );
+        assert!(j1.grad.is_none());
+        // Double tables and the exact form have no float32 tables to join.
+        let w64 = Warps::<f64>::from_theta(&at, &b, &[2, 3], &th[..6], false).unwrap();
+        assert!(w64.joined().is_none());
+        let exact = Attrs { lut_size: 0, ..at };
+        assert!(Warps::<f32>::from_theta(&exact, &b, &[3], &th[..3], false)
+            .unwrap()
+            .joined()
+            .is_none());
+    }
+
+    #[test]
+    fn shapes_rows_and_channels_are_checked() {
+        let at = attrs();
+        let b = basis::build(4, true, BasisKind::Qr).unwrap();
+        let e = |shape: &[usize], data: &[f32]| {
+            Warps::<f32>::from_theta(&at, &b, shape, data, false)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            e(&[1, 1, 3], &theta(1)),
+            "input 'theta' has shape [1, 1, 3]: expected [d] or [C, d] with d = 3"
+        );
+        assert_eq!(
+            e(&[0, 3], &[]),
+            "input 'theta' has shape [0, 3]: expected [d] or [C, d] with d = 3 with C ≥ 1"
+        );
+        let mut th = theta(2);
+        th[4] = f32::NAN;
+        assert_eq!(
+            e(&[2, 3], &th),
+            "input 'theta' has a non-finite value NaN at index 1: expected finite numbers (row 1)"
+        );
+        assert_eq!(
+            Warps::<f32>::from_table(&at, &[2, 1], &[0.0, 1.0])
+                .unwrap_err()
+                .to_string(),
+            "input 'table' has 1 nodes: expected at least 2 (row 0)"
+        );
+        let w = Warps::<f32>::from_theta(&at, &b, &[2, 3], &theta(2), false).unwrap();
+        assert_eq!(w.layout(&[4, 2, 5], 1).unwrap(), (2, 5));
+        assert_eq!(
+            w.layout(&[4, 3, 5], 1).unwrap_err().to_string(),
+            "input 'theta' has 2 rows: expected C = X.shape[channel_axis] = 3 (attribute 'channel_axis' = 1, X has shape [4, 3, 5])"
+        );
+        let shared = Warps::<f32>::from_theta(&at, &b, &[3], &theta(1), false).unwrap();
+        assert_eq!(shared.layout(&[4, 3, 5], 7).unwrap(), (1, 60));
+    }
+}

@@ -4,15 +4,15 @@
 //! copied to the device (once per context for a constant θ, per run on ORT's stream otherwise)
 //! and the device kernels of `crate::cuda` run on ORT's compute stream. X, dY, Y, dX and dθ stay
 //! in device memory. `lut_size = 0` (the exact closed form, no table) runs on the host: X (and dY)
-//! are copied to the host, computed by the CPU kernels' chunked loops (`cpu::forward`,
-//! `cpu::backward`), and the results copied back (correct, not fast; see ops/README.md).
+//! are copied to the host, computed by the CPU kernels' loops (`host::forward`, `host::backward`),
+//! and the results copied back (correct, not fast; see ops/README.md).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use half::{bf16, f16};
 
 use super::context::{Kernel, KernelContext, KernelInfo, RawTensor};
-use super::cpu;
+use super::host;
 use super::node::Node;
 use super::{Elem, OpKind, OpSpec, PResult, PluginError};
 use crate::core::Warps;
@@ -210,14 +210,14 @@ impl CudaKernel {
             (Some(dy), Some(dth)) => {
                 let gs = self.download(stream, dy)?;
                 let mut dt = vec![0f32; w.shape().iter().product()];
-                cpu::backward::<f32>(ctx, w, &gs, &xs, &mut o, &mut dt, c, inner)?;
+                host::backward::<f32>(ctx, w, &gs, &xs, &mut o, &mut dt, c, inner)?;
                 self.upload(stream, out, &o)?;
                 glue::upload(stream, dth, &dt)
                     .and_then(|()| glue::sync(stream))
                     .map_err(err)
             }
             _ => {
-                cpu::forward::<f32>(ctx, w, &xs, &mut o, c, inner)?;
+                host::forward::<f32>(ctx, w, &xs, &mut o, c, inner)?;
                 self.upload(stream, out, &o)
             }
         }

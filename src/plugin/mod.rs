@@ -8,8 +8,9 @@
 //!   (attributes as a core `AttrSource`, constant inputs), tensor views, ORT's thread pool;
 //! * [`node`]: what every kernel knows of its node — attributes (`Attrs::read`), input indices,
 //!   basis, and the warps of θ (a core `Warps`), constant or cached by content;
-//! * [`cpu`] and [`cuda`]: the kernels of each execution provider (the CUDA one falls back to the
-//!   CPU loops on host copies for `lut_size = 0`);
+//! * [`host`]: the elementwise work on the host over the warps, chunked on ORT's thread pool;
+//! * [`cpu`] and [`cuda`]: the kernels of each execution provider, siblings (the CUDA one runs
+//!   [`host`] on host copies for `lut_size = 0`);
 //! * [`ffi`]: the `extern "C"` trampolines of the op definitions and the exported
 //!   `RegisterCustomOps`; each entry point catches panics and returns an `OrtStatus` naming the
 //!   node, the op and the offending value.
@@ -20,6 +21,7 @@ pub mod context;
 pub mod cpu;
 pub mod cuda;
 pub mod ffi;
+mod host;
 mod node;
 
 use std::ffi::CStr;

@@ -73,6 +73,50 @@ pub trait AttrSource {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct WrongType(pub String);
 
+/// Attributes given as typed optional values — command line flags, the fields of a spec layer —
+/// for [`Attrs::read`] (`None`: the ops.md default). Such a source never has a wrong type.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AttrValues {
+    pub a: Option<f32>,
+    pub b: Option<f32>,
+    pub tess: Option<i64>,
+    pub zero_boundary: Option<i64>,
+    pub basis: Option<String>,
+    pub variant: Option<String>,
+    pub alpha: Option<f32>,
+    pub lut_size: Option<i64>,
+    pub interpolation: Option<String>,
+    pub channel_axis: Option<i64>,
+}
+
+impl AttrSource for AttrValues {
+    fn float(&self, name: &'static str) -> Result<Option<f32>, WrongType> {
+        Ok(match name {
+            "a" => self.a,
+            "b" => self.b,
+            "alpha" => self.alpha,
+            _ => None,
+        })
+    }
+    fn int(&self, name: &'static str) -> Result<Option<i64>, WrongType> {
+        Ok(match name {
+            "tess" => self.tess,
+            "zero_boundary" => self.zero_boundary,
+            "lut_size" => self.lut_size,
+            "channel_axis" => self.channel_axis,
+            _ => None,
+        })
+    }
+    fn string(&self, name: &'static str) -> Result<Option<String>, WrongType> {
+        Ok(match name {
+            "basis" => self.basis.clone(),
+            "variant" => self.variant.clone(),
+            "interpolation" => self.interpolation.clone(),
+            _ => None,
+        })
+    }
+}
+
 /// Which attributes an op reads: `DiTAC` and `DiTACGrad` all of them, `DiTACLut` those of its table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttrSet {

@@ -15,6 +15,6 @@ pub mod warps;
 
 pub use activation::{channel_layout, Activation};
 pub use basis::{Basis, BasisKind};
-pub use config::{AttrSet, AttrSource, Attrs, Interpolation, Variant, WrongType};
+pub use config::{AttrSet, AttrSource, AttrValues, Attrs, Interpolation, Variant, WrongType};
 pub use error::{DitacError, Result};
 pub use warps::{Joined, Warps};

@@ -29,7 +29,7 @@
 
 use anyhow::{bail, Context, Result};
 use ditac::basis::BasisKind;
-use ditac::config::{AttrSet, AttrSource, Attrs, WrongType};
+use ditac::config::{AttrSet, AttrValues, Attrs};
 use serde::Deserialize;
 use std::path::Path;
 
@@ -161,39 +161,24 @@ pub struct DitacLayer {
     pub per_channel: bool,
 }
 
-/// A spec layer's attributes for the core's one reader. `zero_boundary` is a bool in specs;
-/// `channel_axis` is not in specs (per-channel θ is along axis 1).
-impl AttrSource for DitacLayer {
-    fn float(&self, name: &'static str) -> Result<Option<f32>, WrongType> {
-        Ok(match name {
-            "a" => self.a,
-            "b" => self.b,
-            "alpha" => self.alpha,
-            _ => None,
-        })
-    }
-    fn int(&self, name: &'static str) -> Result<Option<i64>, WrongType> {
-        Ok(match name {
-            "tess" => self.tess,
-            "zero_boundary" => self.zero_boundary.map(i64::from),
-            "lut_size" => self.lut_size,
-            _ => None,
-        })
-    }
-    fn string(&self, name: &'static str) -> Result<Option<String>, WrongType> {
-        Ok(match name {
-            "basis" => self.basis.clone(),
-            "variant" => self.variant.clone(),
-            "interpolation" => self.interpolation.clone(),
-            _ => None,
-        })
-    }
-}
-
 impl DitacLayer {
     /// The ops.md attributes this layer sets (validated).
     pub fn attrs(&self) -> Result<Attrs> {
-        let at = Attrs::read(self, AttrSet::Warp)?;
+        // `zero_boundary` is a bool in specs; `channel_axis` is not in specs (per-channel θ is
+        // along axis 1).
+        let given = AttrValues {
+            a: self.a,
+            b: self.b,
+            tess: self.tess,
+            zero_boundary: self.zero_boundary.map(i64::from),
+            basis: self.basis.clone(),
+            variant: self.variant.clone(),
+            alpha: self.alpha,
+            lut_size: self.lut_size,
+            interpolation: self.interpolation.clone(),
+            channel_axis: None,
+        };
+        let at = Attrs::read(&given, AttrSet::Warp)?;
         if at.basis == BasisKind::Explicit {
             bail!("basis \"explicit\" needs a B tensor, which specs cannot carry: use qr, rref or sparse");
         }

@@ -1,6 +1,6 @@
 use anyhow::{bail, Context, Result};
 use clap::Args as ClapArgs;
-use ditac::core::{basis, AttrSet, AttrSource, Attrs, BasisKind, Warps, WrongType};
+use ditac::core::{basis, AttrSet, AttrValues, Attrs, BasisKind, Warps};
 use serde_json::{json, Value};
 use std::io::Read;
 
@@ -41,34 +41,6 @@ pub struct Args {
     /// Also print dy/dx and dy/dθ per element.
     #[arg(long)]
     grad: bool,
-}
-
-/// The flags, for the core's one reader.
-impl AttrSource for Args {
-    fn float(&self, name: &'static str) -> Result<Option<f32>, WrongType> {
-        Ok(match name {
-            "a" => self.a,
-            "b" => self.b,
-            "alpha" => self.alpha,
-            _ => None,
-        })
-    }
-    fn int(&self, name: &'static str) -> Result<Option<i64>, WrongType> {
-        Ok(match name {
-            "tess" => self.tess,
-            "zero_boundary" => self.zero_boundary,
-            "lut_size" => self.lut_size,
-            _ => None,
-        })
-    }
-    fn string(&self, name: &'static str) -> Result<Option<String>, WrongType> {
-        Ok(match name {
-            "basis" => self.basis.clone(),
-            "variant" => self.variant.clone(),
-            "interpolation" => self.interpolation.clone(),
-            _ => None,
-        })
-    }
 }
 
 fn parse_number(tok: &str) -> Option<f32> {
@@ -122,7 +94,19 @@ fn read_basis_file(path: &std::path::Path, tess: usize, zb: bool) -> Result<dita
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let attrs = Attrs::read(&args, AttrSet::Warp)?;
+    let given = AttrValues {
+        a: args.a,
+        b: args.b,
+        tess: args.tess,
+        zero_boundary: args.zero_boundary,
+        basis: args.basis.clone(),
+        variant: args.variant.clone(),
+        alpha: args.alpha,
+        lut_size: args.lut_size,
+        interpolation: args.interpolation.clone(),
+        channel_axis: None,
+    };
+    let attrs = Attrs::read(&given, AttrSet::Warp)?;
     let theta = parse_theta(&args.theta)?;
     let basis = match (attrs.basis, &args.basis_file) {
         (BasisKind::Explicit, Some(p)) => read_basis_file(p, attrs.tess(), attrs.zero_boundary())?,

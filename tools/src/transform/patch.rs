@@ -6,7 +6,7 @@ use crate::model::{attribute, ditac_attrs, DITAC_DOMAIN};
 use crate::params::Params;
 use anyhow::{anyhow, bail, Result};
 use ditac::basis::{self, BasisKind};
-use ditac::config::{AttrSet, AttrSource, Attrs, WrongType};
+use ditac::config::{AttrSet, AttrValues, Attrs};
 use ditac::core::warps::explicit_basis;
 use ditac::core::Warps;
 use onnx_protobuf::{ModelProto, NodeProto};
@@ -16,65 +16,22 @@ use std::collections::BTreeSet;
 /// by default follows from θ's length d (d + 1 with a zero boundary, d − 1 without).
 #[derive(Debug, Clone, Default)]
 pub struct AttrOverrides {
-    pub a: Option<f32>,
-    pub b: Option<f32>,
-    pub tess: Option<i64>,
-    pub zero_boundary: Option<i64>,
-    pub basis: Option<String>,
-    pub variant: Option<String>,
-    pub alpha: Option<f32>,
-    pub lut_size: Option<i64>,
-    pub interpolation: Option<String>,
-    pub channel_axis: Option<i64>,
+    pub given: AttrValues,
     /// For `basis = "explicit"`: the key of B (`[2·tess, d]`) in the parameter file.
     pub basis_key: Option<String>,
-}
-
-/// The flags for a θ with `d` values per row, for the core's one reader.
-struct FlagsForTheta<'a> {
-    flags: &'a AttrOverrides,
-    d: usize,
-}
-
-impl AttrSource for FlagsForTheta<'_> {
-    fn float(&self, name: &'static str) -> Result<Option<f32>, WrongType> {
-        let f = self.flags;
-        Ok(match name {
-            "a" => f.a,
-            "b" => f.b,
-            "alpha" => f.alpha,
-            _ => None,
-        })
-    }
-    fn int(&self, name: &'static str) -> Result<Option<i64>, WrongType> {
-        let f = self.flags;
-        Ok(match name {
-            "tess" => Some(match f.tess {
-                Some(t) => t,
-                None if f.zero_boundary.unwrap_or(1) != 0 => self.d as i64 + 1,
-                None => self.d as i64 - 1,
-            }),
-            "zero_boundary" => f.zero_boundary,
-            "lut_size" => f.lut_size,
-            "channel_axis" => f.channel_axis,
-            _ => None,
-        })
-    }
-    fn string(&self, name: &'static str) -> Result<Option<String>, WrongType> {
-        let f = self.flags;
-        Ok(match name {
-            "basis" => f.basis.clone(),
-            "variant" => f.variant.clone(),
-            "interpolation" => f.interpolation.clone(),
-            _ => None,
-        })
-    }
 }
 
 impl AttrOverrides {
     /// The attributes for a θ with `d` values per row.
     pub fn resolve(&self, d: usize) -> Result<Attrs> {
-        let at = Attrs::parse(&FlagsForTheta { flags: self, d }, AttrSet::Warp)?;
+        let mut given = self.given.clone();
+        if given.tess.is_none() {
+            given.tess = Some(match given.zero_boundary.unwrap_or(1) {
+                0 => d as i64 - 1,
+                _ => d as i64 + 1,
+            });
+        }
+        let at = Attrs::parse(&given, AttrSet::Warp)?;
         if at.basis == BasisKind::Explicit && self.basis_key.is_none() {
             bail!("basis \"explicit\" needs the key of B in the parameter file (--basis-key)");
         }

@@ -66,10 +66,9 @@ fn guard_value<T>(default: T, f: impl FnOnce() -> T) -> T {
 /// Creates the kernel of `spec` for the node described by `info`; errors name the node and the op.
 fn create(spec: OpSpec, info: &KernelInfo) -> PResult<Box<dyn Kernel>> {
     let prefix = format!("ai.ditac.{} node '{}'", spec.name(), info.node_name());
-    let k: PResult<Box<dyn Kernel>> = match (spec.ep, spec.elem) {
-        (Ep::Cuda, _) => cuda::create(spec, info, &prefix),
-        (Ep::Cpu, Elem::BF16) => Err(PluginError::fail("bfloat16 is not a CPU type here")),
-        (Ep::Cpu, elem) => cpu::create(spec.kind, elem, info, &prefix),
+    let k: PResult<Box<dyn Kernel>> = match spec.ep {
+        Ep::Cuda => cuda::create(spec, info, &prefix),
+        Ep::Cpu => cpu::create(spec.kind, spec.elem, info, &prefix),
     };
     k.map_err(|e| e.in_node(&prefix))
 }

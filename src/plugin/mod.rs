@@ -249,3 +249,30 @@ impl From<DitacError> for PluginError {
 }
 
 pub type PResult<T> = std::result::Result<T, PluginError>;
+
+#[cfg(test)]
+mod tests {
+    /// The layers of the module doc: a file imports only files of lower layers (no circle; the CPU
+    /// and CUDA kernels are siblings, and nothing below `ffi` knows the kernels).
+    #[test]
+    fn modules_import_lower_layers_only() {
+        let files = [
+            ("context", 0, include_str!("context.rs")),
+            ("node", 1, include_str!("node.rs")),
+            ("host", 1, include_str!("host.rs")),
+            ("cpu", 2, include_str!("cpu.rs")),
+            ("cuda", 2, include_str!("cuda.rs")),
+            ("ffi", 3, include_str!("ffi.rs")),
+        ];
+        for (name, layer, src) in files {
+            for (start, _) in src.match_indices("use super::") {
+                let stmt = &src[start..start + src[start..].find(';').unwrap()];
+                for word in stmt.split(|c: char| !c.is_alphanumeric() && c != '_') {
+                    if let Some((other, l, _)) = files.iter().find(|f| f.0 == word) {
+                        assert!(*l < layer, "{name}.rs imports {other} ({stmt})");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -31,6 +31,7 @@ if os.environ.get("DITAC_REQUIRE_TRITON") != "1":
     pytest.importorskip("tritonclient.grpc")
     pytest.importorskip("onnx")
 import onnx  # noqa: E402
+import onnx.numpy_helper  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import tritonclient.grpc as grpcclient  # noqa: E402
 import tritonclient.http as httpclient  # noqa: E402
@@ -186,7 +187,20 @@ def env(tmp_path_factory, request):
         session(bad_path)
     plugin_message = re.search(r"\[INVALID_ARGUMENT\] ([^\n\x1b]*)", str(e.value)).group(1)
 
-    good = ["ditac_mlp", "ditac_cnn"]
+    # The MLP with its first θ as a second graph input (no batching: θ is [d]): a NaN in θ passes
+    # Triton's checks and is refused by the plugin at run time (ops.md).
+    theta_model = onnx.load(str(mlp))
+    node = next(n for n in theta_model.graph.node if n.op_type == "DiTAC")
+    init = next(t for t in theta_model.graph.initializer if t.name == node.input[1])
+    theta_value = onnx.numpy_helper.to_array(init).copy()
+    theta_model.graph.initializer.remove(init)
+    theta_model.graph.input.append(
+        onnx.helper.make_tensor_value_info(init.name, onnx.TensorProto.FLOAT, list(init.dims)))
+    theta_path = work / "ditac_theta.onnx"
+    onnx.save(theta_model, str(theta_path))
+    ditac("triton", theta_path, "-o", repo, "--max-batch", 0)
+
+    good = ["ditac_mlp", "ditac_cnn", "ditac_theta"]
     server = Server(repo, work)
     failed_before = request.session.testsfailed
     server.start(good + ["ditac_bad"])
@@ -200,7 +214,9 @@ def env(tmp_path_factory, request):
         yield {
             "server": server,
             "clients": conns,
-            "models": {"ditac_mlp": (mlp, session(mlp)), "ditac_cnn": (cnn, session(cnn))},
+            "models": {"ditac_mlp": (mlp, session(mlp)), "ditac_cnn": (cnn, session(cnn)),
+                       "ditac_theta": (theta_path, session(theta_path))},
+            "theta": (init.name, theta_value),
             "plugin_message": plugin_message,
         }
     finally:
@@ -211,15 +227,16 @@ def env(tmp_path_factory, request):
             sys.__stderr__.write(f"\n--- tritonserver log (tail) ---\n{server.tail(120)}\n")
 
 
-def infer(env, protocol, model, x, dtype="FP32", input_name="x"):
+def infer(env, protocol, model, x, dtype="FP32", input_name="x", extra=()):
+    """One request; `extra`: more (name, array) inputs."""
     mod, client = env["clients"][protocol]
-    inp = mod.InferInput(input_name, list(x.shape), dtype)
-    if protocol == "http":
-        inp.set_data_from_numpy(x, binary_data=True)
-    else:
-        inp.set_data_from_numpy(x)
+    inputs = []
+    for name, value, ty in [(input_name, x, dtype)] + [(n, v, "FP32") for n, v in extra]:
+        inp = mod.InferInput(name, list(value.shape), ty)
+        inp.set_data_from_numpy(value)
+        inputs.append(inp)
     out = mod.InferRequestedOutput("y")
-    return client.infer(model, [inp], outputs=[out]).as_numpy("y")
+    return client.infer(model, inputs, outputs=[out]).as_numpy("y")
 
 
 def sample_shape(model):
@@ -266,8 +283,8 @@ def test_nonfinite_inputs_give_in_process_outputs(env, protocol):
 
 BAD_REQUESTS = {
     # name: (input array, Triton datatype, the message Triton must answer with)
-    "wrong dtype": (np.zeros((2, 2), np.float64), "FP64", "data-type"),
-    "wrong shape": (np.zeros((2, 3), np.float32), "FP32", "unexpected shape"),
+    "wrong dtype": (np.zeros((2, 2), np.float64), "FP64", "data-type is 'FP64', but model 'ditac_mlp' expects 'FP32'"),
+    "wrong shape": (np.zeros((2, 3), np.float32), "FP32", "unexpected shape for input 'x'"),
     "batch over the limit": (np.zeros((MAX_BATCH + 1, 2), np.float32), "FP32", "batch-size must be <= %d" % MAX_BATCH),
 }
 
@@ -298,6 +315,27 @@ def test_empty_batch_is_refused(env, protocol):
     with pytest.raises(InferenceServerException) as e:
         infer(env, protocol, "ditac_mlp", np.zeros((0, 2), np.float32))
     assert "input byte size mismatch for input 'x'" in str(e.value), str(e.value)
+    assert_serves(env, protocol)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_runtime_error_inside_onnx_runtime_is_answered(env, protocol):
+    name, theta = env["theta"]
+    x = np.random.default_rng(4).standard_normal((3, 2)).astype(np.float32)
+    got = infer(env, protocol, "ditac_theta", x, extra=[(name, theta)])
+    want = env["models"]["ditac_theta"][1].run(["y"], {"x": x, name: theta})[0]
+    assert np.array_equal(bits(got), bits(want))
+    bad = theta.copy()
+    bad[2] = np.nan
+    with pytest.raises(InferenceServerException) as e:
+        infer(env, protocol, "ditac_theta", x, extra=[(name, bad)])
+    with pytest.raises(Exception) as in_process:
+        env["models"]["ditac_theta"][1].run(["y"], {"x": x, name: bad})
+    plugin_message = re.search(r"ai\.ditac\.DiTAC node [^\n\x1b]*", str(in_process.value)).group(0)
+    assert "non-finite value NaN" in plugin_message
+    assert plugin_message in str(e.value), f"{plugin_message!r} not in {e.value}"
+    got = infer(env, protocol, "ditac_theta", x, extra=[(name, theta)])
+    assert np.array_equal(bits(got), bits(want))
     assert_serves(env, protocol)
 
 

@@ -255,11 +255,18 @@ def main():
             after = baseline()
             r["in_process_samples_per_s"] = (before["samples_per_s"] + after["samples_per_s"]) / 2
             r["ratio_to_in_process"] = r["samples_per_s"] / r["in_process_samples_per_s"]
+            r["in_process_cpu_ms_per_batch"] = (before["cpu_ms_per_batch"] + after["cpu_ms_per_batch"]) / 2
+            # Samples per CPU-second, the server's as a fraction of in-process.
+            r["cpu_ratio_to_in_process"] = r["in_process_cpu_ms_per_batch"] / r["server_cpu_ms_per_batch"]
             before = after
             report["triton"].append(r)
             print(f"{p:9}{b:>6}{r['sent']:>8}{r['ok']:>8}{r['failed']:>7}{r['lost']:>6}{r['mismatched']:>7}"
                   f"{r['samples_per_s']:>11.0f}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
                   f"{r['ratio_to_in_process']:>10.0%}{r['server_cpu_ms_per_batch']:>14.2f}")
+            if a.server_pid:
+                print(f"{'':9}server CPU per batch {r['server_cpu_ms_per_batch']:.2f} ms, in-process "
+                      f"{r['in_process_cpu_ms_per_batch']:.2f} ms: samples per CPU-second "
+                      f"{r['cpu_ratio_to_in_process']:.0%} of in-process")
             for e in r["errors"]:
                 print(f"    error: {e}")
     if a.json:

@@ -3,7 +3,6 @@
 //! repository left as it was). Serving that repository in a real Triton server is
 //! tests/python/test_triton.py.
 
-#[allow(dead_code)]
 mod common;
 
 use common::plugin_path;

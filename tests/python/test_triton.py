@@ -354,7 +354,8 @@ def test_invalid_model_fails_its_load_with_the_plugin_message(env):
 
 def test_native_backend_config_is_accepted_by_triton(env):
     # The wheel's server has no onnxruntime backend: loading the native model must get as far as
-    # looking for that backend (the config parsed and validated), and no further.
+    # looking for that backend (the text format parsed, the platform mapped to the onnxruntime
+    # backend), and no further: the backend's own checks of its settings are not run here.
     with pytest.raises(InferenceServerException) as e:
         env["clients"]["http"][1].load_model("ditac_mlp_onnxruntime")
     assert "unable to find backend library for backend 'onnxruntime'" in str(e.value), str(e.value)

@@ -13,6 +13,7 @@ Needs .venv-triton (tools/setup.sh); skipped elsewhere unless DITAC_REQUIRE_TRIT
 sets it, so there a missing server is a failure).
 Run: .venv-triton/bin/python -m pytest -q tests/python/test_triton.py
 """
+import ctypes
 import os
 import re
 import shutil
@@ -96,6 +97,11 @@ def free_ports(n):
     return ports
 
 
+def die_with_parent():
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def session(path):
     so = ort.SessionOptions()
     so.register_custom_ops_library(str(PLUGIN))
@@ -123,8 +129,10 @@ class Server:
                # The invalid model must not stop the server: the others serve.
                "--", "--exit-on-error=false"]
         # Its own process group: whatever is left of it can be killed without touching others.
+        # serve.sh execs tritonserver, which inherits a parent-death signal: if this test process
+        # dies without stopping it, the server gets SIGTERM and does not outlive it.
         self.proc = subprocess.Popen(cmd, stdout=self.log_file, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=die_with_parent)
 
     def log(self):
         if not self.log_file.closed:
@@ -151,18 +159,26 @@ class Server:
         raise RuntimeError(f"tritonserver not ready after {STARTUP_TIMEOUT_S} s:\n{self.tail()}")
 
     def stop(self):
-        """SIGTERM (Triton's clean shutdown), then SIGKILL of the group if it hangs; the exit code."""
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
+        """SIGTERM (Triton's clean shutdown), SIGKILL if it hangs; then whatever is left of its
+        process group (stub processes of a server that died while loading). The exit code."""
+        if self.proc is None:
+            return None
+        code = self.proc.poll()
+        if code is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                code = self.proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+                code = "killed"
         try:
-            return self.proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-            return "killed"
-        finally:
+        except ProcessLookupError:  # the group is empty: the usual case
+            pass
+        if not self.log_file.closed:
             self.log_file.close()
+        return code
 
 
 @pytest.fixture(scope="module")

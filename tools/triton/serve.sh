@@ -18,6 +18,7 @@ usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [ $# -ge 1 ] || usage
 REPO="$1"; shift
 [ -d "$REPO" ] || { echo "serve.sh: $REPO is not a folder (write one with: ditac triton MODEL.onnx -o $REPO)" >&2; exit 2; }
+REPO="$(cd "$REPO" && pwd)"  # absolute: the stubs are given paths inside it
 HOST=127.0.0.1 HTTP_PORT=8000 GRPC_PORT=8001 METRICS_PORT=8002 MODELS="" ALL=0
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -9,8 +9,8 @@
 //!
 //! Inputs, outputs, element types and dims are read from the model's graph. A model is batched
 //! (`max_batch_size` > 0, dynamic batching) when the first dimension of every input and output is
-//! symbolic. The plugin is copied into each model folder. Each model folder is written under a
-//! temporary name inside REPO and renamed, so a failed run leaves REPO as it was.
+//! symbolic. The plugin is copied into each model folder. Both model folders are written in full
+//! under temporary names inside REPO, then renamed: an error while writing leaves REPO as it was.
 
 use anyhow::{bail, Context, Result};
 use clap::{Args as ClapArgs, ValueEnum};
@@ -313,27 +313,19 @@ impl Drop for TempDir {
     }
 }
 
-/// Writes one model folder `repo/name` (config, version 1 with the model, the plugin copy, and
-/// `extra` files in the version folder) through a temporary folder and a rename.
-fn write_model_dir(
+/// Prepares one model folder (config, version 1 with the model, the plugin copy, and `extra`
+/// files in the version folder) under a temporary name in `repo`; removed when the guard drops.
+fn prepare_model_dir(
     repo: &Path,
     name: &str,
     config: &str,
     mf: &mut ModelFile,
     plugin: &Path,
     extra: &[(&str, &str)],
-    force: bool,
-) -> Result<()> {
-    let dest = repo.join(name);
-    if dest.exists() && !force {
-        bail!(
-            "{} already exists (use --force to replace it)",
-            dest.display()
-        );
-    }
+) -> Result<TempDir> {
     let tmp = repo.join(format!(".{name}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    let mut guard = TempDir(Some(tmp.clone()));
+    let guard = TempDir(Some(tmp.clone()));
     let version = tmp.join("1");
     std::fs::create_dir_all(&version)
         .with_context(|| format!("cannot create {}", version.display()))?;
@@ -347,13 +339,22 @@ fn write_model_dir(
         std::fs::write(version.join(file), text)
             .with_context(|| format!("writing {}", version.join(file).display()))?;
     }
+    Ok(guard)
+}
+
+/// Moves a prepared folder to `repo/name`, replacing what is there.
+fn commit_model_dir(mut prepared: TempDir, repo: &Path, name: &str) -> Result<()> {
+    let dest = repo.join(name);
     if dest.exists() {
         std::fs::remove_dir_all(&dest)
             .with_context(|| format!("cannot replace {}", dest.display()))?;
     }
-    std::fs::rename(&tmp, &dest).with_context(|| format!("writing {}", dest.display()))?;
-    guard.0 = None;
-    Ok(())
+    let tmp = prepared.0.take().expect("prepared");
+    let r = std::fs::rename(&tmp, &dest).with_context(|| format!("writing {}", dest.display()));
+    if r.is_err() {
+        prepared.0 = Some(tmp);
+    }
+    r
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -448,24 +449,18 @@ pub fn run(args: Args) -> Result<()> {
             );
         }
     }
-    write_model_dir(
+    // Both folders are written in full before either is moved into place.
+    let py_dir = prepare_model_dir(
         &repo,
         &name,
         &py,
         &mut mf,
         &plugin,
         &[("model.py", MODEL_PY)],
-        args.force,
     )?;
-    write_model_dir(
-        &repo,
-        &native_name,
-        &native,
-        &mut mf,
-        &plugin,
-        &[],
-        args.force,
-    )?;
+    let native_dir = prepare_model_dir(&repo, &native_name, &native, &mut mf, &plugin, &[])?;
+    commit_model_dir(py_dir, &repo, &name)?;
+    commit_model_dir(native_dir, &repo, &native_name)?;
     let shapes = |ts: &[(Tensor, Vec<i64>)]| -> String {
         ts.iter()
             .map(|(t, d)| format!("{} {} {d:?}", t.name, t.triton_type))

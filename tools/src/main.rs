@@ -48,6 +48,8 @@ enum Command {
     ExampleData(commands::example_data::Args),
     /// Time DiTAC's ops against ONNX Runtime's Gelu (and Identity) through real sessions.
     Bench(commands::bench::Args),
+    /// Write a Triton Inference Server model repository (Python backend and native ONNX Runtime backend).
+    Triton(commands::triton::Args),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
         Command::Train(a) => commands::train::run(a),
         Command::ExampleData(a) => commands::example_data::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Triton(a) => commands::triton::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -333,12 +333,38 @@ fn inspect_text_and_plots() {
         let svg = std::fs::read_to_string(plots.join(format!("{n}.svg"))).unwrap();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("GELU") && svg.contains("a = ") && svg.contains("<polyline"));
-        let png = std::fs::read(plots.join(format!("{n}.png"))).unwrap();
-        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 1000);
+        assert_picture(&plots.join(format!("{n}.png")));
     }
     assert!(std::fs::read_to_string(plots.join("act.ditac.svg"))
         .unwrap()
         .contains("channel 3"));
+}
+
+/// Asserts that `path` is a PNG of a plot's size, mostly white, with the first channel's curve
+/// colour and dark text in it.
+fn assert_picture(path: &Path) {
+    let file = std::fs::File::open(path).unwrap();
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .unwrap();
+    let mut rgb = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut rgb).unwrap();
+    assert_eq!(
+        (info.width, info.height),
+        ditac_tools::plot::activation::SIZE
+    );
+    let pixels: Vec<&[u8]> = rgb.chunks_exact(3).collect();
+    let share = |f: &dyn Fn(&[u8]) -> bool| {
+        pixels.iter().filter(|p| f(p)).count() as f64 / pixels.len() as f64
+    };
+    let white = share(&|p| p == [255, 255, 255]);
+    let curve = share(&|p| p == [31, 119, 180]);
+    let ink = share(&|p| p.iter().all(|&v| v < 100));
+    assert!(
+        white > 0.5 && curve > 0.0005 && ink > 0.002,
+        "{}: white {white}, curve {curve}, ink {ink}",
+        path.display()
+    );
 }
 
 /// Asserts one error line, exit status 2, the message, and that `out` was not written.

@@ -1,28 +1,16 @@
 //! `ditac bench` as scripts call it: `--json` with every row, positive medians and ratios. No
 //! timing assertions: the performance goals are measured by the benchmark itself, not in tests.
 
-use serde_json::Value;
-use std::process::Command;
+mod support;
 
-fn plugin() -> String {
-    std::env::var("DITAC_PLUGIN").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/libditac.so").to_string()
-    })
-}
+use serde_json::Value;
+use support::*;
 
 fn bench(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ditac"))
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .arg("bench")
-        .args(["--plugin", &plugin()])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let plugin = plugin_path();
+    let mut all = vec!["bench", "--plugin", arg(&plugin)];
+    all.extend(args);
+    ditac(&all)
 }
 
 #[test]

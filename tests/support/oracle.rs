@@ -192,7 +192,8 @@ impl Tol {
             abs: 1e-4 * scale.max(1e-3),
         }
     }
-    /// `rel` relative to the value or, for values smaller than `floor`, to `floor`.
+    /// `rel` relative plus `rel·floor` absolute: relative for values well above `floor`, about
+    /// `rel·floor` absolute for smaller ones.
     pub fn rel_floor(rel: f64, floor: f64) -> Tol {
         Tol {
             rel,

@@ -1,8 +1,9 @@
 //! `ditac plot`: one picture per `DiTAC`/`DiTACLut` node with a constant θ or table: the learned
 //! activation (every channel's, when θ is per channel) over [a, b] and beyond, against GELU, with
 //! [a, b] shaded. The curves are evaluated by the library, exactly as the plugin computes them for
-//! float tensors; the same drawing goes to SVG ([`svg`]) and PNG ([`png`]).
+//! float tensors; the same drawing goes to SVG ([`svg()`]) and PNG ([`png()`]).
 
+use super::raster::Raster;
 use super::{drawing, encode_png, ensure_font, FONT};
 use crate::model::variant_str;
 use crate::transform::{is_ditac_node, node_label, node_warps};
@@ -176,7 +177,7 @@ pub fn png(p: &PlotData) -> Result<Vec<u8>> {
     let (w, h) = SIZE;
     let mut rgb = vec![0u8; w as usize * h as usize * 3];
     {
-        let root = BitMapBackend::with_buffer(&mut rgb, SIZE).into_drawing_area();
+        let root = Raster::new(&mut rgb, SIZE)?.into_drawing_area();
         draw(&root, p)?;
         root.present().map_err(drawing("the plot"))?;
     }

@@ -3,10 +3,13 @@
 //!
 //! Text is set in DejaVu Sans, embedded in the binary by the `dejavu` crate and handed to plotters'
 //! `ab_glyph` font backend: pictures come out the same on every machine, with no system font,
-//! fontconfig or FreeType needed (plotters' `ttf` backend would look fonts up on the system).
+//! fontconfig or FreeType needed (plotters' `ttf` backend would look fonts up on the system). PNGs are
+//! drawn on plotters' bitmap backend through [`raster`], which sets their text itself (plotters
+//! 0.3.7 misplaces `ab_glyph` glyphs) and are encoded by the `png` crate.
 
 pub mod activation;
 pub mod loss;
+pub mod raster;
 
 use anyhow::{anyhow, Context, Result};
 use plotters::style::{register_font, FontStyle};

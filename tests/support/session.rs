@@ -23,8 +23,6 @@ pub fn plugin_path() -> PathBuf {
     p
 }
 
-static ENV: OnceLock<ort::environment::Environment> = OnceLock::new();
-
 /// ONNX Runtime 1.32 (what `tools/setup.sh` installs), relative to the repository root.
 pub const ORT_1_32: &str = ".ort/1.32.0/libonnxruntime.so";
 
@@ -34,6 +32,8 @@ pub fn ort_library(lib: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join(lib))
 }
+
+static ENV: OnceLock<ort::environment::Environment> = OnceLock::new();
 
 /// The ORT environment of this test process, loaded from [`ort_library`]`(lib)`.
 pub fn env_from(lib: &str) -> &'static ort::environment::Environment {
@@ -52,6 +52,7 @@ pub fn env_from(lib: &str) -> &'static ort::environment::Environment {
     })
 }
 
+/// The ORT environment of this test process: ONNX Runtime 1.32 (or `$ORT_DYLIB_PATH`).
 pub fn env() -> &'static ort::environment::Environment {
     env_from(ORT_1_32)
 }

@@ -1,28 +1,16 @@
 //! `ditac bench` as scripts call it: `--json` with every row, positive medians and ratios. No
 //! timing assertions: the performance goals are measured by the benchmark itself, not in tests.
 
-use serde_json::Value;
-use std::process::Command;
+mod support;
 
-fn plugin() -> String {
-    std::env::var("DITAC_PLUGIN").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/libditac.so").to_string()
-    })
-}
+use serde_json::Value;
+use support::*;
 
 fn bench(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ditac"))
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .arg("bench")
-        .args(["--plugin", &plugin()])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let plugin = plugin_path();
+    let mut all = vec!["bench", "--plugin", arg(&plugin)];
+    all.extend(args);
+    ditac(&all)
 }
 
 #[test]
@@ -111,33 +99,31 @@ fn bad_arguments_exit_2() {
 
 #[test]
 fn a_plugin_path_that_is_not_the_plugin_is_one_clear_error() {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let ort_lib = std::env::var("ORT_DYLIB_PATH")
-        .unwrap_or_else(|_| format!("{root}/.ort/1.32.0/libonnxruntime.so"));
+    let root = repo_root();
+    let ort_lib = std::env::var("ORT_DYLIB_PATH").map_or_else(
+        |_| root.join(".ort/1.32.0/libonnxruntime.so"),
+        std::path::PathBuf::from,
+    );
     let cases = [
-        (format!("{root}/no/such/libditac.so"), "not found"),
-        (format!("{root}/README.md"), "cannot be loaded"),
+        (root.join("no/such/libditac.so"), "not found"),
+        (root.join("README.md"), "cannot be loaded"),
         (
             ort_lib,
             "is not a DiTAC plugin: it exports no RegisterCustomOps",
         ),
     ];
     for (path, expected) in cases {
-        let out = Command::new(env!("CARGO_BIN_EXE_ditac"))
-            .current_dir(root)
-            .args([
-                "bench",
-                "--size",
-                "4096",
-                "--repeats",
-                "1",
-                "--plugin",
-                &path,
-            ])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{path}: {err}");
+        let path = arg(&path);
+        let (code, _, err) = ditac(&[
+            "bench",
+            "--size",
+            "4096",
+            "--repeats",
+            "1",
+            "--plugin",
+            path,
+        ]);
+        assert_eq!(code, 2, "{path}: {err}");
         assert!(err.contains(expected), "{path}: {err}");
     }
 }

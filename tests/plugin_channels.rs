@@ -2,12 +2,12 @@
 //! from its neighbours) goes through the one-pass channel kernels: the same Y and dX as the math
 //! core row by row, and dθ to summation order; float16 likewise; any thread count the same bits.
 
-mod common;
+mod support;
 
-use common::*;
 use ditac::core::{basis, Activation, Attrs, BasisKind, Interpolation};
 use half::f16;
 use ort::value::Tensor;
+use support::*;
 
 const C: usize = 16;
 const N: usize = 4099;

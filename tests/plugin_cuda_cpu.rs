@@ -7,15 +7,15 @@
 //!   mapped into the process afterwards (NVRTC is opened at the first launch on a GPU only).
 //! * The kernel sources the plugin compiles at run time are in `ops/cuda/`.
 
-mod common;
+mod support;
 
 use std::sync::Once;
 
-use common::*;
 use ditac::core::{basis, Activation, Attrs, BasisKind};
 use ditac_tools::model::{Attr, ElemType};
 use half::f16;
 use ort::value::Tensor;
+use support::*;
 
 static FORCE: Once = Once::new();
 
@@ -29,18 +29,6 @@ fn force_cuda_definitions() {
     });
 }
 
-fn random(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 1.5
-        })
-        .collect()
-}
-
 const THETA: [f32; 9] = [0.3, -0.2, 0.5, 0.1, -0.4, 0.2, 0.0, 0.3, -0.1];
 
 fn core_warp(grad: bool) -> Activation<f32> {
@@ -52,7 +40,7 @@ fn core_warp(grad: bool) -> Activation<f32> {
 #[test]
 fn cpu_sessions_are_unchanged_with_cuda_definitions_registered() {
     force_cuda_definitions();
-    let x = random(10_000, 7);
+    let x = uniform(10_000, 7, -1.5..2.5);
     let m = OpModel::new("DiTAC", &THETA, vec![]);
     let mut s = session(&m.bytes()).expect("session with CUDA definitions registered");
     let y = run_f32(&mut s, &x, &[], "Y").expect("CPU run");
@@ -61,7 +49,7 @@ fn cpu_sessions_are_unchanged_with_cuda_definitions_registered() {
     assert_eq!(y, want);
 
     // DiTACGrad on the CPU EP: dX and dθ as the core computes them.
-    let dy = random(x.len(), 11);
+    let dy = uniform(x.len(), 11, -1.5..2.5);
     let g = OpModel::new("DiTACGrad", &THETA, vec![]);
     let mut s = session(&g.bytes()).unwrap();
     let o = s
@@ -87,7 +75,7 @@ fn cpu_sessions_are_unchanged_with_cuda_definitions_registered() {
 #[test]
 fn float16_and_errors_are_unchanged_with_cuda_definitions_registered() {
     force_cuda_definitions();
-    let x = random(1000, 3);
+    let x = uniform(1000, 3, -1.5..2.5);
     let mut m = OpModel::new(
         "DiTAC",
         &THETA,
@@ -114,7 +102,7 @@ fn neither_libcuda_nor_nvrtc_is_needed_to_load_and_run() {
     force_cuda_definitions();
     let m = OpModel::new("DiTAC", &THETA, vec![]);
     let mut s = session(&m.bytes()).unwrap();
-    run_f32(&mut s, &random(100, 1), &[], "Y").unwrap();
+    run_f32(&mut s, &uniform(100, 1, -1.5..2.5), &[], "Y").unwrap();
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
     assert!(
         !maps.contains("libnvrtc"),
@@ -131,7 +119,8 @@ fn neither_libcuda_nor_nvrtc_is_needed_to_load_and_run() {
 
 #[test]
 fn kernel_sources_are_in_ops_cuda() {
-    let src = std::fs::read_to_string(root().join("ops/cuda/ditac.cu")).expect("ops/cuda/ditac.cu");
+    let src =
+        std::fs::read_to_string(repo_root().join("ops/cuda/ditac.cu")).expect("ops/cuda/ditac.cu");
     assert_eq!(src, ditac::cuda::SOURCE);
     for k in [
         "ditac_fwd_f32",
@@ -153,7 +142,7 @@ fn kernel_sources_are_in_ops_cuda() {
 /// example built (`cargo build --release --all-targets`, as tools/test.sh does); skipped otherwise.
 #[test]
 fn gpu_check_self_test_passes_without_a_gpu() {
-    let exe = root().join("target/release/examples/gpu_check");
+    let exe = repo_root().join("target/release/examples/gpu_check");
     if !exe.exists() {
         eprintln!("skipped: {} not built", exe.display());
         return;

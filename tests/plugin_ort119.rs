@@ -1,10 +1,10 @@
 //! The same plugin build in ONNX Runtime 1.19.2 (C API 19 ≥ the plugin's level 17): a separate
 //! test binary, since `ort` loads one runtime per process.
 
-mod common;
+mod support;
 
-use common::*;
 use ditac_tools::model::Attr;
+use support::*;
 
 fn ensure_119() {
     let _ = env_from(".ort/1.19.2/libonnxruntime.so");
@@ -25,25 +25,26 @@ fn ensure_119() {
 fn loads_and_matches_oracle_in_ort_1_19() {
     ensure_119();
     for name in ["t4_m3_3", "t10_m3_3", "default_t10_m0.5_2"] {
-        let o = oracle(name);
-        for (op, lut, want) in [("DiTAC", 2048, &o.act_lut), ("DiTAC", 0, &o.act_exact)] {
-            let mut m = OpModel::new(op, &o.theta, oracle_attrs(&o, "explicit", lut));
-            m.basis = Some((o.basis.0, o.basis.1, &o.basis.2));
+        let o = case(name);
+        let stable = o.stable();
+        for (lut, want, mask) in [
+            (2048, "act_lut", Some(stable.as_slice())),
+            (0, "act_exact", None),
+        ] {
+            let m = explicit_model(&o, "DiTAC", lut);
             let mut s = session(&m.bytes()).unwrap();
             let y = run_f32(&mut s, &o.x, &[], "Y").unwrap();
-            let skip = if lut > 0 { fragile(&o) } else { vec![] };
             assert_close(
                 &format!("1.19 {name} lut={lut}"),
                 &y,
-                want,
-                LUT_REL,
-                (o.b - o.a) as f64,
-                &skip,
+                &o.points_f32(want),
+                Tol::table(o.a, o.b),
+                mask,
             );
         }
         let m = OpModel::new(
             "DiTACLut",
-            &o.t_norm,
+            &o.table(),
             vec![("a", Attr::Float(o.a)), ("b", Attr::Float(o.b))],
         );
         let mut s = session(&m.bytes()).unwrap();
@@ -51,10 +52,9 @@ fn loads_and_matches_oracle_in_ort_1_19() {
         assert_close(
             &format!("1.19 {name} lut table"),
             &y,
-            &o.act_lut,
-            LUT_REL,
-            (o.b - o.a) as f64,
-            &fragile(&o),
+            &o.points_f32("act_lut"),
+            Tol::table(o.a, o.b),
+            Some(&o.stable()),
         );
     }
 }
@@ -62,7 +62,7 @@ fn loads_and_matches_oracle_in_ort_1_19() {
 #[test]
 fn errors_in_ort_1_19() {
     ensure_119();
-    let o = oracle("t4_m3_3");
+    let o = case("t4_m3_3");
     let mut attrs = oracle_attrs(&o, "qr", 2048);
     attrs.push(("variant", Attr::from("relu")));
     let r = session(&OpModel::new("DiTAC", &o.theta, attrs).bytes());
@@ -89,9 +89,8 @@ fn errors_in_ort_1_19() {
     assert_close(
         "1.19 after error",
         &y,
-        &o.act_lut,
-        LUT_REL,
-        6.0,
-        &fragile(&o),
+        &o.points_f32("act_lut"),
+        Tol::table(o.a, o.b),
+        Some(&o.stable()),
     );
 }

@@ -10,9 +10,8 @@
 //! the differences are Richardson-extrapolated central differences. The comparison is per parameter
 //! tensor, relative in the Euclidean norm, 1e-3.
 
-mod common;
+mod support;
 
-use common::session;
 use ditac_tools::graph::init_params;
 use ditac_tools::params::Params;
 use ditac_tools::spec::{Network, Spec};
@@ -25,7 +24,7 @@ use onnx_protobuf::{type_proto, ModelProto, NodeProto};
 use ort::session::SessionInputValue;
 use ort::value::Tensor;
 use protobuf::Message;
-use std::process::Command;
+use support::*;
 
 fn net(toml: &str) -> Network {
     Spec::from_toml(toml).unwrap().resolve().unwrap()
@@ -410,19 +409,6 @@ fn checkpoint_round_trip_and_portable_model() {
 // ------------------------------------------------------------------------------------------------
 // `ditac train` with bad input
 
-fn ditac(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ditac"))
-        .args(args)
-        .current_dir(common::root())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn tmp(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("ditac-training-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
@@ -430,15 +416,10 @@ fn tmp(name: &str) -> std::path::PathBuf {
 }
 
 fn plugin_args() -> Vec<String> {
-    let ort = std::env::var("ORT_DYLIB_PATH").unwrap_or_else(|_| {
-        common::root()
-            .join(".ort/1.32.0/libonnxruntime.so")
-            .display()
-            .to_string()
-    });
+    let ort = ort_library(ORT_1_32).display().to_string();
     vec![
         "--plugin".into(),
-        common::plugin_path().display().to_string(),
+        plugin_path().display().to_string(),
         "--ort".into(),
         ort,
         "--quiet".into(),
@@ -474,7 +455,7 @@ fn save(d: &Dataset, name: &str) -> std::path::PathBuf {
 #[test]
 fn bad_input_says_where_and_keeps_the_last_good_model() {
     let spec = "models/regression/spec.toml";
-    let net = Spec::load(&common::root().join(spec))
+    let net = Spec::load(&repo_root().join(spec))
         .unwrap()
         .resolve()
         .unwrap();

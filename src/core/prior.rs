@@ -316,7 +316,8 @@ fn cholesky_jittered(cov: &[f64], d: usize) -> Vec<f64> {
     panic!("init covariance is not positive definite, even with jitter");
 }
 
-/// xoshiro256** seeded by SplitMix64: a small, portable, deterministic PRNG.
+/// xoshiro256** seeded by SplitMix64: a small, portable, deterministic PRNG. Kept rather than
+/// `rand` (which the plugin library does not depend on): the θ of the committed `models/` come from it.
 struct Xoshiro256 {
     s: [u64; 4],
 }

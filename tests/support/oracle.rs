@@ -1,5 +1,6 @@
-//! Loader for the reference vectors in `../shared/oracle` (schema in its README) and the named
-//! tolerances the tests compare with.
+//! The reference vectors (`$DITAC_ORACLE_DIR`, else `shared/oracle`; schema in its README), the named
+//! tolerances the tests compare with, and the one `assert_close`. Needs serde_json only: the math-only
+//! tests of the plugin package include this file by itself (`#[path = "support/oracle.rs"]`).
 #![allow(dead_code)]
 
 use serde_json::Value;
@@ -57,6 +58,14 @@ pub fn vec2(v: &Value) -> Vec<Vec<f64>> {
     v.as_array().unwrap().iter().map(vec1).collect()
 }
 
+pub fn vec1_f32(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| num(x) as f32)
+        .collect()
+}
+
 pub struct Case {
     pub name: String,
     pub json: Value,
@@ -66,6 +75,8 @@ pub struct Case {
     pub b: f32,
     pub basis: Vec<Vec<f64>>,
     pub theta: Vec<f32>,
+    /// `points.x` in single precision, as a float tensor carries it.
+    pub x: Vec<f32>,
 }
 
 impl Case {
@@ -77,6 +88,18 @@ impl Case {
     }
     pub fn points2(&self, key: &str) -> Vec<Vec<f64>> {
         vec2(&self.json["points"][key])
+    }
+    /// `points[key]` in single precision, as a float tensor carries it.
+    pub fn points_f32(&self, key: &str) -> Vec<f32> {
+        vec1_f32(&self.json["points"][key])
+    }
+    /// The reference's normalised table `lut.T_norm` (a `DiTACLut` table).
+    pub fn table(&self) -> Vec<f32> {
+        vec1_f32(&self.json["lut"]["T_norm"])
+    }
+    /// dθ of the table path for dY = 1 over every point.
+    pub fn theta_grad_sum(&self) -> Vec<f32> {
+        vec1_f32(&self.json["theta_grad_ones"]["data_term_sum"])
     }
     pub fn tags(&self) -> Vec<String> {
         self.json["points"]["tag"]
@@ -93,6 +116,10 @@ impl Case {
     pub fn basis_f32(&self) -> Vec<f32> {
         self.basis.iter().flatten().map(|&v| v as f32).collect()
     }
+    /// Rows and columns of B (2·tess × d).
+    pub fn basis_shape(&self) -> (usize, usize) {
+        (self.basis.len(), self.basis.first().map_or(0, Vec::len))
+    }
     /// The reference's B is stable across BLAS builds only for these sizes (ditac.md §3).
     pub fn qr_reproducible(&self) -> bool {
         let t = self.tess;
@@ -100,6 +127,7 @@ impl Case {
     }
 }
 
+/// Every case of the reference's `index.json`.
 pub fn cases() -> Vec<Case> {
     let dir = oracle_dir();
     let index: Value =
@@ -108,23 +136,31 @@ pub fn cases() -> Vec<Case> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| {
-            let file = c["file"].as_str().unwrap();
-            let json: Value =
-                serde_json::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
-            let cfg = &json["config"];
-            Case {
-                name: cfg["name"].as_str().unwrap().to_string(),
-                tess: cfg["tess"].as_u64().unwrap() as usize,
-                zero_boundary: cfg["zero_boundary"].as_bool().unwrap(),
-                a: num(&cfg["a"]) as f32,
-                b: num(&cfg["b"]) as f32,
-                basis: vec2(&json["B"]),
-                theta: vec1(&json["theta"]).iter().map(|&v| v as f32).collect(),
-                json,
-            }
-        })
+        .map(|c| load(&dir.join(c["file"].as_str().unwrap())))
         .collect()
+}
+
+/// The case of `NAME.json`.
+pub fn case(name: &str) -> Case {
+    load(&oracle_dir().join(format!("{name}.json")))
+}
+
+fn load(path: &std::path::Path) -> Case {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let json: Value = serde_json::from_str(&text).unwrap();
+    let cfg = &json["config"];
+    Case {
+        name: cfg["name"].as_str().unwrap().to_string(),
+        tess: cfg["tess"].as_u64().unwrap() as usize,
+        zero_boundary: cfg["zero_boundary"].as_bool().unwrap(),
+        a: num(&cfg["a"]) as f32,
+        b: num(&cfg["b"]) as f32,
+        basis: vec2(&json["B"]),
+        theta: vec1_f32(&json["theta"]),
+        x: vec1_f32(&json["points"]["x"]),
+        json,
+    }
 }
 
 /// Named tolerances: |got − want| ≤ abs + rel·|want|; NaN matches NaN, ±∞ matches itself.
@@ -156,6 +192,14 @@ impl Tol {
             abs: 1e-4 * scale.max(1e-3),
         }
     }
+    /// `rel` relative plus `rel·floor` absolute: relative for values well above `floor`, about
+    /// `rel·floor` absolute for smaller ones.
+    pub fn rel_floor(rel: f64, floor: f64) -> Tol {
+        Tol {
+            rel,
+            abs: rel * floor,
+        }
+    }
     pub fn ok(&self, got: f64, want: f64) -> bool {
         if want.is_nan() {
             return got.is_nan();
@@ -167,16 +211,23 @@ impl Tol {
     }
 }
 
+/// Asserts `tol.ok(got[i], want[i])` for every `i` (only where `mask[i]`, with a mask), naming the
+/// first mismatches.
 #[track_caller]
-pub fn assert_close(what: &str, got: &[f64], want: &[f64], tol: Tol, mask: Option<&[bool]>) {
+pub fn assert_close<G, W>(what: &str, got: &[G], want: &[W], tol: Tol, mask: Option<&[bool]>)
+where
+    G: Copy + Into<f64>,
+    W: Copy + Into<f64>,
+{
     assert_eq!(got.len(), want.len(), "{what}: length");
     let mut bad = Vec::new();
     for i in 0..got.len() {
         if mask.is_some_and(|m| !m[i]) {
             continue;
         }
-        if !tol.ok(got[i], want[i]) {
-            bad.push(format!("[{i}] got {} want {}", got[i], want[i]));
+        let (g, w) = (got[i].into(), want[i].into());
+        if !tol.ok(g, w) {
+            bad.push(format!("[{i}] got {g} want {w}"));
         }
     }
     assert!(

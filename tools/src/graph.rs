@@ -83,7 +83,8 @@ pub fn check_params<'p>(net: &Network, params: &'p Params) -> Result<Vec<&'p Ten
     Ok(out)
 }
 
-/// A seeded xorshift stream of uniforms in [-1, 1).
+/// A seeded xorshift stream of uniforms in [-1, 1). Kept rather than `rand`: the weights of the
+/// committed `models/ditac_mlp*` (`ditac build --seed 7`) were drawn from this stream.
 struct Uniform(u64);
 impl Uniform {
     fn next(&mut self) -> f32 {

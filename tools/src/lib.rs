@@ -1,9 +1,10 @@
 //! The model-level library behind the `ditac` command: network specs and their parameters, ONNX graph
-//! building and transforms (patch, freeze, lower, inspect, plot), and training. The math comes from the
+//! building and transforms (patch, freeze, lower, inspect), plots, and training. The math comes from the
 //! plugin library (`ditac`).
 pub mod graph;
 pub mod model;
 pub mod params;
+pub mod plot;
 pub mod spec;
 pub mod train;
 pub mod transform;

@@ -14,6 +14,9 @@ use ditac_tools::model::{ditac_attrs, lut_attrs, ElemType, ModelBuilder, DITAC_D
 use indicatif::{ProgressBar, ProgressStyle};
 use ort::session::Session;
 use ort::value::Tensor;
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+use rand_distr::StandardNormal;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -181,26 +184,12 @@ fn model(key: &str) -> Result<Option<Vec<u8>>> {
     }))
 }
 
-/// A standard normal sample (Box–Muller on a xorshift generator): pre-activations of a network.
+/// Standard normal samples: pre-activations of a network.
 fn random_input(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed | 1;
-    let mut next = move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    };
-    let mut v = Vec::with_capacity(n);
-    while v.len() < n {
-        let (u1, u2) = (next(), next());
-        let r = (-2.0 * u1.ln()).sqrt();
-        let t = 2.0 * std::f64::consts::PI * u2;
-        v.push((r * t.cos()) as f32);
-        if v.len() < n {
-            v.push((r * t.sin()) as f32);
-        }
-    }
-    v
+    SmallRng::seed_from_u64(seed)
+        .sample_iter(StandardNormal)
+        .take(n)
+        .collect()
 }
 
 fn status_kb(field: &str) -> Option<u64> {

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args as ClapArgs;
-use ditac_tools::transform::plot::{file_stem, model_plots, png, svg};
+use ditac_tools::plot::activation::{file_stem, model_plots, png, svg};
 use ditac_tools::transform::ModelFile;
 use std::path::PathBuf;
 
@@ -46,7 +46,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut files = Vec::new();
     for p in &plots {
         let stem = file_stem(&p.node);
-        files.push((format!("{stem}.svg"), svg(p).into_bytes()));
+        files.push((format!("{stem}.svg"), svg(p)?.into_bytes()));
         if args.png {
             files.push((format!("{stem}.png"), png(p)?));
         }

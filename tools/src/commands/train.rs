@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args as ClapArgs;
 use ditac_tools::graph::inference_model;
 use ditac_tools::params::Params;
+use ditac_tools::plot::loss::loss_svg;
 use ditac_tools::train::artifacts::{self, portable_training_model, write_atomic};
 use ditac_tools::train::data::{self, Batches, Dataset, Targets};
 use ditac_tools::train::portable::PortableTrainer;
@@ -216,7 +217,7 @@ pub fn run(args: Args) -> Result<()> {
     let svg = svg_path(&args.out);
     write_atomic(
         &svg,
-        loss_svg(&losses, &format!("{} ({})", net.name, cfg.loss.as_str())).as_bytes(),
+        loss_svg(&losses, &format!("{} ({})", net.name, cfg.loss.as_str()))?.as_bytes(),
     )?;
     println!(
         "trained {} steps (batch {}) in {secs:.2} s ({:.0} steps/s, {} intra-op thread{}); loss {:.6} → {:.6}",
@@ -313,96 +314,6 @@ fn evaluate(
             Ok((f64::NAN, Some(correct as f64 / c.len() as f64)))
         }
     }
-}
-
-/// A small SVG of the loss curve (log scale when every loss is positive): the raw losses and an
-/// exponential moving average.
-pub fn loss_svg(losses: &[f32], title: &str) -> String {
-    let (w, h) = (720.0f64, 420.0f64);
-    let (l, r, t, b) = (70.0, 20.0, 40.0, 50.0);
-    let log = losses.iter().all(|&v| v > 0.0);
-    let f = |v: f32| if log { (v as f64).log10() } else { v as f64 };
-    let vals: Vec<f64> = losses.iter().map(|&v| f(v)).collect();
-    let (mut lo, mut hi) = vals
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
-            (a.min(v), b.max(v))
-        });
-    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
-        lo -= 0.5;
-        hi += 0.5;
-    }
-    let n = vals.len().max(2);
-    let px = |i: usize| l + (w - l - r) * i as f64 / (n - 1) as f64;
-    let py = |v: f64| t + (h - t - b) * (hi - v) / (hi - lo);
-    let stride = (vals.len() / 1500).max(1);
-    let poly = |vs: &[f64]| -> String {
-        vs.iter()
-            .enumerate()
-            .step_by(stride)
-            .map(|(i, &v)| format!("{:.1},{:.1}", px(i), py(v)))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let mut ema = Vec::with_capacity(vals.len());
-    let mut e = vals.first().copied().unwrap_or(0.0);
-    let alpha = 2.0 / (1.0 + (vals.len() as f64 / 50.0).max(1.0));
-    for &v in &vals {
-        e += alpha * (v - e);
-        ema.push(e);
-    }
-    let label = |v: f64| {
-        if log {
-            format!("{:.3e}", 10f64.powf(v))
-        } else {
-            format!("{v:.4}")
-        }
-    };
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">training loss: {}</text>\n",
-        w / 2.0,
-        xml(title)
-    );
-    // Axes, ticks and labels.
-    s += &format!(
-        "<line x1=\"{l}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n<line x1=\"{l}\" y1=\"{t}\" x2=\"{l}\" y2=\"{}\" stroke=\"black\"/>\n",
-        h - b, w - r, h - b, h - b
-    );
-    for k in 0..=4 {
-        let v = lo + (hi - lo) * k as f64 / 4.0;
-        let y = py(v);
-        s += &format!(
-            "<line x1=\"{}\" y1=\"{y:.1}\" x2=\"{l}\" y2=\"{y:.1}\" stroke=\"black\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
-            l - 5.0, l - 8.0, y + 4.0, label(v)
-        );
-        let i = (losses.len().saturating_sub(1)) * k / 4;
-        let x = px(i);
-        s += &format!(
-            "<line x1=\"{x:.1}\" y1=\"{}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"black\"/><text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
-            h - b, h - b + 5.0, h - b + 20.0, i + 1
-        );
-    }
-    s += &format!(
-        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">step</text>\n<text x=\"16\" y=\"{}\" transform=\"rotate(-90 16 {})\" text-anchor=\"middle\">loss{}</text>\n",
-        (l + w - r) / 2.0, h - 10.0, (t + h - b) / 2.0, (t + h - b) / 2.0, if log { " (log scale)" } else { "" }
-    );
-    s += &format!(
-        "<polyline fill=\"none\" stroke=\"#9ecae1\" stroke-width=\"1\" points=\"{}\"/>\n",
-        poly(&vals)
-    );
-    s += &format!(
-        "<polyline fill=\"none\" stroke=\"#08519c\" stroke-width=\"2\" points=\"{}\"/>\n</svg>\n",
-        poly(&ema)
-    );
-    s
-}
-
-fn xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 #[cfg(feature = "training")]

@@ -1,16 +1,82 @@
-//! What an `ai.ditac` node holds: its attributes, read by the core's one reader (`Attrs::read`)
-//! through [`NodeAttrs`], and the warps of its constant θ (or table), built by the core's [`Warps`]
-//! exactly as the plugin builds them for float tensors. `freeze`, `lower`, `plot` and `inspect`
-//! start here.
+//! What an `ai.ditac` node means: which nodes are DiTAC ops, the value_info and opset import they
+//! need, their attributes — read by the core's one reader (`Attrs::read`) through [`NodeAttrs`] — and
+//! the warps of a constant θ (or table), built by the core's [`Warps`] exactly as the plugin builds
+//! them for float tensors. `freeze`, `lower`, `plot` and `inspect` start here.
 
-use super::{constant_tensor, dims_of, node_label, tensor_f32};
-use anyhow::{anyhow, Context, Result};
+use super::graph_util::{constant_tensor, dims_of, value_type};
+use super::model_file::tensor_f32;
+use crate::model::{DITAC_DOMAIN, DITAC_OPSET};
+use anyhow::{anyhow, bail, Context, Result};
 use ditac::core::warps::explicit_basis;
 use ditac::core::{basis, AttrSet, AttrSource, Attrs, BasisKind, Interpolation, Warps, WrongType};
 use onnx_protobuf::attribute_proto::AttributeType;
-use onnx_protobuf::{AttributeProto, GraphProto, NodeProto};
+use onnx_protobuf::{AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
 use std::path::Path;
 use std::sync::Arc;
+
+/// The op types of the `ai.ditac` domain.
+pub const DITAC_OPS: [&str; 3] = ["DiTAC", "DiTACLut", "DiTACGrad"];
+
+/// Whether `node` is one of the `ai.ditac` ops.
+pub fn is_ditac_node(node: &NodeProto) -> bool {
+    node.domain == DITAC_DOMAIN && DITAC_OPS.contains(&node.op_type.as_str())
+}
+
+/// A printable name of a node: its name, or its first output.
+pub fn node_label(node: &NodeProto) -> String {
+    if !node.name.is_empty() {
+        node.name.clone()
+    } else {
+        format!(
+            "<{} -> {}>",
+            node.op_type,
+            node.output.first().map_or("", String::as_str)
+        )
+    }
+}
+
+/// Adds value_info for the outputs of `ai.ditac` nodes that have none, with the type and shape
+/// of their input X (ops.md: Y has the shape of X).
+pub fn ensure_value_info(g: &mut GraphProto) {
+    let mut add = Vec::new();
+    for n in g.node.iter().filter(|n| is_ditac_node(n)) {
+        let pairs: Vec<(&String, &String)> = if n.op_type == "DiTACGrad" {
+            // dX mirrors X (input 1).
+            n.output.first().zip(n.input.get(1)).into_iter().collect()
+        } else {
+            n.output.first().zip(n.input.first()).into_iter().collect()
+        };
+        for (out, inp) in pairs {
+            if out.is_empty() || value_type(g, out).is_some() {
+                continue;
+            }
+            if let Some(mut v) = value_type(g, inp) {
+                v.name = out.clone();
+                v.doc_string.clear();
+                add.push(v);
+            }
+        }
+    }
+    g.value_info.extend(add);
+}
+
+/// Makes sure the model imports `ai.ditac` version 1 (an import of another version is an error).
+pub fn ensure_ditac_import(model: &mut ModelProto) -> Result<()> {
+    match model.opset_import.iter().find(|o| o.domain == DITAC_DOMAIN) {
+        Some(o) if o.version != DITAC_OPSET => bail!(
+            "the model imports {DITAC_DOMAIN} version {}: these tools know version {DITAC_OPSET}",
+            o.version
+        ),
+        Some(_) => {}
+        None => {
+            let mut o = OperatorSetIdProto::new();
+            o.domain = DITAC_DOMAIN.to_string();
+            o.version = DITAC_OPSET;
+            model.opset_import.push(o);
+        }
+    }
+    Ok(())
+}
 
 /// A node's attributes as an [`AttrSource`] (the first attribute of each name counts).
 pub struct NodeAttrs<'a>(pub &'a NodeProto);

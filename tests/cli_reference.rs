@@ -1,31 +1,10 @@
 //! `ditac basis` and `ditac eval` as other tools call them: against the reference vectors, and
 //! bad input (one line on stderr, exit status 2).
 
-#[path = "support/oracle.rs"]
-mod oracle;
+mod support;
 
-use oracle::{assert_close, cases, Tol};
 use serde_json::Value;
-use std::io::Write;
-use std::process::{Command, Stdio};
-
-fn ditac(args: &[&str], stdin: &str) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ditac"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The command may exit on bad arguments before reading: a broken pipe is fine.
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use support::{assert_close, cases, ditac_with_stdin, vec1, vec2, Tol};
 
 fn fmt_x(v: f64) -> String {
     if v.is_nan() {
@@ -53,7 +32,7 @@ fn eval_matches_reference_table_and_exact() {
         let input: Vec<String> = x.iter().map(|&v| fmt_x(v)).collect();
         let stable = c.stable();
         for (lut, suffix) in [("2048", "lut"), ("0", "exact")] {
-            let (code, out, err) = ditac(
+            let (code, out, err) = ditac_with_stdin(
                 &[
                     "eval",
                     "--theta",
@@ -84,7 +63,7 @@ fn eval_matches_reference_table_and_exact() {
             };
             assert_close(
                 &format!("{} eval y {suffix}", c.name),
-                &oracle::vec1(&v["y"]),
+                &vec1(&v["y"]),
                 &c.points(&format!("act_{suffix}")),
                 tol,
                 mask,
@@ -99,12 +78,12 @@ fn eval_matches_reference_table_and_exact() {
             };
             assert_close(
                 &format!("{} eval dy_dx {suffix}", c.name),
-                &oracle::vec1(&v["dy_dx"]),
+                &vec1(&v["dy_dx"]),
                 &c.points(&format!("dact_dx_{suffix}")),
                 dx_tol,
                 mask,
             );
-            let got = oracle::vec2(&v["dy_dtheta"]);
+            let got = vec2(&v["dy_dtheta"]);
             let want = c.points2(&format!("dact_dtheta_{suffix}"));
             for i in 0..x.len() {
                 if mask.is_some_and(|m| !m[i]) {
@@ -125,7 +104,8 @@ fn eval_matches_reference_table_and_exact() {
 
 #[test]
 fn eval_writes_non_finite_as_strings() {
-    let (code, out, err) = ditac(&["eval", "--theta", "0,0,0,0,0,0,0,0,0"], "nan inf -inf 1");
+    let (code, out, err) =
+        ditac_with_stdin(&["eval", "--theta", "0,0,0,0,0,0,0,0,0"], "nan inf -inf 1");
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["y"][0], "nan");
@@ -138,7 +118,7 @@ fn eval_writes_non_finite_as_strings() {
 fn basis_prints_rows_of_d_numbers() {
     for (tess, zb, d) in [(10, "1", 9), (10, "0", 11), (1, "0", 2)] {
         for kind in ["qr", "rref", "sparse"] {
-            let (code, out, err) = ditac(
+            let (code, out, err) = ditac_with_stdin(
                 &[
                     "basis",
                     "--tess",
@@ -151,7 +131,7 @@ fn basis_prints_rows_of_d_numbers() {
                 "",
             );
             assert_eq!(code, 0, "{err}");
-            let b = oracle::vec2(&serde_json::from_str::<Value>(&out).unwrap());
+            let b = vec2(&serde_json::from_str::<Value>(&out).unwrap());
             assert_eq!(b.len(), 2 * tess);
             assert!(b.iter().all(|r| r.len() == d), "{kind} tess {tess} zb {zb}");
         }
@@ -161,9 +141,9 @@ fn basis_prints_rows_of_d_numbers() {
 #[test]
 fn basis_qr_matches_reference_where_reproducible() {
     for c in cases().into_iter().filter(|c| c.qr_reproducible()) {
-        let (code, out, _) = ditac(&["basis", "--tess", &c.tess.to_string()], "");
+        let (code, out, _) = ditac_with_stdin(&["basis", "--tess", &c.tess.to_string()], "");
         assert_eq!(code, 0);
-        let got: Vec<f64> = oracle::vec2(&serde_json::from_str::<Value>(&out).unwrap())
+        let got: Vec<f64> = vec2(&serde_json::from_str::<Value>(&out).unwrap())
             .into_iter()
             .flatten()
             .collect();
@@ -252,7 +232,7 @@ fn bad_input_is_one_line_and_status_2() {
         (&["basis", "--tess", "0"], "", "'tess' = 0"),
     ];
     for (args, stdin, needle) in cases {
-        let (code, out, err) = ditac(args, stdin);
+        let (code, out, err) = ditac_with_stdin(args, stdin);
         assert_eq!(code, 2, "{args:?}: {err}");
         assert!(out.is_empty(), "{args:?} printed {out}");
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
@@ -269,7 +249,7 @@ fn malformed_basis_file_is_rejected() {
         ("[[1],[0],[0],[1]]", "violates constraint"),
     ] {
         std::fs::write(&tmp, content).unwrap();
-        let (code, _, err) = ditac(
+        let (code, _, err) = ditac_with_stdin(
             &[
                 "eval",
                 "--theta",

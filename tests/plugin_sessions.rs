@@ -1,54 +1,42 @@
 //! End-to-end tests of the plugin through the real shared library in ONNX Runtime 1.32 (the
 //! `ort` crate, load-dynamic). Needs `cargo build --release --lib` first (see ops/README.md).
 
-mod common;
+mod support;
 
-use common::*;
 use ditac::core::{basis, Activation, Attrs, BasisKind};
 use ditac_tools::model::{Attr, ElemType, ModelBuilder, DITAC_DOMAIN};
 use half::f16;
 use ort::value::Tensor;
-
-fn explicit_model<'a>(o: &'a Oracle, op: &'a str, lut_size: i64) -> OpModel<'a> {
-    let mut m = OpModel::new(op, &o.theta, oracle_attrs(o, "explicit", lut_size));
-    m.basis = Some((o.basis.0, o.basis.1, &o.basis.2));
-    m
-}
-
-fn floor(o: &Oracle) -> f64 {
-    (o.b - o.a) as f64
-}
+use support::*;
 
 #[test]
 fn ditac_nearest_matches_oracle() {
-    for name in ORACLES {
-        let o = oracle(name);
+    for o in cases() {
+        let name = &o.name;
         let mut s = session(&explicit_model(&o, "DiTAC", 2048).bytes()).unwrap();
         let y = run_f32(&mut s, &o.x, &[], "Y").unwrap();
         assert_close(
             &format!("{name} act_lut"),
             &y,
-            &o.act_lut,
-            LUT_REL,
-            floor(&o),
-            &fragile(&o),
+            &o.points_f32("act_lut"),
+            Tol::table(o.a, o.b),
+            Some(&o.stable()),
         );
     }
 }
 
 #[test]
 fn ditac_exact_matches_oracle() {
-    for name in ORACLES {
-        let o = oracle(name);
+    for o in cases() {
+        let name = &o.name;
         let mut s = session(&explicit_model(&o, "DiTAC", 0).bytes()).unwrap();
         let y = run_f32(&mut s, &o.x, &[], "Y").unwrap();
         assert_close(
             &format!("{name} act_exact"),
             &y,
-            &o.act_exact,
-            EXACT_REL,
-            floor(&o),
-            &[],
+            &o.points_f32("act_exact"),
+            Tol::exact(o.a, o.b),
+            None,
         );
     }
 }
@@ -56,55 +44,54 @@ fn ditac_exact_matches_oracle() {
 #[test]
 fn ditac_qr_basis_matches_oracle() {
     for name in ["t4_m3_3", "t10_m3_3"] {
-        let o = oracle(name);
+        let o = case(name);
         let m = OpModel::new("DiTAC", &o.theta, oracle_attrs(&o, "qr", 2048));
         let mut s = session(&m.bytes()).unwrap();
         let y = run_f32(&mut s, &o.x, &[], "Y").unwrap();
         assert_close(
             &format!("{name} qr act_lut"),
             &y,
-            &o.act_lut,
-            LUT_REL,
-            floor(&o),
-            &fragile(&o),
+            &o.points_f32("act_lut"),
+            Tol::table(o.a, o.b),
+            Some(&o.stable()),
         );
     }
 }
 
-fn lut_attrs(o: &Oracle) -> Vec<(&'static str, Attr)> {
+fn lut_attrs(o: &Case) -> Vec<(&'static str, Attr)> {
     vec![("a", Attr::Float(o.a)), ("b", Attr::Float(o.b))]
 }
 
 #[test]
 fn lut_with_oracle_table_matches() {
-    for name in ORACLES {
-        let o = oracle(name);
-        let m = OpModel::new("DiTACLut", &o.t_norm, lut_attrs(&o));
+    for o in cases() {
+        let name = &o.name;
+        let m = OpModel::new("DiTACLut", &o.table(), lut_attrs(&o));
         let mut s = session(&m.bytes()).unwrap();
         let y = run_f32(&mut s, &o.x, &[], "Y").unwrap();
         assert_close(
             &format!("{name} lut"),
             &y,
-            &o.act_lut,
-            LUT_REL,
-            floor(&o),
-            &fragile(&o),
+            &o.points_f32("act_lut"),
+            Tol::table(o.a, o.b),
+            Some(&o.stable()),
         );
     }
 }
 
 #[test]
 fn lut_with_ditac_table_is_bit_identical() {
-    for name in ORACLES {
-        let o = oracle(name);
+    for o in cases() {
+        let name = &o.name;
         let attrs = Attrs {
             a: o.a,
             b: o.b,
-            tess: o.tess,
+            tess: o.tess as i64,
             basis: BasisKind::Explicit,
             ..Attrs::default()
         };
-        let b = basis::explicit(o.tess as usize, true, &o.basis.2, o.basis.0, o.basis.1).unwrap();
+        let (rows, cols) = o.basis_shape();
+        let b = basis::explicit(o.tess, true, &o.basis_f32(), rows, cols).unwrap();
         let act = Activation::<f32>::from_theta(&attrs, &b, &o.theta, false).unwrap();
         let table = act.table_values().unwrap().to_vec();
         let mut s1 = session(&explicit_model(&o, "DiTAC", 2048).bytes()).unwrap();
@@ -160,8 +147,8 @@ fn run_grad(
 
 #[test]
 fn grad_matches_oracle() {
-    for name in ORACLES {
-        let o = oracle(name);
+    for o in cases() {
+        let name = &o.name;
         let mut s = session(&explicit_model(&o, "DiTACGrad", 2048).bytes()).unwrap();
         let ones = vec![1f32; o.x.len()];
         // The oracle's points include NaN/inf only in special_inputs; x here is finite.
@@ -169,37 +156,33 @@ fn grad_matches_oracle() {
         assert_close(
             &format!("{name} dact_dx_lut"),
             &dx,
-            &o.dact_dx_lut,
-            LUT_REL,
-            1.0,
-            &fragile(&o),
+            &o.points_f32("dact_dx_lut"),
+            Tol::rel_floor(1e-5, 1.0),
+            Some(&o.stable()),
         );
         // Fragile points are in the sum too: compare the sum loosely against its scale.
-        let scale = o
-            .dtheta_sum
-            .iter()
-            .fold(1e-3f64, |m, v| m.max(v.abs() as f64));
+        let want_dth = o.theta_grad_sum();
+        let scale = want_dth.iter().fold(1e-3f64, |m, v| m.max(v.abs() as f64));
         assert_close(
             &format!("{name} dtheta"),
             &dth,
-            &o.dtheta_sum,
-            GRAD_REL,
-            scale,
-            &[],
+            &want_dth,
+            Tol::exact_grad(scale),
+            None,
         );
     }
 }
 
 #[test]
 fn theta_input_follows_changes() {
-    let o = oracle("t10_m3_3");
+    let o = case("t10_m3_3");
     let mut m = explicit_model(&o, "DiTAC", 2048);
     let mut fixed = session(&m.bytes()).unwrap();
     let want = run_f32(&mut fixed, &o.x, &[], "Y").unwrap();
     m.feed = Feed::Input;
     let mut s = session(&m.bytes()).unwrap();
-    let zero = vec![0f32; o.d];
-    let th = |t: &[f32]| vec![("theta", vec![o.d], t.to_vec())];
+    let zero = vec![0f32; o.d()];
+    let th = |t: &[f32]| vec![("theta", vec![o.d()], t.to_vec())];
     let y1 = run_f32(&mut s, &o.x, &th(&o.theta), "Y").unwrap();
     let y0 = run_f32(&mut s, &o.x, &th(&zero), "Y").unwrap();
     let y2 = run_f32(&mut s, &o.x, &th(&o.theta), "Y").unwrap();
@@ -207,7 +190,7 @@ fn theta_input_follows_changes() {
     assert_eq!(y2, want);
     assert_ne!(y0, want);
     // θ = 0 is the identity warp: DiTAC = x·Φ(x) = GELU.
-    let id = oracle("t10_m3_3_identity");
+    let id = case("t10_m3_3_identity");
     let mut si = session(&explicit_model(&id, "DiTAC", 2048).bytes()).unwrap();
     let gelu = run_f32(&mut si, &o.x, &[], "Y").unwrap();
     assert_eq!(y0, gelu);
@@ -215,7 +198,7 @@ fn theta_input_follows_changes() {
 
 #[test]
 fn per_channel_theta_matches_single() {
-    let o = oracle("t10_m3_3");
+    let o = case("t10_m3_3");
     let c = 3usize;
     // Row k is θ·s_k.
     let scales = [1.0f32, 0.0, -0.5];
@@ -228,8 +211,8 @@ fn per_channel_theta_matches_single() {
         .map(|i| -4.0 + 8.0 * ((i * 37) % 1000) as f32 / 999.0)
         .collect();
     let mut m = explicit_model(&o, "DiTAC", 2048);
-    m.param = &rows;
-    m.pshape = vec![c, o.d];
+    m.param = rows;
+    m.pshape = vec![c, o.d()];
     m.xshape = vec![n0 as i64, c as i64, n2 as i64];
     let mut s = session(&m.bytes()).unwrap();
     let out = s
@@ -242,7 +225,7 @@ fn per_channel_theta_matches_single() {
     for (k, sc) in scales.iter().enumerate() {
         let th: Vec<f32> = o.theta.iter().map(|t| t * sc).collect();
         let mut m1 = explicit_model(&o, "DiTAC", 2048);
-        m1.param = &th;
+        m1.param = th;
         let mut s1 = session(&m1.bytes()).unwrap();
         let xs: Vec<f32> = (0..n0)
             .flat_map(|a| x[(a * c + k) * n2..(a * c + k + 1) * n2].to_vec())
@@ -257,7 +240,7 @@ fn per_channel_theta_matches_single() {
 
 #[test]
 fn float16_and_double_follow_float() {
-    let o = oracle("t10_m3_3");
+    let o = case("t10_m3_3");
     let x: Vec<f32> = (0..3001).map(|i| -4.0 + 8.0 * i as f32 / 3000.0).collect();
     let mut s32 = session(&explicit_model(&o, "DiTAC", 2048).bytes()).unwrap();
     // double
@@ -274,7 +257,13 @@ fn float16_and_double_follow_float() {
     let y64 = out["Y"].try_extract_tensor::<f64>().unwrap().1.to_vec();
     let y32 = run_f32(&mut s32, &x, &[], "Y").unwrap();
     let y64f: Vec<f32> = y64.iter().map(|&v| v as f32).collect();
-    assert_close("double vs float", &y64f, &y32, 1e-4, 1.0, &[]);
+    assert_close(
+        "double vs float",
+        &y64f,
+        &y32,
+        Tol::rel_floor(1e-4, 1.0),
+        None,
+    );
     // float16: computed in f32 on the rounded inputs, rounded once.
     m.elem = ElemType::Float16;
     let mut s16 = session(&m.bytes()).unwrap();
@@ -298,7 +287,7 @@ fn float16_and_double_follow_float() {
 #[test]
 fn large_tensor_is_chunked_deterministically() {
     // > 1 chunk, several intra-op threads: identical to the single-thread result.
-    let o = oracle("t10_m3_3");
+    let o = case("t10_m3_3");
     let n = 300_000;
     let x: Vec<f32> = (0..n)
         .map(|i| -4.0 + 8.0 * ((i * 7919) % n) as f32 / n as f32)
@@ -315,13 +304,13 @@ fn large_tensor_is_chunked_deterministically() {
 
 #[test]
 fn empty_input() {
-    let o = oracle("t4_m3_3");
+    let o = case("t4_m3_3");
     let mut s = session(&explicit_model(&o, "DiTAC", 2048).bytes()).unwrap();
     assert!(run_f32(&mut s, &[], &[], "Y").unwrap().is_empty());
     let mut g = session(&explicit_model(&o, "DiTACGrad", 2048).bytes()).unwrap();
     let (dx, dth) = run_grad(&mut g, &[], &[], &[]);
     assert!(dx.is_empty());
-    assert_eq!(dth, vec![0.0; o.d]);
+    assert_eq!(dth, vec![0.0; o.d()]);
 }
 
 fn expect_err<T>(r: ort::Result<T>, needles: &[&str]) -> ort::Error {
@@ -349,10 +338,11 @@ fn expect_create_err<T>(r: ort::Result<T>, needles: &[&str]) {
 
 #[test]
 fn creation_errors_name_the_problem() {
-    let o = oracle("t4_m3_3");
+    let o = case("t4_m3_3");
     let mk = |attrs: Vec<(&'static str, Attr)>| {
         let mut m = OpModel::new("DiTAC", &o.theta, attrs);
-        m.basis = Some((o.basis.0, o.basis.1, &o.basis.2));
+        let (rows, cols) = o.basis_shape();
+        m.basis = Some((rows, cols, o.basis_f32()));
         m.bytes()
     };
     let base = |extra: Vec<(&'static str, Attr)>| {
@@ -424,13 +414,14 @@ fn creation_errors_name_the_problem() {
 
 #[test]
 fn run_errors_are_invalid_argument() {
-    let o = oracle("t4_m3_3");
+    let o = case("t4_m3_3");
     let mut m = explicit_model(&o, "DiTAC", 2048);
     m.feed = Feed::Input;
     m.basis_feed = Feed::Input;
     let mut s = session(&m.bytes()).unwrap();
-    let bshape = vec![o.basis.0, o.basis.1];
-    let good_b = ("B", bshape.clone(), o.basis.2.clone());
+    let (rows, cols) = o.basis_shape();
+    let bshape = vec![rows, cols];
+    let good_b = ("B", bshape.clone(), o.basis_f32());
     let x = &o.x;
     let check = |r: ort::Result<Vec<f32>>, needles: &[&str]| {
         let e = expect_err(r, needles);
@@ -474,7 +465,7 @@ fn run_errors_are_invalid_argument() {
     // per-channel θ with C ≠ X.shape[channel_axis]: X is 1-D here, θ is [2, 3]
     let mut m2 = explicit_model(&o, "DiTAC", 2048);
     m2.feed = Feed::Input;
-    m2.pshape = vec![2, o.d];
+    m2.pshape = vec![2, o.d()];
     m2.xshape = vec![-1, -1];
     let mut s2 = session(&m2.bytes()).unwrap();
     let th2: Vec<f32> = [o.theta.clone(), o.theta.clone()].concat();
@@ -485,7 +476,7 @@ fn run_errors_are_invalid_argument() {
         ),
         (
             "theta",
-            Tensor::from_array((vec![2usize, o.d], th2.clone())).unwrap(),
+            Tensor::from_array((vec![2usize, o.d()], th2.clone())).unwrap(),
         ),
     ]);
     let e = expect_err(
@@ -504,10 +495,9 @@ fn run_errors_are_invalid_argument() {
     assert_close(
         "after errors",
         &y,
-        &o.act_lut,
-        LUT_REL,
-        floor(&o),
-        &fragile(&o),
+        &o.points_f32("act_lut"),
+        Tol::table(o.a, o.b),
+        Some(&o.stable()),
     );
     let ok = s2.run(vec![
         (
@@ -516,7 +506,7 @@ fn run_errors_are_invalid_argument() {
         ),
         (
             "theta",
-            Tensor::from_array((vec![2usize, o.d], th2)).unwrap(),
+            Tensor::from_array((vec![2usize, o.d()], th2)).unwrap(),
         ),
     ]);
     assert!(ok.is_ok());
@@ -539,11 +529,11 @@ fn only_register_custom_ops_is_exported() {
 }
 
 /// Forward time of DiTAC vs ORT's Gelu on 16M floats, 1 and 2 intra-op threads.
-/// `cargo test --release --test plugin_rust -- --ignored --nocapture bench`
+/// `cargo test --release --test plugin_sessions -- --ignored --nocapture bench`
 #[test]
 #[ignore]
 fn bench_ditac_vs_gelu() {
-    let o = oracle("t10_m3_3");
+    let o = case("t10_m3_3");
     let n = 1usize << 24;
     let x: Vec<f32> = (0..n)
         .map(|i| -4.0 + 8.0 * ((i * 7919) % n) as f32 / n as f32)

@@ -1,6 +1,7 @@
 //! The math core against the reference vectors (`../shared/oracle`), with the reference's B passed
 //! explicitly (always reproducible) and, where the reference is reproducible, with our QR port.
 
+// `support/`'s reference loader alone: this package has neither `ort` nor the `ditac` tools.
 #[path = "support/oracle.rs"]
 mod oracle;
 

@@ -534,7 +534,7 @@ fn externalise(src: &Path, dst: &Path, data: &str) {
 }
 
 #[test]
-fn external_data_is_kept_external_and_follows_the_output() {
+fn external_data_is_read_in_or_kept_external_and_follows_the_output() {
     let d = tmpdir("external");
     let spec = d.join("net.toml");
     std::fs::write(&spec, CONV_SPEC).unwrap();
@@ -558,7 +558,7 @@ fn external_data_is_kept_external_and_follows_the_output() {
     assert!(same_bits(&run(&ext, true, &shape, &x), &want));
     for (cmd, name, plugin) in [("freeze", "f.onnx", true), ("lower", "l.onnx", false)] {
         let o = out.join(name);
-        ok(&[cmd, s(&ext), "-o", s(&o)]);
+        ok(&[cmd, s(&ext), "--keep-external-data", "-o", s(&o)]);
         let got = run(&o, plugin, &shape, &x);
         if plugin {
             assert!(same_bits(&got, &want), "{cmd}");
@@ -580,14 +580,40 @@ fn external_data_is_kept_external_and_follows_the_output() {
     );
     // Into the same folder: nothing to copy.
     let same = src.join("frozen.onnx");
-    ok(&["freeze", s(&ext), "-o", s(&same)]);
+    ok(&["freeze", s(&ext), "--keep-external-data", "-o", s(&same)]);
     assert!(same_bits(&run(&same, true, &shape, &x), &want));
+    // By default a model that fits in one file is one file: it does not read the input's data
+    // file beside it (which a re-export would overwrite).
+    for (cmd, extra) in [
+        ("freeze", vec![]),
+        ("patch", vec!["--params", s(&p), "--node", "2.flatten=act.thetas"]),
+    ] {
+        let o = src.join(format!("{cmd}-inline.onnx"));
+        let mut a = vec![cmd, s(&ext)];
+        a.extend(extra);
+        a.extend(["-o", s(&o)]);
+        ok(&a);
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&["inspect", "--json", s(&o)])).unwrap();
+        assert_eq!(v["graph"]["external_data"], serde_json::json!([]), "{cmd}");
+        let moved = d.join(format!("{cmd}-alone.onnx"));
+        std::fs::rename(&o, &moved).unwrap();
+        if cmd == "freeze" {
+            assert!(same_bits(&run(&moved, true, &shape, &x), &want));
+        } else {
+            assert_eq!(run(&moved, true, &shape, &x).len(), want.len());
+        }
+    }
     // A different file of that name next to the output is not overwritten.
     let other = d.join("other");
     std::fs::create_dir_all(&other).unwrap();
     std::fs::write(other.join("weights.bin"), b"something else").unwrap();
     let o = other.join("f.onnx");
-    fails(&["freeze", s(&ext), "-o", s(&o)], "not overwriting", &o);
+    fails(
+        &["freeze", s(&ext), "--keep-external-data", "-o", s(&o)],
+        "not overwriting",
+        &o,
+    );
 }
 
 #[test]
@@ -612,4 +638,110 @@ fn example_models_are_what_the_tools_make() {
             "models/{f} is out of date: run tools/make-models.sh"
         );
     }
+}
+
+const TESS6_SPEC: &str = r#"
+input = 3
+[[layers]]
+type = "linear"
+name = "fc"
+out = 5
+[[layers]]
+type = "LAYER"
+name = "act"
+a = -3.0
+b = 3.0
+tess = TESS
+[[layers]]
+type = "linear"
+name = "head"
+out = 2
+"#;
+
+fn tess_spec(d: &Path, name: &str, layer: &str, tess: usize, basis: Option<&str>) -> PathBuf {
+    let mut text = TESS6_SPEC
+        .replace("LAYER", layer)
+        .replace("TESS", &tess.to_string());
+    if layer != "ditac" {
+        text = text.replace("a = -3.0\nb = 3.0\n", "").replace(&format!("tess = {tess}\n"), "");
+    }
+    if let Some(b) = basis {
+        text = text.replace("b = 3.0\n", &format!("b = 3.0\nbasis = \"{b}\"\n"));
+    }
+    let p = d.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// The reference's `qr` B is machine-dependent at tess 6 (zero boundary) and tess ≥ 20: trained θ
+/// there is refused with `qr` (the error says why and how to pass B), accepted on request, and
+/// carried with its B from the parameter file by `build` (spec `basis = "explicit"`) and `patch`
+/// (`NAME=KEY:B_KEY`), which agree.
+#[test]
+fn machine_dependent_qr_needs_the_training_runs_basis() {
+    use ditac_tools::params::{Params, Tensor as PTensor};
+    let d = tmpdir("qr-machine");
+    let qr = tess_spec(&d, "qr.toml", "ditac", 6, None);
+    let p = d.join("p.npz");
+    // Fresh weights are this project's own: no question of another machine's B.
+    ok(&["build", s(&qr), "--seed", "4", "--save-params", s(&p), "-o", s(&d.join("fresh.onnx"))]);
+    let o = d.join("o.onnx");
+    let (code, _, err) = ditac(&["build", s(&qr), "--params", s(&p), "-o", s(&o)]);
+    assert_eq!(code, 2, "{err}");
+    for needle in ["tess 6 with a zero boundary is machine-dependent", "T.params.B", "[12, 5]", "basis = \"explicit\"", "\"act.B\"", "--allow-machine-dependent-qr"] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    assert!(!o.exists());
+    ok(&["build", s(&qr), "--params", s(&p), "--allow-machine-dependent-qr", "-o", s(&o)]);
+    let t20 = tess_spec(&d, "t20.toml", "ditac", 20, None);
+    let p20 = d.join("p20.npz");
+    ok(&["build", s(&t20), "--save-params", s(&p20), "-o", s(&o)]);
+    fails(&["build", s(&t20), "--params", s(&p20), "-o", s(&d.join("x.onnx"))], "tess 20 with a zero boundary is machine-dependent", &d.join("x.onnx"));
+
+    // The training run's B: the same null space in another frame (here: our qr B with its columns
+    // permuted and one negated), saved with θ.
+    let b = ditac::basis::build(6, true, ditac::BasisKind::Qr).unwrap();
+    let (rows, cols) = (b.rows, b.cols);
+    let mut other = vec![0f32; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            let v = b.at(r, (c + 1) % cols) as f32;
+            other[r * cols + c] = if c == 0 { -v } else { v };
+        }
+    }
+    let mut params = Params::load(&p).unwrap();
+    params.insert("act.B", PTensor::new(vec![rows, cols], other));
+    let pb = d.join("pb.npz");
+    params.save_npz(&pb).unwrap();
+    let explicit = tess_spec(&d, "explicit.toml", "ditac", 6, Some("explicit"));
+    let built = d.join("built.onnx");
+    ok(&["build", s(&explicit), "--params", s(&pb), "-o", s(&built)]);
+    let (code, _, err) = ditac(&["build", s(&explicit), "--params", s(&p), "-o", s(&d.join("y.onnx"))]);
+    assert!(code == 2 && err.contains("no tensor \"act.B\""), "{err}");
+    let (code, _, err) = ditac(&["build", s(&explicit), "--seed", "1", "-o", s(&d.join("y.onnx"))]);
+    assert!(code == 2 && err.contains("takes B from the parameters (tensor \"act.B\")"), "{err}");
+
+    // patch: the same through a placeholder, B named per node.
+    let gelu = tess_spec(&d, "gelu.toml", "gelu", 6, None);
+    let ph = d.join("ph.onnx");
+    ok(&["build", s(&gelu), "--params", s(&pb), "-o", s(&ph)]);
+    let patched = d.join("patched.onnx");
+    fails(
+        &["patch", s(&ph), "--params", s(&pb), "--node", "act.gelu=act.thetas", "--a", "-3", "--b", "3", "-o", s(&patched)],
+        "tess 6 with a zero boundary is machine-dependent",
+        &patched,
+    );
+    let out = ok(&["patch", s(&ph), "--params", s(&pb), "--node", "act.gelu=act.thetas:act.B", "--a", "-3", "--b", "3", "-o", s(&patched)]);
+    assert!(
+        out.contains("act.gelu: DiTAC with θ = \"act.thetas\": tess 6, d 5, 1 θ row (shared by every channel), B = \"act.B\""),
+        "{out}"
+    );
+    let shape = [32, 3];
+    let x = inputs(96, 3.0);
+    let want = run(&built, true, &shape, &x);
+    assert!(same_bits(&run(&patched, true, &shape, &x), &want));
+    // With our qr B instead (what an opt-in would give) the outputs differ.
+    let ours = d.join("ours.onnx");
+    ok(&["patch", s(&ph), "--params", s(&pb), "--node", "act.gelu=act.thetas", "--a", "-3", "--b", "3", "--allow-machine-dependent-qr", "-o", s(&ours)]);
+    assert!(max_rel(&run(&ours, true, &shape, &x), &want) > 1e-3);
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the `ditac-onnx` wheel (tools/python) into target/wheels/:
+# Builds the `ditac-onnx` wheel (tools/python) into target/wheels/ (or $WHEEL_OUT):
 #  - libditac.so (package `ditac`) by cargo-zigbuild, linked against glibc 2.28, copied into the
 #    Python package as data;
 #  - the `ditac` binary (package `ditac-tools`) by maturin (`bindings = "bin"`), also through zig,
@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-$PWD/.venv/bin/python}"
+OUT="${WHEEL_OUT:-$PWD/target/wheels}"
 BIN="$(dirname "$PY")"
 TARGET=x86_64-unknown-linux-gnu
 GLIBC=2.28
@@ -20,4 +21,4 @@ mv tools/python/ditac_onnx/libditac.so.tmp tools/python/ditac_onnx/libditac.so
 echo "build-wheel: the wheel (maturin, manylinux_$GLIBC)" >&2
 cd tools/python
 maturin build --release --zig --target "$TARGET" --compatibility "manylinux_${GLIBC/./_}" \
-  --out ../../target/wheels "$@"
+  --out "$OUT" "$@"

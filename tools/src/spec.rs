@@ -16,6 +16,8 @@
 //! b = 3.0
 //! tess = 10
 //! per_channel = false      # true: θ is [C, d], one row per channel (axis 1)
+//! # basis = "explicit"     # B [2·tess, d] from the parameters, key "<prefix>.B" (the basis θ was
+//! #                        # trained in: the reference module's `T.params.B`)
 //!
 //! [[layers]]
 //! type = "linear"
@@ -179,9 +181,6 @@ impl DitacLayer {
         }
         if let Some(v) = &self.basis {
             at.basis = v.parse::<BasisKind>()?;
-            if at.basis == BasisKind::Explicit {
-                bail!("basis \"explicit\" needs a B tensor, which specs cannot carry: use qr, rref or sparse");
-            }
         }
         if let Some(v) = &self.variant {
             at.variant = v.parse::<Variant>()?;
@@ -400,6 +399,14 @@ impl Spec {
                         key: key("thetas"),
                         shape: vec![rows, a.theta_len()],
                     });
+                    if a.basis == BasisKind::Explicit {
+                        // The basis θ was trained in, from the parameter file (the reference keeps it
+                        // at the module's `T.params.B`, outside the state_dict).
+                        params.push(ParamSpec {
+                            key: key("B"),
+                            shape: vec![2 * a.tess(), a.theta_len()],
+                        });
+                    }
                     attrs = Some(a);
                     shape.clone()
                 }

@@ -586,7 +586,10 @@ fn external_data_is_read_in_or_kept_external_and_follows_the_output() {
     // file beside it (which a re-export would overwrite).
     for (cmd, extra) in [
         ("freeze", vec![]),
-        ("patch", vec!["--params", s(&p), "--node", "2.flatten=act.thetas"]),
+        (
+            "patch",
+            vec!["--params", s(&p), "--node", "2.flatten=act.thetas"],
+        ),
     ] {
         let o = src.join(format!("{cmd}-inline.onnx"));
         let mut a = vec![cmd, s(&ext)];
@@ -601,7 +604,10 @@ fn external_data_is_read_in_or_kept_external_and_follows_the_output() {
         if cmd == "freeze" {
             assert!(same_bits(&run(&moved, true, &shape, &x), &want));
         } else {
-            assert_eq!(run(&moved, true, &shape, &x).len(), want.len());
+            // (The patched Flatten makes no runnable network; its weights are all there.)
+            let v: serde_json::Value =
+                serde_json::from_str(&ok(&["inspect", "--json", s(&moved)])).unwrap();
+            assert_eq!(v["ditac_nodes"][0]["theta"]["external"], false);
         }
     }
     // A different file of that name next to the output is not overwritten.
@@ -663,7 +669,9 @@ fn tess_spec(d: &Path, name: &str, layer: &str, tess: usize, basis: Option<&str>
         .replace("LAYER", layer)
         .replace("TESS", &tess.to_string());
     if layer != "ditac" {
-        text = text.replace("a = -3.0\nb = 3.0\n", "").replace(&format!("tess = {tess}\n"), "");
+        text = text
+            .replace("a = -3.0\nb = 3.0\n", "")
+            .replace(&format!("tess = {tess}\n"), "");
     }
     if let Some(b) = basis {
         text = text.replace("b = 3.0\n", &format!("b = 3.0\nbasis = \"{b}\"\n"));
@@ -684,19 +692,54 @@ fn machine_dependent_qr_needs_the_training_runs_basis() {
     let qr = tess_spec(&d, "qr.toml", "ditac", 6, None);
     let p = d.join("p.npz");
     // Fresh weights are this project's own: no question of another machine's B.
-    ok(&["build", s(&qr), "--seed", "4", "--save-params", s(&p), "-o", s(&d.join("fresh.onnx"))]);
+    ok(&[
+        "build",
+        s(&qr),
+        "--seed",
+        "4",
+        "--save-params",
+        s(&p),
+        "-o",
+        s(&d.join("fresh.onnx")),
+    ]);
     let o = d.join("o.onnx");
     let (code, _, err) = ditac(&["build", s(&qr), "--params", s(&p), "-o", s(&o)]);
     assert_eq!(code, 2, "{err}");
-    for needle in ["tess 6 with a zero boundary is machine-dependent", "T.params.B", "[12, 5]", "basis = \"explicit\"", "\"act.B\"", "--allow-machine-dependent-qr"] {
+    for needle in [
+        "tess 6 with a zero boundary is machine-dependent",
+        "T.params.B",
+        "[12, 5]",
+        "basis = \"explicit\"",
+        "\"act.B\"",
+        "--allow-machine-dependent-qr",
+    ] {
         assert!(err.contains(needle), "{needle}: {err}");
     }
     assert!(!o.exists());
-    ok(&["build", s(&qr), "--params", s(&p), "--allow-machine-dependent-qr", "-o", s(&o)]);
+    ok(&[
+        "build",
+        s(&qr),
+        "--params",
+        s(&p),
+        "--allow-machine-dependent-qr",
+        "-o",
+        s(&o),
+    ]);
     let t20 = tess_spec(&d, "t20.toml", "ditac", 20, None);
     let p20 = d.join("p20.npz");
     ok(&["build", s(&t20), "--save-params", s(&p20), "-o", s(&o)]);
-    fails(&["build", s(&t20), "--params", s(&p20), "-o", s(&d.join("x.onnx"))], "tess 20 with a zero boundary is machine-dependent", &d.join("x.onnx"));
+    fails(
+        &[
+            "build",
+            s(&t20),
+            "--params",
+            s(&p20),
+            "-o",
+            s(&d.join("x.onnx")),
+        ],
+        "tess 20 with a zero boundary is machine-dependent",
+        &d.join("x.onnx"),
+    );
 
     // The training run's B: the same null space in another frame (here: our qr B with its columns
     // permuted and one negated), saved with θ.
@@ -716,10 +759,27 @@ fn machine_dependent_qr_needs_the_training_runs_basis() {
     let explicit = tess_spec(&d, "explicit.toml", "ditac", 6, Some("explicit"));
     let built = d.join("built.onnx");
     ok(&["build", s(&explicit), "--params", s(&pb), "-o", s(&built)]);
-    let (code, _, err) = ditac(&["build", s(&explicit), "--params", s(&p), "-o", s(&d.join("y.onnx"))]);
+    let (code, _, err) = ditac(&[
+        "build",
+        s(&explicit),
+        "--params",
+        s(&p),
+        "-o",
+        s(&d.join("y.onnx")),
+    ]);
     assert!(code == 2 && err.contains("no tensor \"act.B\""), "{err}");
-    let (code, _, err) = ditac(&["build", s(&explicit), "--seed", "1", "-o", s(&d.join("y.onnx"))]);
-    assert!(code == 2 && err.contains("takes B from the parameters (tensor \"act.B\")"), "{err}");
+    let (code, _, err) = ditac(&[
+        "build",
+        s(&explicit),
+        "--seed",
+        "1",
+        "-o",
+        s(&d.join("y.onnx")),
+    ]);
+    assert!(
+        code == 2 && err.contains("takes B from the parameters (tensor \"act.B\")"),
+        "{err}"
+    );
 
     // patch: the same through a placeholder, B named per node.
     let gelu = tess_spec(&d, "gelu.toml", "gelu", 6, None);
@@ -727,11 +787,37 @@ fn machine_dependent_qr_needs_the_training_runs_basis() {
     ok(&["build", s(&gelu), "--params", s(&pb), "-o", s(&ph)]);
     let patched = d.join("patched.onnx");
     fails(
-        &["patch", s(&ph), "--params", s(&pb), "--node", "act.gelu=act.thetas", "--a", "-3", "--b", "3", "-o", s(&patched)],
+        &[
+            "patch",
+            s(&ph),
+            "--params",
+            s(&pb),
+            "--node",
+            "act.gelu=act.thetas",
+            "--a",
+            "-3",
+            "--b",
+            "3",
+            "-o",
+            s(&patched),
+        ],
         "tess 6 with a zero boundary is machine-dependent",
         &patched,
     );
-    let out = ok(&["patch", s(&ph), "--params", s(&pb), "--node", "act.gelu=act.thetas:act.B", "--a", "-3", "--b", "3", "-o", s(&patched)]);
+    let out = ok(&[
+        "patch",
+        s(&ph),
+        "--params",
+        s(&pb),
+        "--node",
+        "act.gelu=act.thetas:act.B",
+        "--a",
+        "-3",
+        "--b",
+        "3",
+        "-o",
+        s(&patched),
+    ]);
     assert!(
         out.contains("act.gelu: DiTAC with θ = \"act.thetas\": tess 6, d 5, 1 θ row (shared by every channel), B = \"act.B\""),
         "{out}"
@@ -742,6 +828,20 @@ fn machine_dependent_qr_needs_the_training_runs_basis() {
     assert!(same_bits(&run(&patched, true, &shape, &x), &want));
     // With our qr B instead (what an opt-in would give) the outputs differ.
     let ours = d.join("ours.onnx");
-    ok(&["patch", s(&ph), "--params", s(&pb), "--node", "act.gelu=act.thetas", "--a", "-3", "--b", "3", "--allow-machine-dependent-qr", "-o", s(&ours)]);
+    ok(&[
+        "patch",
+        s(&ph),
+        "--params",
+        s(&pb),
+        "--node",
+        "act.gelu=act.thetas",
+        "--a",
+        "-3",
+        "--b",
+        "3",
+        "--allow-machine-dependent-qr",
+        "-o",
+        s(&ours),
+    ]);
     assert!(max_rel(&run(&ours, true, &shape, &x), &want) > 1e-3);
 }

@@ -82,8 +82,14 @@ pub fn check_params<'p>(net: &Network, params: &'p Params) -> Result<Vec<&'p Ten
         if let (Some(at), [_, b]) = (&layer.attrs, layer.params.as_slice()) {
             // An explicit B: a basis of this tessellation's constraint null space.
             let t = params.get(&b.key)?;
-            basis::explicit(at.tess(), at.zero_boundary(), &t.data, b.shape[0], b.shape[1])
-                .map_err(|e| anyhow::anyhow!("tensor \"{}\": {e}", b.key))?;
+            basis::explicit(
+                at.tess(),
+                at.zero_boundary(),
+                &t.data,
+                b.shape[0],
+                b.shape[1],
+            )
+            .map_err(|e| anyhow::anyhow!("tensor \"{}\": {e}", b.key))?;
         }
     }
     Ok(out)

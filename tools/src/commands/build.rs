@@ -2,12 +2,12 @@
 //! weights (safetensors or .npz with PyTorch's key names), through `ditac_tools::graph::inference_model`.
 
 use anyhow::{bail, Context, Result};
-use ditac::basis::{self, BasisKind};
-use ditac_tools::transform::patch::machine_dependent_qr_message;
 use clap::Args as ClapArgs;
+use ditac::basis::{self, BasisKind};
 use ditac_tools::graph::{check_params, inference_model, init_params};
 use ditac_tools::params::Params;
 use ditac_tools::spec::Spec;
+use ditac_tools::transform::patch::machine_dependent_qr_message;
 use ditac_tools::transform::save_model;
 use std::path::{Path, PathBuf};
 

@@ -353,15 +353,21 @@ pub fn external_locations(model: &ModelProto) -> BTreeSet<String> {
 }
 
 /// Calls `f` on every tensor of the model (initializers and Constant values, subgraphs included).
-fn for_each_tensor_mut(model: &mut ModelProto, f: &mut dyn FnMut(&mut TensorProto) -> Result<()>) -> Result<()> {
+fn for_each_tensor_mut(
+    model: &mut ModelProto,
+    f: &mut dyn FnMut(&mut TensorProto) -> Result<()>,
+) -> Result<()> {
     let mut result = Ok(());
     if let Some(g) = model.graph.as_mut() {
         for_each_graph_mut(g, &mut |g| {
-            let tensors = g.initializer.iter_mut().chain(g.node.iter_mut().flat_map(|n| {
-                n.attribute
-                    .iter_mut()
-                    .flat_map(|a| a.t.as_mut().into_iter().chain(a.tensors.iter_mut()))
-            }));
+            let tensors = g
+                .initializer
+                .iter_mut()
+                .chain(g.node.iter_mut().flat_map(|n| {
+                    n.attribute
+                        .iter_mut()
+                        .flat_map(|a| a.t.as_mut().into_iter().chain(a.tensors.iter_mut()))
+                }));
             for t in tensors {
                 if result.is_ok() {
                     result = f(t);

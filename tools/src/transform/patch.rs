@@ -90,7 +90,14 @@ impl AttrOverrides {
             && !self.allow_machine_dependent_qr
             && basis::qr_is_machine_dependent(at.tess(), at.zero_boundary())
         {
-            bail!("{}", machine_dependent_qr_message(&at, "--basis explicit --basis-key KEY (or --node NAME=KEY:B_KEY)", "--allow-machine-dependent-qr"));
+            bail!(
+                "{}",
+                machine_dependent_qr_message(
+                    &at,
+                    "--basis explicit --basis-key KEY (or --node NAME=KEY:B_KEY)",
+                    "--allow-machine-dependent-qr"
+                )
+            );
         }
         Ok(at)
     }

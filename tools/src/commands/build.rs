@@ -62,6 +62,10 @@ pub fn save_params_atomic(p: &Params, path: &Path) -> Result<()> {
 pub fn run(args: Args) -> Result<()> {
     let spec = Spec::load(&args.spec)?;
     let net = spec.resolve()?;
+    let params = match &args.params {
+        Some(p) => Params::load(p)?,
+        None => init_params(&net, args.seed)?,
+    };
     if args.params.is_some() && !args.allow_machine_dependent_qr {
         // Trained weights: a θ from the reference means something only in its training run's B.
         for l in &net.layers {
@@ -82,10 +86,6 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
     }
-    let params = match &args.params {
-        Some(p) => Params::load(p)?,
-        None => init_params(&net, args.seed)?,
-    };
     check_params(&net, &params).with_context(|| match &args.params {
         Some(p) => format!("parameters {}", p.display()),
         None => "initial parameters".into(),

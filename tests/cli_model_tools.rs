@@ -6,7 +6,7 @@
 mod support;
 
 use ort::value::Tensor;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use support::*;
 
 /// Named tolerances.
@@ -532,7 +532,7 @@ fn externalise(src: &Path, dst: &Path, data: &str) {
 }
 
 #[test]
-fn external_data_is_kept_external_and_follows_the_output() {
+fn external_data_is_read_in_or_kept_external_and_follows_the_output() {
     let d = tmpdir("external");
     let spec = d.join("net.toml");
     std::fs::write(&spec, CONV_SPEC).unwrap();
@@ -564,7 +564,7 @@ fn external_data_is_kept_external_and_follows_the_output() {
     assert!(same_bits(&run(&ext, true, &shape, &x), &want));
     for (cmd, name, plugin) in [("freeze", "f.onnx", true), ("lower", "l.onnx", false)] {
         let o = out.join(name);
-        ditac_ok(&[cmd, arg(&ext), "-o", arg(&o)]);
+        ditac_ok(&[cmd, arg(&ext), "--keep-external-data", "-o", arg(&o)]);
         let got = run(&o, plugin, &shape, &x);
         if plugin {
             assert!(same_bits(&got, &want), "{cmd}");
@@ -586,14 +586,52 @@ fn external_data_is_kept_external_and_follows_the_output() {
     );
     // Into the same folder: nothing to copy.
     let same = src.join("frozen.onnx");
-    ditac_ok(&["freeze", arg(&ext), "-o", arg(&same)]);
+    ditac_ok(&[
+        "freeze",
+        arg(&ext),
+        "--keep-external-data",
+        "-o",
+        arg(&same),
+    ]);
     assert!(same_bits(&run(&same, true, &shape, &x), &want));
+    // By default a model that fits in one file is one file: it does not read the input's data
+    // file beside it (which a re-export would overwrite).
+    for (cmd, extra) in [
+        ("freeze", vec![]),
+        (
+            "patch",
+            vec!["--params", arg(&p), "--node", "2.flatten=act.thetas"],
+        ),
+    ] {
+        let o = src.join(format!("{cmd}-inline.onnx"));
+        let mut a = vec![cmd, arg(&ext)];
+        a.extend(extra);
+        a.extend(["-o", arg(&o)]);
+        ditac_ok(&a);
+        let v: serde_json::Value =
+            serde_json::from_str(&ditac_ok(&["inspect", "--json", arg(&o)])).unwrap();
+        assert_eq!(v["graph"]["external_data"], serde_json::json!([]), "{cmd}");
+        let moved = d.join(format!("{cmd}-alone.onnx"));
+        std::fs::rename(&o, &moved).unwrap();
+        if cmd == "freeze" {
+            assert!(same_bits(&run(&moved, true, &shape, &x), &want));
+        } else {
+            // (The patched Flatten makes no runnable network; its weights are all there.)
+            let v: serde_json::Value =
+                serde_json::from_str(&ditac_ok(&["inspect", "--json", arg(&moved)])).unwrap();
+            assert_eq!(v["ditac_nodes"][0]["theta"]["external"], false);
+        }
+    }
     // A different file of that name next to the output is not overwritten.
     let other = d.join("other");
     std::fs::create_dir_all(&other).unwrap();
     std::fs::write(other.join("weights.bin"), b"something else").unwrap();
     let o = other.join("f.onnx");
-    fails(&["freeze", arg(&ext), "-o", arg(&o)], "not overwriting", &o);
+    fails(
+        &["freeze", arg(&ext), "--keep-external-data", "-o", arg(&o)],
+        "not overwriting",
+        &o,
+    );
 }
 
 #[test]
@@ -618,4 +656,218 @@ fn example_models_are_what_the_tools_make() {
             "models/{f} is out of date: run tools/make-models.sh"
         );
     }
+}
+
+const TESS6_SPEC: &str = r#"
+input = 3
+[[layers]]
+type = "linear"
+name = "fc"
+out = 5
+[[layers]]
+type = "LAYER"
+name = "act"
+a = -3.0
+b = 3.0
+tess = TESS
+[[layers]]
+type = "linear"
+name = "head"
+out = 2
+"#;
+
+fn tess_spec(d: &Path, name: &str, layer: &str, tess: usize, basis: Option<&str>) -> PathBuf {
+    let mut text = TESS6_SPEC
+        .replace("LAYER", layer)
+        .replace("TESS", &tess.to_string());
+    if layer != "ditac" {
+        text = text
+            .replace("a = -3.0\nb = 3.0\n", "")
+            .replace(&format!("tess = {tess}\n"), "");
+    }
+    if let Some(b) = basis {
+        text = text.replace("b = 3.0\n", &format!("b = 3.0\nbasis = \"{b}\"\n"));
+    }
+    let p = d.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// The reference's `qr` B is machine-dependent at tess 6 (zero boundary) and tess ≥ 20: trained θ
+/// there is refused with `qr` (the error says why and how to pass B), accepted on request, and
+/// carried with its B from the parameter file by `build` (spec `basis = "explicit"`) and `patch`
+/// (`NAME=KEY:B_KEY`), which agree.
+#[test]
+fn machine_dependent_qr_needs_the_training_runs_basis() {
+    use ditac_tools::params::{Params, Tensor as PTensor};
+    let d = tmpdir("qr-machine");
+    let qr = tess_spec(&d, "qr.toml", "ditac", 6, None);
+    let p = d.join("p.npz");
+    // Fresh weights are this project's own: no question of another machine's B.
+    ditac_ok(&[
+        "build",
+        arg(&qr),
+        "--seed",
+        "4",
+        "--save-params",
+        arg(&p),
+        "-o",
+        arg(&d.join("fresh.onnx")),
+    ]);
+    let o = d.join("o.onnx");
+    let (code, _, err) = ditac(&["build", arg(&qr), "--params", arg(&p), "-o", arg(&o)]);
+    assert_eq!(code, 2, "{err}");
+    for needle in [
+        "tess 6 with a zero boundary is machine-dependent",
+        "T.params.B",
+        "[12, 5]",
+        "basis = \"explicit\"",
+        "\"act.B\"",
+        "--allow-machine-dependent-qr",
+    ] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    assert!(!o.exists());
+    ditac_ok(&[
+        "build",
+        arg(&qr),
+        "--params",
+        arg(&p),
+        "--allow-machine-dependent-qr",
+        "-o",
+        arg(&o),
+    ]);
+    let t20 = tess_spec(&d, "t20.toml", "ditac", 20, None);
+    let p20 = d.join("p20.npz");
+    ditac_ok(&[
+        "build",
+        arg(&t20),
+        "--save-params",
+        arg(&p20),
+        "-o",
+        arg(&o),
+    ]);
+    fails(
+        &[
+            "build",
+            arg(&t20),
+            "--params",
+            arg(&p20),
+            "-o",
+            arg(&d.join("x.onnx")),
+        ],
+        "tess 20 with a zero boundary is machine-dependent",
+        &d.join("x.onnx"),
+    );
+
+    // The training run's B: the same null space in another frame (here: our qr B with its columns
+    // permuted and one negated), saved with θ.
+    let b = ditac::basis::build(6, true, ditac::BasisKind::Qr).unwrap();
+    let (rows, cols) = (b.rows, b.cols);
+    let mut other = vec![0f32; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            let v = b.at(r, (c + 1) % cols) as f32;
+            other[r * cols + c] = if c == 0 { -v } else { v };
+        }
+    }
+    let mut params = Params::load(&p).unwrap();
+    params.insert("act.B", PTensor::new(vec![rows, cols], other));
+    let pb = d.join("pb.npz");
+    params.save_npz(&pb).unwrap();
+    let explicit = tess_spec(&d, "explicit.toml", "ditac", 6, Some("explicit"));
+    let built = d.join("built.onnx");
+    ditac_ok(&[
+        "build",
+        arg(&explicit),
+        "--params",
+        arg(&pb),
+        "-o",
+        arg(&built),
+    ]);
+    let (code, _, err) = ditac(&[
+        "build",
+        arg(&explicit),
+        "--params",
+        arg(&p),
+        "-o",
+        arg(&d.join("y.onnx")),
+    ]);
+    assert!(code == 2 && err.contains("no tensor \"act.B\""), "{err}");
+    let (code, _, err) = ditac(&[
+        "build",
+        arg(&explicit),
+        "--seed",
+        "1",
+        "-o",
+        arg(&d.join("y.onnx")),
+    ]);
+    assert!(
+        code == 2 && err.contains("takes B from the parameters (tensor \"act.B\")"),
+        "{err}"
+    );
+
+    // patch: the same through a placeholder, B named per node.
+    let gelu = tess_spec(&d, "gelu.toml", "gelu", 6, None);
+    let ph = d.join("ph.onnx");
+    ditac_ok(&["build", arg(&gelu), "--params", arg(&pb), "-o", arg(&ph)]);
+    let patched = d.join("patched.onnx");
+    fails(
+        &[
+            "patch",
+            arg(&ph),
+            "--params",
+            arg(&pb),
+            "--node",
+            "act.gelu=act.thetas",
+            "--a",
+            "-3",
+            "--b",
+            "3",
+            "-o",
+            arg(&patched),
+        ],
+        "tess 6 with a zero boundary is machine-dependent",
+        &patched,
+    );
+    let out = ditac_ok(&[
+        "patch",
+        arg(&ph),
+        "--params",
+        arg(&pb),
+        "--node",
+        "act.gelu=act.thetas:act.B",
+        "--a",
+        "-3",
+        "--b",
+        "3",
+        "-o",
+        arg(&patched),
+    ]);
+    assert!(
+        out.contains("act.gelu: DiTAC with θ = \"act.thetas\": tess 6, d 5, 1 θ row (shared by every channel), B = \"act.B\""),
+        "{out}"
+    );
+    let shape = [32, 3];
+    let x = inputs(96, 3.0);
+    let want = run(&built, true, &shape, &x);
+    assert!(same_bits(&run(&patched, true, &shape, &x), &want));
+    // With our qr B instead (what an opt-in would give) the outputs differ.
+    let ours = d.join("ours.onnx");
+    ditac_ok(&[
+        "patch",
+        arg(&ph),
+        "--params",
+        arg(&pb),
+        "--node",
+        "act.gelu=act.thetas",
+        "--a",
+        "-3",
+        "--b",
+        "3",
+        "--allow-machine-dependent-qr",
+        "-o",
+        arg(&ours),
+    ]);
+    assert!(max_rel(&run(&ours, true, &shape, &x), &want) > 1e-3);
 }

@@ -37,11 +37,26 @@ PYEOF
 fetch_ort "$ORT_NEWEST"
 fetch_ort "$ORT_OLDEST"
 
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import onnxruntime, onnx, numpy, pytest" 2>/dev/null; then
-  echo "setup: creating .venv with onnxruntime==$ORT_NEWEST, onnx, numpy, pytest" >&2
+# maturin, ziglang, cargo-zigbuild and auditwheel build and check the ditac-onnx wheel
+# (tools/build-wheel.sh, tests/python/test_package.py).
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import onnxruntime, onnx, numpy, pytest, ziglang, auditwheel" 2>/dev/null \
+   || [ ! -x .venv/bin/maturin ] || [ ! -x .venv/bin/cargo-zigbuild ]; then
+  echo "setup: creating .venv with onnxruntime==$ORT_NEWEST, onnx, numpy, pytest, maturin, ziglang, cargo-zigbuild, auditwheel" >&2
   "$PY" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q "onnxruntime==$ORT_NEWEST" onnx numpy pytest
+  .venv/bin/python -m pip install -q "onnxruntime==$ORT_NEWEST" onnx numpy pytest \
+    "maturin>=1.16,<2" ziglang cargo-zigbuild auditwheel
+fi
+
+# .venv-torch/ : PyTorch (PyPI's wheel, with its CUDA libraries: about 3.1 GB to download, 5.8 GB
+# installed, 4 minutes here) with onnxscript for tests/python/test_export.py (ditac_onnx.torch.export
+# through PyTorch's own exporters). DITAC_SKIP_TORCH=1 leaves it out (the test then skips).
+if [ "${DITAC_SKIP_TORCH:-0}" != "1" ] && { [ ! -x .venv-torch/bin/python ] || \
+   ! .venv-torch/bin/python -c "import torch, onnxscript, onnx, onnxruntime, numpy, pytest" 2>/dev/null; }; then
+  echo "setup: creating .venv-torch with torch, onnxscript, onnx, onnxruntime==$ORT_NEWEST, numpy, pytest" >&2
+  "$PY" -m venv .venv-torch
+  .venv-torch/bin/python -m pip install -q --upgrade pip
+  .venv-torch/bin/python -m pip install -q torch onnxscript onnx "onnxruntime==$ORT_NEWEST" numpy pytest
 fi
 
 # .venv-train/ : ONNX Runtime's last published training engine (PyPI onnxruntime-training-cpu 1.19.2,

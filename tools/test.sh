@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: set-up (ONNX Runtime from PyPI, Python packages), the plugin build, every
 # Rust test (unit, property, reference vectors, CLI, sessions through the real plugin), and the
-# Python tests through `onnxruntime`, and our training artifacts in ONNX Runtime's 1.19.2 training
-# engine (.venv-train), and DiTAC models behind a real Triton server (.venv-triton).
+# Python tests through `onnxruntime` (the ditac-onnx wheel built and installed in a fresh venv
+# included), the PyTorch exporter in .venv-torch, our training artifacts in ONNX Runtime's 1.19.2
+# training engine (.venv-train), and DiTAC models behind a real Triton server (.venv-triton).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
@@ -15,6 +16,10 @@ cargo test --release --no-fail-fast
 if [ -d tests/python ] && ls tests/python/test_*.py >/dev/null 2>&1; then
   echo "== pytest tests/python" >&2
   .venv/bin/python -m pytest -q tests/python
+fi
+if [ -x .venv-torch/bin/python ]; then
+  echo "== pytest tests/python/test_export.py (PyTorch's exporters)" >&2
+  .venv-torch/bin/python -m pytest -q tests/python/test_export.py
 fi
 if [ -x .venv-train/bin/python ]; then
   echo "== pytest tests/python/test_training.py (ONNX Runtime 1.19.2 training engine)" >&2

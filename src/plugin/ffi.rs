@@ -296,7 +296,7 @@ unsafe extern "system" fn op_infer_shape(
                 unsafe { (a.ShapeInferContext_GetInputTypeShape)(ctx, inp, &mut info) },
                 "ShapeInferContext_GetInputTypeShape",
             )?;
-            if info.is_null() {
+            if info.is_null() || !every_dim_known_or_named(info)? {
                 continue;
             }
             // SAFETY: ORT copies the type and shape.
@@ -307,6 +307,39 @@ unsafe extern "system" fn op_infer_shape(
         }
         Ok(())
     })
+}
+
+/// Whether inferred output shapes can copy `info`: ORT writes an unnamed unknown dim back as the
+/// concrete value -1 (and then warns on every run that the actual shape differs), and a missing
+/// input shape reads as rank 0. The C API cannot write an unknown dim, so then the output shape
+/// is left unknown (its type is still set by ORT), as ORT's own Gelu leaves such dims unknown.
+fn every_dim_known_or_named(info: *const sys::OrtTensorTypeAndShapeInfo) -> PResult<bool> {
+    let a = api();
+    let mut n = 0usize;
+    // SAFETY: info is owned by the live inference context.
+    check(
+        unsafe { (a.GetDimensionsCount)(info, &mut n) },
+        "GetDimensionsCount",
+    )?;
+    if n == 0 {
+        return Ok(false);
+    }
+    let mut dims = vec![0i64; n];
+    let mut names: Vec<*const c_char> = vec![ptr::null(); n];
+    // SAFETY: both buffers have room for n entries; the names are owned by `info`.
+    check(
+        unsafe { (a.GetDimensions)(info, dims.as_mut_ptr(), n) },
+        "GetDimensions",
+    )?;
+    // SAFETY: as above.
+    check(
+        unsafe { (a.GetSymbolicDimensions)(info, names.as_mut_ptr(), n) },
+        "GetSymbolicDimensions",
+    )?;
+    Ok(dims.iter().zip(&names).all(|(&dim, &name)| {
+        // SAFETY: a non-null name is a NUL-terminated string owned by `info`.
+        dim >= 0 || (!name.is_null() && unsafe { *name } != 0)
+    }))
 }
 
 fn make_op(spec: OpSpec) -> OpDef {

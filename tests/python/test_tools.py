@@ -119,7 +119,8 @@ def built(tmp_path_factory):
     (d / "mlp.toml").write_text(SPEC)
     w = known_weights()
     np.savez(d / "w.npz", **w)
-    ditac("build", d / "mlp.toml", "--params", d / "w.npz", "-o", d / "mlp.onnx")
+    # act1 (tess 6) holds a θ for this project's qr basis (the math below is ours), not a reference-trained one.
+    ditac("build", d / "mlp.toml", "--params", d / "w.npz", "--allow-machine-dependent-qr", "-o", d / "mlp.onnx")
     return d, w
 
 
@@ -193,17 +194,24 @@ def test_external_data_from_onnx_save_model(tmp_path):
     del node.input[1:]
     del node.attribute[:]
     onnx.save_model(ph, src / "placeholder.onnx")
+    # (act1's θ is this project's fresh one, for its own qr basis.)
     ditac("patch", src / "placeholder.onnx", "--params", tmp_path / "p.npz", "--node", "act1.ditac=act1.thetas",
-          "--a", "-2", "--b", "2", "--interpolation", "linear", "-o", out / "patched.onnx")
+          "--a", "-2", "--b", "2", "--interpolation", "linear", "--allow-machine-dependent-qr",
+          "-o", out / "patched.onnx")
     ditac("freeze", src / "m.onnx", "-o", out / "frozen.onnx")
     ditac("lower", src / "m.onnx", "-o", out / "lowered.onnx")
-    assert (out / "m.data").read_bytes() == before[1]
+    # Small enough for one file: the outputs hold their weights, and need no data file beside them.
+    assert not (out / "m.data").exists()
+    ditac("freeze", src / "m.onnx", "--keep-external-data", "-o", tmp_path / "frozen_ext.onnx")
+    assert (tmp_path / "m.data").read_bytes() == before[1]
     assert ((src / "m.onnx").read_bytes(), (src / "m.data").read_bytes()) == before
     for name, plugin in [("patched.onnx", True), ("frozen.onnx", True), ("lowered.onnx", False)]:
         onnx.checker.check_model(str(out / name))
+        assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in onnx.load(out / name, load_external_data=False).graph.initializer)
         assert os.path.getsize(out / name) < os.path.getsize(tmp_path / "m.onnx") + 50_000
         got = run(out / name, x, plugin)
         assert np.array_equal(got, y) if plugin else close_to_plugin(got, y), name
+    assert np.array_equal(run(tmp_path / "frozen_ext.onnx", x), y)
 
 
 def test_inspect_json(built):
@@ -355,6 +363,13 @@ def test_patch_with_the_reference_basis(tmp_path):
     r = ditac("patch", tmp_path / "m.onnx", "--params", tmp_path / "p.npz", "--node", "placeholder=thetas",
               "--basis", "explicit", "-o", tmp_path / "p.onnx", check=False)
     assert r.returncode == 2 and "--basis-key" in r.stderr
+    # Without B, the default qr is refused: at tess 20 the reference's qr depends on the machine.
+    r = ditac("patch", tmp_path / "m.onnx", "--params", tmp_path / "p.npz", "--node", "placeholder=thetas",
+              "-o", tmp_path / "p.onnx", check=False)
+    assert r.returncode == 2 and "tess 20 with a zero boundary is machine-dependent" in r.stderr, r.stderr
+    assert not (tmp_path / "p.onnx").exists()
+    ditac("patch", tmp_path / "m.onnx", "--params", tmp_path / "p.npz", "--node", "placeholder=thetas:B",
+          "--a", c["a"], "--b", c["b"], "-o", tmp_path / "p_node.onnx")
     ditac("patch", tmp_path / "m.onnx", "--params", tmp_path / "p.npz", "--node", "placeholder=thetas",
           "--basis", "explicit", "--basis-key", "B", "--a", c["a"], "--b", c["b"], "-o", tmp_path / "p.onnx")
     m = onnx.load(tmp_path / "p.onnx")
@@ -364,5 +379,6 @@ def test_patch_with_the_reference_basis(tmp_path):
     want = np.array([num(v) for v in o["points"]["act_lut"]], np.float32)
     fragile = np.array(["fragile" in t for t in o["points"]["tag"]])
     y = run(tmp_path / "p.onnx", x)
+    np.testing.assert_array_equal(run(tmp_path / "p_node.onnx", x), y)
     ok = np.isfinite(want) & ~fragile
     assert np.max(np.abs(y[ok] - want[ok]) / np.maximum(np.abs(want[ok]), c["b"] - c["a"])) <= 1e-5

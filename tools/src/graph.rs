@@ -38,7 +38,7 @@ pub struct Forward {
 pub fn onnx_shape(layer: &ResolvedLayer, key_index: usize) -> Vec<usize> {
     let p = &layer.params[key_index];
     match &layer.layer {
-        Layer::Ditac(d) if !d.per_channel => vec![p.shape[1]],
+        Layer::Ditac(d) if !d.per_channel && key_index == 0 => vec![p.shape[1]],
         Layer::Prelu { num_parameters, .. } if layer.in_shape.len() > 1 => {
             // Slope broadcast over [N, C, H, W]: [C, 1, 1].
             let mut s = vec![*num_parameters];
@@ -78,6 +78,18 @@ pub fn check_params<'p>(net: &Network, params: &'p Params) -> Result<Vec<&'p Ten
                 );
             }
             out.push(t);
+        }
+        if let (Some(at), [_, b]) = (&layer.attrs, layer.params.as_slice()) {
+            // An explicit B: a basis of this tessellation's constraint null space.
+            let t = params.get(&b.key)?;
+            basis::explicit(
+                at.tess(),
+                at.zero_boundary(),
+                &t.data,
+                b.shape[0],
+                b.shape[1],
+            )
+            .map_err(|e| anyhow::anyhow!("tensor \"{}\": {e}", b.key))?;
         }
     }
     Ok(out)
@@ -124,6 +136,13 @@ pub fn init_params(net: &Network, seed: u64) -> Result<Params> {
                     .attrs
                     .as_ref()
                     .expect("resolved DiTAC layer has attrs");
+                if let Some(b) = layer.params.get(1) {
+                    bail!(
+                        "layer {} (ditac): basis \"explicit\" takes B from the parameters (tensor \"{}\"): pass --params",
+                        layer.index,
+                        b.key
+                    );
+                }
                 let p = &layer.params[0];
                 let (rows, d) = (p.shape[0], p.shape[1]);
                 let b = basis::build(at.tess(), at.zero_boundary(), at.basis)?;

@@ -16,6 +16,8 @@
 //! b = 3.0
 //! tess = 10
 //! per_channel = false      # true: θ is [C, d], one row per channel (axis 1)
+//! # basis = "explicit"     # B [2·tess, d] from the parameters, key "<prefix>.B" (the basis θ was
+//! #                        # trained in: the reference module's `T.params.B`)
 //!
 //! [[layers]]
 //! type = "linear"
@@ -178,11 +180,8 @@ impl DitacLayer {
             interpolation: self.interpolation.clone(),
             channel_axis: None,
         };
-        let at = Attrs::read(&given, AttrSet::Warp)?;
-        if at.basis == BasisKind::Explicit {
-            bail!("basis \"explicit\" needs a B tensor, which specs cannot carry: use qr, rref or sparse");
-        }
-        Ok(at)
+        // basis "explicit": B comes from the parameters (`<layer>.B`), see `crate::graph`.
+        Ok(Attrs::read(&given, AttrSet::Warp)?)
     }
 }
 
@@ -386,6 +385,14 @@ impl Spec {
                         key: key("thetas"),
                         shape: vec![rows, a.theta_len()],
                     });
+                    if a.basis == BasisKind::Explicit {
+                        // The basis θ was trained in, from the parameter file (the reference keeps it
+                        // at the module's `T.params.B`, outside the state_dict).
+                        params.push(ParamSpec {
+                            key: key("B"),
+                            shape: vec![2 * a.tess(), a.theta_len()],
+                        });
+                    }
                     attrs = Some(a);
                     shape.clone()
                 }

@@ -59,6 +59,14 @@ pub fn theta_len(tess: usize, zero_boundary: bool) -> usize {
     }
 }
 
+/// Whether the reference's `qr` basis depends on the machine it ran on (ditac.md §3): with a zero
+/// boundary at tess 6, and at every tess ≥ 20, LAPACK's pivoted QR picks its reflectors by the sign
+/// of a rounding-level pivot, so different BLAS builds give different B. A θ trained there only
+/// means something with the B of its own training run (`basis = "explicit"`).
+pub fn qr_is_machine_dependent(tess: usize, zero_boundary: bool) -> bool {
+    (zero_boundary && tess == 6) || tess >= 20
+}
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 

@@ -1,11 +1,13 @@
 //! `ditac build SPEC -o OUT.onnx [--params P]`: a whole network from a spec (TOML or JSON) and its
 //! weights (safetensors or .npz with PyTorch's key names), through `ditac_tools::graph::inference_model`.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args as ClapArgs;
+use ditac::basis::{self, BasisKind};
 use ditac_tools::graph::{check_params, inference_model, init_params};
 use ditac_tools::params::Params;
 use ditac_tools::spec::Spec;
+use ditac_tools::transform::patch::machine_dependent_qr_message;
 use ditac_tools::transform::save_model;
 use std::path::{Path, PathBuf};
 
@@ -26,6 +28,11 @@ pub struct Args {
     /// Also write the weights used to this file (.npz, or .safetensors by extension).
     #[arg(long)]
     pub save_params: Option<PathBuf>,
+    /// Accept --params with basis "qr" at a tess where the reference's qr depends on the training
+    /// machine (tess 6 with a zero boundary, tess ≥ 20): right only for θ trained with this
+    /// project's qr.
+    #[arg(long)]
+    pub allow_machine_dependent_qr: bool,
 }
 
 /// Writes `p` to `path` (by extension: `.safetensors`, else `.npz`) through a temporary file.
@@ -59,6 +66,26 @@ pub fn run(args: Args) -> Result<()> {
         Some(p) => Params::load(p)?,
         None => init_params(&net, args.seed)?,
     };
+    if args.params.is_some() && !args.allow_machine_dependent_qr {
+        // Trained weights: a θ from the reference means something only in its training run's B.
+        for l in &net.layers {
+            if let Some(at) = &l.attrs {
+                if at.basis == BasisKind::Qr
+                    && basis::qr_is_machine_dependent(at.tess(), at.zero_boundary())
+                {
+                    bail!(
+                        "spec: layer {} (ditac): {}",
+                        l.index,
+                        machine_dependent_qr_message(
+                            at,
+                            &format!("basis = \"explicit\" in the spec, with B as tensor \"{}.B\" in --params", l.prefix),
+                            "--allow-machine-dependent-qr"
+                        )
+                    );
+                }
+            }
+        }
+    }
     check_params(&net, &params).with_context(|| match &args.params {
         Some(p) => format!("parameters {}", p.display()),
         None => "initial parameters".into(),

@@ -19,6 +19,11 @@ pub struct Args {
     /// node name: [n] or [C, n] values of T̂ on the normalised grid.
     #[arg(long)]
     pub tables: Option<PathBuf>,
+    /// Keep initializers stored in external data files external (the files are copied next to
+    /// the output). Default: read them into the output when it fits in one file (< 2 GiB), so
+    /// that it does not depend on data files beside it.
+    #[arg(long)]
+    pub keep_external_data: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -26,7 +31,7 @@ pub fn run(args: Args) -> Result<()> {
     let tables = args.tables.as_deref().map(Params::load).transpose()?;
     let dir = mf.dir.clone();
     let report = freeze_model(&mut mf.model, &dir, tables.as_ref())?;
-    mf.save(&args.out)?;
+    mf.save_with(&args.out, args.keep_external_data)?;
     for (n, dims) in &report.frozen {
         println!("{n}: DiTACLut, table {dims:?}");
     }

@@ -22,6 +22,11 @@ pub struct Args {
     /// (an approximation; without this flag they are an error).
     #[arg(long, value_name = "N")]
     pub exact_lut: Option<i64>,
+    /// Keep initializers stored in external data files external (the files are copied next to
+    /// the output). Default: read them into the output when it fits in one file (< 2 GiB), so
+    /// that it does not depend on data files beside it.
+    #[arg(long)]
+    pub keep_external_data: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -40,7 +45,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut mf = ModelFile::load(&args.input)?;
     let dir = mf.dir.clone();
     let lowered = lower_in_place(&mut mf.model, &dir, &opts)?;
-    mf.save(&args.out)?;
+    mf.save_with(&args.out, args.keep_external_data)?;
     for n in &lowered {
         println!("{n}: lowered to standard operators");
     }

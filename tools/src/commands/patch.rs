@@ -4,6 +4,7 @@
 use anyhow::{bail, Result};
 use clap::Args as ClapArgs;
 use ditac::core::AttrValues;
+use ditac_tools::model::basis_str;
 use ditac_tools::params::Params;
 use ditac_tools::transform::patch::{patch_model, AttrOverrides, Replacement};
 use ditac_tools::transform::ModelFile;
@@ -19,8 +20,9 @@ pub struct Args {
     /// The model to write.
     #[arg(short, long)]
     pub out: PathBuf,
-    /// NAME=KEY: the node NAME becomes DiTAC with θ = tensor KEY ([d], [1, d] or [C, d]). Repeatable.
-    #[arg(long = "node", value_name = "NAME=KEY", required = true)]
+    /// NAME=KEY[:B_KEY]: the node NAME becomes DiTAC with θ = tensor KEY ([d], [1, d] or [C, d]),
+    /// and with B_KEY its own basis B ([2·tess, d], basis "explicit"). Repeatable.
+    #[arg(long = "node", value_name = "NAME=KEY[:B_KEY]", required = true)]
     pub nodes: Vec<String>,
     #[arg(long, allow_hyphen_values = true)]
     pub a: Option<f32>,
@@ -51,6 +53,15 @@ pub struct Args {
     pub interpolation: Option<String>,
     #[arg(long, allow_hyphen_values = true)]
     pub channel_axis: Option<i64>,
+    /// Accept basis "qr" at a tess where the reference's qr depends on the training machine
+    /// (tess 6 with a zero boundary, tess ≥ 20): right only for θ trained with this project's qr.
+    #[arg(long)]
+    pub allow_machine_dependent_qr: bool,
+    /// Keep initializers stored in external data files external (the files are copied next to
+    /// the output). Default: read them into the output when it fits in one file (< 2 GiB), so
+    /// that it does not depend on data files beside it.
+    #[arg(long)]
+    pub keep_external_data: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -58,11 +69,19 @@ pub fn run(args: Args) -> Result<()> {
         .nodes
         .iter()
         .map(|s| match s.split_once('=') {
-            Some((n, k)) if !n.is_empty() && !k.is_empty() => Ok(Replacement {
-                node: n.to_string(),
-                key: k.to_string(),
-            }),
-            _ => bail!("--node \"{s}\": expected NAME=KEY"),
+            Some((n, k)) if !n.is_empty() && !k.is_empty() => {
+                let (key, basis_key) = match k.split_once(':') {
+                    Some((t, b)) if !t.is_empty() && !b.is_empty() => (t, Some(b.to_string())),
+                    Some(_) => bail!("--node \"{s}\": expected NAME=KEY or NAME=KEY:B_KEY"),
+                    None => (k, None),
+                };
+                Ok(Replacement {
+                    node: n.to_string(),
+                    key: key.to_string(),
+                    basis_key,
+                })
+            }
+            _ => bail!("--node \"{s}\": expected NAME=KEY or NAME=KEY:B_KEY"),
         })
         .collect::<Result<Vec<_>>>()?;
     let overrides = AttrOverrides {
@@ -78,14 +97,27 @@ pub fn run(args: Args) -> Result<()> {
             interpolation: args.interpolation,
             channel_axis: args.channel_axis,
         },
-        basis_key: args.basis_key,
+        basis_key: args.basis_key.clone(),
+        allow_machine_dependent_qr: args.allow_machine_dependent_qr,
     };
     let mut mf = ModelFile::load(&args.input)?;
     let params = Params::load(&args.params)?;
-    patch_model(&mut mf.model, &params, &reps, &overrides)?;
-    mf.save(&args.out)?;
-    for r in &reps {
-        println!("{}: DiTAC with θ = \"{}\"", r.node, r.key);
+    let done = patch_model(&mut mf.model, &params, &reps, &overrides)?;
+    mf.save_with(&args.out, args.keep_external_data)?;
+    for p in &done {
+        let channels = if p.channels == 1 {
+            "1 θ row (shared by every channel)".to_string()
+        } else {
+            format!("{} channels along axis {}", p.channels, p.channel_axis)
+        };
+        let basis = match &p.basis_key {
+            Some(k) => format!("B = \"{k}\""),
+            None => format!("basis {}", basis_str(p.basis)),
+        };
+        println!(
+            "{}: DiTAC with θ = \"{}\": tess {}, d {}, {channels}, {basis}",
+            p.node, p.key, p.tess, p.d
+        );
     }
     println!("wrote {}", args.out.display());
     Ok(())

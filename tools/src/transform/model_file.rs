@@ -78,13 +78,19 @@ impl ModelFile {
 
     /// Writes `self.model` to `out` (see [`save_model`]).
     pub fn save(&mut self, out: &Path) -> Result<()> {
+        self.save_with(out, false)
+    }
+
+    /// Writes `self.model` to `out`; with `keep_external`, external data stays in its files even
+    /// when the model would fit in one (see [`save_model_with`]).
+    pub fn save_with(&mut self, out: &Path, keep_external: bool) -> Result<()> {
         if same_file(&self.path, out) {
             bail!(
                 "the output {} is the input: write to another file (the input is never modified)",
                 out.display()
             );
         }
-        save_model(&mut self.model, &self.dir, out)
+        save_model_with(&mut self.model, &self.dir, out, keep_external)
     }
 }
 
@@ -113,11 +119,22 @@ impl Drop for Cleanup {
     }
 }
 
-/// Writes `model` to `out` atomically (`OUT.tmp-<pid>` in the same folder, then renamed); external
-/// data files named by its initializers (relative to `src_dir`) are copied next to
-/// `out` when it goes to another folder. Zero-valued attribute scalars are put on the wire
-/// explicitly (see `crate::model`). On error nothing is left behind.
+/// Writes `model` to `out` atomically (`OUT.tmp-<pid>` in the same folder, then renamed). Tensors in
+/// external data files (relative to `src_dir`) are read into the model when it fits in one file
+/// (under 2 GiB), so the output never depends on data files beside it. Zero-valued attribute
+/// scalars are put on the wire explicitly (see `crate::model`). On error nothing is left behind.
 pub fn save_model(model: &mut ModelProto, src_dir: &Path, out: &Path) -> Result<()> {
+    save_model_with(model, src_dir, out, false)
+}
+
+/// [`save_model`]; with `keep_external` (and always for a model too large for one file) external
+/// data stays in its files, which are copied next to `out` when it goes to another folder.
+pub fn save_model_with(
+    model: &mut ModelProto,
+    src_dir: &Path,
+    out: &Path,
+    keep_external: bool,
+) -> Result<()> {
     fix_zero_scalars(model);
     if out.is_dir() || out.as_os_str().to_string_lossy().ends_with('/') {
         bail!(
@@ -133,6 +150,14 @@ pub fn save_model(model: &mut ModelProto, src_dir: &Path, out: &Path) -> Result<
         .file_name()
         .with_context(|| format!("{} is not a file name", out.display()))?;
     let mut cleanup = Cleanup(Vec::new());
+    // A model that fits in one file gets its external data inline: the output must not depend on
+    // data files beside it (the input's, which a re-export overwrites, or a stale one of that name).
+    if !keep_external
+        && !external_locations(model).is_empty()
+        && model.compute_size() + external_size(model) <= PROTOBUF_LIMIT
+    {
+        inline_external_data(model, src_dir)?;
+    }
     let relocate = !same_file(src_dir, &out_dir);
     if relocate {
         for loc in external_locations(model) {
@@ -277,6 +302,70 @@ pub fn external_locations(model: &ModelProto) -> BTreeSet<String> {
         });
     }
     out
+}
+
+/// Calls `f` on every tensor of the model (initializers and Constant values, subgraphs included).
+fn for_each_tensor_mut(
+    model: &mut ModelProto,
+    f: &mut dyn FnMut(&mut TensorProto) -> Result<()>,
+) -> Result<()> {
+    let mut result = Ok(());
+    if let Some(g) = model.graph.as_mut() {
+        for_each_graph_mut(g, &mut |g| {
+            let tensors = g
+                .initializer
+                .iter_mut()
+                .chain(g.node.iter_mut().flat_map(|n| {
+                    n.attribute
+                        .iter_mut()
+                        .flat_map(|a| a.t.as_mut().into_iter().chain(a.tensors.iter_mut()))
+                }));
+            for t in tensors {
+                if result.is_ok() {
+                    result = f(t);
+                }
+            }
+        });
+    }
+    result
+}
+
+/// The bytes the model's tensors keep in external data files.
+fn external_size(model: &ModelProto) -> u64 {
+    let mut total = 0u64;
+    let mut add = |t: &TensorProto| {
+        if is_external(t) {
+            let len = t.external_data.iter().find(|e| e.key == "length");
+            total += match len.and_then(|e| e.value.parse::<u64>().ok()) {
+                Some(l) => l,
+                // Without a length: the size from the dims, at 8 bytes an element (an upper bound).
+                None => t.dims.iter().map(|&d| d.max(0) as u64).product::<u64>() * 8,
+            };
+        }
+    };
+    if let Some(g) = model.graph.as_ref() {
+        for_each_graph(g, &mut |g| {
+            g.initializer.iter().for_each(&mut add);
+            for n in &g.node {
+                for a in &n.attribute {
+                    a.t.iter().chain(a.tensors.iter()).for_each(&mut add);
+                }
+            }
+        });
+    }
+    total
+}
+
+/// Reads every externally stored tensor into the model (`raw_data`), relative to `dir`.
+fn inline_external_data(model: &mut ModelProto, dir: &Path) -> Result<()> {
+    for_each_tensor_mut(model, &mut |t| {
+        if is_external(t) {
+            t.raw_data = external_bytes(t, dir)?;
+            t.external_data.clear();
+            t.data_location = DataLocation::DEFAULT.into();
+        }
+        Ok(())
+    })
 }
 
 pub fn is_external(t: &TensorProto) -> bool {

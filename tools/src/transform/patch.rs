@@ -17,13 +17,18 @@ use std::collections::BTreeSet;
 #[derive(Debug, Clone, Default)]
 pub struct AttrOverrides {
     pub given: AttrValues,
-    /// For `basis = "explicit"`: the key of B (`[2·tess, d]`) in the parameter file.
+    /// For `basis = "explicit"`: the key of B (`[2·tess, d]`) in the parameter file, for every
+    /// node that does not name its own ([`Replacement::basis_key`]).
     pub basis_key: Option<String>,
+    /// Accepts `qr` where the reference's `qr` is machine-dependent (see
+    /// [`ditac::basis::qr_is_machine_dependent`]): right only for θ trained with this project's qr.
+    pub allow_machine_dependent_qr: bool,
 }
 
 impl AttrOverrides {
-    /// The attributes for a θ with `d` values per row.
-    pub fn resolve(&self, d: usize) -> Result<Attrs> {
+    /// The attributes for a θ with `d` values per row; `own_basis`: the node names its own B.
+    pub fn resolve(&self, d: usize, own_basis: bool) -> Result<Attrs> {
+        let has_b = own_basis || self.basis_key.is_some();
         let mut given = self.given.clone();
         if given.tess.is_none() {
             given.tess = Some(match given.zero_boundary.unwrap_or(1) {
@@ -31,12 +36,15 @@ impl AttrOverrides {
                 _ => d as i64 + 1,
             });
         }
-        let at = Attrs::parse(&given, AttrSet::Warp)?;
-        if at.basis == BasisKind::Explicit && self.basis_key.is_none() {
-            bail!("basis \"explicit\" needs the key of B in the parameter file (--basis-key)");
+        if has_b && given.basis.is_none() {
+            given.basis = Some("explicit".to_string());
         }
-        if self.basis_key.is_some() && at.basis != BasisKind::Explicit {
-            bail!("a B tensor (--basis-key) is only for basis \"explicit\"");
+        let at = Attrs::parse(&given, AttrSet::Warp)?;
+        if at.basis == BasisKind::Explicit && !has_b {
+            bail!("basis \"explicit\" needs the key of B in the parameter file (--basis-key, or NAME=KEY:B_KEY)");
+        }
+        if has_b && at.basis != BasisKind::Explicit {
+            bail!("a B tensor (--basis-key, or NAME=KEY:B_KEY) is only for basis \"explicit\"");
         }
         at.validate_set(AttrSet::Warp)?;
         if at.theta_len() != d {
@@ -47,15 +55,64 @@ impl AttrOverrides {
                 at.theta_len()
             );
         }
+        if at.basis == BasisKind::Qr
+            && !self.allow_machine_dependent_qr
+            && basis::qr_is_machine_dependent(at.tess(), at.zero_boundary())
+        {
+            bail!(
+                "{}",
+                machine_dependent_qr_message(
+                    &at,
+                    "--basis explicit --basis-key KEY (or --node NAME=KEY:B_KEY)",
+                    "--allow-machine-dependent-qr"
+                )
+            );
+        }
         Ok(at)
     }
 }
 
-/// One replacement: the node called `node` gets θ = the tensor `key` of the parameter file.
+/// Why basis `qr` is refused at `at.tess`, and how to pass the training run's B instead (`how`), or
+/// to accept this project's qr anyway (`opt_in`).
+pub fn machine_dependent_qr_message(at: &Attrs, how: &str, opt_in: &str) -> String {
+    let (tess, d) = (at.tess, at.theta_len());
+    let boundary = if at.zero_boundary() {
+        " with a zero boundary"
+    } else {
+        ""
+    };
+    format!(
+        "basis \"qr\" at tess {tess}{boundary} is machine-dependent in the reference: its LAPACK pivoted QR \
+         gives a different B on different BLAS builds, so a θ trained there only means something with the B \
+         of its own training run (the module's `T.params.B`, [{}, {d}], which is not in the state_dict). \
+         Save that B with θ and pass {how} (ditac_onnx.torch.export carries it for you); \
+         {opt_in} uses this project's qr B anyway (right only for a θ trained with it)",
+        2 * tess
+    )
+}
+
+/// One replacement: the node called `node` gets θ = the tensor `key` of the parameter file, and
+/// with `basis_key` its own B (`basis = "explicit"`).
 #[derive(Debug, Clone)]
 pub struct Replacement {
     pub node: String,
     pub key: String,
+    pub basis_key: Option<String>,
+}
+
+/// What [`patch_model`] inferred for one node.
+#[derive(Debug, Clone)]
+pub struct Patched {
+    pub node: String,
+    pub key: String,
+    pub tess: i64,
+    pub d: usize,
+    /// Rows of θ: 1 (one θ for the whole tensor) or the channel count along `channel_axis`.
+    pub channels: usize,
+    pub channel_axis: i64,
+    pub basis: BasisKind,
+    /// The key of B in the parameter file, for `basis = "explicit"`.
+    pub basis_key: Option<String>,
 }
 
 /// Replaces each named node by a `DiTAC` node (same name, input and output) reading θ from a new
@@ -65,14 +122,15 @@ pub fn patch_model(
     params: &Params,
     reps: &[Replacement],
     attrs: &AttrOverrides,
-) -> Result<()> {
+) -> Result<Vec<Patched>> {
     let g = model
         .graph
         .as_mut()
         .ok_or_else(|| anyhow!("the model has no graph"))?;
     let mut taken = BTreeSet::new();
     let mut seen = BTreeSet::new();
-    let mut b_name: Option<String> = None;
+    let mut b_names: std::collections::BTreeMap<String, String> = Default::default();
+    let mut done = Vec::with_capacity(reps.len());
     for rep in reps {
         if !seen.insert(rep.node.clone()) {
             bail!("node '{}' is named twice", rep.node);
@@ -123,8 +181,9 @@ pub fn patch_model(
                 rep.key
             ),
         };
+        let b_key = rep.basis_key.as_ref().or(attrs.basis_key.as_ref());
         let at = attrs
-            .resolve(d)
+            .resolve(d, rep.basis_key.is_some())
             .map_err(|e| anyhow!("node '{}': tensor \"{}\": {e:#}", rep.node, rep.key))?;
         if rows > 1 {
             if let Some(c) = channel_dim(g, &x, at.channel_axis) {
@@ -138,16 +197,16 @@ pub fn patch_model(
                 }
             }
         }
-        let b = match &attrs.basis_key {
+        let b = match b_key {
             Some(k) => {
                 let bt = params.get(k)?;
                 let b = explicit_basis(&at, &bt.shape, &bt.data)
                     .map_err(|e| anyhow!("tensor \"{k}\": {e}"))?;
-                if b_name.is_none() {
+                if !b_names.contains_key(k) {
                     let name = fresh_name(g, &mut taken, k);
                     g.initializer
                         .push(make_tensor_f32(&name, &bt.shape, &bt.data));
-                    b_name = Some(name);
+                    b_names.insert(k.clone(), name);
                 }
                 std::sync::Arc::new(b)
             }
@@ -164,7 +223,7 @@ pub fn patch_model(
         n.op_type = "DiTAC".into();
         n.domain = DITAC_DOMAIN.into();
         n.input = vec![x, tname];
-        if let Some(bn) = &b_name {
+        if let Some(bn) = b_key.and_then(|k| b_names.get(k)) {
             n.input.push(bn.clone());
         }
         n.output = vec![y];
@@ -174,10 +233,20 @@ pub fn patch_model(
             .map(|(k, v)| attribute(k, v))
             .collect();
         g.node[i] = n;
+        done.push(Patched {
+            node: rep.node.clone(),
+            key: rep.key.clone(),
+            tess: at.tess,
+            d,
+            channels: rows,
+            channel_axis: at.channel_axis,
+            basis: at.basis,
+            basis_key: b_key.cloned(),
+        });
     }
     ensure_value_info(g);
     ensure_ditac_import(model)?;
-    Ok(())
+    Ok(done)
 }
 
 /// X.shape[axis] when the graph declares it.

@@ -6,12 +6,14 @@
 //! ONNX Runtime's training API consumes, with the conventions of its own generator; [`checkpoint`]
 //! reads and writes its flatbuffer checkpoint. Where the loaded ONNX Runtime has no training API
 //! (every build published on PyPI since 1.19.2), [`portable`] runs the very same training graph in
-//! a plain inference session and applies the optimizer step in Rust ([`optimizer`]).
+//! a plain inference session and applies the optimizer step in Rust ([`optimizer`]). Both engines
+//! implement [`engine::Engine`], and [`engine::train`] is the one training loop.
 
 pub mod artifacts;
 pub mod backward;
 pub mod checkpoint;
 pub mod data;
+pub mod engine;
 pub mod loss;
 pub mod optimizer;
 pub mod portable;

@@ -15,12 +15,12 @@ mod common;
 use common::session;
 use ditac_tools::graph::init_params;
 use ditac_tools::params::Params;
-use ditac_tools::spec::{Network, Spec};
+use ditac_tools::spec::{Network, PriorSettings, Spec};
 use ditac_tools::train::artifacts::{self, portable_training_model, ParamInfo};
 use ditac_tools::train::checkpoint::Checkpoint;
 use ditac_tools::train::data::{Dataset, Rng, Targets};
 use ditac_tools::train::portable::PortableTrainer;
-use ditac_tools::train::{LossKind, TrainConfig};
+use ditac_tools::train::{LossKind, Regulariser, TrainConfig};
 use onnx_protobuf::{type_proto, ModelProto, NodeProto};
 use ort::session::SessionInputValue;
 use ort::value::Tensor;
@@ -62,7 +62,7 @@ fn random_data(net: &Network, loss: LossKind, n: usize, seed: u64) -> Dataset {
 /// Is this eval-graph tensor kept in float32 by [`to_double`]? (θ must be float for DiTAC; the
 /// prior's P and λ go with it.)
 fn keep_f32(name: &str) -> bool {
-    name.ends_with("thetas") || name.ends_with(".precision") || name == "loss/lambda"
+    name.ends_with("thetas") || name.ends_with(".precision") || name.ends_with(".prior/lambda")
 }
 
 /// Ops without a double kernel in ONNX Runtime's CPU provider: run in float32 between casts.
@@ -187,7 +187,10 @@ fn check_gradients(toml: &str, loss: LossKind, lambda: f32, n: usize, tol: f64, 
     let params = init_params(&net, 11).unwrap();
     let cfg = TrainConfig {
         loss,
-        lambda,
+        prior: PriorSettings {
+            lambda_reg_loss: lambda as f64,
+            ..PriorSettings::default()
+        },
         ..TrainConfig::default()
     };
     let a = artifacts::build(&net, &params, &cfg).unwrap();
@@ -405,6 +408,147 @@ fn checkpoint_round_trip_and_portable_model() {
     assert_eq!(g.output[0].name, "loss");
     assert!(g.node.iter().any(|n| n.op_type == "DiTACGrad"));
     assert_eq!(a.training.ir_version, 9);
+}
+
+// ------------------------------------------------------------------------------------------------
+// `--regulariser reference`: θ's gradient as the authors' code applies it
+
+/// θ's gradient from the training graph of a one-layer network (the oracle config's DiTAC, with its
+/// prior settings and θ) on the oracle's points, with the MSE target chosen so that dloss/dy = 1 at
+/// every point: the reference vectors' `theta_grad_ones` setting (`act.backward(ones)`).
+fn theta_grad_ones(
+    o: &serde_json::Value,
+    regulariser: Regulariser,
+    lambda: Option<f64>,
+) -> Vec<f32> {
+    let c = &o["config"];
+    let f = |k: &str| common::num(&c[k]);
+    let spec = format!(
+        "input = 1\n[[layers]]\ntype = \"ditac\"\na = {:?}\nb = {:?}\ntess = {}\n\
+         lambda_smooth = {:?}\nlambda_var = {:?}\nlambda_smooth_init = {:?}\nlambda_var_init = {:?}\n\
+         lambda_reg_loss = {:?}\n",
+        f("a"),
+        f("b"),
+        c["tess"].as_i64().unwrap(),
+        f("lambda_smooth"),
+        f("lambda_var"),
+        f("lambda_smooth_init"),
+        f("lambda_var_init"),
+        lambda.unwrap_or(f("lambda_reg_loss")),
+    );
+    let net = net(&spec);
+    let theta = common::vec_f32(&o["theta"]);
+    let mut params = Params::default();
+    params.insert(
+        "0.thetas".to_string(),
+        ditac_tools::params::Tensor::new(vec![theta.len()], theta),
+    );
+    let x = common::vec_f32(&o["points"]["x"]);
+    let n = x.len();
+    // y from the inference model, then target = y − n/2: 2(y − target)/n = 1.
+    let model = ditac_tools::graph::inference_model(&net, &params).unwrap();
+    let mut s = session(&model.to_bytes()).unwrap();
+    let out = s
+        .run(ort::inputs!["x" => Tensor::from_array((vec![n, 1], x.clone())).unwrap()])
+        .unwrap();
+    let y = out["y"].try_extract_tensor::<f32>().unwrap().1.to_vec();
+    let half = n as f32 / 2.0;
+    let data = Dataset {
+        n,
+        x_shape: vec![1],
+        x,
+        y_shape: vec![1],
+        y: Targets::Values(y.iter().map(|v| v - half).collect()),
+    };
+    let cfg = TrainConfig {
+        regulariser,
+        ..TrainConfig::default()
+    };
+    let a = artifacts::build(&net, &params, &cfg).unwrap();
+    let train = session(
+        &portable_training_model(&a.training)
+            .unwrap()
+            .write_to_bytes()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut tr = PortableTrainer::new(train, a.params.clone(), &params, &cfg, n, &data).unwrap();
+    let idx: Vec<usize> = (0..n).collect();
+    tr.forward_backward(&data, &idx).unwrap();
+    tr.gradients()[0].clone()
+}
+
+fn rel_diff(a: &[f64], b: &[f64]) -> f64 {
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    num / b.iter().map(|y| y * y).sum::<f64>().sqrt().max(1e-30)
+}
+
+#[test]
+fn reference_regulariser_gives_the_authors_theta_gradient() {
+    // Every oracle config whose basis the spec can build (t20's qr basis is BLAS-dependent in the
+    // reference; it needs an explicit basis, which specs cannot carry).
+    for name in [
+        "default_t10_m0.5_2",
+        "t4_m3_3",
+        "t10_m3_3",
+        "t10_m3_3_identity",
+    ] {
+        let o = common::oracle(name).json;
+        let c = &o["config"];
+        let lambda = common::num(&c["lambda_reg_loss"]);
+        let theta: Vec<f32> = common::vec_f32(&o["theta"]);
+        let d = theta.len();
+        let got: Vec<f64> = theta_grad_ones(&o, Regulariser::Reference, None)
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        // Against the authors' own gradient.
+        let want: Vec<f64> = common::vec_f32(&o["theta_grad_ones"]["reference"])
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        let e_ref = rel_diff(&got, &want);
+        // Against the formula d·g + 2λ·θ⊙colsum(P), with our data gradient g (the graph without
+        // a prior) and our P from the config's λ_smooth, λ_var.
+        let g: Vec<f64> = theta_grad_ones(&o, Regulariser::Intended, Some(0.0))
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        let b = ditac::basis::build(
+            c["tess"].as_i64().unwrap() as usize,
+            true,
+            ditac::BasisKind::Qr,
+        )
+        .unwrap();
+        let p = ditac::prior::precision_matrix(
+            &b,
+            common::num(&c["lambda_smooth"]),
+            common::num(&c["lambda_var"]),
+        );
+        let formula = ditac::prior::reference_quirk_grad(&g, &theta, &p, lambda);
+        let e_formula = rel_diff(&got, &formula);
+        // And it is not the intended gradient (the option changes something).
+        let intended: Vec<f64> = theta_grad_ones(&o, Regulariser::Intended, None)
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        let e_intended = rel_diff(&intended, &want);
+        eprintln!(
+            "{name} (d = {d}): vs theta_grad_ones.reference {e_ref:.2e}, vs formula {e_formula:.2e}; \
+             intended vs reference {e_intended:.2e}"
+        );
+        assert!(e_ref < 1e-5, "{name}: {got:?} vs the authors' {want:?}");
+        assert!(
+            e_formula < 1e-5,
+            "{name}: {got:?} vs the formula {formula:?}"
+        );
+        assert!(e_intended > 0.1, "{name}: intended {intended:?}");
+    }
 }
 
 // ------------------------------------------------------------------------------------------------

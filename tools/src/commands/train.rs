@@ -146,7 +146,7 @@ impl Progress {
 
 pub fn run(args: Args) -> Result<()> {
     let cfg = args.flags.config()?;
-    let (net, init) = args.flags.network(&args.spec)?;
+    let (net, init) = args.flags.network(&args.spec, &cfg)?;
     if args.steps == 0 || args.batch == 0 {
         bail!("--steps and --batch must be positive");
     }

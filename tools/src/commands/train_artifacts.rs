@@ -3,11 +3,11 @@
 
 use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
-use ditac_tools::graph::init_params;
+use ditac_tools::graph::init_params_with;
 use ditac_tools::params::Params;
-use ditac_tools::spec::{Network, Spec};
+use ditac_tools::spec::{Network, PriorSettings, Spec};
 use ditac_tools::train::checkpoint::Checkpoint;
-use ditac_tools::train::{artifacts, LossKind, OptimizerKind, TrainConfig};
+use ditac_tools::train::{artifacts, LossKind, OptimizerKind, Regulariser, TrainConfig};
 use std::path::PathBuf;
 
 /// The flags that shape the training graphs, shared by `train-artifacts` and `train`.
@@ -20,12 +20,33 @@ pub struct GraphFlags {
     /// The loss: mse or cross-entropy (integer class labels).
     #[arg(long, default_value = "mse")]
     pub loss: LossKind,
-    /// The optimizer: adamw or sgd.
+    /// The optimizer: adamw (ONNX Runtime's generator: AdamWOptimizer mode 1, ε 1e-6), adam
+    /// (torch.optim.Adam's defaults: mode 0, ε 1e-8) or sgd.
     #[arg(long, default_value = "adamw")]
     pub optimizer: OptimizerKind,
-    /// λ of the smoothness prior λ·θᵀPθ added to the loss for every DiTAC layer (0: none).
-    #[arg(long, default_value_t = 0.1)]
-    pub lambda: f32,
+    /// Adam's ε (default: the optimizer's own, 1e-6 for adamw, 1e-8 for adam).
+    #[arg(long)]
+    pub epsilon: Option<f32>,
+    /// The smoothness prior's weight for DiTAC layers whose spec does not set `lambda_reg_loss`
+    /// (0: none).
+    #[arg(long = "lambda-reg-loss", alias = "lambda", default_value_t = 0.1)]
+    pub lambda_reg_loss: f64,
+    /// The prior's length scale (spec `lambda_smooth`) where a layer does not set it.
+    #[arg(long, default_value_t = 5.0)]
+    pub lambda_smooth: f64,
+    /// The prior's variance (spec `lambda_var`) where a layer does not set it.
+    #[arg(long, default_value_t = 2.0)]
+    pub lambda_var: f64,
+    /// The initial θ prior's length scale (spec `lambda_smooth_init`) where a layer does not set it.
+    #[arg(long, default_value_t = 5.0)]
+    pub lambda_smooth_init: f64,
+    /// The initial θ prior's variance (spec `lambda_var_init`) where a layer does not set it.
+    #[arg(long, default_value_t = 2.0)]
+    pub lambda_var_init: f64,
+    /// intended: λ·θᵀPθ in the loss, gradient 2λ·Pθ; reference: what the authors' code applies
+    /// (no loss term, θ's gradient d·g + 2λ·θ⊙colsum(P); ditac.md §8).
+    #[arg(long, default_value = "intended")]
+    pub regulariser: Regulariser,
     /// Learning rate.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f32,
@@ -39,28 +60,44 @@ pub struct GraphFlags {
 
 impl GraphFlags {
     pub fn config(&self) -> Result<TrainConfig> {
+        let epsilon = self
+            .epsilon
+            .unwrap_or_else(|| self.optimizer.default_epsilon());
         for (name, v) in [
-            ("--lambda", self.lambda),
             ("--lr", self.lr),
             ("--weight-decay", self.weight_decay),
+            ("--epsilon", epsilon),
         ] {
             if !v.is_finite() || v < 0.0 {
                 anyhow::bail!("{name} = {v}: expected a finite number ≥ 0");
             }
         }
+        let prior = PriorSettings {
+            lambda_smooth: self.lambda_smooth,
+            lambda_var: self.lambda_var,
+            lambda_smooth_init: self.lambda_smooth_init,
+            lambda_var_init: self.lambda_var_init,
+            lambda_reg_loss: self.lambda_reg_loss,
+        };
+        prior
+            .validate()
+            .map_err(|e| anyhow::anyhow!("--{}", e.to_string().replace('_', "-")))?;
         Ok(TrainConfig {
             loss: self.loss,
-            lambda: self.lambda,
+            prior,
+            regulariser: self.regulariser,
             optimizer: self.optimizer,
             lr: self.lr,
+            epsilon,
             weight_decay: self.weight_decay,
             seed: self.seed,
             ..TrainConfig::default()
         })
     }
 
-    /// The network of `spec` and its initial parameters.
-    pub fn network(&self, spec: &std::path::Path) -> Result<(Network, Params)> {
+    /// The network of `spec` and its initial parameters (θ from each layer's initial prior, the
+    /// flags' where the spec sets none).
+    pub fn network(&self, spec: &std::path::Path, cfg: &TrainConfig) -> Result<(Network, Params)> {
         let net = Spec::load(spec)?.resolve()?;
         let params = match &self.params {
             Some(p) => {
@@ -85,7 +122,7 @@ impl GraphFlags {
                 }
                 loaded
             }
-            None => init_params(&net, self.seed)?,
+            None => init_params_with(&net, self.seed, &cfg.prior)?,
         };
         Ok((net, params))
     }
@@ -104,17 +141,17 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let cfg = args.flags.config()?;
-    let (net, params) = args.flags.network(&args.spec)?;
+    let (net, params) = args.flags.network(&args.spec, &cfg)?;
     let a = artifacts::build(&net, &params, &cfg)?;
     artifacts::write(&a, &args.out)?;
     let n: usize = a.params.iter().map(|p| p.len()).sum();
     println!(
         "wrote training_model.onnx, eval_model.onnx, optimizer_model.onnx, checkpoint to {} \
-         ({} parameter tensors, {n} values; loss {}, λ = {}, optimizer {})",
+         ({} parameter tensors, {n} values; loss {}, {} regulariser, optimizer {})",
         args.out.display(),
         a.params.len(),
         cfg.loss.as_str(),
-        cfg.lambda,
+        cfg.regulariser.as_str(),
         cfg.optimizer.as_str()
     );
     Ok(())

@@ -18,6 +18,7 @@ pub mod loss;
 pub mod optimizer;
 pub mod portable;
 
+use crate::spec::PriorSettings;
 use anyhow::{bail, Result};
 
 /// The loss of a training graph.
@@ -50,7 +51,12 @@ impl std::str::FromStr for LossKind {
 /// The optimizer of the optimizer graph (and of the portable path).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OptimizerKind {
+    /// ONNX Runtime's generator default: `AdamWOptimizer` mode 1 (bias correction folded into the
+    /// learning rate, ε outside the corrected root), ε = 1e-6.
     AdamW,
+    /// `torch.optim.Adam` with its defaults (ε = 1e-8, ε added to the bias-corrected root):
+    /// `AdamWOptimizer` mode 0. Weight decay, if asked, is decoupled as in `torch.optim.AdamW`.
+    Adam,
     Sgd,
 }
 
@@ -58,7 +64,17 @@ impl OptimizerKind {
     pub fn as_str(self) -> &'static str {
         match self {
             OptimizerKind::AdamW => "adamw",
+            OptimizerKind::Adam => "adam",
             OptimizerKind::Sgd => "sgd",
+        }
+    }
+
+    /// The ε of this optimizer's defaults (ONNX Runtime's generator for `adamw`, PyTorch's for
+    /// `adam`).
+    pub fn default_epsilon(self) -> f32 {
+        match self {
+            OptimizerKind::Adam => 1e-8,
+            OptimizerKind::AdamW | OptimizerKind::Sgd => 1e-6,
         }
     }
 }
@@ -68,8 +84,39 @@ impl std::str::FromStr for OptimizerKind {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "adamw" => Ok(OptimizerKind::AdamW),
+            "adam" | "torch-adam" => Ok(OptimizerKind::Adam),
             "sgd" => Ok(OptimizerKind::Sgd),
-            _ => bail!("unknown optimizer \"{s}\": expected adamw or sgd"),
+            _ => bail!("unknown optimizer \"{s}\": expected adamw, adam or sgd"),
+        }
+    }
+}
+
+/// How the smoothness prior enters training (ditac.md §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Regulariser {
+    /// The paper's λ·θᵀPθ added to the loss; its gradient 2λ·Pθ added to θ's.
+    Intended,
+    /// What the authors' code applies: no loss term, θ's gradient d·g + 2λ·θ⊙colsum(P) (g: the
+    /// data gradient), so a run here follows a run of theirs.
+    Reference,
+}
+
+impl Regulariser {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Regulariser::Intended => "intended",
+            Regulariser::Reference => "reference",
+        }
+    }
+}
+
+impl std::str::FromStr for Regulariser {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "intended" => Ok(Regulariser::Intended),
+            "reference" => Ok(Regulariser::Reference),
+            _ => bail!("unknown regulariser \"{s}\": expected reference or intended"),
         }
     }
 }
@@ -78,8 +125,9 @@ impl std::str::FromStr for OptimizerKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainConfig {
     pub loss: LossKind,
-    /// λ of the smoothness prior λ·θᵀPθ (0: no prior).
-    pub lambda: f32,
+    /// The prior settings of DiTAC layers that do not set their own.
+    pub prior: PriorSettings,
+    pub regulariser: Regulariser,
     pub optimizer: OptimizerKind,
     pub lr: f32,
     pub beta1: f32,
@@ -91,12 +139,13 @@ pub struct TrainConfig {
 }
 
 impl Default for TrainConfig {
-    /// MSE, λ = 0.1 (the reference's `lambda_reg_loss`), AdamW with ONNX Runtime's generator
-    /// defaults (β = 0.9, 0.999, ε = 1e-6, no weight decay), lr 1e-3, seed 0.
+    /// MSE, the reference's prior settings, the intended regulariser, AdamW with ONNX Runtime's
+    /// generator defaults (β = 0.9, 0.999, ε = 1e-6, no weight decay), lr 1e-3, seed 0.
     fn default() -> Self {
         TrainConfig {
             loss: LossKind::Mse,
-            lambda: 0.1,
+            prior: PriorSettings::default(),
+            regulariser: Regulariser::Intended,
             optimizer: OptimizerKind::AdamW,
             lr: 1e-3,
             beta1: 0.9,

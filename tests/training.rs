@@ -14,11 +14,13 @@ mod common;
 
 use common::session;
 use ditac_tools::graph::init_params;
+use ditac_tools::model::{ditac_attrs, Attr, ElemType, ModelBuilder, DITAC_DOMAIN};
 use ditac_tools::params::Params;
 use ditac_tools::spec::{Network, PriorSettings, Spec};
 use ditac_tools::train::artifacts::{self, portable_training_model, ParamInfo};
 use ditac_tools::train::checkpoint::Checkpoint;
 use ditac_tools::train::data::{Dataset, Rng, Targets};
+use ditac_tools::train::model_graph::{ModelNet, Trainable};
 use ditac_tools::train::portable::PortableTrainer;
 use ditac_tools::train::{LossKind, Regulariser, TrainConfig};
 use onnx_protobuf::{type_proto, ModelProto, NodeProto};
@@ -66,7 +68,16 @@ fn keep_f32(name: &str) -> bool {
 }
 
 /// Ops without a double kernel in ONNX Runtime's CPU provider: run in float32 between casts.
-const F32_ONLY: [&str; 4] = ["Conv", "PRelu", "LeakyRelu", "Gelu"];
+const F32_ONLY: [&str; 8] = [
+    "Conv",
+    "PRelu",
+    "LeakyRelu",
+    "Gelu",
+    "Erf",
+    "AveragePool",
+    "GlobalAveragePool",
+    "LayerNormalization",
+];
 
 /// The eval graph in double precision (finite differences then measure the graph, not float32
 /// rounding): every float tensor but θ, P and λ becomes double; the prior term is cast to double;
@@ -195,6 +206,19 @@ fn check_gradients(toml: &str, loss: LossKind, lambda: f32, n: usize, tol: f64, 
     };
     let a = artifacts::build(&net, &params, &cfg).unwrap();
     let data = random_data(&net, loss, n, 5);
+    check_artifact_gradients(&a, &params, &cfg, &data, tol, step);
+}
+
+/// [`check_gradients`] for built artifacts.
+fn check_artifact_gradients(
+    a: &artifacts::Artifacts,
+    params: &Params,
+    cfg: &TrainConfig,
+    data: &Dataset,
+    tol: f64,
+    step: f64,
+) {
+    let n = data.n;
     let idx: Vec<usize> = (0..n).collect();
     let train = session(
         &portable_training_model(&a.training)
@@ -203,8 +227,8 @@ fn check_gradients(toml: &str, loss: LossKind, lambda: f32, n: usize, tol: f64, 
             .unwrap(),
     )
     .unwrap();
-    let mut tr = PortableTrainer::new(train, a.params.clone(), &params, &cfg, n, &data).unwrap();
-    let l_train = tr.forward_backward(&data, &idx).unwrap() as f64;
+    let mut tr = PortableTrainer::new(train, a.params.clone(), params, cfg, n, data).unwrap();
+    let l_train = tr.forward_backward(data, &idx).unwrap() as f64;
     let grads = tr.gradients().to_vec();
 
     let mut eval = session(&to_double(&a.eval).write_to_bytes().unwrap()).unwrap();
@@ -222,7 +246,7 @@ fn check_gradients(toml: &str, loss: LossKind, lambda: f32, n: usize, tol: f64, 
             t.data.iter().map(|&v| v as f64).collect()
         })
         .collect();
-    let l0 = eval_loss(&mut eval, &data, &a.params, &vals);
+    let l0 = eval_loss(&mut eval, data, &a.params, &vals);
     assert!(
         (l0 - l_train).abs() <= 1e-4 * l0.abs().max(1.0),
         "eval {l0} vs train {l_train}"
@@ -239,9 +263,9 @@ fn check_gradients(toml: &str, loss: LossKind, lambda: f32, n: usize, tol: f64, 
             let mut central = |h: f64| {
                 let (up, dn) = (round(orig + h), round(orig - h));
                 vals[pi][j] = up;
-                let lu = eval_loss(&mut eval, &data, &a.params, &vals);
+                let lu = eval_loss(&mut eval, data, &a.params, &vals);
                 vals[pi][j] = dn;
-                let ld = eval_loss(&mut eval, &data, &a.params, &vals);
+                let ld = eval_loss(&mut eval, data, &a.params, &vals);
                 vals[pi][j] = orig;
                 (lu - ld) / (up - dn)
             };
@@ -408,6 +432,310 @@ fn checkpoint_round_trip_and_portable_model() {
     assert_eq!(g.output[0].name, "loss");
     assert!(g.node.iter().any(|n| n.op_type == "DiTACGrad"));
     assert_eq!(a.training.ir_version, 9);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Training graphs of ONNX models (`train-artifacts MODEL.onnx`): every covered op's backward
+
+/// Random float initializer.
+fn rand_init(m: &mut ModelBuilder, r: &mut Rng, name: &str, dims: &[usize], scale: f64) {
+    let n: usize = dims.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| (scale * r.normal()) as f32).collect();
+    m.initializer_f32(name, dims, &v);
+}
+
+fn exact_ditac() -> Vec<(&'static str, Attr)> {
+    let at = ditac::Attrs {
+        a: -3.0,
+        b: 3.0,
+        tess: 6,
+        lut_size: 0,
+        ..ditac::Attrs::default()
+    };
+    ditac_attrs(&at)
+}
+
+/// Builds artifacts for `model` (every weight trainable) and checks every gradient against
+/// finite differences of its eval graph.
+fn check_model(
+    model: ModelProto,
+    loss: LossKind,
+    x_shape: &[usize],
+    out: &[usize],
+    n: usize,
+    step: f64,
+    tol: f64,
+) {
+    let cfg = TrainConfig {
+        loss,
+        ..TrainConfig::default()
+    };
+    let mut open = |b: &[u8]| -> anyhow::Result<ort::session::Session> { Ok(session(b)?) };
+    let mn = ModelNet::analyse(
+        &model,
+        std::path::Path::new("."),
+        Trainable::All,
+        &cfg,
+        &mut open,
+    )
+    .unwrap();
+    assert_eq!(mn.output_shape, out);
+    let a = mn.build(&cfg).unwrap();
+    let mut r = Rng::new(9);
+    let xl: usize = x_shape.iter().product();
+    let y = match loss {
+        LossKind::Mse => Targets::Values((0..n * out[0]).map(|_| r.normal() as f32).collect()),
+        LossKind::CrossEntropy => {
+            Targets::Classes((0..n).map(|_| r.below(out[0]) as i64).collect())
+        }
+    };
+    let data = Dataset {
+        n,
+        x_shape: x_shape.to_vec(),
+        x: (0..n * xl).map(|_| (1.5 * r.normal()) as f32).collect(),
+        y_shape: if loss == LossKind::Mse {
+            out.to_vec()
+        } else {
+            vec![]
+        },
+        y,
+    };
+    check_artifact_gradients(&a, &mn.init, &cfg, &data, tol, step);
+}
+
+#[test]
+fn model_gradients_tabular_ops() {
+    // MatMul + Add (bias), Reshape/Transpose/Flatten, DiTAC (exact), Gemm (transB), LayerNorm,
+    // Sigmoid, Mul/Sub/Div with broadcasting, Tanh, Erf, Gelu, Gemm, MSE + prior.
+    let mut r = Rng::new(3);
+    let mut m = ModelBuilder::new("tabular");
+    m.opset("", 20);
+    m.input("input", ElemType::Float, &[-1, 6]);
+    m.output("out", ElemType::Float, &[-1, 3]);
+    rand_init(&mut m, &mut r, "fc1.weight", &[6, 5], 0.5);
+    rand_init(&mut m, &mut r, "fc1.bias", &[5], 0.3);
+    rand_init(&mut m, &mut r, "act.thetas", &[5], 0.8);
+    rand_init(&mut m, &mut r, "fc2.weight", &[4, 5], 0.5);
+    rand_init(&mut m, &mut r, "fc2.bias", &[4], 0.3);
+    rand_init(&mut m, &mut r, "ln.weight", &[4], 0.5);
+    rand_init(&mut m, &mut r, "ln.bias", &[4], 0.3);
+    rand_init(&mut m, &mut r, "fc3.weight", &[3, 4], 0.5);
+    rand_init(&mut m, &mut r, "fc3.bias", &[3], 0.3);
+    m.initializer_f32("scale", &[1, 4], &[0.5, -1.5, 2.0, 1.0]);
+    m.initializer_f32("shift", &[4], &[0.1, 0.2, -0.3, 0.0]);
+    m.initializer_f32("two", &[], &[2.0]);
+    m.initializer_i64("shape3", &[3], &[-1, 5, 1]);
+    m.node("MatMul", "", "mm", &["input", "fc1.weight"], &["h0"], &[]);
+    m.node("Add", "", "bias", &["h0", "fc1.bias"], &["h1"], &[]);
+    m.node("Reshape", "", "rs", &["h1", "shape3"], &["h2"], &[]);
+    m.node(
+        "Transpose",
+        "",
+        "tr",
+        &["h2"],
+        &["h3"],
+        &[("perm", Attr::Ints(vec![0, 2, 1]))],
+    );
+    m.node("Flatten", "", "fl", &["h3"], &["h4"], &[]);
+    m.node(
+        "DiTAC",
+        DITAC_DOMAIN,
+        "act",
+        &["h4", "act.thetas"],
+        &["h5"],
+        &exact_ditac(),
+    );
+    m.node(
+        "Gemm",
+        "",
+        "fc2",
+        &["h5", "fc2.weight", "fc2.bias"],
+        &["h6"],
+        &[("transB", Attr::Int(1))],
+    );
+    m.node(
+        "LayerNormalization",
+        "",
+        "ln",
+        &["h6", "ln.weight", "ln.bias"],
+        &["h7"],
+        &[],
+    );
+    m.node("Sigmoid", "", "sig", &["h7"], &["h8"], &[]);
+    m.node("Mul", "", "mul", &["h8", "scale"], &["h9"], &[]);
+    m.node("Sub", "", "sub", &["h9", "shift"], &["h10"], &[]);
+    m.node("Tanh", "", "tanh", &["h10"], &["h11"], &[]);
+    m.node("Div", "", "div", &["h11", "two"], &["h12"], &[]);
+    m.node("Erf", "", "erf", &["h12"], &["h13"], &[]);
+    m.node("Mul", "", "sq", &["h13", "h7"], &["h14"], &[]);
+    m.node("Gelu", "", "gelu", &["h14"], &["h15"], &[]);
+    m.node(
+        "Gemm",
+        "",
+        "fc3",
+        &["h15", "fc3.weight", "fc3.bias"],
+        &["out"],
+        &[("transB", Attr::Int(1)), ("alpha", Attr::Float(0.7))],
+    );
+    check_model(m.build(), LossKind::Mse, &[6], &[3], 5, 1e-3, 1e-3);
+}
+
+#[test]
+fn model_gradients_conv_ops() {
+    // Conv (strided), depthwise Conv, per-channel DiTAC, grouped Conv, AveragePool,
+    // GlobalAveragePool, Flatten, Gemm, cross-entropy. Conv has no double kernel: its outputs are
+    // rounded to float between casts.
+    let mut r = Rng::new(4);
+    let mut m = ModelBuilder::new("cnn");
+    m.opset("", 20);
+    m.input("image", ElemType::Float, &[-1, 2, 9, 9]);
+    m.output("logits", ElemType::Float, &[-1, 3]);
+    rand_init(&mut m, &mut r, "c1.weight", &[4, 2, 3, 3], 0.4);
+    rand_init(&mut m, &mut r, "c1.bias", &[4], 0.2);
+    rand_init(&mut m, &mut r, "dw.weight", &[4, 1, 3, 3], 0.4);
+    rand_init(&mut m, &mut r, "act.thetas", &[4, 5], 0.8);
+    rand_init(&mut m, &mut r, "g.weight", &[6, 2, 1, 1], 0.5);
+    rand_init(&mut m, &mut r, "g.bias", &[6], 0.2);
+    rand_init(&mut m, &mut r, "fc.weight", &[3, 6], 0.5);
+    rand_init(&mut m, &mut r, "fc.bias", &[3], 0.2);
+    let conv = |k: i64, s: i64, p: i64, g: i64| {
+        vec![
+            ("kernel_shape", Attr::Ints(vec![k, k])),
+            ("strides", Attr::Ints(vec![s, s])),
+            ("pads", Attr::Ints(vec![p, p, p, p])),
+            ("group", Attr::Int(g)),
+        ]
+    };
+    m.node(
+        "Conv",
+        "",
+        "c1",
+        &["image", "c1.weight", "c1.bias"],
+        &["a1"],
+        &conv(3, 2, 1, 1),
+    );
+    m.node(
+        "Conv",
+        "",
+        "dw",
+        &["a1", "dw.weight"],
+        &["a2"],
+        &conv(3, 1, 1, 4),
+    );
+    m.node(
+        "DiTAC",
+        DITAC_DOMAIN,
+        "act",
+        &["a2", "act.thetas"],
+        &["a3"],
+        &exact_ditac(),
+    );
+    m.node(
+        "Conv",
+        "",
+        "g",
+        &["a3", "g.weight", "g.bias"],
+        &["a5"],
+        &conv(1, 1, 0, 2),
+    );
+    m.node(
+        "AveragePool",
+        "",
+        "ap",
+        &["a5"],
+        &["a7"],
+        &[
+            ("kernel_shape", Attr::Ints(vec![2, 2])),
+            ("strides", Attr::Ints(vec![2, 2])),
+        ],
+    );
+    m.node("GlobalAveragePool", "", "gap", &["a7"], &["a8"], &[]);
+    m.node("Flatten", "", "fl", &["a8"], &["a9"], &[]);
+    m.node(
+        "Gemm",
+        "",
+        "fc",
+        &["a9", "fc.weight", "fc.bias"],
+        &["logits"],
+        &[("transB", Attr::Int(1))],
+    );
+    // Three float-rounded Convs in the chain put the differences' floor near 1e-3 (measured: 3e-4
+    // to 1e-3 per tensor at step 1e-3), hence 3e-3 here.
+    check_model(
+        m.build(),
+        LossKind::CrossEntropy,
+        &[2, 9, 9],
+        &[3],
+        4,
+        1e-3,
+        3e-3,
+    );
+}
+
+#[test]
+fn model_gradients_pooling_kinks() {
+    // MaxPool (the arg-max scatter) and Relu, in double precision end to end (no float-only op):
+    // random data puts no point at a kink or a tie.
+    let mut r = Rng::new(5);
+    let mut m = ModelBuilder::new("pool");
+    m.opset("", 20);
+    m.input("x", ElemType::Float, &[-1, 2, 6, 6]);
+    m.output("y", ElemType::Float, &[-1, 2]);
+    rand_init(&mut m, &mut r, "fc.weight", &[18, 2], 0.5);
+    rand_init(&mut m, &mut r, "mix.weight", &[6, 6], 0.5);
+    m.initializer_f32("mix.bias", &[1, 2, 1, 1], &[0.1, -0.2]);
+    // A batched MatMul ([N, 2, 6, 6] × [6, 6]) and a broadcast bias feed the pooling.
+    m.node("MatMul", "", "mix", &["x", "mix.weight"], &["h"], &[]);
+    m.node("Add", "", "shift", &["h", "mix.bias"], &["s"], &[]);
+    m.node(
+        "MaxPool",
+        "",
+        "mp",
+        &["s"],
+        &["p"],
+        &[
+            ("kernel_shape", Attr::Ints(vec![3, 3])),
+            ("strides", Attr::Ints(vec![2, 2])),
+            ("pads", Attr::Ints(vec![1, 1, 1, 1])),
+        ],
+    );
+    m.node("Relu", "", "relu", &["p"], &["q"], &[]);
+    m.node("Flatten", "", "fl", &["q"], &["f"], &[]);
+    m.node("MatMul", "", "fc", &["f", "fc.weight"], &["y"], &[]);
+    check_model(m.build(), LossKind::Mse, &[2, 6, 6], &[2], 3, 1e-5, 1e-3);
+}
+
+#[test]
+fn model_without_a_backward_names_the_op() {
+    let mut m = ModelBuilder::new("bad");
+    m.opset("", 20);
+    m.input("x", ElemType::Float, &[-1, 4]);
+    m.output("y", ElemType::Float, &[-1, 4]);
+    m.initializer_f32("t.thetas", &[5], &[0.1, 0.2, 0.3, 0.1, 0.0]);
+    m.node(
+        "DiTAC",
+        DITAC_DOMAIN,
+        "act",
+        &["x", "t.thetas"],
+        &["h"],
+        &exact_ditac(),
+    );
+    m.node("Softsign", "", "odd", &["h"], &["y"], &[]);
+    let cfg = TrainConfig::default();
+    let mut open = |b: &[u8]| -> anyhow::Result<ort::session::Session> { Ok(session(b)?) };
+    let mn = ModelNet::analyse(
+        &m.build(),
+        std::path::Path::new("."),
+        Trainable::Theta,
+        &cfg,
+        &mut open,
+    )
+    .unwrap();
+    let err = format!("{:#}", mn.build(&cfg).err().unwrap());
+    assert!(
+        err.contains("node 'odd' (Softsign)") && err.contains("op Softsign has no backward"),
+        "{err}"
+    );
 }
 
 // ------------------------------------------------------------------------------------------------

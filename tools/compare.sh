@@ -1,23 +1,36 @@
 #!/usr/bin/env bash
-# DiTAC vs GELU vs ReLU vs PReLU on the regression example: the same 2 → 32 → 32 → 1 network, the
-# same data, steps, batch, learning rate and seeds; prints a Markdown table of test MSE.
-#   bash tools/compare.sh [STEPS] [SEEDS]      (defaults: 10000 steps, seeds 0 1 2)
+# DiTAC vs GELU vs ReLU vs PReLU on the regression data: the same network with each activation, the
+# same data, steps, batch, optimizer, learning rate and seeds; prints a Markdown table of test MSE.
+#   bash tools/compare.sh [STEPS] [SEEDS] [SET]
+#   SET mlp   (default): models/regression/spec.toml and compare/*.toml, 2 → 32 → act → 32 → act → 1,
+#                        AdamW lr 3e-3, seeds 0 1 2
+#   SET paper:           models/regression/paper/*.toml, the paper's 2 → 50 → act → 1, torch's Adam
+#                        lr 5e-3 (the authors' regression_example), seeds 1 2 3
+# Environment: LR, OPT (optimizer), FLAGS (extra `ditac train` flags for every run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS="${1:-10000}"
-SEEDS="${2:-0 1 2}"
-LR="${LR:-3e-3}"
+SET="${3:-mlp}"
+case "$SET" in
+  mlp) SEEDS="${2:-0 1 2}"; LR="${LR:-3e-3}"; OPT="${OPT:-adamw}"
+       SPECS="models/regression/spec.toml models/regression/compare/gelu.toml models/regression/compare/relu.toml models/regression/compare/prelu.toml" ;;
+  paper) SEEDS="${2:-1 2 3}"; LR="${LR:-5e-3}"; OPT="${OPT:-adam}"
+       SPECS="models/regression/paper/ditac.toml models/regression/paper/gelu.toml models/regression/paper/relu.toml models/regression/paper/prelu.toml" ;;
+  *) echo "unknown set $SET: expected mlp or paper" >&2; exit 2 ;;
+esac
 BIN=target/release/ditac
 [ -x "$BIN" ] && [ -f target/release/libditac.so ] || cargo build --release
-OUT=out/compare
+OUT=out/compare-$SET
 mkdir -p "$OUT"
+echo "set $SET: $STEPS steps, batch 98, --optimizer $OPT --lr $LR ${FLAGS:-}; $(lscpu | sed -n 's/^Model name: *//p'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '| activation | parameters | test MSE (mean over seeds %s) | per seed | seconds per run |\n| --- | --- | --- | --- | --- |\n' "$SEEDS"
-for spec in models/regression/spec.toml models/regression/compare/gelu.toml models/regression/compare/relu.toml models/regression/compare/prelu.toml; do
+for spec in $SPECS; do
   name=$(basename "$spec" .toml); [ "$name" = spec ] && name=ditac
   mses=(); secs=(); params=""
   for s in $SEEDS; do
+    # shellcheck disable=SC2086
     log=$("$BIN" train "$spec" --data models/regression/train.npz --test models/regression/test.npz \
-      --steps "$STEPS" --batch 98 --lr "$LR" --seed "$s" --quiet -o "$OUT/$name-$s.onnx")
+      --steps "$STEPS" --batch 98 --optimizer "$OPT" --lr "$LR" --seed "$s" --quiet ${FLAGS:-} -o "$OUT/$name-$s.onnx")
     mses+=("$(sed -n 's/^test MSE \([0-9.e-]*\).*/\1/p' <<<"$log")")
     secs+=("$(sed -n 's/^trained .* in \([0-9.]*\) s.*/\1/p' <<<"$log")")
   done

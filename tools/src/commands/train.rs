@@ -10,8 +10,7 @@ use super::runtime::{open_session, ort_env};
 use super::train_artifacts::GraphFlags;
 use anyhow::{bail, Context, Result};
 use clap::Args as ClapArgs;
-use ditac_tools::graph::inference_model;
-use ditac_tools::train::artifacts::{self, portable_training_model, write_atomic};
+use ditac_tools::train::artifacts::{portable_training_model, write_atomic};
 use ditac_tools::train::data;
 use ditac_tools::train::engine::{self, Engine, LoopOptions, Score};
 use ditac_tools::train::portable::PortableTrainer;
@@ -20,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// The network spec (TOML or JSON).
+    /// The network: a spec (TOML or JSON) or an ONNX model with DiTAC nodes (.onnx).
     spec: PathBuf,
     /// Training data: .npz with arrays x [N, input...] and y ([N, out...] for mse, class indices
     /// for cross-entropy), or CSV (input columns, then target columns).
@@ -44,12 +43,6 @@ pub struct Args {
     /// auto: ONNX Runtime's training API when the library has it, else portable; ort; portable.
     #[arg(long, default_value = "auto")]
     engine: String,
-    /// The plugin library.
-    #[arg(long, default_value = "target/release/libditac.so")]
-    plugin: PathBuf,
-    /// ONNX Runtime's C library (default: $ORT_DYLIB_PATH, else .ort/1.32.0/libonnxruntime.so).
-    #[arg(long)]
-    ort: Option<PathBuf>,
     /// Intra-op threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -146,29 +139,32 @@ impl Progress {
 
 pub fn run(args: Args) -> Result<()> {
     let cfg = args.flags.config()?;
-    let (net, init) = args.flags.network(&args.spec, &cfg)?;
     if args.steps == 0 || args.batch == 0 {
         bail!("--steps and --batch must be positive");
     }
-    let a = artifacts::build(&net, &init, &cfg)?;
-    let train = data::load(&args.data, &net, cfg.loss)?;
+    let source = args.flags.source(&args.spec, &cfg)?;
+    let init = source.init();
+    let a = source.artifacts(&cfg)?;
+    let (xs, ys) = source.io_shapes();
+    let train = data::load_shaped(&args.data, &xs, &ys, cfg.loss)?;
     let test = match &args.test {
-        Some(p) => Some(data::load(p, &net, cfg.loss)?),
+        Some(p) => Some(data::load_shaped(p, &xs, &ys, cfg.loss)?),
         None => None,
     };
-    let (env, ort_path) = ort_env(args.ort.clone(), &args.plugin, "ditac-train")?;
+    let plugin = &args.flags.plugin;
+    let (env, ort_path) = ort_env(args.flags.ort.clone(), plugin, "ditac-train")?;
     let (engine, says) = choose_engine(&args.engine, &ort_path)?;
     println!("engine: {says}");
 
     let mut engine: Box<dyn Engine> = match engine {
         EngineKind::Portable => {
             let bytes = portable_training_model(&a.training)?.write_to_bytes()?;
-            let session = open_session(&env, &args.plugin, args.threads, &bytes)
+            let session = open_session(&env, plugin, args.threads, &bytes)
                 .context("loading the training graph")?;
             Box::new(PortableTrainer::new(
                 session,
                 a.params.clone(),
-                &init,
+                init,
                 &cfg,
                 args.batch,
                 &train,
@@ -179,7 +175,7 @@ pub fn run(args: Args) -> Result<()> {
             {
                 Box::new(ditac_tools::train::engine::OrtEngine::new(
                     &env,
-                    &args.plugin,
+                    plugin,
                     args.threads,
                     &a,
                     &cfg,
@@ -204,12 +200,16 @@ pub fn run(args: Args) -> Result<()> {
     .with_context(|| not_written(&args.out))?;
     progress.finish();
     let (losses, secs) = (&run.losses, run.seconds);
-    let model = inference_model(&net, &run.params)?;
-    write_atomic(&args.out, &model.to_bytes())?;
+    let model = source.inference_bytes(&run.params)?;
+    write_atomic(&args.out, &model)?;
     let svg = svg_path(&args.out);
     write_atomic(
         &svg,
-        loss_svg(losses, &format!("{} ({})", net.name, cfg.loss.as_str())).as_bytes(),
+        loss_svg(
+            losses,
+            &format!("{} ({})", source.name(), cfg.loss.as_str()),
+        )
+        .as_bytes(),
     )?;
     println!(
         "trained {} steps (batch {}) in {secs:.2} s ({:.0} steps/s, {} intra-op thread{}); loss {:.6} → {:.6}",
@@ -227,8 +227,9 @@ pub fn run(args: Args) -> Result<()> {
         svg.display()
     );
     if let (Some(t), Some(path)) = (&test, &args.test) {
-        let mut s = open_session(&env, &args.plugin, args.threads, &model.to_bytes())?;
-        match engine::evaluate(&mut s, t, &net)? {
+        let mut s = open_session(&env, plugin, args.threads, &model)?;
+        let (input, output) = source.io_names();
+        match engine::evaluate(&mut s, t, &input, &output)? {
             Score::Mse(mse) => {
                 println!("test MSE {mse:.6} on {} samples of {}", t.n, path.display())
             }

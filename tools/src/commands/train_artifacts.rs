@@ -1,14 +1,18 @@
-//! `ditac train-artifacts SPEC -o DIR`: the four artifacts of ONNX Runtime's training API
-//! (`training_model.onnx`, `eval_model.onnx`, `optimizer_model.onnx`, `checkpoint`) for a spec.
+//! `ditac train-artifacts SPEC|MODEL.onnx -o DIR`: the four artifacts of ONNX Runtime's training API
+//! (`training_model.onnx`, `eval_model.onnx`, `optimizer_model.onnx`, `checkpoint`) for a spec or
+//! for an existing ONNX model with DiTAC nodes.
 
-use anyhow::{Context, Result};
+use super::runtime::{open_session, ort_env};
+use anyhow::{bail, Context, Result};
 use clap::Args as ClapArgs;
 use ditac_tools::graph::init_params_with;
 use ditac_tools::params::Params;
 use ditac_tools::spec::{Network, PriorSettings, Spec};
 use ditac_tools::train::checkpoint::Checkpoint;
+use ditac_tools::train::model_graph::{ModelNet, Trainable};
 use ditac_tools::train::{artifacts, LossKind, OptimizerKind, Regulariser, TrainConfig};
-use std::path::PathBuf;
+use ditac_tools::transform::ModelFile;
+use std::path::{Path, PathBuf};
 
 /// The flags that shape the training graphs, shared by `train-artifacts` and `train`.
 #[derive(ClapArgs, Debug, Clone)]
@@ -56,6 +60,75 @@ pub struct GraphFlags {
     /// Seed of the initial parameters (and of the batch order in `train`).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// For an ONNX model: train only the DiTAC θ (theta) or θ and every weight (all).
+    #[arg(long, default_value = "all")]
+    pub trainable: Trainable,
+    /// The plugin library.
+    #[arg(long, default_value = "target/release/libditac.so")]
+    pub plugin: PathBuf,
+    /// ONNX Runtime's C library (default: $ORT_DYLIB_PATH, else .ort/1.32.0/libonnxruntime.so).
+    #[arg(long)]
+    pub ort: Option<PathBuf>,
+}
+
+/// What is trained: a spec's network or an ONNX model.
+pub enum Source {
+    Spec { net: Network, init: Params },
+    Model(Box<ModelNet>),
+}
+
+impl Source {
+    /// The artifacts for `cfg`.
+    pub fn artifacts(&self, cfg: &TrainConfig) -> Result<artifacts::Artifacts> {
+        match self {
+            Source::Spec { net, init } => artifacts::build(net, init, cfg),
+            Source::Model(m) => m.build(cfg),
+        }
+    }
+    /// The initial values of the trainable parameters.
+    pub fn init(&self) -> &Params {
+        match self {
+            Source::Spec { init, .. } => init,
+            Source::Model(m) => &m.init,
+        }
+    }
+    /// Per-sample input and output shapes.
+    pub fn io_shapes(&self) -> (Vec<usize>, Vec<usize>) {
+        match self {
+            Source::Spec { net, .. } => (net.input.clone(), net.output().to_vec()),
+            Source::Model(m) => (m.input_shape.clone(), m.output_shape.clone()),
+        }
+    }
+    /// The inference model's input and output names.
+    pub fn io_names(&self) -> (String, String) {
+        match self {
+            Source::Spec { .. } => ("x".into(), "y".into()),
+            Source::Model(m) => (m.input.clone(), m.output.clone()),
+        }
+    }
+    /// The inference model with `params`.
+    pub fn inference_bytes(&self, params: &Params) -> Result<Vec<u8>> {
+        Ok(match self {
+            Source::Spec { net, .. } => {
+                ditac_tools::graph::inference_model(net, params)?.to_bytes()
+            }
+            Source::Model(m) => {
+                use protobuf::Message;
+                m.trained_model(params)?.write_to_bytes()?
+            }
+        })
+    }
+    pub fn name(&self) -> String {
+        match self {
+            Source::Spec { net, .. } => net.name.clone(),
+            Source::Model(m) => m
+                .model
+                .graph
+                .as_ref()
+                .map(|g| g.name.clone())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 impl GraphFlags {
@@ -95,9 +168,26 @@ impl GraphFlags {
         })
     }
 
+    /// A spec (TOML/JSON) or an ONNX model (`.onnx`), ready for training.
+    pub fn source(&self, path: &Path, cfg: &TrainConfig) -> Result<Source> {
+        if path.extension().is_some_and(|e| e == "onnx") {
+            if self.params.is_some() {
+                bail!("--params is for specs: an ONNX model carries its own initial values");
+            }
+            let file = ModelFile::load(path)?;
+            let (env, _) = ort_env(self.ort.clone(), &self.plugin, "ditac-train-artifacts")?;
+            let mut open = |b: &[u8]| open_session(&env, &self.plugin, 1, b);
+            let m = ModelNet::analyse(&file.model, &file.dir, self.trainable, cfg, &mut open)
+                .with_context(|| format!("model {}", path.display()))?;
+            return Ok(Source::Model(Box::new(m)));
+        }
+        let (net, init) = self.network(path, cfg)?;
+        Ok(Source::Spec { net, init })
+    }
+
     /// The network of `spec` and its initial parameters (θ from each layer's initial prior, the
     /// flags' where the spec sets none).
-    pub fn network(&self, spec: &std::path::Path, cfg: &TrainConfig) -> Result<(Network, Params)> {
+    pub fn network(&self, spec: &Path, cfg: &TrainConfig) -> Result<(Network, Params)> {
         let net = Spec::load(spec)?.resolve()?;
         let params = match &self.params {
             Some(p) => {
@@ -130,7 +220,8 @@ impl GraphFlags {
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// The network spec (TOML or JSON).
+    /// The network: a spec (TOML or JSON) or an ONNX model with DiTAC nodes (.onnx; one input
+    /// [N, ...], one output; the loss is applied to its output).
     spec: PathBuf,
     /// Output folder.
     #[arg(short = 'o', long = "out")]
@@ -141,8 +232,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let cfg = args.flags.config()?;
-    let (net, params) = args.flags.network(&args.spec, &cfg)?;
-    let a = artifacts::build(&net, &params, &cfg)?;
+    let source = args.flags.source(&args.spec, &cfg)?;
+    let a = source.artifacts(&cfg)?;
     artifacts::write(&a, &args.out)?;
     let n: usize = a.params.iter().map(|p| p.len()).sum();
     println!(

@@ -5,7 +5,6 @@
 
 use super::data::{Batches, Dataset, Targets};
 use crate::params::Params;
-use crate::spec::Network;
 use anyhow::{Context, Result};
 use ort::session::Session;
 use ort::value::Tensor;
@@ -85,14 +84,17 @@ pub enum Score {
     Accuracy(f64),
 }
 
-/// Runs the inference model in `s` on every sample of `t`: MSE against float targets, accuracy
-/// (arg-max of the `classes` scores) against class targets.
-pub fn evaluate(s: &mut Session, t: &Dataset, net: &Network) -> Result<Score> {
+/// Runs the inference model in `s` (input `input`, output `output`) on every sample of `t`: MSE
+/// against float targets, accuracy (arg-max of the class scores) against class targets.
+pub fn evaluate(s: &mut Session, t: &Dataset, input: &str, output: &str) -> Result<Score> {
     let mut xs = vec![t.n];
     xs.extend(&t.x_shape);
     let x = Tensor::from_array((xs, t.x.clone()))?;
-    let out = s.run(ort::inputs!["x" => x])?;
-    let y = out["y"].try_extract_tensor::<f32>()?.1.to_vec();
+    let out = s.run(vec![(
+        input.to_string(),
+        ort::session::SessionInputValue::from(x),
+    )])?;
+    let y = out[output].try_extract_tensor::<f32>()?.1.to_vec();
     Ok(match &t.y {
         Targets::Values(v) => Score::Mse(
             y.iter()
@@ -102,7 +104,7 @@ pub fn evaluate(s: &mut Session, t: &Dataset, net: &Network) -> Result<Score> {
                 / v.len() as f64,
         ),
         Targets::Classes(c) => {
-            let k = net.output()[0];
+            let k = y.len() / t.n.max(1);
             let correct = c
                 .iter()
                 .enumerate()

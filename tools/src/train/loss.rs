@@ -19,21 +19,21 @@ pub const LOSS: &str = "loss";
 /// Declares the target input for `loss` on `net`: float `[N, out...]` (MSE) or int64 `[N]` class
 /// indices (cross-entropy).
 pub fn target_input(net: &Network, loss: LossKind, m: &mut ModelBuilder) -> Result<()> {
+    target_input_for(net.output(), loss, m)
+}
+
+/// [`target_input`] for a network whose per-sample output shape is `output`.
+pub fn target_input_for(output: &[usize], loss: LossKind, m: &mut ModelBuilder) -> Result<()> {
     match loss {
         LossKind::Mse => {
-            m.input(
-                "target",
-                ElemType::Float,
-                &crate::graph::batch_dims(net.output()),
-            );
+            m.input("target", ElemType::Float, &crate::graph::batch_dims(output));
         }
         LossKind::CrossEntropy => {
-            if net.output().len() != 1 || net.output()[0] < 2 {
+            if output.len() != 1 || output[0] < 2 {
                 bail!(
                     "cross-entropy needs a network whose output is a flat vector of at least 2 class \
-                     scores; this spec's output has shape {:?} (add a flatten layer and a linear layer \
-                     with one output per class)",
-                    net.output()
+                     scores; this network's output has shape {output:?} (add a flatten layer and a \
+                     linear layer with one output per class)"
                 );
             }
             m.input("target", ElemType::Int64, &[-1]);
@@ -50,6 +50,37 @@ pub fn layer_precision(at: &ditac::Attrs, settings: &PriorSettings) -> Result<Ve
         settings.lambda_smooth,
         settings.lambda_var,
     ))
+}
+
+/// One trainable θ and its prior: what the loss writer needs of a DiTAC layer or node.
+#[derive(Debug, Clone)]
+pub struct ThetaPrior {
+    /// θ's parameter name.
+    pub key: String,
+    /// θ's row length.
+    pub d: usize,
+    /// P, row-major d×d (see [`layer_precision`]).
+    pub precision: Vec<f64>,
+    pub settings: PriorSettings,
+}
+
+/// The θ priors of a spec network's DiTAC layers.
+pub fn net_priors(net: &Network, cfg: &TrainConfig) -> Result<Vec<ThetaPrior>> {
+    let mut out = Vec::new();
+    for l in &net.layers {
+        let Layer::Ditac(spec) = &l.layer else {
+            continue;
+        };
+        let settings = spec.prior(&cfg.prior)?;
+        let at = l.attrs.as_ref().expect("resolved DiTAC layer has attrs");
+        out.push(ThetaPrior {
+            key: l.params[0].key.clone(),
+            d: at.theta_len(),
+            precision: layer_precision(at, &settings)?,
+            settings,
+        });
+    }
+    Ok(out)
 }
 
 /// P symmetrised, as f32 (the intended regulariser's matrix).
@@ -81,6 +112,18 @@ pub type LossGrads = (Option<String>, Vec<PriorGrad>);
 /// θ with a non-zero `lambda_reg_loss`, the prior's share of θ's gradient (see the module doc).
 pub fn emit_loss(
     net: &Network,
+    m: &mut ModelBuilder,
+    y: &str,
+    cfg: &TrainConfig,
+    grads: bool,
+) -> Result<LossGrads> {
+    emit_loss_for(net.output(), &net_priors(net, cfg)?, m, y, cfg, grads)
+}
+
+/// [`emit_loss`] for a network with per-sample output shape `output` and the θ priors `priors`.
+pub fn emit_loss_for(
+    output: &[usize],
+    priors: &[ThetaPrior],
     m: &mut ModelBuilder,
     y: &str,
     cfg: &TrainConfig,
@@ -158,7 +201,7 @@ pub fn emit_loss(
                 &[("reduction", Attr::from("mean"))],
             );
             if grads {
-                let k = net.output()[0] as i64;
+                let k = output[0] as i64;
                 let depth = ints(m, "loss/depth", &[k]);
                 m.initializer_f32("loss/onehot_values", &[2], &[0.0, 1.0]);
                 m.node(
@@ -210,27 +253,21 @@ pub fn emit_loss(
     // The smoothness prior of every DiTAC layer.
     let mut terms = vec![data.to_string()];
     let mut prior_grads = Vec::new();
-    for l in &net.layers {
-        let Layer::Ditac(spec) = &l.layer else {
-            continue;
-        };
-        let settings = spec.prior(&cfg.prior)?;
+    for tp in priors {
+        let settings = tp.settings;
         // The reference scales θ's data gradient by d even with λ = 0 (the broadcast happens
         // regardless), so only the intended form drops a zero-weight prior.
         if settings.lambda_reg_loss == 0.0 && cfg.regulariser == Regulariser::Intended {
             continue;
         }
         let lambda = settings.lambda_reg_loss as f32;
-        let at = l.attrs.as_ref().expect("resolved DiTAC layer has attrs");
-        let key = &l.params[0].key;
-        let d = at.theta_len();
-        let p = layer_precision(at, &settings)?;
+        let (key, d, p) = (&tp.key, tp.d, &tp.precision);
         let n = |s: &str| format!("{key}.prior/{s}");
         match cfg.regulariser {
             Regulariser::Intended => {
                 // λ·Σ_rows θ_r P θ_rᵀ; gradient 2λ·θP (P symmetrised).
                 let pname = format!("{key}.precision");
-                m.initializer_f32(&pname, &[d, d], &symmetrised(&p, d));
+                m.initializer_f32(&pname, &[d, d], &symmetrised(p, d));
                 let lam = scalar(m, &n("lambda"), lambda);
                 m.node(
                     "MatMul",

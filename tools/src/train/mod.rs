@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod engine;
 pub mod loss;
+pub mod model_graph;
 pub mod optimizer;
 pub mod portable;
 

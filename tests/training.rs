@@ -1030,3 +1030,76 @@ fn bad_input_says_where_and_keeps_the_last_good_model() {
     );
     assert_eq!(std::fs::read(&model).unwrap(), before);
 }
+
+#[test]
+fn theta_only_fine_tuning_of_a_model_changes_only_theta() {
+    // A GELU-free model with per-channel DiTAC, as `ditac build` writes it; `train MODEL.onnx
+    // --trainable theta` must change every θ and nothing else.
+    let net = net(
+        "input = [1, 6, 6]\n[[layers]]\ntype = \"conv2d\"\nout = 3\nkernel = 3\npadding = 1\n\
+         [[layers]]\ntype = \"ditac\"\na = -3.0\nb = 3.0\nper_channel = true\n\
+         [[layers]]\ntype = \"flatten\"\n[[layers]]\ntype = \"linear\"\nout = 4\n\
+         [[layers]]\ntype = \"ditac\"\na = -3.0\nb = 3.0\n[[layers]]\ntype = \"linear\"\nout = 3\n",
+    );
+    let params = init_params(&net, 2).unwrap();
+    let model_path = tmp("finetune_in.onnx");
+    std::fs::write(
+        &model_path,
+        ditac_tools::graph::inference_model(&net, &params)
+            .unwrap()
+            .to_bytes(),
+    )
+    .unwrap();
+    let data = save(
+        &random_data(&net, LossKind::CrossEntropy, 40, 3),
+        "finetune.npz",
+    );
+    let out = tmp("finetune_out.onnx");
+    let (code, stdout, stderr) = train(
+        model_path.to_str().unwrap(),
+        &data,
+        &out,
+        &[
+            "--trainable",
+            "theta",
+            "--loss",
+            "cross-entropy",
+            "--steps",
+            "5",
+            "--batch",
+            "8",
+            "--lr",
+            "0.01",
+            "--test",
+            data.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("test accuracy"), "{stdout}");
+    let read = |p: &std::path::Path| -> Vec<(String, Vec<u8>)> {
+        let m = ModelProto::parse_from_bytes(&std::fs::read(p).unwrap()).unwrap();
+        let mut v: Vec<_> = m
+            .graph
+            .initializer
+            .iter()
+            .map(|t| (t.name.clone(), t.raw_data.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    let (before, after) = (read(&model_path), read(&out));
+    assert_eq!(
+        before.iter().map(|t| &t.0).collect::<Vec<_>>(),
+        after.iter().map(|t| &t.0).collect::<Vec<_>>()
+    );
+    let mut thetas = 0;
+    for ((name, a), (_, b)) in before.iter().zip(&after) {
+        if name.ends_with("thetas") {
+            thetas += 1;
+            assert_ne!(a, b, "{name} was not trained");
+        } else {
+            assert_eq!(a, b, "{name} changed under --trainable theta");
+        }
+    }
+    assert_eq!(thetas, 2);
+}

@@ -116,3 +116,41 @@ def test_ort_119_eval_step_and_gmm_cross_entropy(tmp_path):
     f = C.OrtValueVector()
     module.eval_step([x[:200], y[:200]], f)
     assert np.isfinite(f[0].numpy())
+
+
+def test_ort_119_engine_trains_the_artifacts_of_an_onnx_model(tmp_path):
+    """`train-artifacts MODEL.onnx`: a CNN with per-channel DiTAC built as an ONNX model (Conv, DiTAC,
+    Flatten, Gemm), all weights trainable, cross-entropy, torch's Adam (AdamWOptimizer mode 0).
+    ONNX Runtime 1.19.2's engine follows `ditac train MODEL.onnx --engine portable` on the same
+    batches."""
+    model = tmp_path / "cnn.onnx"
+    ditac("build", ROOT / "models" / "digits" / "ditac.toml", "-o", model, "--seed", "1")
+    flags = ["--loss", "cross-entropy", "--optimizer", "adam", "--trainable", "all",
+             "--plugin", PLUGIN, "--ort", ORT_LIB]
+    art = tmp_path / "artifacts"
+    ditac("train-artifacts", model, "-o", art, *flags)
+    data_path = ROOT / "models" / "digits" / "train.npz"
+    log = tmp_path / "loss.json"
+    steps = 40
+    ditac("train", model, "--data", data_path, "-o", tmp_path / "trained.onnx", "--steps", steps,
+          "--batch", 64, "--lr", 3e-3, "--loss-log", log, "--engine", "portable", "--quiet", *flags)
+    ref = json.loads(log.read_text())
+
+    state, module, opt = engine(art)
+    assert state.get_property("ditac.optimizer") == "adam"
+    opt.set_learning_rate(ref["lr"])
+    data = np.load(data_path)
+    x, y = data["x"].astype(np.float32), data["y"].astype(np.int64).reshape(-1)
+    losses = []
+    for idx in ref["batches"][:steps]:
+        f = C.OrtValueVector()
+        module.train_step([x[idx], y[idx]], f)
+        losses.append(float(f[0].numpy()))
+        opt.optimizer_step()
+        module.lazy_reset_grad()
+    ours, theirs = np.array(ref["loss"][:steps]), np.array(losses)
+    rel = np.abs(theirs - ours) / np.abs(ours)
+    print(f"model artifacts: loss step 1 {ours[0]:.6f} / {theirs[0]:.6f}, step {steps} "
+          f"{ours[-1]:.6f} / {theirs[-1]:.6f}; max relative difference {rel.max():.2e}")
+    assert rel.max() < 0.01, (rel.max(), int(rel.argmax()))
+    assert theirs[-5:].mean() < 0.7 * theirs[:5].mean(), "the loss falls"

@@ -142,7 +142,9 @@ pub fn run(args: Args) -> Result<()> {
     if args.steps == 0 || args.batch == 0 {
         bail!("--steps and --batch must be positive");
     }
-    let source = args.flags.source(&args.spec, &cfg)?;
+    let plugin = &args.flags.plugin;
+    let (env, ort_path) = ort_env(args.flags.ort.clone(), plugin, "ditac-train")?;
+    let source = args.flags.source(&args.spec, &cfg, Some(&env))?;
     let init = source.init();
     let a = source.artifacts(&cfg)?;
     let (xs, ys) = source.io_shapes();
@@ -151,8 +153,6 @@ pub fn run(args: Args) -> Result<()> {
         Some(p) => Some(data::load_shaped(p, &xs, &ys, cfg.loss)?),
         None => None,
     };
-    let plugin = &args.flags.plugin;
-    let (env, ort_path) = ort_env(args.flags.ort.clone(), plugin, "ditac-train")?;
     let (engine, says) = choose_engine(&args.engine, &ort_path)?;
     println!("engine: {says}");
 

@@ -168,15 +168,33 @@ impl GraphFlags {
         })
     }
 
-    /// A spec (TOML/JSON) or an ONNX model (`.onnx`), ready for training.
-    pub fn source(&self, path: &Path, cfg: &TrainConfig) -> Result<Source> {
-        if path.extension().is_some_and(|e| e == "onnx") {
+    /// Whether `path` names an ONNX model (else a spec).
+    pub fn is_model(path: &Path) -> bool {
+        path.extension().is_some_and(|e| e == "onnx")
+    }
+
+    /// A spec (TOML/JSON) or an ONNX model (`.onnx`), ready for training. A model's shapes are
+    /// probed in ONNX Runtime: `env` (else one is made from --ort).
+    pub fn source(
+        &self,
+        path: &Path,
+        cfg: &TrainConfig,
+        env: Option<&ort::environment::Environment>,
+    ) -> Result<Source> {
+        if Self::is_model(path) {
             if self.params.is_some() {
                 bail!("--params is for specs: an ONNX model carries its own initial values");
             }
             let file = ModelFile::load(path)?;
-            let (env, _) = ort_env(self.ort.clone(), &self.plugin, "ditac-train-artifacts")?;
-            let mut open = |b: &[u8]| open_session(&env, &self.plugin, 1, b);
+            let own;
+            let env = match env {
+                Some(e) => e,
+                None => {
+                    own = ort_env(self.ort.clone(), &self.plugin, "ditac-train-artifacts")?.0;
+                    &own
+                }
+            };
+            let mut open = |b: &[u8]| open_session(env, &self.plugin, 1, b);
             let m = ModelNet::analyse(&file.model, &file.dir, self.trainable, cfg, &mut open)
                 .with_context(|| format!("model {}", path.display()))?;
             return Ok(Source::Model(Box::new(m)));
@@ -232,7 +250,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let cfg = args.flags.config()?;
-    let source = args.flags.source(&args.spec, &cfg)?;
+    let source = args.flags.source(&args.spec, &cfg, None)?;
     let a = source.artifacts(&cfg)?;
     artifacts::write(&a, &args.out)?;
     let n: usize = a.params.iter().map(|p| p.len()).sum();

@@ -60,9 +60,9 @@ pub struct GraphFlags {
     /// Seed of the initial parameters (and of the batch order in `train`).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// For an ONNX model: train only the DiTAC θ (theta) or θ and every weight (all).
-    #[arg(long, default_value = "all")]
-    pub trainable: Trainable,
+    /// For an ONNX model: train only the DiTAC θ (theta) or θ and every weight (all, the default).
+    #[arg(long)]
+    pub trainable: Option<Trainable>,
     /// The plugin library.
     #[arg(long, default_value = "target/release/libditac.so")]
     pub plugin: PathBuf,
@@ -195,9 +195,13 @@ impl GraphFlags {
                 }
             };
             let mut open = |b: &[u8]| open_session(env, &self.plugin, 1, b);
-            let m = ModelNet::analyse(&file.model, &file.dir, self.trainable, cfg, &mut open)
+            let trainable = self.trainable.unwrap_or(Trainable::All);
+            let m = ModelNet::analyse(&file.model, &file.dir, trainable, cfg, &mut open)
                 .with_context(|| format!("model {}", path.display()))?;
             return Ok(Source::Model(Box::new(m)));
+        }
+        if self.trainable.is_some() {
+            bail!("--trainable is for ONNX models: a spec's network trains every parameter");
         }
         let (net, init) = self.network(path, cfg)?;
         Ok(Source::Spec { net, init })

@@ -196,12 +196,14 @@ fn eval_loss(
 fn check_gradients(toml: &str, loss: LossKind, lambda: f32, n: usize, tol: f64, step: f64) {
     let net = net(toml);
     let params = init_params(&net, 11).unwrap();
+    // The intended regulariser: its θ-gradient is the derivative of the loss.
     let cfg = TrainConfig {
         loss,
         prior: PriorSettings {
             lambda_reg_loss: lambda as f64,
             ..PriorSettings::default()
         },
+        regulariser: Regulariser::Intended,
         ..TrainConfig::default()
     };
     let a = artifacts::build(&net, &params, &cfg).unwrap();
@@ -468,6 +470,7 @@ fn check_model(
 ) {
     let cfg = TrainConfig {
         loss,
+        regulariser: Regulariser::Intended,
         ..TrainConfig::default()
     };
     let mut open = |b: &[u8]| -> anyhow::Result<ort::session::Session> { Ok(session(b)?) };

@@ -4,8 +4,12 @@
 #   bash tools/compare.sh [STEPS] [SEEDS] [SET]
 #   SET mlp   (default): models/regression/spec.toml and compare/*.toml, 2 → 32 → act → 32 → act → 1,
 #                        AdamW lr 3e-3, seeds 0 1 2
-#   SET paper:           models/regression/paper/*.toml, the paper's 2 → 50 → act → 1, torch's Adam
-#                        lr 5e-3 (the authors' regression_example), seeds 1 2 3
+#   SET paper:           models/regression/paper/*.toml, the paper's 2 → 50 → act → 1 on the authors'
+#                        own target (`example-data paper-regression`, 98 000 training points — one
+#                        fresh point per sample of the 10 000 batches, as their fresh draws — and
+#                        2000 test points, written to out/paper-regression once), torch's Adam lr 5e-3
+#                        (the authors' regression_example), seeds 1 2 3
+#   SET paper-ours:      the same networks and training on models/regression's data
 #   SET digits:          models/digits/*.toml, a small CNN on scikit-learn's 8×8 digits, cross-entropy,
 #                        torch's Adam lr 3e-3, batch 64, seeds 1 2 3 (test accuracy)
 # Environment: LR, OPT (optimizer), FLAGS (extra `ditac train` flags for every run).
@@ -19,12 +23,16 @@ case "$SET" in
        SPECS="models/digits/ditac.toml models/digits/gelu.toml models/digits/relu.toml models/digits/prelu.toml" ;;
   mlp) SEEDS="${2:-0 1 2}"; LR="${LR:-3e-3}"; OPT="${OPT:-adamw}"
        SPECS="models/regression/spec.toml models/regression/compare/gelu.toml models/regression/compare/relu.toml models/regression/compare/prelu.toml" ;;
-  paper) SEEDS="${2:-1 2 3}"; LR="${LR:-5e-3}"; OPT="${OPT:-adam}"
+  paper|paper-ours) SEEDS="${2:-1 2 3}"; LR="${LR:-5e-3}"; OPT="${OPT:-adam}"
+       if [ "$SET" = paper ]; then DATA=out/paper-regression; fi
        SPECS="models/regression/paper/ditac.toml models/regression/paper/gelu.toml models/regression/paper/relu.toml models/regression/paper/prelu.toml" ;;
-  *) echo "unknown set $SET: expected mlp, paper or digits" >&2; exit 2 ;;
+  *) echo "unknown set $SET: expected mlp, paper, paper-ours or digits" >&2; exit 2 ;;
 esac
 BIN=target/release/ditac
 [ -x "$BIN" ] && [ -f target/release/libditac.so ] || cargo build --release
+if [ "$DATA" = out/paper-regression ] && [ ! -f "$DATA/train.npz" ]; then
+  "$BIN" example-data paper-regression --train 98000 --test 2000 -o "$DATA" >/dev/null
+fi
 OUT=out/compare-$SET
 mkdir -p "$OUT"
 echo "set $SET: $STEPS steps, batch $BATCH, --optimizer $OPT --lr $LR ${FLAGS:-}; $(lscpu | sed -n 's/^Model name: *//p'), load $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// regression (sum of sines on [-1,1]², the paper's Figure 1), gmm (2-D Gaussian-mixture
+    /// regression (sum of sines on [-1,1]², the paper's Figure 1), paper-regression (the authors'
+    /// own target of that figure, Σ_k w_k·sin(A_k·x), uniform x), gmm (2-D Gaussian-mixture
     /// classification, Figure 5) or digits (scikit-learn's 8×8 digits, from --from).
     kind: String,
     /// digits: scikit-learn's `digits.csv.gz` (in an installed scikit-learn, or unzipped from its
@@ -65,8 +66,11 @@ pub fn run(args: Args) -> Result<()> {
     }
     let gen = match args.kind.as_str() {
         "regression" => data::regression,
+        "paper-regression" => paper_regression,
         "gmm" => data::gmm,
-        other => bail!("unknown example \"{other}\": expected regression, gmm or digits"),
+        other => bail!(
+            "unknown example \"{other}\": expected regression, paper-regression, gmm or digits"
+        ),
     };
     std::fs::create_dir_all(&args.out)?;
     gen(args.train, args.seed).save_npz(&args.out.join("train.npz"))?;
@@ -78,6 +82,44 @@ pub fn run(args: Args) -> Result<()> {
         args.test
     );
     Ok(())
+}
+
+/// The authors' regression target (their `regression_example`): y = Σ_k w_k·sin(A_k·x) with these
+/// six frequency pairs and weights, x uniform on [−1, 1]². They draw a fresh batch every step;
+/// a large seeded sample stands in for that here.
+const PAPER_FREQUENCIES: [[f64; 2]; 6] = [[9., -7.], [-9., 11.], [3., 13.], [9., 9.], [13., 5.], [3., 19.]];
+const PAPER_WEIGHTS: [f64; 6] = [0.4, 0.1, 0.15, 0.15, 0.1, 0.1];
+
+fn paper_regression(n: usize, seed: u64) -> Dataset {
+    let mut state = seed ^ 0x5DEE_CE66_D1CE_5EED;
+    let mut uniform = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        (splitmix(state) >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+    };
+    let (mut x, mut y) = (Vec::with_capacity(2 * n), Vec::with_capacity(n));
+    for _ in 0..n {
+        let p = [uniform(), uniform()];
+        let v: f64 = PAPER_FREQUENCIES
+            .iter()
+            .zip(PAPER_WEIGHTS)
+            .map(|(a, w)| w * (a[0] * p[0] + a[1] * p[1]).sin())
+            .sum();
+        x.extend(p.map(|c| c as f32));
+        y.push(v as f32);
+    }
+    Dataset {
+        n,
+        x_shape: vec![2],
+        x,
+        y_shape: vec![1],
+        y: Targets::Values(y),
+    }
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Reads scikit-learn's `digits.csv.gz`: per line 64 pixel values (0–16) and the digit.
@@ -131,14 +173,11 @@ fn read_digits(path: &Path) -> Result<Dataset> {
 /// test set; both keep the file's order.
 fn split(all: &Dataset, n_test: usize, seed: u64) -> (Dataset, Dataset) {
     let key = |i: usize| {
-        // splitmix64
-        let mut z = seed
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_add(i as u64)
-            .wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        splitmix(
+            seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .wrapping_add(i as u64)
+                .wrapping_add(0x9E37_79B9_7F4A_7C15),
+        )
     };
     let mut order: Vec<usize> = (0..all.n).collect();
     order.sort_by_key(|&i| key(i));

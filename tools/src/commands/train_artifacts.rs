@@ -47,9 +47,10 @@ pub struct GraphFlags {
     /// The initial θ prior's variance (spec `lambda_var_init`) where a layer does not set it.
     #[arg(long, default_value_t = 2.0)]
     pub lambda_var_init: f64,
-    /// intended: λ·θᵀPθ in the loss, gradient 2λ·Pθ; reference: what the authors' code applies
-    /// (no loss term, θ's gradient d·g + 2λ·θ⊙colsum(P); ditac.md §8).
-    #[arg(long, default_value = "intended")]
+    /// reference: what the authors' code applies (no loss term, θ's gradient d·g +
+    /// 2λ·θ⊙colsum(P); ditac.md §8), so a run here follows a run there; intended: λ·θᵀPθ in the
+    /// loss, gradient 2λ·Pθ.
+    #[arg(long, default_value = "reference")]
     pub regulariser: Regulariser,
     /// Learning rate.
     #[arg(long, default_value_t = 1e-3)]

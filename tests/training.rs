@@ -1106,3 +1106,60 @@ fn theta_only_fine_tuning_of_a_model_changes_only_theta() {
     }
     assert_eq!(thetas, 2);
 }
+
+#[test]
+fn digits_example_data_reads_scikit_learns_file() {
+    use std::io::Write;
+    // Five rows in scikit-learn's format: 64 pixels in 0..=16, then the digit.
+    let mut text = String::new();
+    for r in 0..5 {
+        let px: Vec<String> = (0..64).map(|i| ((i + r) % 17).to_string()).collect();
+        text += &format!("{},{}\n", px.join(","), r);
+    }
+    let gz = tmp("digits.csv.gz");
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(text.as_bytes()).unwrap();
+    std::fs::write(&gz, e.finish().unwrap()).unwrap();
+    let out = tmp("digits_out");
+    let (code, stdout, stderr) = ditac(&[
+        "example-data",
+        "digits",
+        "--from",
+        gz.to_str().unwrap(),
+        "--test-share",
+        "0.4",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let train = Params::load(&out.join("train.npz")).unwrap();
+    let test = Params::load(&out.join("test.npz")).unwrap();
+    assert_eq!(train.get("x").unwrap().shape, vec![3, 1, 8, 8]);
+    assert_eq!(test.get("x").unwrap().shape, vec![2, 1, 8, 8]);
+    let x = &train.get("x").unwrap().data;
+    assert!(x.iter().all(|v| (0.0..=1.0).contains(v)) && x.contains(&1.0));
+    // Without the file: a message that says where it is.
+    let (code, _, stderr) = ditac(&["example-data", "digits", "-o", out.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("sklearn/datasets/data/digits.csv.gz"),
+        "{stderr}"
+    );
+    // A bad row is named.
+    std::fs::write(&gz, {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(b"1,2,3\n").unwrap();
+        e.finish().unwrap()
+    })
+    .unwrap();
+    let (code, _, stderr) = ditac(&[
+        "example-data",
+        "digits",
+        "--from",
+        gz.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("line 1: expected 64 pixels"), "{stderr}");
+}

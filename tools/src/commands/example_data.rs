@@ -87,7 +87,14 @@ pub fn run(args: Args) -> Result<()> {
 /// The authors' regression target (their `regression_example`): y = Σ_k w_k·sin(A_k·x) with these
 /// six frequency pairs and weights, x uniform on [−1, 1]². They draw a fresh batch every step;
 /// a large seeded sample stands in for that here.
-const PAPER_FREQUENCIES: [[f64; 2]; 6] = [[9., -7.], [-9., 11.], [3., 13.], [9., 9.], [13., 5.], [3., 19.]];
+const PAPER_FREQUENCIES: [[f64; 2]; 6] = [
+    [9., -7.],
+    [-9., 11.],
+    [3., 13.],
+    [9., 9.],
+    [13., 5.],
+    [3., 19.],
+];
 const PAPER_WEIGHTS: [f64; 6] = [0.4, 0.1, 0.15, 0.15, 0.1, 0.1];
 
 fn paper_regression(n: usize, seed: u64) -> Dataset {

@@ -121,7 +121,9 @@ impl ModelNet {
         cfg: &TrainConfig,
         open: &mut dyn FnMut(&[u8]) -> Result<Session>,
     ) -> Result<ModelNet> {
-        let model = &with_maxpool_indices(model);
+        let mut model = with_maxpool_indices(model);
+        inline_external_data(&mut model, dir)?;
+        let model = &model;
         let g = model.graph.as_ref().context("model without a graph")?;
         let inits: BTreeSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
         let inputs: Vec<_> = g
@@ -667,7 +669,7 @@ impl ModelNet {
             node.input = ins.iter().map(|s| s.to_string()).collect();
             node.output = vec![dx.clone(), dth.clone()];
             node.attribute = n.attribute.clone();
-            push_node(m, node);
+            m.raw_node(node);
             if want(0) {
                 out.push((0, dx));
             }
@@ -1249,9 +1251,26 @@ fn sum(m: &mut ModelBuilder, p: &str, of: &str, parts: Vec<String>) -> String {
     o
 }
 
-/// Appends a prepared node.
-fn push_node(m: &mut ModelBuilder, node: NodeProto) {
-    m.raw_node(node);
+/// Reads every external float initializer into the model, so that the training graphs and the
+/// trained model stand alone wherever they are written.
+fn inline_external_data(model: &mut ModelProto, dir: &Path) -> Result<()> {
+    let g = model.graph.as_mut().context("model without a graph")?;
+    for t in g.initializer.iter_mut() {
+        if !crate::transform::is_external(t) {
+            continue;
+        }
+        if t.data_type != onnx_protobuf::tensor_proto::DataType::FLOAT as i32 {
+            bail!(
+                "initializer \"{}\": external data of type {} (only float external data is read for training)",
+                t.name,
+                t.data_type
+            );
+        }
+        let v = tensor_f32(t, dir)?;
+        let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+        *t = crate::transform::make_tensor_f32(&t.name, &dims, &v);
+    }
+    Ok(())
 }
 
 /// The model with every `MaxPool` given its Indices output (the backward reads it).

@@ -508,7 +508,8 @@ fn check_model(
 
 #[test]
 fn model_gradients_tabular_ops() {
-    // MatMul + Add (bias), Reshape/Transpose/Flatten, DiTAC (exact), Gemm (transB), LayerNorm,
+    // MatMul + Add (bias), Reshape/Transpose/Flatten/Unsqueeze/Squeeze/Identity, DiTAC (exact),
+    // Gemm (transB), LayerNorm,
     // Sigmoid, Mul/Sub/Div with broadcasting, Tanh, Erf, Gelu, Gemm, MSE + prior.
     let mut r = Rng::new(3);
     let mut m = ModelBuilder::new("tabular");
@@ -539,7 +540,11 @@ fn model_gradients_tabular_ops() {
         &["h3"],
         &[("perm", Attr::Ints(vec![0, 2, 1]))],
     );
-    m.node("Flatten", "", "fl", &["h3"], &["h4"], &[]);
+    m.node("Flatten", "", "fl", &["h3"], &["h4a"], &[]);
+    m.initializer_i64("axis1", &[1], &[1]);
+    m.node("Unsqueeze", "", "unsq", &["h4a", "axis1"], &["h4b"], &[]);
+    m.node("Squeeze", "", "squeeze", &["h4b", "axis1"], &["h4c"], &[]);
+    m.node("Identity", "", "id", &["h4c"], &["h4"], &[]);
     m.node(
         "DiTAC",
         DITAC_DOMAIN,

@@ -744,6 +744,25 @@ fn model_without_a_backward_names_the_op() {
         err.contains("node 'odd' (Softsign)") && err.contains("op Softsign has no backward"),
         "{err}"
     );
+    // θ-only training of a model without DiTAC says what to do.
+    let mut m = ModelBuilder::new("gelu");
+    m.opset("", 20);
+    m.input("x", ElemType::Float, &[-1, 4]);
+    m.output("y", ElemType::Float, &[-1, 4]);
+    m.node("Gelu", "", "g", &["x"], &["y"], &[]);
+    let err = ModelNet::analyse(
+        &m.build(),
+        std::path::Path::new("."),
+        Trainable::Theta,
+        &cfg,
+        &mut open,
+    )
+    .err()
+    .unwrap();
+    assert!(
+        format!("{err:#}").contains("patch DiTAC in first"),
+        "{err:#}"
+    );
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -212,7 +212,15 @@ impl ModelNet {
             }
         }
         if chosen.is_empty() {
-            bail!("the model has no trainable initializers (no DiTAC θ, no weights)");
+            match trainable {
+                Trainable::Theta => bail!(
+                    "the model has no DiTAC θ initializer to train (--trainable theta): patch DiTAC \
+                     in first (ditac patch), or train the weights with --trainable all"
+                ),
+                Trainable::All => {
+                    bail!("the model has no trainable initializers (no DiTAC θ, no weights)")
+                }
+            }
         }
         let mut params = Vec::new();
         let mut init = Params::default();
@@ -235,7 +243,8 @@ impl ModelNet {
             .filter(|n| is_ditac_node(n) && n.op_type == "DiTAC")
         {
             let key = &n.input[1];
-            if !chosen.contains(key) {
+            // One prior per θ, however many nodes share it.
+            if !chosen.contains(key) || priors.iter().any(|p: &ThetaPrior| &p.key == key) {
                 continue;
             }
             let (at, _) = node_attrs(n)?;

@@ -16,6 +16,8 @@
 //! b = 3.0
 //! tess = 10
 //! per_channel = false      # true: θ is [C, d], one row per channel (axis 1)
+//! lambda_smooth = 5.0      # training only: the reference's prior settings (also lambda_var,
+//!                          # lambda_smooth_init, lambda_var_init, lambda_reg_loss)
 //!
 //! [[layers]]
 //! type = "linear"

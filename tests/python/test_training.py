@@ -116,3 +116,115 @@ def test_ort_119_eval_step_and_gmm_cross_entropy(tmp_path):
     f = C.OrtValueVector()
     module.eval_step([x[:200], y[:200]], f)
     assert np.isfinite(f[0].numpy())
+
+
+def test_ort_119_engine_trains_the_artifacts_of_an_onnx_model(tmp_path):
+    """`train-artifacts MODEL.onnx`: a CNN with per-channel DiTAC built as an ONNX model (Conv, DiTAC,
+    Flatten, Gemm), all weights trainable, cross-entropy, torch's Adam (AdamWOptimizer mode 0).
+    ONNX Runtime 1.19.2's engine follows `ditac train MODEL.onnx --engine portable` on the same
+    batches."""
+    model = tmp_path / "cnn.onnx"
+    ditac("build", ROOT / "models" / "digits" / "ditac.toml", "-o", model, "--seed", "1")
+    flags = ["--loss", "cross-entropy", "--optimizer", "adam", "--trainable", "all",
+             "--plugin", PLUGIN, "--ort", ORT_LIB]
+    art = tmp_path / "artifacts"
+    ditac("train-artifacts", model, "-o", art, *flags)
+    data_path = ROOT / "models" / "digits" / "train.npz"
+    log = tmp_path / "loss.json"
+    steps = 40
+    ditac("train", model, "--data", data_path, "-o", tmp_path / "trained.onnx", "--steps", steps,
+          "--batch", 64, "--lr", 3e-3, "--loss-log", log, "--engine", "portable", "--quiet", *flags)
+    ref = json.loads(log.read_text())
+
+    state, module, opt = engine(art)
+    assert state.get_property("ditac.optimizer") == "adam"
+    opt.set_learning_rate(ref["lr"])
+    data = np.load(data_path)
+    x, y = data["x"].astype(np.float32), data["y"].astype(np.int64).reshape(-1)
+    losses = []
+    for idx in ref["batches"][:steps]:
+        f = C.OrtValueVector()
+        module.train_step([x[idx], y[idx]], f)
+        losses.append(float(f[0].numpy()))
+        opt.optimizer_step()
+        module.lazy_reset_grad()
+    ours, theirs = np.array(ref["loss"][:steps]), np.array(losses)
+    rel = np.abs(theirs - ours) / np.abs(ours)
+    print(f"model artifacts: loss step 1 {ours[0]:.6f} / {theirs[0]:.6f}, step {steps} "
+          f"{ours[-1]:.6f} / {theirs[-1]:.6f}; max relative difference {rel.max():.2e}")
+    assert rel.max() < 0.01, (rel.max(), int(rel.argmax()))
+    assert theirs[-5:].mean() < 0.7 * theirs[:5].mean(), "the loss falls"
+
+
+def test_ort_119_engine_runs_the_backward_of_every_covered_op(tmp_path):
+    """An ONNX model with the ops whose backward needs more than a matrix product (MaxPool through
+    its Indices and ScatterElements-add, AveragePool and GlobalAveragePool through ConvTranspose,
+    a grouped Conv, LayerNormalization, Gelu, Erf, Div/Sub with broadcasting, Transpose, Reshape)
+    and a per-channel DiTAC: its artifacts run in ONNX Runtime 1.19.2's training engine and follow
+    the portable path."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    init = lambda name, *shape: numpy_helper.from_array(
+        (0.4 * rng.standard_normal(shape)).astype(np.float32), name)
+    n = lambda op, ins, outs, name, **kw: helper.make_node(op, ins, outs, name=name, **kw)
+    ditac_attrs = dict(a=-3.0, b=3.0, tess=10, domain="ai.ditac")
+    nodes = [
+        n("Conv", ["x", "c1.weight", "c1.bias"], ["a1"], "c1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        n("DiTAC", ["a1", "act.thetas"], ["a2"], "act", **ditac_attrs),
+        n("MaxPool", ["a2"], ["a3"], "mp", kernel_shape=[2, 2], strides=[2, 2]),
+        n("Conv", ["a3", "g.weight"], ["a4"], "g", kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=2),
+        n("AveragePool", ["a4"], ["a5"], "ap", kernel_shape=[2, 2], strides=[1, 1]),
+        n("Gelu", ["a5"], ["a6"], "gelu"),
+        n("GlobalAveragePool", ["a6"], ["a7"], "gap"),
+        n("Reshape", ["a7", "shape2"], ["a8"], "rs"),
+        n("LayerNormalization", ["a8", "ln.weight", "ln.bias"], ["a9"], "ln"),
+        n("Sub", ["a9", "shift"], ["a10"], "sub"),
+        n("Div", ["a10", "two"], ["a11"], "div"),
+        n("Erf", ["a11"], ["a12"], "erf"),
+        n("Transpose", ["fc.weight"], ["fcT"], "tr", perm=[1, 0]),
+        n("MatMul", ["a12", "fcT"], ["a13"], "fc"),
+        n("Add", ["a13", "fc.bias"], ["y"], "fcb"),
+    ]
+    inits = [
+        init("c1.weight", 4, 1, 3, 3), init("c1.bias", 4), init("act.thetas", 4, 9),
+        init("g.weight", 6, 2, 3, 3), init("ln.weight", 6), init("ln.bias", 6),
+        init("fc.weight", 10, 6), init("fc.bias", 10),
+        numpy_helper.from_array(np.array([-1, 6], np.int64), "shape2"),
+        numpy_helper.from_array(np.full([6], 0.1, np.float32), "shift"),
+        numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+    ]
+    g = helper.make_graph(
+        nodes, "ops", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("ai.ditac", 1)])
+    model.ir_version = 9
+    path = tmp_path / "ops.onnx"
+    path.write_bytes(model.SerializeToString())
+
+    flags = ["--loss", "cross-entropy", "--plugin", PLUGIN, "--ort", ORT_LIB]
+    art = tmp_path / "artifacts"
+    ditac("train-artifacts", path, "-o", art, *flags)
+    data_path = ROOT / "models" / "digits" / "train.npz"
+    log = tmp_path / "loss.json"
+    steps = 30
+    ditac("train", path, "--data", data_path, "-o", tmp_path / "trained.onnx", "--steps", steps,
+          "--batch", 32, "--lr", 3e-3, "--loss-log", log, "--engine", "portable", "--quiet", *flags)
+    ref = json.loads(log.read_text())
+    state, module, opt = engine(art)
+    opt.set_learning_rate(ref["lr"])
+    data = np.load(data_path)
+    x, y = data["x"].astype(np.float32), data["y"].astype(np.int64).reshape(-1)
+    losses = []
+    for idx in ref["batches"][:steps]:
+        f = C.OrtValueVector()
+        module.train_step([x[idx], y[idx]], f)
+        losses.append(float(f[0].numpy()))
+        opt.optimizer_step()
+        module.lazy_reset_grad()
+    ours, theirs = np.array(ref["loss"][:steps]), np.array(losses)
+    rel = np.abs(theirs - ours) / np.abs(ours)
+    print(f"covered ops: loss step 1 {ours[0]:.6f} / {theirs[0]:.6f}, step {steps} "
+          f"{ours[-1]:.6f} / {theirs[-1]:.6f}; max relative difference {rel.max():.2e}")
+    assert rel.max() < 0.01, (rel.max(), int(rel.argmax()))
+    assert theirs[-5:].mean() < theirs[:5].mean(), "the loss falls"

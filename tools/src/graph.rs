@@ -8,7 +8,7 @@
 
 use crate::model::{ditac_attrs, Attr, ElemType, ModelBuilder, DITAC_DOMAIN};
 use crate::params::{Params, Tensor};
-use crate::spec::{Layer, Network, ResolvedLayer};
+use crate::spec::{Layer, Network, PriorSettings, ResolvedLayer};
 use anyhow::{bail, Result};
 use ditac::basis;
 use ditac::prior;
@@ -108,9 +108,14 @@ impl Uniform {
 }
 
 /// Initial parameters as PyTorch initialises them (Linear and Conv2d: weights and biases uniform in
-/// ±1/√fan_in; PReLU 0.25) and θ drawn from the reference's prior (ditac.md §9: length scale 5,
-/// output variance 2), all from `seed`.
+/// ±1/√fan_in; PReLU 0.25) and θ drawn from the reference's prior (ditac.md §9, each layer's
+/// `lambda_smooth_init`, `lambda_var_init`; unset: the reference's 5 and 2), all from `seed`.
 pub fn init_params(net: &Network, seed: u64) -> Result<Params> {
+    init_params_with(net, seed, &PriorSettings::default())
+}
+
+/// [`init_params`] with `defaults` for the prior settings a layer leaves unset.
+pub fn init_params_with(net: &Network, seed: u64, defaults: &PriorSettings) -> Result<Params> {
     let mut rng = Uniform(0x2545_F491_4F6C_DD1D ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut out = Params::default();
     for layer in &net.layers {
@@ -131,7 +136,7 @@ pub fn init_params(net: &Network, seed: u64) -> Result<Params> {
                     Tensor::new(p.shape.clone(), vec![0.25; p.len()]),
                 );
             }
-            Layer::Ditac(_) => {
+            Layer::Ditac(spec) => {
                 let at = layer
                     .attrs
                     .as_ref()
@@ -143,10 +148,16 @@ pub fn init_params(net: &Network, seed: u64) -> Result<Params> {
                         b.key
                     );
                 }
+                let settings = spec.prior(defaults)?;
                 let p = &layer.params[0];
                 let (rows, d) = (p.shape[0], p.shape[1]);
                 let b = basis::build(at.tess(), at.zero_boundary(), at.basis)?;
-                let cov = prior::init_covariance(at.tess(), &b, 5.0, 2.0);
+                let cov = prior::init_covariance(
+                    at.tess(),
+                    &b,
+                    settings.lambda_smooth_init,
+                    settings.lambda_var_init,
+                );
                 let layer_seed = seed
                     .wrapping_mul(1_000_003)
                     .wrapping_add(layer.index as u64);
@@ -335,6 +346,45 @@ mod tests {
             .find(|t| t.name == "1.thetas")
             .unwrap();
         assert_eq!(theta.dims, vec![9]);
+    }
+
+    #[test]
+    fn initial_theta_follows_the_layer_prior_settings() {
+        // Σ_init scales with λ_var_init², so with the same seed θ scales with λ_var_init: the
+        // layer's own setting wins over the defaults, and the defaults apply where it has none.
+        let spec = |extra: &str| {
+            Spec::from_toml(&format!(
+                "input = 2\n[[layers]]\ntype = \"ditac\"\n{extra}\n[[layers]]\ntype = \"ditac\"\n"
+            ))
+            .unwrap()
+            .resolve()
+            .unwrap()
+        };
+        let base = init_params(&spec(""), 5).unwrap();
+        let own = init_params(&spec("lambda_var_init = 4.0"), 5).unwrap();
+        let defaults = PriorSettings {
+            lambda_var_init: 1.0,
+            ..PriorSettings::default()
+        };
+        let flagged = init_params_with(&spec("lambda_var_init = 4.0"), 5, &defaults).unwrap();
+        let th = |p: &Params, k: &str| p.get(k).unwrap().data.clone();
+        for (a, b) in th(&base, "0.thetas").iter().zip(th(&own, "0.thetas")) {
+            assert!((2.0 * a - b).abs() <= 1e-5 * b.abs().max(1e-3), "{a} {b}");
+        }
+        assert_eq!(th(&base, "1.thetas"), th(&own, "1.thetas"));
+        assert_eq!(th(&flagged, "0.thetas"), th(&own, "0.thetas"));
+        for (a, b) in th(&base, "1.thetas").iter().zip(th(&flagged, "1.thetas")) {
+            assert!((0.5 * a - b).abs() <= 1e-5 * b.abs().max(1e-3), "{a} {b}");
+        }
+        let err =
+            Spec::from_toml("input = 2\n[[layers]]\ntype = \"ditac\"\nlambda_smooth = -1.0\n")
+                .unwrap()
+                .resolve()
+                .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("lambda_smooth = -1: expected a finite number > 0"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -259,6 +259,12 @@ impl ModelBuilder {
         self
     }
 
+    /// Appends a node built elsewhere (attributes copied from another node, say).
+    pub fn raw_node(&mut self, node: NodeProto) -> &mut Self {
+        self.graph.node.push(node);
+        self
+    }
+
     /// The ModelProto.
     pub fn build(&self) -> ModelProto {
         let mut m = ModelProto::new();

@@ -18,6 +18,8 @@
 //! per_channel = false      # true: θ is [C, d], one row per channel (axis 1)
 //! # basis = "explicit"     # B [2·tess, d] from the parameters, key "<prefix>.B" (the basis θ was
 //! #                        # trained in: the reference module's `T.params.B`)
+//! lambda_smooth = 5.0      # training only: the reference's prior settings (also lambda_var,
+//!                          # lambda_smooth_init, lambda_var_init, lambda_reg_loss)
 //!
 //! [[layers]]
 //! type = "linear"
@@ -161,6 +163,65 @@ pub struct DitacLayer {
     /// θ per channel (`[C, d]`, channel axis 1) instead of one θ for the layer.
     #[serde(default)]
     pub per_channel: bool,
+    /// Training only (the reference's constructor arguments, ditac.md §8–§10): the smoothness
+    /// prior's length scale and variance, the initial θ prior's, and the prior's weight. Unset:
+    /// the `train` flags' values, whose defaults are the reference's.
+    #[serde(default)]
+    pub lambda_smooth: Option<f64>,
+    #[serde(default)]
+    pub lambda_var: Option<f64>,
+    #[serde(default)]
+    pub lambda_smooth_init: Option<f64>,
+    #[serde(default)]
+    pub lambda_var_init: Option<f64>,
+    #[serde(default)]
+    pub lambda_reg_loss: Option<f64>,
+}
+
+/// The prior settings of a DiTAC layer (the reference's names; ditac.md §8 regulariser, §9 initial
+/// θ).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PriorSettings {
+    /// Length scale and variance of the regulariser's precision matrix P.
+    pub lambda_smooth: f64,
+    pub lambda_var: f64,
+    /// Length scale and variance of the covariance the initial θ is drawn from.
+    pub lambda_smooth_init: f64,
+    pub lambda_var_init: f64,
+    /// The regulariser's weight λ (0: none).
+    pub lambda_reg_loss: f64,
+}
+
+impl Default for PriorSettings {
+    /// The reference constructor's defaults: 5, 2, 5, 2, 0.1.
+    fn default() -> Self {
+        PriorSettings {
+            lambda_smooth: 5.0,
+            lambda_var: 2.0,
+            lambda_smooth_init: 5.0,
+            lambda_var_init: 2.0,
+            lambda_reg_loss: 0.1,
+        }
+    }
+}
+
+impl PriorSettings {
+    /// Checks that the length scales and variances are positive and λ is ≥ 0 (all finite).
+    pub fn validate(&self) -> Result<()> {
+        for (name, v, zero_ok) in [
+            ("lambda_smooth", self.lambda_smooth, false),
+            ("lambda_var", self.lambda_var, false),
+            ("lambda_smooth_init", self.lambda_smooth_init, false),
+            ("lambda_var_init", self.lambda_var_init, false),
+            ("lambda_reg_loss", self.lambda_reg_loss, true),
+        ] {
+            if !v.is_finite() || v < 0.0 || (v == 0.0 && !zero_ok) {
+                let want = if zero_ok { "≥ 0" } else { "> 0" };
+                bail!("{name} = {v}: expected a finite number {want}");
+            }
+        }
+        Ok(())
+    }
 }
 
 impl DitacLayer {
@@ -182,6 +243,21 @@ impl DitacLayer {
         };
         // basis "explicit": B comes from the parameters (`<layer>.B`), see `crate::graph`.
         Ok(Attrs::read(&given, AttrSet::Warp)?)
+    }
+
+    /// This layer's prior settings: its own where set, else `defaults` (validated).
+    pub fn prior(&self, defaults: &PriorSettings) -> Result<PriorSettings> {
+        let p = PriorSettings {
+            lambda_smooth: self.lambda_smooth.unwrap_or(defaults.lambda_smooth),
+            lambda_var: self.lambda_var.unwrap_or(defaults.lambda_var),
+            lambda_smooth_init: self
+                .lambda_smooth_init
+                .unwrap_or(defaults.lambda_smooth_init),
+            lambda_var_init: self.lambda_var_init.unwrap_or(defaults.lambda_var_init),
+            lambda_reg_loss: self.lambda_reg_loss.unwrap_or(defaults.lambda_reg_loss),
+        };
+        p.validate()?;
+        Ok(p)
     }
 }
 
@@ -380,6 +456,12 @@ impl Spec {
                 Layer::Flatten { .. } => vec![shape.iter().product()],
                 Layer::Ditac(d) => {
                     let a = d.attrs().map_err(|e| at(format!("{e}")))?;
+                    // Only the layer's own settings here; the flags' defaults are checked too.
+                    d.prior(&PriorSettings {
+                        lambda_reg_loss: 0.0,
+                        ..PriorSettings::default()
+                    })
+                    .map_err(|e| at(format!("{e}")))?;
                     let rows = if d.per_channel { shape[0] } else { 1 };
                     params.push(ParamSpec {
                         key: key("thetas"),

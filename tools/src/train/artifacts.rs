@@ -99,21 +99,30 @@ pub fn training_model(net: &Network, cfg: &TrainConfig) -> Result<ModelProto> {
     m.input(RESET, ElemType::Bool, &[1]);
     let fwd = emit_forward(net, None, &mut m, "x", "y")?;
     m.value("y", ElemType::Float, &batch_dims(net.output()));
-    let (dy, prior) = emit_loss(net, &mut m, "y", cfg.loss, cfg.lambda, true)?;
+    let (dy, prior) = emit_loss(net, &mut m, "y", cfg, true)?;
     let dy = dy.expect("loss gradient requested");
     let mut grads = emit_backward(net, &fwd, &mut m, &dy)?;
-    // θ: data gradient + prior gradient.
-    for (key, pg) in prior {
+    // θ: (scaled) data gradient + prior gradient.
+    for pg in prior {
+        let key = &pg.key;
         let e = grads
             .iter_mut()
-            .find(|(k, _)| *k == key)
+            .find(|(k, _)| k == key)
             .expect("θ has a data gradient");
+        let mut data = e.1.clone();
+        if pg.data_scale != 1.0 {
+            let s =
+                super::backward::scalar(&mut m, &format!("{key}.prior/data_scale"), pg.data_scale);
+            let scaled = format!("{key}.prior/data_scaled");
+            m.node("Mul", "", &scaled, &[&data, &s], &[&scaled], &[]);
+            data = scaled;
+        }
         let total = format!("{key}_grad");
         m.node(
             "Add",
             "",
             &format!("{key}.prior/add"),
-            &[&e.1, &pg],
+            &[&data, &pg.grad],
             &[&total],
             &[],
         );
@@ -155,7 +164,7 @@ pub fn eval_model(net: &Network, cfg: &TrainConfig) -> Result<ModelProto> {
     }
     emit_forward(net, None, &mut m, "x", "y")?;
     m.value("y", ElemType::Float, &batch_dims(net.output()));
-    emit_loss(net, &mut m, "y", cfg.loss, cfg.lambda, false)?;
+    emit_loss(net, &mut m, "y", cfg, false)?;
     Ok(m.build())
 }
 
@@ -183,7 +192,7 @@ pub fn optimizer_model(cfg: &TrainConfig) -> ModelProto {
     m.input("step", ElemType::Int64, &[1]);
     let flag = "updated_flag";
     match cfg.optimizer {
-        OptimizerKind::AdamW => {
+        OptimizerKind::AdamW | OptimizerKind::Adam => {
             m.node(
                 "AdamWOptimizer",
                 "com.microsoft",
@@ -202,7 +211,14 @@ pub fn optimizer_model(cfg: &TrainConfig) -> ModelProto {
                     ("beta", Attr::Float(cfg.beta2)),
                     ("epsilon", Attr::Float(cfg.epsilon)),
                     ("weight_decay", Attr::Float(cfg.weight_decay)),
-                    ("adam_mode", Attr::Int(1)),
+                    (
+                        "adam_mode",
+                        Attr::Int(if cfg.optimizer == OptimizerKind::Adam {
+                            0
+                        } else {
+                            1
+                        }),
+                    ),
                     ("correct_bias", Attr::Int(1)),
                 ],
             );
@@ -222,7 +238,7 @@ pub fn optimizer_model(cfg: &TrainConfig) -> ModelProto {
     let mut proto = m.build();
     let g = proto.graph.as_mut().expect("graph");
     let mut names = vec!["params", "gradients", "first_order_moments"];
-    if cfg.optimizer == OptimizerKind::AdamW {
+    if cfg.optimizer != OptimizerKind::Sgd {
         names.push("second_order_moments");
     }
     for n in names {
@@ -253,12 +269,16 @@ pub fn build(net: &Network, params: &Params, cfg: &TrainConfig) -> Result<Artifa
         frozen: Vec::new(),
         ints: vec![("ditac.seed".into(), cfg.seed as i64)],
         floats: vec![
-            ("ditac.lambda".into(), cfg.lambda),
+            (
+                "ditac.lambda_reg_loss".into(),
+                cfg.prior.lambda_reg_loss as f32,
+            ),
             ("ditac.learning_rate".into(), cfg.lr),
         ],
         strings: vec![
             ("ditac.loss".into(), cfg.loss.as_str().into()),
             ("ditac.optimizer".into(), cfg.optimizer.as_str().into()),
+            ("ditac.regulariser".into(), cfg.regulariser.as_str().into()),
         ],
     };
     Ok(Artifacts {

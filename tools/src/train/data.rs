@@ -89,6 +89,16 @@ fn where_nan(name: &str, data: &[f32], row_len: usize) -> Option<String> {
 
 /// Reads `path` (`.npz` with `x` and `y`, or CSV) and checks it against `net` and `loss`.
 pub fn load(path: &Path, net: &Network, loss: LossKind) -> Result<Dataset> {
+    load_shaped(path, &net.input, net.output(), loss)
+}
+
+/// [`load`] for a network with per-sample input shape `input` and output shape `output`.
+pub fn load_shaped(
+    path: &Path,
+    input: &[usize],
+    output: &[usize],
+    loss: LossKind,
+) -> Result<Dataset> {
     let bytes =
         std::fs::read(path).with_context(|| format!("cannot read data {}", path.display()))?;
     let what = || format!("data {}", path.display());
@@ -107,9 +117,9 @@ pub fn load(path: &Path, net: &Network, loss: LossKind) -> Result<Dataset> {
             y.data.clone(),
         )
     } else {
-        read_csv(&bytes, net, loss).with_context(what)?
+        read_csv(&bytes, input, output, loss).with_context(what)?
     };
-    check(xs, x, ys, y, net, loss).with_context(what)
+    check(xs, x, ys, y, input, output, loss).with_context(what)
 }
 
 /// (x shape, x, y shape, y) as read from a file.
@@ -117,17 +127,16 @@ type Columns = (Vec<usize>, Vec<f32>, Vec<usize>, Vec<f32>);
 
 /// CSV: one sample per line, the input features then the target(s); a first line that is not
 /// numeric is a header.
-fn read_csv(bytes: &[u8], net: &Network, loss: LossKind) -> Result<Columns> {
+fn read_csv(bytes: &[u8], input: &[usize], output: &[usize], loss: LossKind) -> Result<Columns> {
     let text = std::str::from_utf8(bytes).context("CSV is not UTF-8 text")?;
-    if net.input.len() != 1 {
+    if input.len() != 1 {
         bail!(
-            "CSV data needs a spec with flat input features; this spec's input is {:?} (use .npz)",
-            net.input
+            "CSV data needs a spec with flat input features; this spec's input is {input:?} (use .npz)"
         );
     }
-    let nx = net.input[0];
+    let nx = input[0];
     let ny = match loss {
-        LossKind::Mse => net.output().iter().product(),
+        LossKind::Mse => output.iter().product(),
         LossKind::CrossEntropy => 1,
     };
     let (mut x, mut y) = (Vec::new(), Vec::new());
@@ -167,16 +176,15 @@ fn check(
     x: Vec<f32>,
     ys: Vec<usize>,
     y: Vec<f32>,
-    net: &Network,
+    input: &[usize],
+    output: &[usize],
     loss: LossKind,
 ) -> Result<Dataset> {
-    let want_x: Vec<usize> = std::iter::once(0)
-        .chain(net.input.iter().copied())
-        .collect();
+    let want_x: Vec<usize> = std::iter::once(0).chain(input.iter().copied()).collect();
     if xs.len() != want_x.len() || xs[1..] != want_x[1..] {
         bail!(
             "x has shape {xs:?}: the spec expects [N, {}]",
-            net.input
+            input
                 .iter()
                 .map(|d| d.to_string())
                 .collect::<Vec<_>>()
@@ -187,7 +195,7 @@ fn check(
     if n == 0 {
         bail!("x has no samples");
     }
-    let xl: usize = net.input.iter().product();
+    let xl: usize = input.iter().product();
     if let Some(w) = where_nan("x", &x, xl) {
         bail!("{w}: data must be finite");
     }
@@ -200,7 +208,7 @@ fn check(
     }
     match loss {
         LossKind::Mse => {
-            let out = net.output().to_vec();
+            let out = output.to_vec();
             let ok = ys[1..] == out[..] || (ys.len() == 1 && out == [1]);
             if !ok {
                 bail!(
@@ -213,7 +221,7 @@ fn check(
             }
             Ok(Dataset {
                 n,
-                x_shape: net.input.clone(),
+                x_shape: input.to_vec(),
                 x,
                 y_shape: out,
                 y: Targets::Values(y),
@@ -225,7 +233,7 @@ fn check(
                     "y has shape {ys:?}: expected [N] (or [N, 1]) class indices for cross-entropy"
                 );
             }
-            let k = net.output()[0];
+            let k = output[0];
             let mut c = Vec::with_capacity(n);
             for (i, &v) in y.iter().enumerate() {
                 if v.fract() != 0.0 || v < 0.0 || v as usize >= k {
@@ -235,7 +243,7 @@ fn check(
             }
             Ok(Dataset {
                 n,
-                x_shape: net.input.clone(),
+                x_shape: input.to_vec(),
                 x,
                 y_shape: vec![],
                 y: Targets::Classes(c),

@@ -1,18 +1,17 @@
 //! Loss functions of training and eval graphs: mean squared error, softmax cross-entropy with integer
-//! labels, plus the smoothness prior λ·θᵀPθ of every DiTAC layer (ditac.md §8, the intended form;
-//! P = `prior::precision_matrix` with the reference's λ_smooth = 5, λ_var = 2, an initializer).
+//! labels, plus the smoothness prior of every DiTAC layer (ditac.md §8; P =
+//! `prior::precision_matrix` with the layer's `lambda_smooth`, `lambda_var`, weighted by its
+//! `lambda_reg_loss`). [`Regulariser::Intended`]: the loss gets λ·θᵀPθ and θ's gradient 2λ·Pθ.
+//! [`Regulariser::Reference`]: what the authors' code does — no loss term, θ's gradient
+//! d·g + 2λ·θ⊙colsum(P).
 
 use super::backward::{ints, scalar};
-use super::LossKind;
+use super::{LossKind, Regulariser, TrainConfig};
 use crate::model::{Attr, ElemType, ModelBuilder};
-use crate::spec::{Layer, Network};
+use crate::spec::{Layer, Network, PriorSettings};
 use anyhow::{bail, Result};
 use ditac::basis;
 use ditac::prior;
-
-/// The reference's regulariser constants (ditac.md §8).
-pub const PRIOR_LENGTH_SCALE: f64 = 5.0;
-pub const PRIOR_VARIANCE: f64 = 2.0;
 
 /// The name of the loss output.
 pub const LOSS: &str = "loss";
@@ -20,21 +19,21 @@ pub const LOSS: &str = "loss";
 /// Declares the target input for `loss` on `net`: float `[N, out...]` (MSE) or int64 `[N]` class
 /// indices (cross-entropy).
 pub fn target_input(net: &Network, loss: LossKind, m: &mut ModelBuilder) -> Result<()> {
+    target_input_for(net.output(), loss, m)
+}
+
+/// [`target_input`] for a network whose per-sample output shape is `output`.
+pub fn target_input_for(output: &[usize], loss: LossKind, m: &mut ModelBuilder) -> Result<()> {
     match loss {
         LossKind::Mse => {
-            m.input(
-                "target",
-                ElemType::Float,
-                &crate::graph::batch_dims(net.output()),
-            );
+            m.input("target", ElemType::Float, &crate::graph::batch_dims(output));
         }
         LossKind::CrossEntropy => {
-            if net.output().len() != 1 || net.output()[0] < 2 {
+            if output.len() != 1 || output[0] < 2 {
                 bail!(
                     "cross-entropy needs a network whose output is a flat vector of at least 2 class \
-                     scores; this spec's output has shape {:?} (add a flatten layer and a linear layer \
-                     with one output per class)",
-                    net.output()
+                     scores; this network's output has shape {output:?} (add a flatten layer and a \
+                     linear layer with one output per class)"
                 );
             }
             m.input("target", ElemType::Int64, &[-1]);
@@ -43,34 +42,94 @@ pub fn target_input(net: &Network, loss: LossKind, m: &mut ModelBuilder) -> Resu
     Ok(())
 }
 
-/// The precision matrix P of a DiTAC layer, symmetrised, as f32 row-major d×d.
-pub fn layer_precision(at: &ditac::Attrs) -> Result<Vec<f32>> {
+/// The precision matrix P of a DiTAC layer (row-major d×d, as the reference computes it).
+pub fn layer_precision(at: &ditac::Attrs, settings: &PriorSettings) -> Result<Vec<f64>> {
     let b = basis::build(at.tess(), at.zero_boundary(), at.basis)?;
-    let p = prior::precision_matrix(&b, PRIOR_LENGTH_SCALE, PRIOR_VARIANCE);
-    let d = b.cols;
-    Ok((0..d * d)
+    Ok(prior::precision_matrix(
+        &b,
+        settings.lambda_smooth,
+        settings.lambda_var,
+    ))
+}
+
+/// One trainable θ and its prior: what the loss writer needs of a DiTAC layer or node.
+#[derive(Debug, Clone)]
+pub struct ThetaPrior {
+    /// θ's parameter name.
+    pub key: String,
+    /// θ's row length.
+    pub d: usize,
+    /// P, row-major d×d (see [`layer_precision`]).
+    pub precision: Vec<f64>,
+    pub settings: PriorSettings,
+}
+
+/// The θ priors of a spec network's DiTAC layers.
+pub fn net_priors(net: &Network, cfg: &TrainConfig) -> Result<Vec<ThetaPrior>> {
+    let mut out = Vec::new();
+    for l in &net.layers {
+        let Layer::Ditac(spec) = &l.layer else {
+            continue;
+        };
+        let settings = spec.prior(&cfg.prior)?;
+        let at = l.attrs.as_ref().expect("resolved DiTAC layer has attrs");
+        out.push(ThetaPrior {
+            key: l.params[0].key.clone(),
+            d: at.theta_len(),
+            precision: layer_precision(at, &settings)?,
+            settings,
+        });
+    }
+    Ok(out)
+}
+
+/// P symmetrised, as f32 (the intended regulariser's matrix).
+fn symmetrised(p: &[f64], d: usize) -> Vec<f32> {
+    (0..d * d)
         .map(|k| {
             let (i, j) = (k / d, k % d);
             (0.5 * (p[i * d + j] + p[j * d + i])) as f32
         })
-        .collect())
+        .collect()
 }
 
-/// What [`emit_loss`] returns: the name of dloss/dy (with `grads`) and, per DiTAC θ key, the name of
-/// the prior's gradient.
-pub type LossGrads = (Option<String>, Vec<(String, String)>);
+/// The prior's share of one θ's gradient, from [`emit_loss`].
+#[derive(Debug, Clone)]
+pub struct PriorGrad {
+    /// θ's key.
+    pub key: String,
+    /// The value to add to θ's (scaled) data gradient.
+    pub grad: String,
+    /// The factor of the data gradient (the reference regulariser's d; 1: none).
+    pub data_scale: f32,
+}
+
+/// What [`emit_loss`] returns: the name of dloss/dy (with `grads`) and the prior's gradients.
+pub type LossGrads = (Option<String>, Vec<PriorGrad>);
 
 /// Writes the loss of output `y` against `target` into `m` (output [`LOSS`], a scalar). With
 /// `grads`, also writes the gradient of the data term with respect to `y` (returned) and, per DiTAC
-/// θ, the gradient 2λ·θP of the prior (returned as (θ key, gradient name)).
+/// θ with a non-zero `lambda_reg_loss`, the prior's share of θ's gradient (see the module doc).
 pub fn emit_loss(
     net: &Network,
     m: &mut ModelBuilder,
     y: &str,
-    loss: LossKind,
-    lambda: f32,
+    cfg: &TrainConfig,
     grads: bool,
 ) -> Result<LossGrads> {
+    emit_loss_for(net.output(), &net_priors(net, cfg)?, m, y, cfg, grads)
+}
+
+/// [`emit_loss`] for a network with per-sample output shape `output` and the θ priors `priors`.
+pub fn emit_loss_for(
+    output: &[usize],
+    priors: &[ThetaPrior],
+    m: &mut ModelBuilder,
+    y: &str,
+    cfg: &TrainConfig,
+    grads: bool,
+) -> Result<LossGrads> {
+    let loss = cfg.loss;
     let data = "loss.data";
     let mut dy = None;
     match loss {
@@ -142,7 +201,7 @@ pub fn emit_loss(
                 &[("reduction", Attr::from("mean"))],
             );
             if grads {
-                let k = net.output()[0] as i64;
+                let k = output[0] as i64;
                 let depth = ints(m, "loss/depth", &[k]);
                 m.initializer_f32("loss/onehot_values", &[2], &[0.0, 1.0]);
                 m.node(
@@ -191,69 +250,94 @@ pub fn emit_loss(
             }
         }
     }
-    // The smoothness prior of every DiTAC layer: λ·Σ_rows θ_r P θ_rᵀ.
+    // The smoothness prior of every DiTAC layer.
     let mut terms = vec![data.to_string()];
     let mut prior_grads = Vec::new();
-    if lambda != 0.0 {
-        let lam = scalar(m, "loss/lambda", lambda);
-        let two_lam = if grads {
-            scalar(m, "loss/two_lambda", 2.0 * lambda)
-        } else {
-            String::new()
-        };
-        for l in &net.layers {
-            if !matches!(l.layer, Layer::Ditac(_)) {
-                continue;
-            }
-            let at = l.attrs.as_ref().expect("resolved DiTAC layer has attrs");
-            let key = &l.params[0].key;
-            let d = at.theta_len();
-            let pname = format!("{key}.precision");
-            m.initializer_f32(&pname, &[d, d], &layer_precision(at)?);
-            let n = |s: &str| format!("{key}.prior/{s}");
-            m.node(
-                "MatMul",
-                "",
-                &n("thetaP"),
-                &[key, &pname],
-                &[&n("thetaP")],
-                &[],
-            );
-            m.node(
-                "Mul",
-                "",
-                &n("quad"),
-                &[key, &n("thetaP")],
-                &[&n("quad")],
-                &[],
-            );
-            m.node(
-                "ReduceSum",
-                "",
-                &n("sum"),
-                &[&n("quad")],
-                &[&n("sum")],
-                &[("keepdims", Attr::Int(0))],
-            );
-            m.node(
-                "Mul",
-                "",
-                &n("term"),
-                &[&n("sum"), &lam],
-                &[&n("term")],
-                &[],
-            );
-            terms.push(n("term"));
-            if grads {
+    for tp in priors {
+        let settings = tp.settings;
+        // The reference scales θ's data gradient by d even with λ = 0 (the broadcast happens
+        // regardless), so only the intended form drops a zero-weight prior.
+        if settings.lambda_reg_loss == 0.0 && cfg.regulariser == Regulariser::Intended {
+            continue;
+        }
+        let lambda = settings.lambda_reg_loss as f32;
+        let (key, d, p) = (&tp.key, tp.d, &tp.precision);
+        let n = |s: &str| format!("{key}.prior/{s}");
+        match cfg.regulariser {
+            Regulariser::Intended => {
+                // λ·Σ_rows θ_r P θ_rᵀ; gradient 2λ·θP (P symmetrised).
+                let pname = format!("{key}.precision");
+                m.initializer_f32(&pname, &[d, d], &symmetrised(p, d));
+                let lam = scalar(m, &n("lambda"), lambda);
+                m.node(
+                    "MatMul",
+                    "",
+                    &n("thetaP"),
+                    &[key, &pname],
+                    &[&n("thetaP")],
+                    &[],
+                );
                 m.node(
                     "Mul",
                     "",
-                    &n("grad"),
-                    &[&n("thetaP"), &two_lam],
-                    &[&n("grad")],
+                    &n("quad"),
+                    &[key, &n("thetaP")],
+                    &[&n("quad")],
                     &[],
                 );
-                prior_grads.push((key.clone(), n("grad")));
+                m.node(
+                    "ReduceSum",
+                    "",
+                    &n("sum"),
+                    &[&n("quad")],
+                    &[&n("sum")],
+                    &[("keepdims", Attr::Int(0))],
+                );
+                m.node(
+                    "Mul",
+                    "",
+                    &n("term"),
+                    &[&n("sum"), &lam],
+                    &[&n("term")],
+                    &[],
+                );
+                terms.push(n("term"));
+                if grads {
+                    let two_lam = scalar(m, &n("two_lambda"), 2.0 * lambda);
+                    m.node(
+                        "Mul",
+                        "",
+                        &n("grad"),
+                        &[&n("thetaP"), &two_lam],
+                        &[&n("grad")],
+                        &[],
+                    );
+                    prior_grads.push(PriorGrad {
+                        key: key.clone(),
+                        grad: n("grad"),
+                        data_scale: 1.0,
+                    });
+                }
+            }
+            Regulariser::Reference => {
+                // No loss term; the gradient the authors' code applies (ditac.md §8):
+                // d·g + 2λ·θ⊙colsum(P), the per-column constant 2λ·colsum(P) as an initializer.
+                if grads {
+                    let c: Vec<f32> = (0..d)
+                        .map(|j| {
+                            let colsum: f64 = (0..d).map(|i| p[i * d + j]).sum();
+                            (2.0 * settings.lambda_reg_loss * colsum) as f32
+                        })
+                        .collect();
+                    let cname = format!("{key}.prior_colsum");
+                    m.initializer_f32(&cname, &[d], &c);
+                    m.node("Mul", "", &n("grad"), &[key, &cname], &[&n("grad")], &[]);
+                    prior_grads.push(PriorGrad {
+                        key: key.clone(),
+                        grad: n("grad"),
+                        data_scale: d as f32,
+                    });
+                }
             }
         }
     }

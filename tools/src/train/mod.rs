@@ -6,16 +6,20 @@
 //! ONNX Runtime's training API consumes, with the conventions of its own generator; [`checkpoint`]
 //! reads and writes its flatbuffer checkpoint. Where the loaded ONNX Runtime has no training API
 //! (every build published on PyPI since 1.19.2), [`portable`] runs the very same training graph in
-//! a plain inference session and applies the optimizer step in Rust ([`optimizer`]).
+//! a plain inference session and applies the optimizer step in Rust ([`optimizer`]). Both engines
+//! implement [`engine::Engine`], and [`engine::train`] is the one training loop.
 
 pub mod artifacts;
 pub mod backward;
 pub mod checkpoint;
 pub mod data;
+pub mod engine;
 pub mod loss;
+pub mod model_graph;
 pub mod optimizer;
 pub mod portable;
 
+use crate::spec::PriorSettings;
 use anyhow::{bail, Result};
 
 /// The loss of a training graph.
@@ -48,7 +52,12 @@ impl std::str::FromStr for LossKind {
 /// The optimizer of the optimizer graph (and of the portable path).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OptimizerKind {
+    /// ONNX Runtime's generator default: `AdamWOptimizer` mode 1 (bias correction folded into the
+    /// learning rate, ε outside the corrected root), ε = 1e-6.
     AdamW,
+    /// `torch.optim.Adam` with its defaults (ε = 1e-8, ε added to the bias-corrected root):
+    /// `AdamWOptimizer` mode 0. Weight decay, if asked, is decoupled as in `torch.optim.AdamW`.
+    Adam,
     Sgd,
 }
 
@@ -56,7 +65,17 @@ impl OptimizerKind {
     pub fn as_str(self) -> &'static str {
         match self {
             OptimizerKind::AdamW => "adamw",
+            OptimizerKind::Adam => "adam",
             OptimizerKind::Sgd => "sgd",
+        }
+    }
+
+    /// The ε of this optimizer's defaults (ONNX Runtime's generator for `adamw`, PyTorch's for
+    /// `adam`).
+    pub fn default_epsilon(self) -> f32 {
+        match self {
+            OptimizerKind::Adam => 1e-8,
+            OptimizerKind::AdamW | OptimizerKind::Sgd => 1e-6,
         }
     }
 }
@@ -66,8 +85,39 @@ impl std::str::FromStr for OptimizerKind {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "adamw" => Ok(OptimizerKind::AdamW),
+            "adam" | "torch-adam" => Ok(OptimizerKind::Adam),
             "sgd" => Ok(OptimizerKind::Sgd),
-            _ => bail!("unknown optimizer \"{s}\": expected adamw or sgd"),
+            _ => bail!("unknown optimizer \"{s}\": expected adamw, adam or sgd"),
+        }
+    }
+}
+
+/// How the smoothness prior enters training (ditac.md §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Regulariser {
+    /// The paper's λ·θᵀPθ added to the loss; its gradient 2λ·Pθ added to θ's.
+    Intended,
+    /// What the authors' code applies: no loss term, θ's gradient d·g + 2λ·θ⊙colsum(P) (g: the
+    /// data gradient), so a run here follows a run of theirs.
+    Reference,
+}
+
+impl Regulariser {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Regulariser::Intended => "intended",
+            Regulariser::Reference => "reference",
+        }
+    }
+}
+
+impl std::str::FromStr for Regulariser {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "intended" => Ok(Regulariser::Intended),
+            "reference" => Ok(Regulariser::Reference),
+            _ => bail!("unknown regulariser \"{s}\": expected reference or intended"),
         }
     }
 }
@@ -76,8 +126,9 @@ impl std::str::FromStr for OptimizerKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainConfig {
     pub loss: LossKind,
-    /// λ of the smoothness prior λ·θᵀPθ (0: no prior).
-    pub lambda: f32,
+    /// The prior settings of DiTAC layers that do not set their own.
+    pub prior: PriorSettings,
+    pub regulariser: Regulariser,
     pub optimizer: OptimizerKind,
     pub lr: f32,
     pub beta1: f32,
@@ -89,12 +140,14 @@ pub struct TrainConfig {
 }
 
 impl Default for TrainConfig {
-    /// MSE, λ = 0.1 (the reference's `lambda_reg_loss`), AdamW with ONNX Runtime's generator
-    /// defaults (β = 0.9, 0.999, ε = 1e-6, no weight decay), lr 1e-3, seed 0.
+    /// MSE, the reference's prior settings and regulariser (what the authors' trained networks
+    /// followed), AdamW with ONNX Runtime's generator defaults (β = 0.9, 0.999, ε = 1e-6, no weight
+    /// decay), lr 1e-3, seed 0.
     fn default() -> Self {
         TrainConfig {
             loss: LossKind::Mse,
-            lambda: 0.1,
+            prior: PriorSettings::default(),
+            regulariser: Regulariser::Reference,
             optimizer: OptimizerKind::AdamW,
             lr: 1e-3,
             beta1: 0.9,

@@ -6,6 +6,7 @@
 
 use super::artifacts::{ParamInfo, BUFFER_SUFFIX, OUT_SUFFIX, RESET};
 use super::data::{Dataset, Targets};
+use super::engine::Engine;
 use super::loss::LOSS;
 use super::optimizer::Optimizer;
 use super::TrainConfig;
@@ -200,5 +201,14 @@ impl PortableTrainer {
             .extract_tensor_mut()
             .1
             .copy_from_slice(values);
+    }
+}
+
+impl Engine for PortableTrainer {
+    fn step(&mut self, data: &Dataset, idx: &[usize]) -> Result<f32> {
+        PortableTrainer::step(self, data, idx)
+    }
+    fn params(&self) -> Result<Params> {
+        Ok(PortableTrainer::params(self))
     }
 }

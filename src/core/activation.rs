@@ -7,7 +7,8 @@ use super::config::{validate_theta, Attrs, Interpolation, Variant};
 use super::cpa::Field;
 use super::error::{DitacError, Result};
 use super::kernels::{
-    exact_forward, table_backward, table_forward, Channels, ExactKernel, GradTables, TableKernel,
+    exact_forward_on, table_backward, Channels, ExactKernel, FlowCells, GradTables, Isa,
+    TableKernel,
 };
 use super::real::{normal_cdf, normal_pdf, Real};
 use super::table::Table;
@@ -32,7 +33,7 @@ enum Mode<R: Real> {
     Exact {
         field: Field<R>,
         /// Per-cell constants of the vectorised float32 path (see `ExactKernel`).
-        cells: ExactCells,
+        cells: Box<ExactCells>,
     },
 }
 
@@ -48,6 +49,7 @@ struct ExactCells {
     xud: Vec<f32>,
     tud: Vec<f32>,
     aboa: Vec<f32>,
+    flow: FlowCells,
 }
 
 impl ExactCells {
@@ -58,7 +60,10 @@ impl ExactCells {
     fn new<R: Real>(field: &Field<R>) -> Self {
         let nc = field.nc();
         let a = field.coefficients();
-        let mut c = ExactCells::default();
+        let mut c = ExactCells {
+            flow: FlowCells::new(field),
+            ..Default::default()
+        };
         let f = |v: R| v.to_f64() as f32;
         for i in 0..nc {
             let (ai, bi) = (f(a[2 * i]), f(a[2 * i + 1]));
@@ -225,7 +230,7 @@ impl<R: Real> Activation<R> {
         let field = Field::<R>::new(attrs.tess(), &basis.to_f32(), d, theta);
         let mode = if attrs.lut_size == 0 {
             Mode::Exact {
-                cells: ExactCells::new(&field),
+                cells: Box::new(ExactCells::new(&field)),
                 field,
             }
         } else {
@@ -465,12 +470,18 @@ impl<R: Real> Activation<R> {
         Some((k, g))
     }
 
-    /// y = act(x), elementwise. `x` and `y` have the same length.
+    /// y = act(x), elementwise, on the kernels' active path ([`Isa::active`]). `x` and `y` have
+    /// the same length.
     pub fn forward(&self, x: &[R], y: &mut [R]) {
+        self.forward_on(Isa::active(), x, y)
+    }
+
+    /// [`Activation::forward`] on the kernel path `isa` (or the best below it this CPU has).
+    pub fn forward_on(&self, isa: Isa, x: &[R], y: &mut [R]) {
         assert_eq!(x.len(), y.len());
         if let Some((k, _)) = self.table_kernel() {
             if let Some((x32, y32)) = R::as_f32_io(x, y) {
-                table_forward(&k, x32, y32);
+                crate::core::kernels::table_forward_on(isa, &k, x32, y32);
                 return;
             }
         }
@@ -490,11 +501,12 @@ impl<R: Real> Activation<R> {
                 xud: &cells.xud,
                 tud: &cells.tud,
                 aboa: &cells.aboa,
+                flow: cells.flow.tables(),
                 variant: self.variant,
                 alpha: f(self.alpha),
             };
             let fallback = |xi: f32| self.warp(R::from_f64(xi as f64), false).xt.to_f64() as f32;
-            exact_forward(&k, x32, y32, &fallback);
+            exact_forward_on(isa, &k, x32, y32, &fallback);
             return;
         }
         self.forward_reference(x, y)

@@ -894,7 +894,7 @@ mod tests {
 
     #[test]
     fn erf8_is_as_accurate_as_erf_f32() {
-        if !has_avx2() {
+        if !Isa::Avx2.supported() {
             return;
         }
         use std::arch::x86_64::*;
@@ -935,7 +935,7 @@ mod tests {
     /// `DITAC_EXHAUSTIVE=1`), else on every 13th float below 8 in magnitude and a sample beyond.
     #[test]
     fn erf8_is_erf_f32_bit_for_bit() {
-        if !has_avx2() {
+        if !Isa::Avx2.supported() {
             return;
         }
         use std::arch::x86_64::*;

@@ -20,10 +20,12 @@ use super::config::Variant;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod exact;
 mod scalar;
 
-pub use exact::{exact_forward, ExactKernel};
+pub use exact::{exact_forward, exact_forward_on, ExactKernel, FlowCells, FlowTables};
 pub use scalar::outer_scalar;
 use scalar::{add_direct, dispatch_scalar, grad_elem};
 
@@ -115,20 +117,104 @@ impl ChanIter {
 /// Elements per block of channel offsets.
 pub(crate) const BLOCK: usize = 512;
 
-pub(crate) fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+/// An instruction set the kernels have a path for, lowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Isa {
+    /// The portable scalar bodies (the reference).
+    Scalar,
+    /// AVX2 + FMA, 8 lanes.
+    Avx2,
+    /// AVX-512 F/BW/DQ/VL, 16 lanes.
+    Avx512,
+}
+
+/// The environment variable that caps the instruction set the kernels use (`scalar`, `avx2`,
+/// `avx512`): a path above what the CPU has falls back to the best it has.
+pub const ISA_ENV: &str = "DITAC_ISA";
+
+impl Isa {
+    /// Every path, lowest first.
+    pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512];
+
+    /// The name `DITAC_ISA` takes and the bench prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+
+    /// Parses a `DITAC_ISA` value (case-insensitive).
+    pub fn parse(s: &str) -> Result<Isa, String> {
+        let t = s.trim().to_ascii_lowercase();
+        Isa::ALL
+            .into_iter()
+            .find(|i| i.name() == t)
+            .ok_or_else(|| format!("{ISA_ENV}=\"{s}\": expected one of scalar, avx2, avx512"))
+    }
+
+    /// Whether this CPU can run the path.
+    pub fn supported(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                Isa::Avx2.supported()
+                    && std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512dq")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The best path this CPU has.
+    pub fn best() -> Isa {
+        Isa::ALL
+            .into_iter()
+            .rev()
+            .find(|i| i.supported())
+            .unwrap_or(Isa::Scalar)
+    }
+
+    /// The cap `DITAC_ISA` sets (None when unset; an error for a value that names no path).
+    pub fn env_cap() -> Result<Option<Isa>, String> {
+        match std::env::var(ISA_ENV) {
+            Ok(v) if !v.trim().is_empty() => Isa::parse(&v).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// The path the kernels take: the best this CPU has, capped by `DITAC_ISA` (read once; an
+    /// invalid value is ignored here and reported by [`Isa::env_cap`]).
+    pub fn active() -> Isa {
+        static ACTIVE: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *ACTIVE.get_or_init(|| {
+            let best = Isa::best();
+            match Isa::env_cap() {
+                Ok(Some(cap)) => cap.min(best),
+                _ => best,
+            }
+        })
+    }
+
+    /// The path actually taken when `self` is asked for: `self`, or the best below it this CPU has.
+    pub fn usable(self) -> Isa {
+        self.min(Isa::best())
     }
 }
 
-/// Whether the AVX2 kernels run on this CPU.
+/// Whether a vector path (AVX2 or better) runs on this CPU.
 pub fn simd_available() -> bool {
-    has_avx2()
+    Isa::active() > Isa::Scalar
 }
 
 fn run_forward(
@@ -137,37 +223,55 @@ fn run_forward(
     x: &[f32],
     y: &mut [f32],
     offs: Option<&[u32]>,
-    simd: bool,
+    isa: Isa,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if simd && has_avx2() {
-        // SAFETY: the CPU supports AVX2 (checked just above); the callers checked the table size.
-        unsafe { avx2::forward(k, n, x, y, offs) };
-        return;
+    match isa.usable() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports the path (`usable`); the callers checked the table size.
+        Isa::Avx512 => unsafe { avx512::forward(k, n, x, y, offs) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2 => unsafe { avx2::forward(k, n, x, y, offs) },
+        _ => dispatch_scalar(k, n, x, y, offs),
     }
-    let _ = simd;
-    dispatch_scalar(k, n, x, y, offs)
 }
 
-/// y = act(x) through the table (one row: `k.xt` is the table), on the fastest path this CPU has.
+/// y = act(x) through the table (one row: `k.xt` is the table), on [`Isa::active`].
 pub fn table_forward(k: &TableKernel, x: &[f32], y: &mut [f32]) {
+    table_forward_on(Isa::active(), k, x, y)
+}
+
+/// [`table_forward`] on the path `isa` (or the best below it this CPU has).
+pub fn table_forward_on(isa: Isa, k: &TableKernel, x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), y.len());
     assert!(k.xt.len() >= 2);
-    run_forward(k, k.xt.len(), x, y, None, true)
+    run_forward(k, k.xt.len(), x, y, None, isa)
 }
 
 /// The scalar reference of [`table_forward`] (no run-time dispatch).
 pub fn table_forward_baseline(k: &TableKernel, x: &[f32], y: &mut [f32]) {
-    assert_eq!(x.len(), y.len());
-    assert!(k.xt.len() >= 2);
-    dispatch_scalar(k, k.xt.len(), x, y, None)
+    table_forward_on(Isa::Scalar, k, x, y)
 }
 
-fn forward_channels(k: &TableKernel, n: usize, ch: Channels, x: &[f32], y: &mut [f32], simd: bool) {
+/// y = act(x) with C tables of n nodes (`k.xt` holds them one after the other; C·n < 2^32),
+/// each element through the row of its channel, in one pass, on [`Isa::active`].
+pub fn table_forward_channels(k: &TableKernel, n: usize, ch: Channels, x: &[f32], y: &mut [f32]) {
+    table_forward_channels_on(Isa::active(), k, n, ch, x, y)
+}
+
+/// [`table_forward_channels`] on the path `isa` (or the best below it this CPU has).
+pub fn table_forward_channels_on(
+    isa: Isa,
+    k: &TableKernel,
+    n: usize,
+    ch: Channels,
+    x: &[f32],
+    y: &mut [f32],
+) {
     assert_eq!(x.len(), y.len());
     assert!(n >= 2 && ch.c >= 1 && k.xt.len() == n * ch.c);
     if ch.c == 1 {
-        return run_forward(k, n, x, y, None, simd);
+        return run_forward(k, n, x, y, None, isa);
     }
     let mut it = ChanIter::new(ch);
     let mut offs = [0u32; BLOCK];
@@ -176,14 +280,8 @@ fn forward_channels(k: &TableKernel, n: usize, ch: Channels, x: &[f32], y: &mut 
         for v in o.iter_mut() {
             *v = (it.next_ch() * n) as u32;
         }
-        run_forward(k, n, xb, yb, Some(o), simd);
+        run_forward(k, n, xb, yb, Some(o), isa);
     }
-}
-
-/// y = act(x) with C tables of n nodes (`k.xt` holds them one after the other; C·n < 2^32),
-/// each element through the row of its channel, in one pass.
-pub fn table_forward_channels(k: &TableKernel, n: usize, ch: Channels, x: &[f32], y: &mut [f32]) {
-    forward_channels(k, n, ch, x, y, true)
 }
 
 /// The scalar reference of [`table_forward_channels`].
@@ -194,20 +292,34 @@ pub fn table_forward_channels_baseline(
     x: &[f32],
     y: &mut [f32],
 ) {
-    forward_channels(k, n, ch, x, y, false)
+    table_forward_channels_on(Isa::Scalar, k, n, ch, x, y)
 }
 
 /// y = outer(x, x̃) for a warp already evaluated (the exact mode): x̃·Φ(x), x̃·Φ(x̃) or
-/// LeakyReLU(x̃), on the fastest path this CPU has (the AVX2 form as in the table kernels).
+/// LeakyReLU(x̃), on [`Isa::active`] (the lane forms as in the table kernels).
 pub fn outer_forward(variant: Variant, alpha: f32, x: &[f32], w: &[f32], y: &mut [f32]) {
+    outer_forward_on(Isa::active(), variant, alpha, x, w, y)
+}
+
+/// [`outer_forward`] on the path `isa` (or the best below it this CPU has).
+pub fn outer_forward_on(
+    isa: Isa,
+    variant: Variant,
+    alpha: f32,
+    x: &[f32],
+    w: &[f32],
+    y: &mut [f32],
+) {
     assert!(x.len() == w.len() && x.len() == y.len());
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: AVX2 and FMA are present (checked just above).
-        unsafe { avx2::outer(variant, alpha, x, w, y) };
-        return;
+    match isa.usable() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports the path (`usable`).
+        Isa::Avx512 => unsafe { avx512::outer(variant, alpha, x, w, y) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2 => unsafe { avx2::outer(variant, alpha, x, w, y) },
+        _ => outer_scalar(variant, alpha, x, w, y),
     }
-    outer_scalar(variant, alpha, x, w, y)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -229,7 +341,7 @@ fn backward_impl<const V: u8, const LINEAR: bool>(
     x: &[f32],
     dx: &mut [f32],
     dtheta: &mut [f64],
-    simd: bool,
+    isa: Isa,
 ) {
     let total = k.xt.len();
     let d = g.d;
@@ -268,11 +380,27 @@ fn backward_impl<const V: u8, const LINEAR: bool>(
         let (xs, gs, dxs) = (&x[start..end], &dy[start..end], &mut dx[start..end]);
         // The dθ terms of the block: `cnt` of them in sb/ib/fb (the SIMD kernel keeps the
         // in-range elements only, in order; the scalar one sends the others' zeros to spare bins).
-        let mut cnt = None;
-        #[cfg(target_arch = "x86_64")]
-        if simd && has_avx2() {
-            // SAFETY: AVX2 is present; the table sizes were checked by the caller.
-            cnt = Some(unsafe {
+        let offs_v = (ch.c > 1).then_some(&*o);
+        let cnt: Option<usize> = match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the CPU supports the path (`usable`); the caller checked the table sizes.
+            Isa::Avx512 => Some(unsafe {
+                avx512::backward::<V, LINEAR>(
+                    k,
+                    g,
+                    n,
+                    xs,
+                    gs,
+                    dxs,
+                    offs_v,
+                    &mut sb[..m],
+                    &mut ib[..m],
+                    &mut fb[..m],
+                )
+            }),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Isa::Avx2 => Some(unsafe {
                 avx2::backward::<V, LINEAR>(
                     k,
                     g,
@@ -280,13 +408,14 @@ fn backward_impl<const V: u8, const LINEAR: bool>(
                     xs,
                     gs,
                     dxs,
-                    (ch.c > 1).then_some(&*o),
+                    offs_v,
                     &mut sb[..m],
                     &mut ib[..m],
                     &mut fb[..m],
                 )
-            });
-        }
+            }),
+            _ => None,
+        };
         let cnt = cnt.unwrap_or_else(|| {
             for j in 0..m {
                 let off = if ch.c > 1 { o[j] as usize } else { 0 };
@@ -298,7 +427,6 @@ fn backward_impl<const V: u8, const LINEAR: bool>(
             }
             m
         });
-        let _ = simd;
         if d > 0 {
             match &mut acc {
                 Acc::Hist { s, sf } => {
@@ -359,7 +487,7 @@ fn table_backward_impl(
     x: &[f32],
     dx: &mut [f32],
     dtheta: &mut [f64],
-    simd: bool,
+    isa: Isa,
 ) {
     assert!(dy.len() == x.len() && dx.len() == x.len());
     assert!(n >= 2 && ch.c >= 1 && k.xt.len() == n * ch.c);
@@ -368,7 +496,7 @@ fn table_backward_impl(
     assert_eq!(dtheta.len(), ch.c * g.d);
     macro_rules! go {
         ($v:literal, $l:literal) => {
-            backward_impl::<$v, $l>(k, g, n, ch, dy, x, dx, dtheta, simd)
+            backward_impl::<$v, $l>(k, g, n, ch, dy, x, dx, dtheta, isa)
         };
     }
     match (k.variant, k.linear) {
@@ -382,7 +510,7 @@ fn table_backward_impl(
 }
 
 /// dX = dY·dy/dx and dθ += Σ dY·dy/dθ (f64, C·d sums: `dtheta[c·d..(c+1)·d]` for channel c)
-/// through the tables, on the fastest path this CPU has.
+/// through the tables, on [`Isa::active`].
 #[allow(clippy::too_many_arguments)]
 pub fn table_backward(
     k: &TableKernel,
@@ -394,7 +522,23 @@ pub fn table_backward(
     dx: &mut [f32],
     dtheta: &mut [f64],
 ) {
-    table_backward_impl(k, g, n, ch, dy, x, dx, dtheta, true)
+    table_backward_on(Isa::active(), k, g, n, ch, dy, x, dx, dtheta)
+}
+
+/// [`table_backward`] on the path `isa` (or the best below it this CPU has).
+#[allow(clippy::too_many_arguments)]
+pub fn table_backward_on(
+    isa: Isa,
+    k: &TableKernel,
+    g: &GradTables,
+    n: usize,
+    ch: Channels,
+    dy: &[f32],
+    x: &[f32],
+    dx: &mut [f32],
+    dtheta: &mut [f64],
+) {
+    table_backward_impl(k, g, n, ch, dy, x, dx, dtheta, isa.usable())
 }
 
 /// [`table_backward`] on the portable scalar path.
@@ -409,5 +553,5 @@ pub fn table_backward_baseline(
     dx: &mut [f32],
     dtheta: &mut [f64],
 ) {
-    table_backward_impl(k, g, n, ch, dy, x, dx, dtheta, false)
+    table_backward_on(Isa::Scalar, k, g, n, ch, dy, x, dx, dtheta)
 }

@@ -554,3 +554,51 @@ fn crossing_fraction() {
     println!("crossing fraction {}", cross as f64 / n as f64);
     println!("A = {:?}", f.coefficients());
 }
+
+/// Times the forward of each mode on each path (1M elements; figures printed, nothing asserted).
+#[test]
+#[ignore]
+fn timing() {
+    let b = basis::build(10, true, BasisKind::Qr).unwrap();
+    let n = 1 << 20;
+    let x: Vec<f32> = inputs(n, 77).into_iter().map(|v| v * 0.4).collect();
+    let mut y = vec![0.0f32; n];
+    if std::env::var_os("FTZ").is_some() {
+        #[allow(deprecated)]
+        unsafe {
+            std::arch::x86_64::_mm_setcsr(
+                std::arch::x86_64::_mm_getcsr()
+                    | std::env::var("FTZ").unwrap().parse::<u32>().unwrap(),
+            )
+        };
+    }
+    for (name, lut, interp) in [
+        ("nearest", 2048, Interpolation::Nearest),
+        ("linear", 2048, Interpolation::Linear),
+        ("exact", 0, Interpolation::Nearest),
+    ] {
+        let at = Attrs {
+            lut_size: lut,
+            interpolation: interp,
+            ..Default::default()
+        };
+        let act = Activation::<f32>::from_theta(&at, &b, &THETA, false).unwrap();
+        for isa in Isa::ALL.into_iter().filter(|i| i.supported()).chain([
+            Isa::Avx512,
+            Isa::Avx512,
+            Isa::Avx512,
+        ]) {
+            let mut best = f64::INFINITY;
+            for _ in 0..7 {
+                let t0 = std::time::Instant::now();
+                act.forward_on(isa, &x, &mut y);
+                best = best.min(t0.elapsed().as_secs_f64());
+            }
+            println!(
+                "{name} {}: {:.2} ns/element",
+                isa.name(),
+                best * 1e9 / n as f64
+            );
+        }
+    }
+}

@@ -334,17 +334,29 @@ pub unsafe fn forward(k: &TableKernel, n: usize, x: &[f32], y: &mut [f32], offs:
     }
 }
 
-/// The outer function on 16 lanes: x̃·Φ(x), x̃·Φ(x̃) or LeakyReLU(x̃) (`av` the slope).
+/// The outer function on N vectors of 16 lanes: x̃·Φ(x), x̃·Φ(x̃) or LeakyReLU(x̃) (`av` the
+/// slope).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-fn outer16(variant: Variant, av: __m512, x: __m512, w: __m512) -> __m512 {
+fn outer16n<const N: usize>(
+    variant: Variant,
+    av: __m512,
+    x: [__m512; N],
+    w: [__m512; N],
+) -> [__m512; N] {
     match variant {
-        Variant::Ditac => _mm512_mul_ps(w, phi16n([x])[0]),
-        Variant::Ge => _mm512_mul_ps(w, phi16n([w])[0]),
-        Variant::Leaky => {
-            let pos = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(w, _mm512_setzero_ps());
-            _mm512_mask_blend_ps(pos, _mm512_mul_ps(av, w), w)
+        Variant::Ditac => {
+            let p = phi16n(x);
+            std::array::from_fn(|h| _mm512_mul_ps(w[h], p[h]))
         }
+        Variant::Ge => {
+            let p = phi16n(w);
+            std::array::from_fn(|h| _mm512_mul_ps(w[h], p[h]))
+        }
+        Variant::Leaky => std::array::from_fn(|h| {
+            let pos = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(w[h], _mm512_setzero_ps());
+            _mm512_mask_blend_ps(pos, _mm512_mul_ps(av, w[h]), w[h])
+        }),
     }
 }
 
@@ -361,7 +373,11 @@ pub unsafe fn outer(variant: Variant, alpha: f32, x: &[f32], w: &[f32], y: &mut 
         let m = head_mask((len - j).min(16));
         let xv = _mm512_maskz_loadu_ps(m, x.as_ptr().add(j));
         let wv = _mm512_maskz_loadu_ps(m, w.as_ptr().add(j));
-        _mm512_mask_storeu_ps(y.as_mut_ptr().add(j), m, outer16(variant, av, xv, wv));
+        _mm512_mask_storeu_ps(
+            y.as_mut_ptr().add(j),
+            m,
+            outer16n(variant, av, [xv], [wv])[0],
+        );
         j += 16;
     }
 }
@@ -701,109 +717,159 @@ struct Flow {
     nc: i32,
 }
 
-/// x̃ of 16 lanes in exact mode (x itself outside [a, b]): difw's closed-form integration at a
-/// cost that does not depend on the number of cells crossed (see `FlowTables`).
+/// x̃ of N vectors of 16 lanes in exact mode (x itself outside [a, b]): difw's closed-form
+/// integration at a cost that does not depend on the number of cells crossed (see `FlowTables`).
+/// The N vectors go through each step together: one vector is a chain of ~300 cycles of latency
+/// (log, search, exp), which the core only overlaps across vectors written side by side.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-unsafe fn warp16<const SMALL: bool>(k: &ExactKernel, f: &Flow, xv: __m512) -> __m512 {
+unsafe fn warp16n<const SMALL: bool, const N: usize>(
+    k: &ExactKernel,
+    f: &Flow,
+    xv: [__m512; N],
+) -> [__m512; N] {
+    use std::array::from_fn;
     let c = _mm512_set1_ps;
     let eps = c(f32::EPSILON);
-    let abs = |v: __m512| _mm512_abs_ps(v);
-    let inr = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(xv, c(k.lo))
-        & _mm512_cmp_ps_mask::<_CMP_LE_OQ>(xv, c(k.hi));
-    let u = _mm512_mul_ps(_mm512_add_ps(xv, c(k.add_in)), c(k.mul_in));
+    let (zero, zeroi, one) = (_mm512_setzero_ps(), _mm512_setzero_si512(), c(1.0));
+    let (lo, hi) = (c(k.lo), c(k.hi));
+    let inr: [__mmask16; N] = from_fn(|h| {
+        _mm512_cmp_ps_mask::<_CMP_GE_OQ>(xv[h], lo) & _mm512_cmp_ps_mask::<_CMP_LE_OQ>(xv[h], hi)
+    });
+    let (add_in, mul_in, ncf) = (c(k.add_in), c(k.mul_in), c(f.nc as f32));
+    let u: [__m512; N] = from_fn(|h| _mm512_mul_ps(_mm512_add_ps(xv[h], add_in), mul_in));
     // cell_of: clamp(floor(u·nc), 0, nc − 1); out-of-range lanes: cell 0, unused
-    let ci = _mm512_cvttps_epi32(_mm512_roundscale_ps::<
-        { _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC },
-    >(_mm512_mul_ps(u, c(f.nc as f32))));
     let last = _mm512_set1_epi32(f.nc - 1);
-    let ci = _mm512_min_epi32(_mm512_max_epi32(ci, _mm512_setzero_si512()), last);
-    let ci = _mm512_maskz_mov_epi32(inr, ci);
-    let (a0, b0) = (f.a.get::<SMALL>(ci), f.b.get::<SMALL>(ci));
+    let ci: [__m512i; N] = from_fn(|h| {
+        let fl = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(u[h], ncf),
+        );
+        let i = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvttps_epi32(fl), zeroi), last);
+        _mm512_maskz_mov_epi32(inr[h], i)
+    });
+    let a0: [__m512; N] = from_fn(|h| f.a.get::<SMALL>(ci[h]));
+    let b0: [__m512; N] = from_fn(|h| f.b.get::<SMALL>(ci[h]));
     // The first step, in difw's float32 operations: v, the boundary ahead, its velocity.
-    let v = _mm512_add_ps(_mm512_mul_ps(a0, u), b0);
-    let up = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, _mm512_setzero_ps());
-    let xc = _mm512_mask_blend_ps(up, f.left.get::<SMALL>(ci), f.right.get::<SMALL>(ci));
-    let vc = _mm512_add_ps(_mm512_mul_ps(a0, xc), b0);
-    let small_a = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(abs(a0), eps);
-    let th_log = _mm512_div_ps(log16(_mm512_div_ps(vc, v)), a0);
-    let th_lin = _mm512_div_ps(_mm512_sub_ps(xc, u), b0);
-    let th = _mm512_mask_blend_ps(small_a, th_log, th_lin);
-    let edge = (up & _mm512_cmpeq_epi32_mask(ci, last))
-        | (!up & _mm512_cmpeq_epi32_mask(ci, _mm512_setzero_si512()));
-    let vc_up = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(vc, _mm512_setzero_ps());
-    let can = !edge
-        & !_mm512_cmp_ps_mask::<_CMP_LT_OQ>(abs(v), eps)
-        & !_mm512_cmp_ps_mask::<_CMP_LT_OQ>(abs(vc), eps)
-        & !(vc_up ^ up);
-    let one = c(1.0);
-    let cross = inr & can & _mm512_cmp_ps_mask::<_CMP_LE_OQ>(th, one);
+    let v: [__m512; N] = from_fn(|h| _mm512_add_ps(_mm512_mul_ps(a0[h], u[h]), b0[h]));
+    let up: [__mmask16; N] = from_fn(|h| _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v[h], zero));
+    let xc: [__m512; N] = from_fn(|h| {
+        _mm512_mask_blend_ps(
+            up[h],
+            f.left.get::<SMALL>(ci[h]),
+            f.right.get::<SMALL>(ci[h]),
+        )
+    });
+    let vc: [__m512; N] = from_fn(|h| _mm512_add_ps(_mm512_mul_ps(a0[h], xc[h]), b0[h]));
+    let small_a: [__mmask16; N] =
+        from_fn(|h| _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(a0[h]), eps));
+    let q: [__m512; N] = from_fn(|h| _mm512_div_ps(vc[h], v[h]));
+    let lg: [__m512; N] = from_fn(|h| log16(q[h]));
+    let th: [__m512; N] = from_fn(|h| {
+        let th_log = _mm512_div_ps(lg[h], a0[h]);
+        let th_lin = _mm512_div_ps(_mm512_sub_ps(xc[h], u[h]), b0[h]);
+        _mm512_mask_blend_ps(small_a[h], th_log, th_lin)
+    });
+    let cross: [__mmask16; N] = from_fn(|h| {
+        let edge = (up[h] & _mm512_cmpeq_epi32_mask(ci[h], last))
+            | (!up[h] & _mm512_cmpeq_epi32_mask(ci[h], zeroi));
+        let vc_up = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(vc[h], zero);
+        let can = !edge
+            & !_mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(v[h]), eps)
+            & !_mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(vc[h]), eps)
+            & !(vc_up ^ up[h]);
+        inr[h] & can & _mm512_cmp_ps_mask::<_CMP_LE_OQ>(th[h], one)
+    });
     // Settled in the first cell: ψ(u, 1) = f32(f64(eta·u) + k1) (the integrator's bits), or
     // u + b where |a| < eps.
-    let eu = widen(_mm512_mul_ps(f.eta.get::<SMALL>(ci), u));
-    let k1 = f.k1.get::<SMALL>(ci);
-    let stay = narrow([_mm512_add_pd(eu[0], k1[0]), _mm512_add_pd(eu[1], k1[1])]);
-    let mut val = _mm512_mask_blend_ps(small_a, stay, _mm512_add_ps(u, b0));
-    if cross != 0 {
-        let t1 = widen(_mm512_sub_ps(one, th));
-        // Entered cell j at time th: its index in the up array, or mirrored in the down array.
-        let onei = _mm512_set1_epi32(1);
-        let j = _mm512_mask_blend_epi32(
-            up,
-            _mm512_sub_epi32(_mm512_set1_epi32(f.nc), ci),
-            _mm512_add_epi32(ci, onei),
-        );
-        let base = _mm512_maskz_mov_epi32(!up, _mm512_set1_epi32(f.dn_base));
-        let cum = |idx: __m512i| -> [__m512d; 2] {
-            if SMALL {
-                let (g_up, g_dn) = (f.cum_up.get::<SMALL>(idx), f.cum_dn.get::<SMALL>(idx));
-                [
-                    _mm512_mask_blend_pd(up as __mmask8, g_dn[0], g_up[0]),
-                    _mm512_mask_blend_pd((up >> 8) as __mmask8, g_dn[1], g_up[1]),
-                ]
-            } else {
-                f.cum_up.get::<false>(_mm512_add_epi32(idx, base))
-            }
-        };
-        let gj = cum(j);
-        let target = [_mm512_add_pd(gj[0], t1[0]), _mm512_add_pd(gj[1], t1[1])];
-        // The last cell: the largest index whose entry time is ≤ target (binary search).
-        let mut pos = _mm512_setzero_si512();
-        let mut step = f.span / 2;
-        while step > 0 {
-            let cand = _mm512_add_epi32(pos, _mm512_set1_epi32(step));
-            let g = cum(cand);
-            let le = (_mm512_cmp_pd_mask::<_CMP_LE_OQ>(g[0], target[0]) as u16)
-                | ((_mm512_cmp_pd_mask::<_CMP_LE_OQ>(g[1], target[1]) as u16) << 8);
-            pos = _mm512_mask_mov_epi32(pos, le, cand);
-            step /= 2;
+    let stay: [__m512; N] = from_fn(|h| {
+        let eu = widen(_mm512_mul_ps(f.eta.get::<SMALL>(ci[h]), u[h]));
+        let k1 = f.k1.get::<SMALL>(ci[h]);
+        let st = narrow([_mm512_add_pd(eu[0], k1[0]), _mm512_add_pd(eu[1], k1[1])]);
+        _mm512_mask_blend_ps(small_a[h], st, _mm512_add_ps(u[h], b0[h]))
+    });
+    // Crossing lanes (computed for every vector: nearly every vector has one): entered cell j
+    // at time th, j's index in the up array, or mirrored in the down array.
+    let t1: [[__m512d; 2]; N] = from_fn(|h| widen(_mm512_sub_ps(one, th[h])));
+    let (onei, ncv) = (_mm512_set1_epi32(1), _mm512_set1_epi32(f.nc));
+    let dn_base = _mm512_set1_epi32(f.dn_base);
+    let cum = |idx: __m512i, up: __mmask16| -> [__m512d; 2] {
+        if SMALL {
+            let (g_up, g_dn) = (f.cum_up.get::<SMALL>(idx), f.cum_dn.get::<SMALL>(idx));
+            [
+                _mm512_mask_blend_pd(up as __mmask8, g_dn[0], g_up[0]),
+                _mm512_mask_blend_pd((up >> 8) as __mmask8, g_dn[1], g_up[1]),
+            ]
+        } else {
+            let base = _mm512_maskz_mov_epi32(!up, dn_base);
+            f.cum_up.get::<false>(_mm512_add_epi32(idx, base))
         }
-        let gc = cum(pos);
-        let trem = narrow([
-            _mm512_sub_pd(target[0], gc[0]),
-            _mm512_sub_pd(target[1], gc[1]),
-        ]);
-        let cf = _mm512_mask_blend_epi32(up, _mm512_sub_epi32(last, pos), pos);
-        let (a1, b1) = (f.a.get::<SMALL>(cf), f.b.get::<SMALL>(cf));
-        let xe = _mm512_mask_blend_ps(up, f.ent_dn.get::<SMALL>(cf), f.ent_up.get::<SMALL>(cf));
-        // ψ(xe, trem) in the last cell: f32(f64(eta·xe) + f64(b/a)·(f64(eta) − 1)), eta = exp(trem·a)
-        let eta = exp16n([_mm512_mul_ps(trem, a1)], false)[0];
-        let (ew, bw, xw) = (
-            widen(_mm512_mul_ps(eta, xe)),
-            widen(f.boa.get::<SMALL>(cf)),
-            widen(eta),
+    };
+    let target: [[__m512d; 2]; N] = from_fn(|h| {
+        let j = _mm512_mask_blend_epi32(
+            up[h],
+            _mm512_sub_epi32(ncv, ci[h]),
+            _mm512_add_epi32(ci[h], onei),
         );
-        let ones = _mm512_set1_pd(1.0);
-        let psi = narrow(std::array::from_fn(|h| {
-            _mm512_fmadd_pd(bw[h], _mm512_sub_pd(xw[h], ones), ew[h])
-        }));
-        let lin = _mm512_add_ps(xe, _mm512_mul_ps(trem, b1));
-        let small1 = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(abs(a1), eps);
-        val = _mm512_mask_mov_ps(val, cross, _mm512_mask_blend_ps(small1, psi, lin));
+        let gj = cum(j, up[h]);
+        [
+            _mm512_add_pd(gj[0], t1[h][0]),
+            _mm512_add_pd(gj[1], t1[h][1]),
+        ]
+    });
+    // The last cell: the largest index whose entry time is ≤ target (binary search).
+    let mut pos = [zeroi; N];
+    let mut step = f.span / 2;
+    while step > 0 {
+        let sv = _mm512_set1_epi32(step);
+        for h in 0..N {
+            let cand = _mm512_add_epi32(pos[h], sv);
+            let g = cum(cand, up[h]);
+            let le = (_mm512_cmp_pd_mask::<_CMP_LE_OQ>(g[0], target[h][0]) as u16)
+                | ((_mm512_cmp_pd_mask::<_CMP_LE_OQ>(g[1], target[h][1]) as u16) << 8);
+            pos[h] = _mm512_mask_mov_epi32(pos[h], le, cand);
+        }
+        step /= 2;
     }
-    let xt = _mm512_mul_ps(_mm512_add_ps(val, c(k.add_out)), c(k.mul_out));
-    _mm512_mask_blend_ps(inr, xv, xt)
+    let trem: [__m512; N] = from_fn(|h| {
+        let gc = cum(pos[h], up[h]);
+        narrow([
+            _mm512_sub_pd(target[h][0], gc[0]),
+            _mm512_sub_pd(target[h][1], gc[1]),
+        ])
+    });
+    let cf: [__m512i; N] =
+        from_fn(|h| _mm512_mask_blend_epi32(up[h], _mm512_sub_epi32(last, pos[h]), pos[h]));
+    let a1: [__m512; N] = from_fn(|h| f.a.get::<SMALL>(cf[h]));
+    let xe: [__m512; N] = from_fn(|h| {
+        _mm512_mask_blend_ps(
+            up[h],
+            f.ent_dn.get::<SMALL>(cf[h]),
+            f.ent_up.get::<SMALL>(cf[h]),
+        )
+    });
+    // ψ(xe, trem) in the last cell: f32(f64(eta·xe) + f64(b/a)·(f64(eta) − 1)), eta = exp(trem·a)
+    let eta = exp16n::<N>(from_fn(|h| _mm512_mul_ps(trem[h], a1[h])), false);
+    let ones = _mm512_set1_pd(1.0);
+    let (add_out, mul_out) = (c(k.add_out), c(k.mul_out));
+    from_fn(|h| {
+        let (ew, bw, xw) = (
+            widen(_mm512_mul_ps(eta[h], xe[h])),
+            widen(f.boa.get::<SMALL>(cf[h])),
+            widen(eta[h]),
+        );
+        let psi = narrow(from_fn(|i| {
+            _mm512_fmadd_pd(bw[i], _mm512_sub_pd(xw[i], ones), ew[i])
+        }));
+        let lin = _mm512_add_ps(xe[h], _mm512_mul_ps(trem[h], f.b.get::<SMALL>(cf[h])));
+        let small1 = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(a1[h]), eps);
+        let val = _mm512_mask_mov_ps(stay[h], cross[h], _mm512_mask_blend_ps(small1, psi, lin));
+        let xt = _mm512_mul_ps(_mm512_add_ps(val, add_out), mul_out);
+        _mm512_mask_blend_ps(inr[h], xv[h], xt)
+    })
 }
+
+/// Vectors per step of the exact kernel.
+const EXACT_N: usize = 4;
 
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
 unsafe fn exact_impl<const SMALL: bool>(
@@ -829,32 +895,67 @@ unsafe fn exact_impl<const SMALL: bool>(
         span: t.span as i32,
         nc: t.nc as i32,
     };
-    let (c, av) = (_mm512_set1_ps, _mm512_set1_ps(k.alpha));
-    let (lo, hi) = (c(k.lo), c(k.hi));
+    let av = _mm512_set1_ps(k.alpha);
     let len = x.len();
     let mut j = 0;
+    // N vectors at a time, the rest one (masked) vector at a time.
+    while j + 16 * EXACT_N <= len {
+        let xv: [__m512; EXACT_N] =
+            std::array::from_fn(|h| _mm512_loadu_ps(x.as_ptr().add(j + 16 * h)));
+        let w = warp16n::<SMALL, EXACT_N>(k, &f, xv);
+        let p = outer16n(k.variant, av, xv, w);
+        for h in 0..EXACT_N {
+            let w1 = safety_net(k, xv[h], w[h], 0xffff, &x[j + 16 * h..], fallback);
+            let v = if w1.1 {
+                outer16n(k.variant, av, [xv[h]], [w1.0])[0]
+            } else {
+                p[h]
+            };
+            _mm512_storeu_ps(y.as_mut_ptr().add(j + 16 * h), v);
+        }
+        j += 16 * EXACT_N;
+    }
     while j < len {
         let m = head_mask((len - j).min(16));
         let xv = _mm512_maskz_loadu_ps(m, x.as_ptr().add(j));
-        let mut w = warp16::<SMALL>(k, &f, xv);
-        // A safety net, never taken in the tests: an in-range lane whose value is not finite
-        // (e.g. an overflow in b/a) goes through the integrator.
-        let inr =
-            _mm512_cmp_ps_mask::<_CMP_GE_OQ>(xv, lo) & _mm512_cmp_ps_mask::<_CMP_LE_OQ>(xv, hi);
-        let bad = inr & m & !_mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(w), c(f32::INFINITY));
-        if bad != 0 {
-            let mut wb = [0f32; 16];
-            _mm512_storeu_ps(wb.as_mut_ptr(), w);
-            for (l, wl) in wb.iter_mut().enumerate() {
-                if bad & (1 << l) != 0 {
-                    *wl = fallback(x[j + l]);
-                }
-            }
-            w = _mm512_loadu_ps(wb.as_ptr());
-        }
-        _mm512_mask_storeu_ps(y.as_mut_ptr().add(j), m, outer16(k.variant, av, xv, w));
+        let w = warp16n::<SMALL, 1>(k, &f, [xv])[0];
+        let w = safety_net(k, xv, w, m, &x[j..], fallback).0;
+        _mm512_mask_storeu_ps(
+            y.as_mut_ptr().add(j),
+            m,
+            outer16n(k.variant, av, [xv], [w])[0],
+        );
         j += 16;
     }
+}
+
+/// A safety net, never taken in the tests: an in-range lane (of `m`) whose x̃ is not finite (an
+/// overflow in b/a, say) goes through the integrator. Returns x̃ and whether a lane changed.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+unsafe fn safety_net(
+    k: &ExactKernel,
+    xv: __m512,
+    w: __m512,
+    m: __mmask16,
+    x: &[f32],
+    fallback: &dyn Fn(f32) -> f32,
+) -> (__m512, bool) {
+    let c = _mm512_set1_ps;
+    let inr = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(xv, c(k.lo))
+        & _mm512_cmp_ps_mask::<_CMP_LE_OQ>(xv, c(k.hi));
+    let bad = inr & m & !_mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(w), c(f32::INFINITY));
+    if bad == 0 {
+        return (w, false);
+    }
+    let mut wb = [0f32; 16];
+    _mm512_storeu_ps(wb.as_mut_ptr(), w);
+    for (l, wl) in wb.iter_mut().enumerate() {
+        if bad & (1 << l) != 0 {
+            *wl = fallback(x[l]);
+        }
+    }
+    (_mm512_loadu_ps(wb.as_ptr()), true)
 }
 
 /// Exact mode, 16 lanes at a time, every trajectory in vector form at a constant cost (see

@@ -702,6 +702,7 @@ fn log16(x: __m512) -> __m512 {
 struct Flow {
     a: Tab,
     b: Tab,
+    inv_a: Tab,
     right: Tab,
     left: Tab,
     eta: Tab,
@@ -764,11 +765,14 @@ unsafe fn warp16n<const SMALL: bool, const N: usize>(
         from_fn(|h| _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(a0[h]), eps));
     let q: [__m512; N] = from_fn(|h| _mm512_div_ps(vc[h], v[h]));
     let lg: [__m512; N] = from_fn(|h| log16(q[h]));
-    let th: [__m512; N] = from_fn(|h| {
-        let th_log = _mm512_div_ps(lg[h], a0[h]);
-        let th_lin = _mm512_div_ps(_mm512_sub_ps(xc[h], u[h]), b0[h]);
-        _mm512_mask_blend_ps(small_a[h], th_log, th_lin)
-    });
+    let mut th: [__m512; N] = from_fn(|h| _mm512_mul_ps(lg[h], f.inv_a.get::<SMALL>(ci[h])));
+    // (xc − u)/b where |a| < eps (rare: only then the division)
+    for h in 0..N {
+        if small_a[h] != 0 {
+            let th_lin = _mm512_div_ps(_mm512_sub_ps(xc[h], u[h]), b0[h]);
+            th[h] = _mm512_mask_mov_ps(th[h], small_a[h], th_lin);
+        }
+    }
     let cross: [__mmask16; N] = from_fn(|h| {
         let edge = (up[h] & _mm512_cmpeq_epi32_mask(ci[h], last))
             | (!up[h] & _mm512_cmpeq_epi32_mask(ci[h], zeroi));
@@ -882,6 +886,7 @@ unsafe fn exact_impl<const SMALL: bool>(
     let f = Flow {
         a: Tab::new::<SMALL>(t.a),
         b: Tab::new::<SMALL>(t.b),
+        inv_a: Tab::new::<SMALL>(t.inv_a),
         right: Tab::new::<SMALL>(t.right),
         left: Tab::new::<SMALL>(t.left),
         eta: Tab::new::<SMALL>(t.eta),

@@ -93,6 +93,8 @@ pub struct FlowTables<'a> {
     pub span: usize,
     pub a: &'a [f32],
     pub b: &'a [f32],
+    /// 1/a_c in f32 (the hit time's division by a_c as a product: within an ulp).
+    pub inv_a: &'a [f32],
     /// right(c) and left(c): the boundaries a trajectory leaving cell c reaches.
     pub right: &'a [f32],
     pub left: &'a [f32],
@@ -119,6 +121,7 @@ pub struct FlowCells {
     span: usize,
     a: Vec<f32>,
     b: Vec<f32>,
+    inv_a: Vec<f32>,
     right: Vec<f32>,
     left: Vec<f32>,
     eta: Vec<f32>,
@@ -151,6 +154,7 @@ impl FlowCells {
             let eta = (ai as f64).exp() as f32;
             t.a.push(ai);
             t.b.push(bi);
+            t.inv_a.push(1.0 / ai);
             t.eta.push(eta);
             t.boa.push(bi / ai);
             t.k1.push((bi / ai) as f64 * (eta as f64 - 1.0));
@@ -203,6 +207,7 @@ impl FlowCells {
             span: self.span,
             a: &self.a,
             b: &self.b,
+            inv_a: &self.inv_a,
             right: &self.right,
             left: &self.left,
             eta: &self.eta,

@@ -21,7 +21,7 @@ use super::config::Variant;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
-pub mod avx512;
+mod avx512;
 mod exact;
 mod scalar;
 

@@ -449,11 +449,11 @@ fn plugin_isa() -> Result<String> {
 /// one warm-up round, the peak RSS rise of each run.
 fn time_entries(
     args: &Args,
+    env: &ort::environment::Environment,
     threads: &[usize],
     entries: &[Entry],
     tensors: &[Tensor<f32>],
 ) -> Result<(Vec<Row>, bool)> {
-    let (env, _) = super::runtime::ort_env(args.ort.clone(), &args.plugin, "ditac-bench")?;
     let can_reset = reset_peak();
     let total = (threads.len() * entries.len() * (args.repeats + 1)) as u64;
     let pb = ProgressBar::new(total);
@@ -467,7 +467,7 @@ fn time_entries(
         pb.set_message(format!("{t} thread(s): building sessions"));
         let mut sessions = Vec::new();
         for e in entries {
-            let b = Session::builder(&env)?
+            let b = Session::builder(env)?
                 .with_intra_threads(t)
                 .map_err(ort::Error::<()>::from)?
                 .with_inter_threads(1)
@@ -535,8 +535,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     let threads = thread_counts(&args)?;
     let isa = plugin_isa()?;
+    // Loads ONNX Runtime (before any tensor is made).
+    let (env, _) = super::runtime::ort_env(args.ort.clone(), &args.plugin, "ditac-bench")?;
     if let Some(path) = &args.model {
-        return run_model(&args, &threads, path, &isa);
+        return run_model(&args, &env, &threads, path, &isa);
     }
     let keys: Vec<&'static str> = if args.ops.is_empty() {
         ROWS.iter().map(|r| r.0).collect()
@@ -557,7 +559,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let w = Workload::from_args(&args)?;
     let n = args.size;
-    if n % w.channels != 0 {
+    if !n.is_multiple_of(w.channels) {
         bail!("--size {n} is not a multiple of --channels {}", w.channels);
     }
 
@@ -601,7 +603,7 @@ pub fn run(args: Args) -> Result<()> {
         Tensor::from_array((shape.clone(), x))?,
         Tensor::from_array((shape, dy))?,
     ];
-    let (rows, can_reset) = time_entries(&args, &threads, &entries, &tensors)?;
+    let (rows, can_reset) = time_entries(&args, &env, &threads, &entries, &tensors)?;
 
     // The output ONNX Runtime allocates for each run (Y, or dX for DiTACGrad; dθ is tiny).
     let out_bytes = (n * 4) as f64;
@@ -755,7 +757,13 @@ fn print_tables(threads: &[usize], rows: &[Row], jrows: &[Value]) {
 
 /// `--model FILE`: the network against itself with every DiTAC / DiTACLut node replaced by
 /// `Gelu` (ONNX's when the model imports opset ≥ 20, else ONNX Runtime's `com.microsoft` one).
-fn run_model(args: &Args, threads: &[usize], path: &std::path::Path, isa: &str) -> Result<()> {
+fn run_model(
+    args: &Args,
+    env: &ort::environment::Environment,
+    threads: &[usize],
+    path: &std::path::Path,
+    isa: &str,
+) -> Result<()> {
     use ditac_tools::transform::{is_ditac_node, ModelFile};
     use onnx_protobuf::tensor_shape_proto::dimension::Value as Dim;
     use onnx_protobuf::type_proto::Value as Ty;
@@ -859,7 +867,7 @@ fn run_model(args: &Args, threads: &[usize], path: &std::path::Path, isa: &str) 
         .map(|v| v * args.input_std)
         .collect();
     let tensors = vec![Tensor::from_array((shape.clone(), x))?];
-    let (rows, _) = time_entries(args, threads, &entries, &tensors)?;
+    let (rows, _) = time_entries(args, env, threads, &entries, &tensors)?;
     let jrows = json_rows(&rows, n, 0.0);
     if args.json {
         let doc = json!({

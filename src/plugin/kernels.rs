@@ -188,6 +188,8 @@ impl Element for f16 {
 /// Creates the kernel of `spec` for the node described by `info`.
 pub fn create(spec: OpSpec, info: &KernelInfo) -> PResult<Box<dyn Kernel>> {
     let prefix = format!("ai.ditac.{} node '{}'", spec.name(), info.node_name());
+    // A DITAC_ISA that names no kernel path is a configuration error, reported at creation.
+    crate::core::kernels::Isa::env_cap().map_err(|e| PluginError::invalid(e).in_node(&prefix))?;
     let k: PResult<Box<dyn Kernel>> = match (spec.ep, spec.elem) {
         (Ep::Cuda, _) => super::cuda::create(spec, info, &prefix),
         (Ep::Cpu, Elem::F32) => {

@@ -4,6 +4,20 @@
 use super::*;
 use std::arch::x86_64::*;
 
+/// `[f(0), …, f(n − 1)]` written as a loop: unlike `std::array::from_fn`'s closure, the body is
+/// compiled with the enclosing function's target features (a closure that is not inlined loses
+/// them and turns every intrinsic into a call).
+macro_rules! each {
+    ($n:expr, $h:ident => $e:expr) => {{
+        // SAFETY: the element types (vectors, masks, arrays of them) are valid all-zero.
+        let mut out = [unsafe { std::mem::zeroed() }; $n];
+        for $h in 0..$n {
+            out[$h] = $e;
+        }
+        out
+    }};
+}
+
 /// The lane form of `erf_f32`, operation for operation (no fused multiply-adds, a true
 /// division): bit-identical to the scalar form, so the plugin, its scalar fallback and a
 /// lowered standard-ops graph (`ditac lower`) give the same bits.
@@ -513,149 +527,350 @@ fn exp8(a: __m256) -> __m256 {
     _mm256_mul_ps(e, pow2)
 }
 
-/// T̂(u) for trajectories that cross exactly one boundary, in difw's steps (hit time
-/// log(v_c/v)/a, then ψ in the next cell for the time left), with vector log and exp (about
-/// 1 ulp each, so T̂ within a few ulp of the integrator's). The mask keeps the lanes that are
-/// clearly such trajectories (margins of 1e-4 in time and 1e-5 in velocity; slopes ≥ eps in
-/// both cells); the others go to the integrator.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn crossing8(k: &ExactKernel, u: __m256, ci: __m256i) -> (__m256, __m256) {
-    let c = _mm256_set1_ps;
-    let sign = c(-0.0);
-    let abs = |v: __m256| _mm256_andnot_ps(sign, v);
-    let (a0, b0) = gather_pairs(k.ab.as_ptr(), ci);
-    let v = _mm256_add_ps(_mm256_mul_ps(a0, u), b0);
-    let up = _mm256_cmp_ps::<_CMP_GT_OQ>(v, _mm256_setzero_ps());
-    let (xup, xdn) = gather_pairs(k.xud.as_ptr(), ci);
-    let xc = _mm256_blendv_ps(xdn, xup, up);
-    let vc = _mm256_add_ps(_mm256_mul_ps(a0, xc), b0);
-    let q = _mm256_div_ps(vc, v);
-    let thit = _mm256_div_ps(log8(q), a0);
-    let t1 = _mm256_sub_ps(c(1.0), thit);
-    let upi = _mm256_castps_si256(up);
-    // up lanes: c + 1 (−(−1)), down lanes: c − 1
-    let c1 = _mm256_add_epi32(
-        _mm256_sub_epi32(ci, upi),
-        _mm256_andnot_si256(upi, _mm256_set1_epi32(-1)),
-    );
-    let last = _mm256_set1_epi32(k.ub.len() as i32 - 1);
-    let c1 = _mm256_min_epi32(_mm256_max_epi32(c1, _mm256_setzero_si256()), last);
-    let (t2up, t2dn) = gather_pairs(k.tud.as_ptr(), ci);
-    let t2 = _mm256_blendv_ps(t2dn, t2up, up);
-    let (a1, boa1) = gather_pairs(k.aboa.as_ptr(), c1);
-    // A slope below eps in the first cell made xc NaN, in the second b/a NaN: not good.
-    let mut good = _mm256_cmp_ps::<_CMP_GT_OQ>(abs(v), c(1e-5));
-    good = _mm256_and_ps(good, _mm256_cmp_ps::<_CMP_GT_OQ>(abs(vc), c(1e-5)));
-    good = _mm256_and_ps(good, _mm256_cmp_ps::<_CMP_GT_OQ>(q, c(0.0)));
-    good = _mm256_and_ps(good, _mm256_cmp_ps::<_CMP_LT_OQ>(thit, c(1.0 - 1e-4)));
-    good = _mm256_and_ps(good, _mm256_cmp_ps::<_CMP_GE_OQ>(thit, c(0.0)));
-    // The next cell must not be left in the time that remains (an infinite t2 is fine).
-    good = _mm256_and_ps(
-        good,
-        _mm256_cmp_ps::<_CMP_GT_OQ>(t2, _mm256_add_ps(t1, c(1e-4))),
-    );
-    // ψ(xc, t1) in cell c1: f32(f64(eta·xc) + f64(b/a)·(f64(eta) − 1))
-    let eta = exp8(_mm256_mul_ps(t1, a1));
-    let eu = _mm256_mul_ps(eta, xc);
-    let half = |v: __m256, hi: bool| {
-        if hi {
-            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v))
-        } else {
-            _mm256_cvtps_pd(_mm256_castps256_ps128(v))
-        }
-    };
-    let one = _mm256_set1_pd(1.0);
-    let lo = _mm256_cvtpd_ps(_mm256_fmadd_pd(
-        half(boa1, false),
-        _mm256_sub_pd(half(eta, false), one),
-        half(eu, false),
-    ));
-    let hi = _mm256_cvtpd_ps(_mm256_fmadd_pd(
-        half(boa1, true),
-        _mm256_sub_pd(half(eta, true), one),
-        half(eu, true),
-    ));
-    let val = _mm256_set_m128(hi, lo);
-    let good = _mm256_and_ps(good, _mm256_cmp_ps::<_CMP_ORD_Q>(val, val));
-    (val, good)
+/// A per-cell f32 table of the exact path: 16 entries or fewer in two registers (looked up with
+/// two `vpermps` and a blend), else gathered.
+struct Tab8 {
+    p: *const f32,
+    r: [__m256; 2],
 }
 
-/// `exact_forward` 8 lanes at a time.
+impl Tab8 {
+    /// SAFETY (caller): `v` has at least 16 entries (the per-cell arrays are padded to 16).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn new<const SMALL: bool>(v: &[f32]) -> Tab8 {
+        Tab8 {
+            p: v.as_ptr(),
+            r: if SMALL {
+                [
+                    _mm256_loadu_ps(v.as_ptr()),
+                    _mm256_loadu_ps(v.as_ptr().add(8)),
+                ]
+            } else {
+                [_mm256_setzero_ps(); 2]
+            },
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn get<const SMALL: bool>(&self, idx: __m256i) -> __m256 {
+        if SMALL {
+            let hi = _mm256_castsi256_ps(_mm256_cmpgt_epi32(idx, _mm256_set1_epi32(7)));
+            _mm256_blendv_ps(
+                _mm256_permutevar8x32_ps(self.r[0], idx),
+                _mm256_permutevar8x32_ps(self.r[1], idx),
+                hi,
+            )
+        } else {
+            _mm256_i32gather_ps::<4>(self.p, idx)
+        }
+    }
+}
+
+/// A per-cell f64 table: gathered, or (16 entries or fewer) as two f32 tables hi + lo (hi the
+/// value rounded to f32, lo the rest rounded: 48 bits, far below the f32 results' rounding).
+struct TabD8 {
+    p: *const f64,
+    hi: Tab8,
+    lo: Tab8,
+}
+
+impl TabD8 {
+    /// SAFETY (caller): `v` has at least 16 entries; `buf` holds the split parts.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn new<const SMALL: bool>(v: &[f64], buf: &mut [[f32; 16]; 2]) -> TabD8 {
+        if SMALL {
+            for (i, &x) in v[..16].iter().enumerate() {
+                let h = x as f32;
+                buf[0][i] = h;
+                buf[1][i] = (x - h as f64) as f32;
+            }
+        }
+        TabD8 {
+            p: v.as_ptr(),
+            hi: Tab8::new::<SMALL>(&buf[0]),
+            lo: Tab8::new::<SMALL>(&buf[1]),
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn get<const SMALL: bool>(&self, idx: __m256i) -> [__m256d; 2] {
+        if SMALL {
+            let (h, l) = (
+                widen(self.hi.get::<SMALL>(idx)),
+                widen(self.lo.get::<SMALL>(idx)),
+            );
+            [_mm256_add_pd(h[0], l[0]), _mm256_add_pd(h[1], l[1])]
+        } else {
+            [
+                _mm256_i32gather_pd::<8>(self.p, _mm256_castsi256_si128(idx)),
+                _mm256_i32gather_pd::<8>(self.p, _mm256_extracti128_si256::<1>(idx)),
+            ]
+        }
+    }
+}
+
+/// The cumulative crossing time at index `idx` of the up array (`up` lanes) or of the down one.
+/// (A function, not a closure: closures do not inherit the target features, and are not inlined.)
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn cum8<const SMALL: bool>(
+    fl: &Flow8,
+    idx: __m256i,
+    up: __m256,
+    base: __m256i,
+) -> [__m256d; 2] {
+    if SMALL {
+        let (g_up, g_dn) = (fl.cum_up.get::<SMALL>(idx), fl.cum_dn.get::<SMALL>(idx));
+        // the all-ones mask widens to a negative NaN: blendv reads the sign
+        let m = widen(up);
+        [
+            _mm256_blendv_pd(g_dn[0], g_up[0], m[0]),
+            _mm256_blendv_pd(g_dn[1], g_up[1], m[1]),
+        ]
+    } else {
+        fl.cum_up.get::<false>(_mm256_add_epi32(idx, base))
+    }
+}
+
+/// The tables of the exact path.
+struct Flow8 {
+    a: Tab8,
+    b: Tab8,
+    inv_a: Tab8,
+    right: Tab8,
+    left: Tab8,
+    eta: Tab8,
+    boa: Tab8,
+    ent_up: Tab8,
+    ent_dn: Tab8,
+    k1: TabD8,
+    /// The whole `cum` (gathered with the down array's offset), or its up half.
+    cum_up: TabD8,
+    cum_dn: TabD8,
+    dn_base: i32,
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn widen(v: __m256) -> [__m256d; 2] {
+    [
+        _mm256_cvtps_pd(_mm256_castps256_ps128(v)),
+        _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v)),
+    ]
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn narrow(v: [__m256d; 2]) -> __m256 {
+    _mm256_set_m128(_mm256_cvtpd_ps(v[1]), _mm256_cvtpd_ps(v[0]))
+}
+
+/// x̃ of N vectors of 8 lanes in exact mode (x itself outside [a, b]), as `avx512::warp16n`:
+/// difw's closed-form integration at a cost that does not depend on the number of cells crossed
+/// (one hit time, a binary search of the last cell in the cumulative crossing times, one ψ; see
+/// `FlowTables`), the per-cell constants gathered.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn warp8n<const SMALL: bool, const N: usize>(
+    k: &ExactKernel,
+    fl: &Flow8,
+    xv: [__m256; N],
+) -> [__m256; N] {
+    let f = &k.flow;
+    let c = _mm256_set1_ps;
+    let sign = c(-0.0);
+    let (eps, zero, one) = (c(f32::EPSILON), _mm256_setzero_ps(), c(1.0));
+    let zeroi = _mm256_setzero_si256();
+    let inr: [__m256; N] = each!(N, h => {
+        _mm256_and_ps(
+            _mm256_cmp_ps::<_CMP_GE_OQ>(xv[h], c(k.lo)),
+            _mm256_cmp_ps::<_CMP_LE_OQ>(xv[h], c(k.hi)),
+        )
+    });
+    let u: [__m256; N] =
+        each!(N, h => _mm256_mul_ps(_mm256_add_ps(xv[h], c(k.add_in)), c(k.mul_in)));
+    let nc = f.nc as i32;
+    let last = _mm256_set1_epi32(nc - 1);
+    let ci: [__m256i; N] = each!(N, h => {
+        let fl = _mm256_floor_ps(_mm256_mul_ps(u[h], c(nc as f32)));
+        let i = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvttps_epi32(fl), zeroi), last);
+        _mm256_and_si256(i, _mm256_castps_si256(inr[h]))
+    });
+    let a0: [__m256; N] = each!(N, h => fl.a.get::<SMALL>(ci[h]));
+    let b0: [__m256; N] = each!(N, h => fl.b.get::<SMALL>(ci[h]));
+    let v: [__m256; N] = each!(N, h => _mm256_add_ps(_mm256_mul_ps(a0[h], u[h]), b0[h]));
+    let up: [__m256; N] = each!(N, h => _mm256_cmp_ps::<_CMP_GT_OQ>(v[h], zero));
+    let xc: [__m256; N] = each!(N, h => _mm256_blendv_ps(fl.left.get::<SMALL>(ci[h]), fl.right.get::<SMALL>(ci[h]), up[h]));
+    let vc: [__m256; N] = each!(N, h => _mm256_add_ps(_mm256_mul_ps(a0[h], xc[h]), b0[h]));
+    let small_a: [__m256; N] =
+        each!(N, h => _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_andnot_ps(sign, a0[h]), eps));
+    let mut th: [__m256; N] = each!(N, h => {
+        _mm256_mul_ps(log8(_mm256_div_ps(vc[h], v[h])), fl.inv_a.get::<SMALL>(ci[h]))
+    });
+    for h in 0..N {
+        if _mm256_movemask_ps(small_a[h]) != 0 {
+            let th_lin = _mm256_div_ps(_mm256_sub_ps(xc[h], u[h]), b0[h]);
+            th[h] = _mm256_blendv_ps(th[h], th_lin, small_a[h]);
+        }
+    }
+    let upi: [__m256i; N] = each!(N, h => _mm256_castps_si256(up[h]));
+    let cross: [__m256; N] = each!(N, h => {
+        let at_last = _mm256_castsi256_ps(_mm256_cmpeq_epi32(ci[h], last));
+        let at_first = _mm256_castsi256_ps(_mm256_cmpeq_epi32(ci[h], zeroi));
+        let edge = _mm256_blendv_ps(at_first, at_last, up[h]);
+        let vc_up = _mm256_cmp_ps::<_CMP_GT_OQ>(vc[h], zero);
+        let mut ok = _mm256_andnot_ps(edge, inr[h]);
+        ok = _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_andnot_ps(sign, v[h]), eps), ok);
+        ok = _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_andnot_ps(sign, vc[h]), eps), ok);
+        ok = _mm256_andnot_ps(_mm256_xor_ps(vc_up, up[h]), ok);
+        _mm256_and_ps(ok, _mm256_cmp_ps::<_CMP_LE_OQ>(th[h], one))
+    });
+    // Settled in the first cell: ψ(u, 1) = f32(f64(eta·u) + k1), or u + b where |a| < eps.
+    let stay: [__m256; N] = each!(N, h => {
+        let eu = widen(_mm256_mul_ps(fl.eta.get::<SMALL>(ci[h]), u[h]));
+        let k1 = fl.k1.get::<SMALL>(ci[h]);
+        let st = narrow([_mm256_add_pd(eu[0], k1[0]), _mm256_add_pd(eu[1], k1[1])]);
+        _mm256_blendv_ps(st, _mm256_add_ps(u[h], b0[h]), small_a[h])
+    });
+    // Crossing lanes: entered cell j at time th; j's index in the up array, or mirrored (+ the
+    // down array's offset) in the down one.
+    let base: [__m256i; N] =
+        each!(N, h => _mm256_andnot_si256(upi[h], _mm256_set1_epi32(fl.dn_base)));
+    let target: [[__m256d; 2]; N] = each!(N, h => {
+        let j = _mm256_blendv_epi8(
+            _mm256_sub_epi32(_mm256_set1_epi32(nc), ci[h]),
+            _mm256_add_epi32(ci[h], _mm256_set1_epi32(1)),
+            upi[h],
+        );
+        let gj = cum8::<SMALL>(fl, j, up[h], base[h]);
+        let t1 = widen(_mm256_sub_ps(one, th[h]));
+        [_mm256_add_pd(gj[0], t1[0]), _mm256_add_pd(gj[1], t1[1])]
+    });
+    let mut pos = [zeroi; N];
+    let mut step = (f.span / 2) as i32;
+    while step > 0 {
+        let sv = _mm256_set1_epi32(step);
+        for h in 0..N {
+            let cand = _mm256_add_epi32(pos[h], sv);
+            let g = cum8::<SMALL>(fl, cand, up[h], base[h]);
+            // 4 + 4 f64 comparisons packed back to 8 32-bit lanes
+            let le0 = _mm256_castpd_si256(_mm256_cmp_pd::<_CMP_LE_OQ>(g[0], target[h][0]));
+            let le1 = _mm256_castpd_si256(_mm256_cmp_pd::<_CMP_LE_OQ>(g[1], target[h][1]));
+            let pick = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+            let l0 = _mm256_permutevar8x32_epi32(le0, pick);
+            let l1 = _mm256_permutevar8x32_epi32(le1, pick);
+            let le = _mm256_permute2x128_si256::<0x20>(l0, l1);
+            pos[h] = _mm256_blendv_epi8(pos[h], cand, le);
+        }
+        step /= 2;
+    }
+    let trem: [__m256; N] = each!(N, h => {
+        let gc = cum8::<SMALL>(fl, pos[h], up[h], base[h]);
+        narrow([
+            _mm256_sub_pd(target[h][0], gc[0]),
+            _mm256_sub_pd(target[h][1], gc[1]),
+        ])
+    });
+    let cf: [__m256i; N] =
+        each!(N, h => _mm256_blendv_epi8(_mm256_sub_epi32(last, pos[h]), pos[h], upi[h]));
+    let a1: [__m256; N] = each!(N, h => fl.a.get::<SMALL>(cf[h]));
+    let xe: [__m256; N] = each!(N, h => _mm256_blendv_ps(fl.ent_dn.get::<SMALL>(cf[h]), fl.ent_up.get::<SMALL>(cf[h]), up[h]));
+    let ones = _mm256_set1_pd(1.0);
+    each!(N, h => {
+        let eta = exp8(_mm256_mul_ps(trem[h], a1[h]));
+        let (ew, bw, xw) = (
+            widen(_mm256_mul_ps(eta, xe[h])),
+            widen(fl.boa.get::<SMALL>(cf[h])),
+            widen(eta),
+        );
+        let psi = narrow(each!(2, i => {
+            _mm256_fmadd_pd(bw[i], _mm256_sub_pd(xw[i], ones), ew[i])
+        }));
+        let lin = _mm256_add_ps(xe[h], _mm256_mul_ps(trem[h], fl.b.get::<SMALL>(cf[h])));
+        let small1 = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_andnot_ps(sign, a1[h]), eps);
+        let moved = _mm256_blendv_ps(psi, lin, small1);
+        let val = _mm256_blendv_ps(stay[h], moved, cross[h]);
+        let xt = _mm256_mul_ps(_mm256_add_ps(val, c(k.add_out)), c(k.mul_out));
+        _mm256_blendv_ps(xv[h], xt, inr[h])
+    })
+}
+
+/// Vectors per step of the exact kernel.
+const EXACT_N: usize = 4;
+
+/// `exact_forward` 8 lanes at a time, every trajectory in vector form at a constant cost; an
+/// in-range lane whose x̃ is not finite (never seen in the tests) goes through `fallback`.
 ///
 /// # Safety
-/// AVX2 and FMA must be available; the per-cell tables must have the same length ≥ 1.
+/// AVX2 and FMA must be available; the tables must have the layout `FlowTables` states.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn exact(k: &ExactKernel, x: &[f32], y: &mut [f32], fallback: &dyn Fn(f32) -> f32) {
-    let c = _mm256_set1_ps;
-    let nc = k.ub.len();
-    let (lo, hi, add_in, mul_in) = (c(k.lo), c(k.hi), c(k.add_in), c(k.mul_in));
-    let (add_out, mul_out) = (c(k.add_out), c(k.mul_out));
-    let ncf = c(nc as f32);
-    let last = _mm256_set1_epi32(nc as i32 - 1);
-    let zero = _mm256_setzero_si256();
-    let av = c(k.alpha);
+    if k.flow.nc <= 16 {
+        exact_impl::<true>(k, x, y, fallback)
+    } else {
+        exact_impl::<false>(k, x, y, fallback)
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exact_impl<const SMALL: bool>(
+    k: &ExactKernel,
+    x: &[f32],
+    y: &mut [f32],
+    fallback: &dyn Fn(f32) -> f32,
+) {
+    let t = &k.flow;
+    let half = t.cum.len() / 2;
+    let mut bufs = [[[0f32; 16]; 2]; 3];
+    let [b_k1, b_up, b_dn] = &mut bufs;
+    let fl = Flow8 {
+        a: Tab8::new::<SMALL>(t.a),
+        b: Tab8::new::<SMALL>(t.b),
+        inv_a: Tab8::new::<SMALL>(t.inv_a),
+        right: Tab8::new::<SMALL>(t.right),
+        left: Tab8::new::<SMALL>(t.left),
+        eta: Tab8::new::<SMALL>(t.eta),
+        boa: Tab8::new::<SMALL>(t.boa),
+        ent_up: Tab8::new::<SMALL>(t.ent_up),
+        ent_dn: Tab8::new::<SMALL>(t.ent_dn),
+        k1: TabD8::new::<SMALL>(t.k1, b_k1),
+        cum_up: TabD8::new::<SMALL>(t.cum, b_up),
+        cum_dn: TabD8::new::<SMALL>(&t.cum[half..], b_dn),
+        dn_base: half as i32,
+    };
+    let av = _mm256_set1_ps(k.alpha);
     let len = x.len();
     let mut j = 0;
     while j < len {
-        let rem = (len - j).min(8);
-        let mut xb = [0f32; 8];
-        xb[..rem].copy_from_slice(&x[j..j + rem]);
-        let xv = _mm256_loadu_ps(xb.as_ptr());
-        let inr = _mm256_and_ps(
-            _mm256_cmp_ps::<_CMP_GE_OQ>(xv, lo),
-            _mm256_cmp_ps::<_CMP_LE_OQ>(xv, hi),
-        );
-        let u = _mm256_mul_ps(_mm256_add_ps(xv, add_in), mul_in);
-        // cell_of: clamp(floor(u·nc), 0, nc − 1) (out-of-range lanes: any cell, unused)
-        let ci = _mm256_cvttps_epi32(_mm256_floor_ps(_mm256_mul_ps(u, ncf)));
-        let ci = _mm256_min_epi32(_mm256_max_epi32(ci, zero), last);
-        let ci = _mm256_and_si256(ci, _mm256_castps_si256(inr));
-        let (eta, lb) = gather_pairs(k.eta_lb.as_ptr(), ci);
-        let k1lo = _mm256_i32gather_pd::<8>(k.k1.as_ptr(), _mm256_castsi256_si128(ci));
-        let k1hi = _mm256_i32gather_pd::<8>(k.k1.as_ptr(), _mm256_extracti128_si256::<1>(ci));
-        // ψ(u, 1) = f32(f64(eta·u) + k1)
-        let eu = _mm256_mul_ps(eta, u);
-        let vlo = _mm256_cvtpd_ps(_mm256_add_pd(
-            _mm256_cvtps_pd(_mm256_castps256_ps128(eu)),
-            k1lo,
-        ));
-        let vhi = _mm256_cvtpd_ps(_mm256_add_pd(
-            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(eu)),
-            k1hi,
-        ));
-        let val = _mm256_set_m128(vhi, vlo);
-        let ub = _mm256_i32gather_ps::<4>(k.ub.as_ptr(), ci);
-        let good = _mm256_and_ps(
-            _mm256_cmp_ps::<_CMP_GE_OQ>(val, lb),
-            _mm256_cmp_ps::<_CMP_LE_OQ>(val, ub),
-        );
-        let xt = _mm256_mul_ps(_mm256_add_ps(val, add_out), mul_out);
-        let mut w = _mm256_blendv_ps(xv, xt, inr);
-        // In range but not settled: one crossing in vector form, else the scalar integrator.
-        let mut slow = _mm256_movemask_ps(_mm256_andnot_ps(good, inr)) as u32 & ((1u32 << rem) - 1);
-        if slow != 0 {
-            let (v1, good1) = crossing8(k, u, ci);
-            let take = _mm256_and_ps(_mm256_andnot_ps(good, inr), good1);
-            let xt1 = _mm256_mul_ps(_mm256_add_ps(v1, add_out), mul_out);
-            w = _mm256_blendv_ps(w, xt1, take);
-            slow &= !(_mm256_movemask_ps(take) as u32);
+        let take = (len - j).min(8 * EXACT_N);
+        let mut xb = [0f32; 8 * EXACT_N];
+        xb[..take].copy_from_slice(&x[j..j + take]);
+        let xv: [__m256; EXACT_N] =
+            std::array::from_fn(|h| _mm256_loadu_ps(xb.as_ptr().add(8 * h)));
+        let w = warp8n::<SMALL, EXACT_N>(k, &fl, xv);
+        let mut wb = [0f32; 8 * EXACT_N];
+        for (h, wh) in w.iter().enumerate() {
+            _mm256_storeu_ps(wb.as_mut_ptr().add(8 * h), *wh);
         }
-        if slow != 0 {
-            let mut wb = [0f32; 8];
-            _mm256_storeu_ps(wb.as_mut_ptr(), w);
-            for (l, wl) in wb.iter_mut().enumerate().take(rem) {
-                if slow & (1 << l) != 0 {
-                    *wl = fallback(xb[l]);
-                }
+        for (l, wl) in wb[..take].iter_mut().enumerate() {
+            let xi = xb[l];
+            if !wl.is_finite() && xi >= k.lo && xi <= k.hi {
+                *wl = fallback(xi);
             }
-            w = _mm256_loadu_ps(wb.as_ptr());
         }
-        let v = outer8(k.variant, av, xv, w);
-        let mut yb = [0f32; 8];
-        _mm256_storeu_ps(yb.as_mut_ptr(), v);
-        y[j..j + rem].copy_from_slice(&yb[..rem]);
-        j += rem;
+        for h in 0..EXACT_N.min(take.div_ceil(8)) {
+            let wv = _mm256_loadu_ps(wb.as_ptr().add(8 * h));
+            let v = outer8(k.variant, av, xv[h], wv);
+            let mut yb = [0f32; 8];
+            _mm256_storeu_ps(yb.as_mut_ptr(), v);
+            let n = (take - 8 * h).min(8);
+            y[j + 8 * h..j + 8 * h + n].copy_from_slice(&yb[..n]);
+        }
+        j += take;
     }
 }
 

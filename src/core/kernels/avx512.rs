@@ -6,6 +6,20 @@ use super::exact::ExactKernel;
 use super::*;
 use std::arch::x86_64::*;
 
+/// `[f(0), …, f(n − 1)]` written as a loop: unlike `std::array::from_fn`'s closure, the body is
+/// compiled with the enclosing function's target features (a closure that is not inlined loses
+/// them and turns every intrinsic into a call).
+macro_rules! each {
+    ($n:expr, $h:ident => $e:expr) => {{
+        // SAFETY: the element types (vectors, masks, arrays of them) are valid all-zero.
+        let mut out = [unsafe { std::mem::zeroed() }; $n];
+        for $h in 0..$n {
+            out[$h] = $e;
+        }
+        out
+    }};
+}
+
 /// The lane form of `erf_f32` on N vectors, operation for operation (no fused multiply-adds, a true
 /// division), as `avx2::erf8n`: on |x| with x's sign put back, without the clamps that provably
 /// change nothing. Bit for bit the scalar erf (tested on every 13th float, and on all of them with
@@ -698,6 +712,23 @@ fn log16(x: __m512) -> __m512 {
     _mm512_fmadd_ps(ef, c(0.693_359_4), _mm512_add_ps(f, y))
 }
 
+/// The cumulative crossing time at index `idx` of the up array (`up` lanes) or of the down one.
+/// (A function, not a closure: closures do not inherit the target features, and are not inlined.)
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+unsafe fn cum16<const SMALL: bool>(f: &Flow, idx: __m512i, up: __mmask16) -> [__m512d; 2] {
+    if SMALL {
+        let (g_up, g_dn) = (f.cum_up.get::<SMALL>(idx), f.cum_dn.get::<SMALL>(idx));
+        [
+            _mm512_mask_blend_pd(up as __mmask8, g_dn[0], g_up[0]),
+            _mm512_mask_blend_pd((up >> 8) as __mmask8, g_dn[1], g_up[1]),
+        ]
+    } else {
+        let base = _mm512_maskz_mov_epi32(!up, _mm512_set1_epi32(f.dn_base));
+        f.cum_up.get::<false>(_mm512_add_epi32(idx, base))
+    }
+}
+
 /// The constants of the exact path.
 struct Flow {
     a: Tab,
@@ -729,43 +760,42 @@ unsafe fn warp16n<const SMALL: bool, const N: usize>(
     f: &Flow,
     xv: [__m512; N],
 ) -> [__m512; N] {
-    use std::array::from_fn;
     let c = _mm512_set1_ps;
     let eps = c(f32::EPSILON);
     let (zero, zeroi, one) = (_mm512_setzero_ps(), _mm512_setzero_si512(), c(1.0));
     let (lo, hi) = (c(k.lo), c(k.hi));
-    let inr: [__mmask16; N] = from_fn(|h| {
+    let inr: [__mmask16; N] = each!(N, h => {
         _mm512_cmp_ps_mask::<_CMP_GE_OQ>(xv[h], lo) & _mm512_cmp_ps_mask::<_CMP_LE_OQ>(xv[h], hi)
     });
     let (add_in, mul_in, ncf) = (c(k.add_in), c(k.mul_in), c(f.nc as f32));
-    let u: [__m512; N] = from_fn(|h| _mm512_mul_ps(_mm512_add_ps(xv[h], add_in), mul_in));
+    let u: [__m512; N] = each!(N, h => _mm512_mul_ps(_mm512_add_ps(xv[h], add_in), mul_in));
     // cell_of: clamp(floor(u·nc), 0, nc − 1); out-of-range lanes: cell 0, unused
     let last = _mm512_set1_epi32(f.nc - 1);
-    let ci: [__m512i; N] = from_fn(|h| {
+    let ci: [__m512i; N] = each!(N, h => {
         let fl = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(
             _mm512_mul_ps(u[h], ncf),
         );
         let i = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvttps_epi32(fl), zeroi), last);
         _mm512_maskz_mov_epi32(inr[h], i)
     });
-    let a0: [__m512; N] = from_fn(|h| f.a.get::<SMALL>(ci[h]));
-    let b0: [__m512; N] = from_fn(|h| f.b.get::<SMALL>(ci[h]));
+    let a0: [__m512; N] = each!(N, h => f.a.get::<SMALL>(ci[h]));
+    let b0: [__m512; N] = each!(N, h => f.b.get::<SMALL>(ci[h]));
     // The first step, in difw's float32 operations: v, the boundary ahead, its velocity.
-    let v: [__m512; N] = from_fn(|h| _mm512_add_ps(_mm512_mul_ps(a0[h], u[h]), b0[h]));
-    let up: [__mmask16; N] = from_fn(|h| _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v[h], zero));
-    let xc: [__m512; N] = from_fn(|h| {
+    let v: [__m512; N] = each!(N, h => _mm512_add_ps(_mm512_mul_ps(a0[h], u[h]), b0[h]));
+    let up: [__mmask16; N] = each!(N, h => _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v[h], zero));
+    let xc: [__m512; N] = each!(N, h => {
         _mm512_mask_blend_ps(
             up[h],
             f.left.get::<SMALL>(ci[h]),
             f.right.get::<SMALL>(ci[h]),
         )
     });
-    let vc: [__m512; N] = from_fn(|h| _mm512_add_ps(_mm512_mul_ps(a0[h], xc[h]), b0[h]));
+    let vc: [__m512; N] = each!(N, h => _mm512_add_ps(_mm512_mul_ps(a0[h], xc[h]), b0[h]));
     let small_a: [__mmask16; N] =
-        from_fn(|h| _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(a0[h]), eps));
-    let q: [__m512; N] = from_fn(|h| _mm512_div_ps(vc[h], v[h]));
-    let lg: [__m512; N] = from_fn(|h| log16(q[h]));
-    let mut th: [__m512; N] = from_fn(|h| _mm512_mul_ps(lg[h], f.inv_a.get::<SMALL>(ci[h])));
+        each!(N, h => _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(a0[h]), eps));
+    let q: [__m512; N] = each!(N, h => _mm512_div_ps(vc[h], v[h]));
+    let lg: [__m512; N] = each!(N, h => log16(q[h]));
+    let mut th: [__m512; N] = each!(N, h => _mm512_mul_ps(lg[h], f.inv_a.get::<SMALL>(ci[h])));
     // (xc − u)/b where |a| < eps (rare: only then the division)
     for h in 0..N {
         if small_a[h] != 0 {
@@ -773,7 +803,7 @@ unsafe fn warp16n<const SMALL: bool, const N: usize>(
             th[h] = _mm512_mask_mov_ps(th[h], small_a[h], th_lin);
         }
     }
-    let cross: [__mmask16; N] = from_fn(|h| {
+    let cross: [__mmask16; N] = each!(N, h => {
         let edge = (up[h] & _mm512_cmpeq_epi32_mask(ci[h], last))
             | (!up[h] & _mm512_cmpeq_epi32_mask(ci[h], zeroi));
         let vc_up = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(vc[h], zero);
@@ -785,7 +815,7 @@ unsafe fn warp16n<const SMALL: bool, const N: usize>(
     });
     // Settled in the first cell: ψ(u, 1) = f32(f64(eta·u) + k1) (the integrator's bits), or
     // u + b where |a| < eps.
-    let stay: [__m512; N] = from_fn(|h| {
+    let stay: [__m512; N] = each!(N, h => {
         let eu = widen(_mm512_mul_ps(f.eta.get::<SMALL>(ci[h]), u[h]));
         let k1 = f.k1.get::<SMALL>(ci[h]);
         let st = narrow([_mm512_add_pd(eu[0], k1[0]), _mm512_add_pd(eu[1], k1[1])]);
@@ -793,28 +823,15 @@ unsafe fn warp16n<const SMALL: bool, const N: usize>(
     });
     // Crossing lanes (computed for every vector: nearly every vector has one): entered cell j
     // at time th, j's index in the up array, or mirrored in the down array.
-    let t1: [[__m512d; 2]; N] = from_fn(|h| widen(_mm512_sub_ps(one, th[h])));
+    let t1: [[__m512d; 2]; N] = each!(N, h => widen(_mm512_sub_ps(one, th[h])));
     let (onei, ncv) = (_mm512_set1_epi32(1), _mm512_set1_epi32(f.nc));
-    let dn_base = _mm512_set1_epi32(f.dn_base);
-    let cum = |idx: __m512i, up: __mmask16| -> [__m512d; 2] {
-        if SMALL {
-            let (g_up, g_dn) = (f.cum_up.get::<SMALL>(idx), f.cum_dn.get::<SMALL>(idx));
-            [
-                _mm512_mask_blend_pd(up as __mmask8, g_dn[0], g_up[0]),
-                _mm512_mask_blend_pd((up >> 8) as __mmask8, g_dn[1], g_up[1]),
-            ]
-        } else {
-            let base = _mm512_maskz_mov_epi32(!up, dn_base);
-            f.cum_up.get::<false>(_mm512_add_epi32(idx, base))
-        }
-    };
-    let target: [[__m512d; 2]; N] = from_fn(|h| {
+    let target: [[__m512d; 2]; N] = each!(N, h => {
         let j = _mm512_mask_blend_epi32(
             up[h],
             _mm512_sub_epi32(ncv, ci[h]),
             _mm512_add_epi32(ci[h], onei),
         );
-        let gj = cum(j, up[h]);
+        let gj = cum16::<SMALL>(f, j, up[h]);
         [
             _mm512_add_pd(gj[0], t1[h][0]),
             _mm512_add_pd(gj[1], t1[h][1]),
@@ -827,24 +844,24 @@ unsafe fn warp16n<const SMALL: bool, const N: usize>(
         let sv = _mm512_set1_epi32(step);
         for h in 0..N {
             let cand = _mm512_add_epi32(pos[h], sv);
-            let g = cum(cand, up[h]);
+            let g = cum16::<SMALL>(f, cand, up[h]);
             let le = (_mm512_cmp_pd_mask::<_CMP_LE_OQ>(g[0], target[h][0]) as u16)
                 | ((_mm512_cmp_pd_mask::<_CMP_LE_OQ>(g[1], target[h][1]) as u16) << 8);
             pos[h] = _mm512_mask_mov_epi32(pos[h], le, cand);
         }
         step /= 2;
     }
-    let trem: [__m512; N] = from_fn(|h| {
-        let gc = cum(pos[h], up[h]);
+    let trem: [__m512; N] = each!(N, h => {
+        let gc = cum16::<SMALL>(f, pos[h], up[h]);
         narrow([
             _mm512_sub_pd(target[h][0], gc[0]),
             _mm512_sub_pd(target[h][1], gc[1]),
         ])
     });
     let cf: [__m512i; N] =
-        from_fn(|h| _mm512_mask_blend_epi32(up[h], _mm512_sub_epi32(last, pos[h]), pos[h]));
-    let a1: [__m512; N] = from_fn(|h| f.a.get::<SMALL>(cf[h]));
-    let xe: [__m512; N] = from_fn(|h| {
+        each!(N, h => _mm512_mask_blend_epi32(up[h], _mm512_sub_epi32(last, pos[h]), pos[h]));
+    let a1: [__m512; N] = each!(N, h => f.a.get::<SMALL>(cf[h]));
+    let xe: [__m512; N] = each!(N, h => {
         _mm512_mask_blend_ps(
             up[h],
             f.ent_dn.get::<SMALL>(cf[h]),
@@ -852,16 +869,16 @@ unsafe fn warp16n<const SMALL: bool, const N: usize>(
         )
     });
     // ψ(xe, trem) in the last cell: f32(f64(eta·xe) + f64(b/a)·(f64(eta) − 1)), eta = exp(trem·a)
-    let eta = exp16n::<N>(from_fn(|h| _mm512_mul_ps(trem[h], a1[h])), false);
+    let eta = exp16n::<N>(each!(N, h => _mm512_mul_ps(trem[h], a1[h])), false);
     let ones = _mm512_set1_pd(1.0);
     let (add_out, mul_out) = (c(k.add_out), c(k.mul_out));
-    from_fn(|h| {
+    each!(N, h => {
         let (ew, bw, xw) = (
             widen(_mm512_mul_ps(eta[h], xe[h])),
             widen(f.boa.get::<SMALL>(cf[h])),
             widen(eta[h]),
         );
-        let psi = narrow(from_fn(|i| {
+        let psi = narrow(each!(2, i => {
             _mm512_fmadd_pd(bw[i], _mm512_sub_pd(xw[i], ones), ew[i])
         }));
         let lin = _mm512_add_ps(xe[h], _mm512_mul_ps(trem[h], f.b.get::<SMALL>(cf[h])));

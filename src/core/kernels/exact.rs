@@ -6,15 +6,9 @@ use crate::core::config::Variant;
 use crate::core::cpa::Field;
 use crate::core::real::Real;
 
-/// The exact (closed-form) warp in float32, vectorised for the trajectories that stay in their
-/// cell (ψ(u, 1) of difw from per-cell constants: the integrator's bits) or cross one boundary
-/// (vector log and exp: within a few ulp); the others (more crossings, a slope below eps, a result
-/// or a hit time within 1e-4 of a boundary) go through `fallback`, the scalar integrator. Per cell
-/// c, pairs of floats (gathered 64 bits a lane): `eta_lb` = (exp(a_c) rounded to f32, the lower
-/// bound of a settled result, +∞ where |a_c| < eps), `ab` = (a_c, b_c), `xud` = (right(c),
-/// left(c)) reached leaving up / down (NaN where impossible or |a_c| < eps), `tud` = the hit time
-/// in the next cell up / down from there (NaN where none), `aboa` = (a_c, b_c/a_c, NaN where
-/// |a_c| < eps); `ub` the upper bound of a settled result and `k1` = (b_c/a_c)·(eta − 1) in f64.
+/// The exact (closed-form) warp in float32 with its outer function. On the vector paths every
+/// trajectory is evaluated in vector form at a cost independent of the number of cells it
+/// crosses (see [`FlowTables`]); the scalar path runs `fallback`, the integrator, per element.
 #[derive(Clone, Copy)]
 pub struct ExactKernel<'a> {
     pub lo: f32,
@@ -23,14 +17,7 @@ pub struct ExactKernel<'a> {
     pub mul_in: f32,
     pub add_out: f32,
     pub mul_out: f32,
-    pub eta_lb: &'a [f32],
-    pub ub: &'a [f32],
-    pub k1: &'a [f64],
-    pub ab: &'a [f32],
-    pub xud: &'a [f32],
-    pub tud: &'a [f32],
-    pub aboa: &'a [f32],
-    /// The tables of the constant-cost path (AVX-512).
+    /// The tables of the vector paths.
     pub flow: FlowTables<'a>,
     pub variant: Variant,
     pub alpha: f32,
@@ -52,11 +39,15 @@ pub fn exact_forward_on(
     fallback: &dyn Fn(f32) -> f32,
 ) {
     assert_eq!(x.len(), y.len());
-    let nc = k.ub.len();
-    assert!(nc >= 1 && k.k1.len() == nc);
-    assert!([k.eta_lb, k.ab, k.xud, k.tud, k.aboa]
-        .iter()
-        .all(|v| v.len() == 2 * nc));
+    let t = &k.flow;
+    let pad = t.nc.max(16);
+    assert!(t.nc >= 1 && t.span >= t.nc && t.span.is_power_of_two());
+    assert!(
+        [t.a, t.b, t.inv_a, t.right, t.left, t.eta, t.boa, t.ent_up, t.ent_dn]
+            .iter()
+            .all(|v| v.len() == pad)
+    );
+    assert!(t.k1.len() == pad && t.cum.len() == 2 * t.span.max(16));
     match isa.usable() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU supports the path (`usable`); the per-cell tables have nc entries
@@ -81,7 +72,7 @@ pub fn exact_forward_on(
     }
 }
 
-/// Per-cell tables of the constant-cost exact path (AVX-512): every trajectory, whatever the
+/// Per-cell tables of the constant-cost exact path (AVX2, AVX-512): every trajectory, whatever the
 /// number of cells it crosses, costs one hit time (a log), a search of its last cell in the
 /// cumulative crossing times (log2 `span` steps) and one ψ (an exp). Per-cell arrays hold `nc`
 /// values padded to `pad` = max(nc, 16) entries (so that 16 cells fit one register each);

@@ -770,10 +770,12 @@ unsafe fn warp8n<const SMALL: bool, const N: usize>(
     }
     let trem: [__m256; N] = each!(N, h => {
         let gc = cum8::<SMALL>(fl, pos[h], up[h], base[h]);
-        narrow([
+        let t = narrow([
             _mm256_sub_pd(target[h][0], gc[0]),
             _mm256_sub_pd(target[h][1], gc[1]),
-        ])
+        ]);
+        // 0 in the lanes that do not cross: their garbage would make subnormals below (slow)
+        _mm256_and_ps(cross[h], t)
     });
     let cf: [__m256i; N] =
         each!(N, h => _mm256_blendv_epi8(_mm256_sub_epi32(last, pos[h]), pos[h], upi[h]));

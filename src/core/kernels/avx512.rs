@@ -853,10 +853,12 @@ unsafe fn warp16n<const SMALL: bool, const N: usize>(
     }
     let trem: [__m512; N] = each!(N, h => {
         let gc = cum16::<SMALL>(f, pos[h], up[h]);
-        narrow([
+        let t = narrow([
             _mm512_sub_pd(target[h][0], gc[0]),
             _mm512_sub_pd(target[h][1], gc[1]),
-        ])
+        ]);
+        // 0 in the lanes that do not cross: their garbage would make subnormals below (slow)
+        _mm512_maskz_mov_ps(cross[h], t)
     });
     let cf: [__m512i; N] =
         each!(N, h => _mm512_mask_blend_epi32(up[h], _mm512_sub_epi32(last, pos[h]), pos[h]));

@@ -563,15 +563,6 @@ fn timing() {
     let n = 1 << 20;
     let x: Vec<f32> = inputs(n, 77).into_iter().map(|v| v * 0.4).collect();
     let mut y = vec![0.0f32; n];
-    if std::env::var_os("FTZ").is_some() {
-        #[allow(deprecated)]
-        unsafe {
-            std::arch::x86_64::_mm_setcsr(
-                std::arch::x86_64::_mm_getcsr()
-                    | std::env::var("FTZ").unwrap().parse::<u32>().unwrap(),
-            )
-        };
-    }
     for (name, lut, interp) in [
         ("nearest", 2048, Interpolation::Nearest),
         ("linear", 2048, Interpolation::Linear),
@@ -600,5 +591,34 @@ fn timing() {
                 best * 1e9 / n as f64
             );
         }
+    }
+    let at = Attrs::default();
+    let act = Activation::<f32>::from_theta(&at, &b, &THETA, true).unwrap();
+    let (k, g) = act.table_kernel().unwrap();
+    let g = g.unwrap();
+    let dy = vec![1.0f32; n];
+    for isa in Isa::ALL.into_iter().filter(|i| i.supported()) {
+        let mut best = f64::INFINITY;
+        let mut dt = vec![0.0f64; g.d];
+        for _ in 0..7 {
+            let t0 = std::time::Instant::now();
+            table_backward_on(
+                isa,
+                &k,
+                &g,
+                k.xt.len(),
+                Channels::single(),
+                &dy,
+                &x,
+                &mut y,
+                &mut dt,
+            );
+            best = best.min(t0.elapsed().as_secs_f64());
+        }
+        println!(
+            "grad {}: {:.2} ns/element",
+            isa.name(),
+            best * 1e9 / n as f64
+        );
     }
 }

@@ -651,6 +651,9 @@ struct Flow8 {
     /// The whole `cum` (gathered with the down array's offset), or its up half.
     cum_up: TabD8,
     cum_dn: TabD8,
+    /// The same in f32, for the search (the whole array when gathered).
+    cum32_up: Tab8,
+    cum32_dn: Tab8,
     dn_base: i32,
 }
 
@@ -750,20 +753,24 @@ unsafe fn warp8n<const SMALL: bool, const N: usize>(
         let t1 = widen(_mm256_sub_ps(one, th[h]));
         [_mm256_add_pd(gj[0], t1[0]), _mm256_add_pd(gj[1], t1[1])]
     });
+    // The last cell: the largest index whose entry time is ≤ target (binary search, in f32).
+    let target32: [__m256; N] = each!(N, h => narrow(target[h]));
     let mut pos = [zeroi; N];
     let mut step = (f.span / 2) as i32;
     while step > 0 {
         let sv = _mm256_set1_epi32(step);
         for h in 0..N {
             let cand = _mm256_add_epi32(pos[h], sv);
-            let g = cum8::<SMALL>(fl, cand, up[h], base[h]);
-            // 4 + 4 f64 comparisons packed back to 8 32-bit lanes
-            let le0 = _mm256_castpd_si256(_mm256_cmp_pd::<_CMP_LE_OQ>(g[0], target[h][0]));
-            let le1 = _mm256_castpd_si256(_mm256_cmp_pd::<_CMP_LE_OQ>(g[1], target[h][1]));
-            let pick = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
-            let l0 = _mm256_permutevar8x32_epi32(le0, pick);
-            let l1 = _mm256_permutevar8x32_epi32(le1, pick);
-            let le = _mm256_permute2x128_si256::<0x20>(l0, l1);
+            let g = if SMALL {
+                _mm256_blendv_ps(
+                    fl.cum32_dn.get::<SMALL>(cand),
+                    fl.cum32_up.get::<SMALL>(cand),
+                    up[h],
+                )
+            } else {
+                fl.cum32_up.get::<false>(_mm256_add_epi32(cand, base[h]))
+            };
+            let le = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(g, target32[h]));
             pos[h] = _mm256_blendv_epi8(pos[h], cand, le);
         }
         step /= 2;
@@ -842,6 +849,8 @@ unsafe fn exact_impl<const SMALL: bool>(
         k1: TabD8::new::<SMALL>(t.k1, b_k1),
         cum_up: TabD8::new::<SMALL>(t.cum, b_up),
         cum_dn: TabD8::new::<SMALL>(&t.cum[half..], b_dn),
+        cum32_up: Tab8::new::<SMALL>(t.cum_f32),
+        cum32_dn: Tab8::new::<SMALL>(&t.cum_f32[half..]),
         dn_base: half as i32,
     };
     let av = _mm256_set1_ps(k.alpha);

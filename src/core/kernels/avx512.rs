@@ -729,6 +729,22 @@ unsafe fn cum16<const SMALL: bool>(f: &Flow, idx: __m512i, up: __mmask16) -> [__
     }
 }
 
+/// `cum16` in f32 (one lookup for 16 lanes).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+unsafe fn cum16_f32<const SMALL: bool>(f: &Flow, idx: __m512i, up: __mmask16) -> __m512 {
+    if SMALL {
+        _mm512_mask_blend_ps(
+            up,
+            f.cum32_dn.get::<SMALL>(idx),
+            f.cum32_up.get::<SMALL>(idx),
+        )
+    } else {
+        let base = _mm512_maskz_mov_epi32(!up, _mm512_set1_epi32(f.dn_base));
+        f.cum32_up.get::<false>(_mm512_add_epi32(idx, base))
+    }
+}
+
 /// The constants of the exact path.
 struct Flow {
     a: Tab,
@@ -743,6 +759,9 @@ struct Flow {
     k1: TabD,
     cum_up: TabD,
     cum_dn: TabD,
+    /// The same in f32, for the search (the whole array when gathered).
+    cum32_up: Tab,
+    cum32_dn: Tab,
     /// The offset of the down array in `cum` (gathered path).
     dn_base: i32,
     span: i32,
@@ -837,16 +856,16 @@ unsafe fn warp16n<const SMALL: bool, const N: usize>(
             _mm512_add_pd(gj[1], t1[h][1]),
         ]
     });
-    // The last cell: the largest index whose entry time is ≤ target (binary search).
+    // The last cell: the largest index whose entry time is ≤ target (binary search, in f32).
+    let target32: [__m512; N] = each!(N, h => narrow(target[h]));
     let mut pos = [zeroi; N];
     let mut step = f.span / 2;
     while step > 0 {
         let sv = _mm512_set1_epi32(step);
         for h in 0..N {
             let cand = _mm512_add_epi32(pos[h], sv);
-            let g = cum16::<SMALL>(f, cand, up[h]);
-            let le = (_mm512_cmp_pd_mask::<_CMP_LE_OQ>(g[0], target[h][0]) as u16)
-                | ((_mm512_cmp_pd_mask::<_CMP_LE_OQ>(g[1], target[h][1]) as u16) << 8);
+            let g = cum16_f32::<SMALL>(f, cand, up[h]);
+            let le = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(g, target32[h]);
             pos[h] = _mm512_mask_mov_epi32(pos[h], le, cand);
         }
         step /= 2;
@@ -915,6 +934,8 @@ unsafe fn exact_impl<const SMALL: bool>(
         k1: TabD::new::<SMALL>(t.k1),
         cum_up: TabD::new::<SMALL>(t.cum),
         cum_dn: TabD::new::<SMALL>(&t.cum[t.cum.len() / 2..]),
+        cum32_up: Tab::new::<SMALL>(t.cum_f32),
+        cum32_dn: Tab::new::<SMALL>(&t.cum_f32[t.cum_f32.len() / 2..]),
         dn_base: (t.cum.len() / 2) as i32,
         span: t.span as i32,
         nc: t.nc as i32,

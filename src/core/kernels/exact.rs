@@ -47,7 +47,9 @@ pub fn exact_forward_on(
             .iter()
             .all(|v| v.len() == pad)
     );
-    assert!(t.k1.len() == pad && t.cum.len() == 2 * t.span.max(16));
+    assert!(
+        t.k1.len() == pad && t.cum.len() == 2 * t.span.max(16) && t.cum_f32.len() == t.cum.len()
+    );
     match isa.usable() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU supports the path (`usable`); the per-cell tables have nc entries
@@ -103,6 +105,10 @@ pub struct FlowTables<'a> {
     /// Crossings that never happen (a velocity that changes sign at a boundary or vanishes, the
     /// domain's ends) count as 4 (more than any time left), so the arrays stay finite and sorted.
     pub cum: &'a [f64],
+    /// `cum` rounded to f32: the search compares in f32 (16 lanes at once); an index off by one
+    /// where two entries round together only moves the end point by a time of an f32 ulp along a
+    /// continuous flow (the remaining time itself is taken from `cum`).
+    pub cum_f32: &'a [f32],
 }
 
 /// The owned arrays of [`FlowTables`], built from a field's per-cell coefficients.
@@ -121,6 +127,7 @@ pub struct FlowCells {
     ent_up: Vec<f32>,
     ent_dn: Vec<f32>,
     cum: Vec<f64>,
+    cum_f32: Vec<f32>,
 }
 
 impl FlowCells {
@@ -189,6 +196,7 @@ impl FlowCells {
         }
         t.cum = up;
         t.cum.extend(dn);
+        t.cum_f32 = t.cum.iter().map(|&v| v as f32).collect();
         t
     }
 
@@ -207,6 +215,7 @@ impl FlowCells {
             ent_up: &self.ent_up,
             ent_dn: &self.ent_dn,
             cum: &self.cum,
+            cum_f32: &self.cum_f32,
         }
     }
 }

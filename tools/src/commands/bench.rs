@@ -687,6 +687,7 @@ fn isa_list() -> String {
         .join(", ")
 }
 
+/// JSON of the rows; `n` = 0: no element rate (a whole network).
 fn json_rows(rows: &[Row], n: usize, out_bytes: f64) -> Vec<Value> {
     let gelu_med = |t: usize| {
         rows.iter()
@@ -709,11 +710,15 @@ fn json_rows(rows: &[Row], n: usize, out_bytes: f64) -> Vec<Value> {
                 "median_ms": med * 1e3,
                 "min_ms": r.times.iter().cloned().fold(f64::INFINITY, f64::min) * 1e3,
                 "runs": r.times.len(),
-                "gelem_per_s": n as f64 / med / 1e9,
+                "gelem_per_s": if n > 0 { json!(n as f64 / med / 1e9) } else { Value::Null },
                 "ratio_to_gelu": med / g,
                 "speedup_vs_1_thread": one.map(|o| o / med),
                 "peak_extra_mb": r.peak_extra.map(|p| p as f64 / 1e6),
-                "peak_over_output_mb": r.peak_extra.map(|p| (p as f64 - out_bytes) / 1e6),
+                "peak_over_output_mb": if n > 0 {
+                    json!(r.peak_extra.map(|p| (p as f64 - out_bytes) / 1e6))
+                } else {
+                    Value::Null
+                },
             })
         })
         .collect()
@@ -868,7 +873,7 @@ fn run_model(
         .collect();
     let tensors = vec![Tensor::from_array((shape.clone(), x))?];
     let (rows, _) = time_entries(args, env, threads, &entries, &tensors)?;
-    let jrows = json_rows(&rows, n, 0.0);
+    let jrows = json_rows(&rows, 0, 0.0);
     if args.json {
         let doc = json!({
             "cpu": cpu_model(),

@@ -1,12 +1,10 @@
-//! Single-thread, f32 benchmarks of the math core: table build, exact forward, table forward and
-//! backward, the scalar reference kernels beside the AVX2 ones.
+//! Single-thread, f32 benchmarks of the math core: table build, exact forward (default and a wide
+//! warp), table forward and backward, on every kernel path this CPU has (scalar, AVX2, AVX-512).
 //! Goals (issue #2): build (tess 10, 2048 nodes) < 0.2 ms; exact ≥ 20 M elements/s; table ≥ 1 G elements/s.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ditac::core::cpa::Field;
-use ditac::core::kernels::{
-    table_backward, table_backward_baseline, table_forward, table_forward_baseline, Channels,
-};
+use ditac::core::kernels::{table_backward_on, table_forward_on, Channels, Isa};
 use ditac::core::table::Table;
 use ditac::core::{basis, Activation, Attrs, BasisKind, Interpolation, Variant};
 use std::hint::black_box;
@@ -22,6 +20,20 @@ fn inputs(n: usize) -> Vec<f32> {
             s ^= s >> 7;
             s ^= s << 17;
             (s >> 40) as f32 / (1u64 << 24) as f32 * 8.0 - 4.0
+        })
+        .collect()
+}
+
+/// The kernel paths this CPU runs (the others are named as skipped).
+fn paths() -> Vec<Isa> {
+    Isa::ALL
+        .into_iter()
+        .filter(|i| {
+            let ok = i.supported();
+            if !ok {
+                eprintln!("skipped: {} (not supported by this CPU)", i.name());
+            }
+            ok
         })
         .collect()
 }
@@ -75,25 +87,42 @@ fn bench(c: &mut Criterion) {
         };
         let act = Activation::<f32>::from_theta(&at, &b, &THETA, false).unwrap();
         let (k, _) = act.table_kernel().unwrap();
-        g.bench_with_input(
-            BenchmarkId::new(format!("{name}/scalar"), n),
-            &x,
-            |bch, x| bch.iter(|| table_forward_baseline(&k, black_box(x), &mut y)),
-        );
-        g.bench_with_input(BenchmarkId::new(format!("{name}/simd"), n), &x, |bch, x| {
-            bch.iter(|| table_forward(&k, black_box(x), &mut y))
-        });
+        for isa in paths() {
+            g.bench_with_input(
+                BenchmarkId::new(format!("{name}/{}", isa.name()), n),
+                &x,
+                |bch, x| bch.iter(|| table_forward_on(isa, &k, black_box(x), &mut y)),
+            );
+        }
     }
-    let at = Attrs {
-        lut_size: 0,
-        ..Default::default()
+    // Exact mode: the bench's default warp, and a wide one (θ from the prior, [−5, 5], inputs
+    // spread over it) whose trajectories cross several cells.
+    let wide_theta = {
+        let cov = ditac::core::prior::init_covariance(10, &b, 5.0, 2.0);
+        ditac::core::prior::sample_theta(&cov, 9, 0x5EED)
     };
-    let act = Activation::<f32>::from_theta(&at, &b, &THETA, false).unwrap();
+    let wide_x: Vec<f32> = x.iter().map(|v| v * 1.5).collect();
     let m = n / 16;
     g.throughput(Throughput::Elements(m as u64));
-    g.bench_with_input(BenchmarkId::new("exact", m), &x[..m], |bch, x| {
-        bch.iter(|| act.forward(black_box(x), &mut y[..m]))
-    });
+    for (name, theta, (a, bb), xs) in [
+        ("exact", &THETA[..], (-0.5, 2.0), &x),
+        ("exact_wide", &wide_theta[..], (-5.0, 5.0), &wide_x),
+    ] {
+        let at = Attrs {
+            lut_size: 0,
+            a,
+            b: bb,
+            ..Default::default()
+        };
+        let act = Activation::<f32>::from_theta(&at, &b, theta, false).unwrap();
+        for isa in paths() {
+            g.bench_with_input(
+                BenchmarkId::new(format!("{name}/{}", isa.name()), m),
+                &xs[..m],
+                |bch, x| bch.iter(|| act.forward_on(isa, black_box(x), &mut y[..m])),
+            );
+        }
+    }
     g.finish();
 
     let mut g = c.benchmark_group("backward");
@@ -118,28 +147,27 @@ fn bench(c: &mut Criterion) {
                 black_box(dth)
             })
         });
-        for (label, simd) in [("scalar", false), ("simd", true)] {
-            g.bench_function(BenchmarkId::new(format!("{name}/{label}"), n), |bch| {
-                bch.iter(|| {
-                    let mut dth = [0.0f64; 9];
-                    let f = if simd {
-                        table_backward
-                    } else {
-                        table_backward_baseline
-                    };
-                    f(
-                        &k,
-                        &gt,
-                        2048,
-                        Channels::single(),
-                        &dy,
-                        black_box(&x),
-                        &mut dx,
-                        &mut dth,
-                    );
-                    black_box(dth)
-                })
-            });
+        for isa in paths() {
+            g.bench_function(
+                BenchmarkId::new(format!("{name}/{}", isa.name()), n),
+                |bch| {
+                    bch.iter(|| {
+                        let mut dth = [0.0f64; 9];
+                        table_backward_on(
+                            isa,
+                            &k,
+                            &gt,
+                            2048,
+                            Channels::single(),
+                            &dy,
+                            black_box(&x),
+                            &mut dx,
+                            &mut dth,
+                        );
+                        black_box(dth)
+                    })
+                },
+            );
         }
     }
     g.finish();

@@ -4,6 +4,7 @@
 mod support;
 
 use serde_json::Value;
+use std::process::Command;
 use support::*;
 
 fn bench(args: &[&str]) -> (i32, String, String) {
@@ -125,5 +126,145 @@ fn a_plugin_path_that_is_not_the_plugin_is_one_clear_error() {
         ]);
         assert_eq!(code, 2, "{path}: {err}");
         assert!(err.contains(expected), "{path}: {err}");
+    }
+}
+
+/// The workload options reach the rows: the wide warp, per-channel θ from the prior, θ from a
+/// file; the JSON says which instruction set the kernels ran and describes the workload.
+#[test]
+fn workloads_and_isa_reported() {
+    let dir = std::env::temp_dir().join(format!("ditac-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let theta = dir.join("theta.json");
+    std::fs::write(
+        &theta,
+        "[[0.5,-0.2,0.1,0.3,-0.4,0.2,0.1,-0.3,0.2],[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9]]",
+    )
+    .unwrap();
+    let cases: [&[&str]; 3] = [
+        &["--interval=-5,5", "--theta-prior", "2", "--input-std", "3"],
+        &["--theta-prior", "1", "--channels", "4", "--tess", "12"],
+        &["--theta", theta.to_str().unwrap(), "--channels", "2"],
+    ];
+    for extra in cases {
+        let mut args = vec![
+            "--size",
+            "4K",
+            "--repeats",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+            "--ops",
+            "nearest,exact,lut,grad",
+        ];
+        args.extend_from_slice(extra);
+        let (code, out, err) = bench(&args);
+        assert_eq!(code, 0, "{extra:?}: {err}");
+        let doc: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        let isa = doc["kernels"].as_str().unwrap();
+        assert!(["scalar", "avx2", "avx512"].contains(&isa), "{isa}");
+        let w = &doc["workload"];
+        assert!(w["in_range"].as_f64().unwrap() > 0.0, "{w}");
+        for r in doc["rows"].as_array().unwrap() {
+            let expect = if r["op"] == "gelu" { "ORT" } else { isa };
+            assert_eq!(r["isa"], expect, "{r}");
+            assert!(r["ratio_to_gelu"].as_f64().unwrap() > 0.0, "{r}");
+        }
+    }
+    // DITAC_ISA caps the kernels (and a bad value is an error naming the variable).
+    let out = Command::new(env!("CARGO_BIN_EXE_ditac"))
+        .current_dir(repo_root())
+        .env("DITAC_ISA", "scalar")
+        .args([
+            "bench",
+            "--plugin",
+            arg(&plugin_path()),
+            "--size",
+            "4K",
+            "--repeats",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+            "--ops",
+            "nearest",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["kernels"], "scalar");
+    let out = Command::new(env!("CARGO_BIN_EXE_ditac"))
+        .current_dir(repo_root())
+        .env("DITAC_ISA", "sse9")
+        .args([
+            "bench",
+            "--plugin",
+            arg(&plugin_path()),
+            "--size",
+            "4K",
+            "--repeats",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("DITAC_ISA=\"sse9\""),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `--model`: a network against itself with Gelu for its DiTAC nodes.
+#[test]
+fn model_against_gelu() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/ditac_mlp.onnx");
+    let (code, out, err) = bench(&[
+        "--model",
+        model,
+        "--repeats",
+        "2",
+        "--threads",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let doc: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(doc["ditac_nodes"], 2);
+    let rows = doc["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["ratio_to_gelu"].as_f64(), Some(1.0));
+    assert!(rows[1]["ratio_to_gelu"].as_f64().unwrap() > 0.0);
+    // A model without DiTAC nodes is refused with the reason.
+    let plain = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models/ditac_mlp_lowered.onnx"
+    );
+    let (code, _, err) = bench(&["--model", plain, "--repeats", "1"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no DiTAC or DiTACLut node"), "{err}");
+}
+
+#[test]
+fn bad_workloads_are_named() {
+    for (args, msg) in [
+        (&["--interval", "2,1"][..], "not an interval"),
+        (&["--theta-prior=-1"], "--theta-prior"),
+        (
+            &["--channels", "3", "--size", "4097"],
+            "not a multiple of --channels",
+        ),
+        (&["--tess", "12"], "give θ with --theta or --theta-prior"),
+        (&["--input-std", "0"], "--input-std"),
+    ] {
+        let (code, _, err) = bench(args);
+        assert_ne!(code, 0, "{args:?}");
+        assert!(err.contains(msg), "{args:?}: {err}");
     }
 }

@@ -1,11 +1,13 @@
-//! The run-time dispatched (AVX2+FMA) table kernels against the scalar reference: forward to the
-//! erf's ulp (bit for bit for `leaky`, whose outer function has no erf; nearest and linear, every
-//! variant, per-channel rows), backward to a few ulp (dX) and to f64 summation order (dθ); inputs
-//! inside and outside [a, b], NaN, ±∞, lengths not a multiple of 8, empty slices.
+//! Every vector path this CPU supports (AVX2 + FMA, AVX-512), chosen explicitly, against the scalar
+//! reference: the table forward bit for bit (nearest and linear, every variant, per-channel rows),
+//! the backward to a few ulp (dX) and to f64 summation order (dθ), exact mode within float32
+//! rounding of the integrator; inputs inside and outside [a, b], NaN, ±∞, lengths not a multiple
+//! of the lane count, empty slices. Paths the CPU lacks are reported as skipped (stdout, and
+//! `paths_checked_here` lists them).
 
 use ditac::core::kernels::{
-    simd_available, table_backward, table_backward_baseline, table_forward, table_forward_baseline,
-    table_forward_channels, table_forward_channels_baseline, Channels,
+    table_backward_baseline, table_backward_on, table_forward_baseline,
+    table_forward_channels_baseline, table_forward_channels_on, table_forward_on, Channels, Isa,
 };
 use ditac::core::{basis, Activation, Attrs, BasisKind, Interpolation, Variant};
 use proptest::prelude::*;
@@ -92,10 +94,39 @@ fn same_bits(a: &[f32], b: &[f32], what: &str, x: &[f32]) {
     }
 }
 
+/// The vector paths this CPU runs; the others are printed as skipped.
+fn vector_paths() -> Vec<Isa> {
+    let mut run = Vec::new();
+    for isa in Isa::ALL.into_iter().filter(|&i| i != Isa::Scalar) {
+        if isa.supported() {
+            run.push(isa);
+        } else {
+            println!("skipped: {} (not supported by this CPU)", isa.name());
+        }
+    }
+    run
+}
+
 #[test]
-fn simd_is_detected_here() {
-    // Informational: the comparisons below are trivial without AVX2.
-    println!("AVX2 kernels: {}", simd_available());
+fn paths_checked_here() {
+    let (run, skipped): (Vec<Isa>, Vec<Isa>) = Isa::ALL.into_iter().partition(|i| i.supported());
+    println!(
+        "kernel paths checked against the scalar reference: {:?}; skipped (CPU lacks them): {:?}; active: {}",
+        run.iter().map(|i| i.name()).collect::<Vec<_>>(),
+        skipped.iter().map(|i| i.name()).collect::<Vec<_>>(),
+        Isa::active().name()
+    );
+    assert!(run.contains(&Isa::Scalar));
+    // A path asked for above what the CPU has falls back to the best it has.
+    for isa in Isa::ALL {
+        assert!(isa.usable() <= isa && isa.usable().supported());
+    }
+    assert_eq!(Isa::parse("AVX512"), Ok(Isa::Avx512));
+    let err = Isa::parse("sse9").unwrap_err();
+    assert!(
+        err.contains("DITAC_ISA") && err.contains("scalar, avx2, avx512"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -104,14 +135,17 @@ fn forward_matches_scalar() {
         let (k, _) = act.table_kernel().unwrap();
         for len in [0usize, 1, 7, 8, 9, 15, 16, 17, 1000, 4099] {
             let x = inputs(len, len as u64 + 3);
-            let (mut y1, mut y2, mut y3) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
-            table_forward(&k, &x, &mut y1);
+            let (mut y2, mut y3) = (vec![0.0; len], vec![0.0; len]);
             table_forward_baseline(&k, &x, &mut y2);
             act.forward_reference(&x, &mut y3);
-            // The lane erf is the scalar erf operation for operation: the same bits (and the
-            // same bits as a lowered standard-ops graph).
-            same_bits(&y1, &y2, &name, &x);
             same_bits(&y2, &y3, &name, &x);
+            for isa in vector_paths() {
+                let mut y1 = vec![0.0; len];
+                table_forward_on(isa, &k, &x, &mut y1);
+                // The lane erf is the scalar erf operation for operation: the same bits (and the
+                // same bits as a lowered standard-ops graph).
+                same_bits(&y1, &y2, &format!("{name} {}", isa.name()), &x);
+            }
         }
     }
 }
@@ -145,23 +179,29 @@ fn channels_in_one_pass_equal_row_by_row() {
                 let len = 1237;
                 let x = inputs(len, (inner * 31 + start) as u64);
                 let ch = Channels { start, c, inner };
-                let (mut y1, mut y2) = (vec![0.0; len], vec![0.0; len]);
-                table_forward_channels(&k, 64, ch, &x, &mut y1);
+                let mut y2 = vec![0.0; len];
                 table_forward_channels_baseline(&k, 64, ch, &x, &mut y2);
-                same_up_to_erf(&y1, &y2, "channels simd vs scalar", &x);
+                for isa in vector_paths() {
+                    let mut y1 = vec![0.0; len];
+                    table_forward_channels_on(isa, &k, 64, ch, &x, &mut y1);
+                    same_bits(&y1, &y2, &format!("channels {} vs scalar", isa.name()), &x);
+                }
                 let (mut y3, mut y4) = (vec![0.0; len], vec![0.0; len]);
                 for j in 0..len {
                     let r = ((start + j) / inner) % c;
                     rows[r].forward_reference(&x[j..j + 1], &mut y3[j..j + 1]);
-                    // The same SIMD kernel row by row (a run of one element: its scalar tail).
-                    let mut xs = [x[j]; 8];
-                    let mut ys = [0.0f32; 8];
-                    xs[0] = x[j];
-                    table_forward(&rows[r].table_kernel().unwrap().0, &xs, &mut ys);
+                    // The dispatched kernel row by row (a run of one element: its tail).
+                    let mut ys = [0.0f32; 1];
+                    table_forward_on(
+                        Isa::active(),
+                        &rows[r].table_kernel().unwrap().0,
+                        &x[j..j + 1],
+                        &mut ys,
+                    );
                     y4[j] = ys[0];
                 }
                 same_bits(&y2, &y3, "channels scalar vs row by row", &x);
-                same_bits(&y1, &y4, "channels simd vs row by row simd", &x);
+                same_bits(&y2, &y4, "channels scalar vs row by row dispatched", &x);
             }
         }
     }
@@ -177,11 +217,18 @@ fn check_backward(act: &Activation<f32>, name: &str, x: &[f32], dy: &[f32]) {
     let n = k.xt.len();
     let len = x.len();
     let d = g.d;
-    let (mut dx1, mut dx2, mut dx3) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
-    let (mut t1, mut t2, mut t3) = (vec![0.0; d], vec![0.0; d], vec![0.0; d]);
-    table_backward(&k, &g, n, Channels::single(), dy, x, &mut dx1, &mut t1);
+    let (mut dx2, mut dx3) = (vec![0.0; len], vec![0.0; len]);
+    let (mut t2, mut t3) = (vec![0.0; d], vec![0.0; d]);
     table_backward_baseline(&k, &g, n, Channels::single(), dy, x, &mut dx2, &mut t2);
     act.backward_reference(dy, x, &mut dx3, &mut t3);
+    for isa in vector_paths() {
+        let mut dx1 = vec![0.0; len];
+        let mut t1 = vec![0.0; d];
+        table_backward_on(isa, &k, &g, n, Channels::single(), dy, x, &mut dx1, &mut t1);
+        let name = format!("{name} {}", isa.name());
+        check_backward_path(&name, x, &dx1, &dx3, &t1, &t3, dy);
+    }
+    check_backward_path(&format!("{name} scalar"), x, &dx2, &dx3, &t2, &t3, dy);
     for i in 0..len {
         // The scalar kernel is the reference element for element; SIMD exp is within 2 ulp.
         assert!(
@@ -191,23 +238,34 @@ fn check_backward(act: &Activation<f32>, name: &str, x: &[f32], dy: &[f32]) {
             dx2[i],
             dx3[i]
         );
+    }
+}
+
+/// One path's dX (a few ulp: SIMD exp and Φ) and dθ (summation order) against the reference.
+fn check_backward_path(
+    name: &str,
+    x: &[f32],
+    dx: &[f32],
+    dx_ref: &[f32],
+    t: &[f64],
+    t_ref: &[f64],
+    dy: &[f32],
+) {
+    for i in 0..x.len() {
         assert!(
-            close(dx1[i], dx3[i], 1e-6),
-            "{name}: dx simd vs reference at x={}: {} {}",
+            close(dx[i], dx_ref[i], 1e-6),
+            "{name}: dx vs reference at x={}: {} {}",
             x[i],
-            dx1[i],
-            dx3[i]
+            dx[i],
+            dx_ref[i]
         );
     }
     let scale: f64 = dy.iter().map(|v| v.abs() as f64).sum::<f64>() + 1.0;
-    for kk in 0..d {
-        for (a, label) in [(t1[kk], "simd"), (t2[kk], "scalar kernel")] {
-            let b = t3[kk];
-            assert!(
-                (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-9 * scale * 10.0,
-                "{name}: dθ[{kk}] {label} {a} vs reference {b}"
-            );
-        }
+    for (kk, (&a, &b)) in t.iter().zip(t_ref).enumerate() {
+        assert!(
+            (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-9 * scale * 10.0,
+            "{name}: dθ[{kk}] {a} vs reference {b}"
+        );
     }
 }
 
@@ -249,18 +307,33 @@ fn backward_dx_with_non_finite_inputs() {
         let (k, g) = act.table_kernel().unwrap();
         let g = g.unwrap();
         let n = k.xt.len();
-        let (mut dx1, mut dx3) = (vec![0.0; 37], vec![0.0; 37]);
-        let (mut t1, mut t3) = (vec![0.0; g.d], vec![0.0; g.d]);
-        table_backward(&k, &g, n, Channels::single(), &dy, &x, &mut dx1, &mut t1);
+        let mut dx3 = vec![0.0; 37];
+        let mut t3 = vec![0.0; g.d];
         act.backward_reference(&dy, &x, &mut dx3, &mut t3);
-        for i in 0..37 {
-            assert!(
-                close(dx1[i], dx3[i], 1e-6),
-                "{name}: x={} {} {}",
-                x[i],
-                dx1[i],
-                dx3[i]
+        for isa in Isa::ALL.into_iter().filter(|i| i.supported()) {
+            let mut dx1 = vec![0.0; 37];
+            let mut t1 = vec![0.0; g.d];
+            table_backward_on(
+                isa,
+                &k,
+                &g,
+                n,
+                Channels::single(),
+                &dy,
+                &x,
+                &mut dx1,
+                &mut t1,
             );
+            for i in 0..37 {
+                assert!(
+                    close(dx1[i], dx3[i], 1e-6),
+                    "{name} {}: x={} {} {}",
+                    isa.name(),
+                    x[i],
+                    dx1[i],
+                    dx3[i]
+                );
+            }
         }
     }
 }
@@ -273,46 +346,139 @@ proptest! {
         let at = Attrs { interpolation: if lin { Interpolation::Linear } else { Interpolation::Nearest }, ..Default::default() };
         let act = Activation::<f32>::from_theta(&at, &b, &THETA, true).unwrap();
         let (k, _) = act.table_kernel().unwrap();
-        let (mut y1, mut y2) = (vec![0.0; xs.len()], vec![0.0; xs.len()]);
-        table_forward(&k, &xs, &mut y1);
+        let mut y2 = vec![0.0; xs.len()];
         act.forward_reference(&xs, &mut y2);
-        for i in 0..xs.len() {
-            prop_assert!(y1[i].to_bits() == y2[i].to_bits() || (y1[i].is_nan() && y2[i].is_nan()));
+        for isa in Isa::ALL.into_iter().filter(|i| i.supported()) {
+            let mut y1 = vec![0.0; xs.len()];
+            table_forward_on(isa, &k, &xs, &mut y1);
+            for i in 0..xs.len() {
+                prop_assert!(y1[i].to_bits() == y2[i].to_bits() || (y1[i].is_nan() && y2[i].is_nan()));
+            }
         }
         let dy = vec![1.0f32; xs.len()];
         check_backward(&act, "random", &xs, &dy);
     }
 }
 
-/// The warp alone (leaky with slope 1 is the identity outside): the vector ψ and the one-crossing
-/// path (vector log and exp) stay within a few ulp of the integrator.
+/// θ drawn from the initialisation prior (length scale 5, output variance `scale`).
+fn prior_theta(tess: usize, scale: f64, seed: u64) -> Vec<f32> {
+    let b = basis::build(tess, true, BasisKind::Qr).unwrap();
+    let cov = ditac::core::prior::init_covariance(tess, &b, 5.0, scale);
+    ditac::core::prior::sample_theta(&cov, b.cols, seed)
+}
+
+/// How many cells the trajectory from u crosses (the integrator's cells at time 0 and 1).
+fn crossings(act_theta: &[f32], tess: usize, u: f32) -> usize {
+    use ditac::core::cpa::Field;
+    let b = basis::build(tess, true, BasisKind::Qr).unwrap();
+    let f = Field::<f32>::new(tess, &b.to_f32(), b.cols, act_theta);
+    let c0 = ((u * tess as f32).floor().max(0.0) as usize).min(tess - 1);
+    f.trace(u).cell.abs_diff(c0)
+}
+
+/// The warp alone (leaky with slope 1 is the identity outside) on every vector path against the
+/// integrator, for small and wide warps (θ from the prior up to trajectories crossing most of the
+/// cells), 10 and 40 cells: within float32 rounding of the closed form. Returns the worst
+/// relative error per path (printed).
 #[test]
-fn exact_warp_within_a_few_ulp() {
-    let b = basis::build(10, true, BasisKind::Qr).unwrap();
+fn exact_warp_within_float32_rounding() {
+    let mut cases: Vec<(String, usize, Vec<f32>, f32, f32)> = Vec::new();
     for scale in [0.3f32, 1.0, 2.5] {
-        let th: Vec<f32> = THETA.iter().map(|t| t * scale).collect();
+        cases.push((
+            format!("THETA·{scale}"),
+            10,
+            THETA.iter().map(|t| t * scale).collect(),
+            -0.5,
+            2.0,
+        ));
+    }
+    for (tess, scale, seed) in [
+        (10usize, 2.0, 1u64),
+        (10, 6.0, 2),
+        (10, 20.0, 3),
+        (40, 2.0, 4),
+        (40, 10.0, 5),
+        (20, 4.0, 6),
+    ] {
+        cases.push((
+            format!("prior tess {tess} × {scale}"),
+            tess,
+            prior_theta(tess, scale, seed),
+            -5.0,
+            5.0,
+        ));
+    }
+    for (name, tess, th, a, bnd) in cases {
+        let b = basis::build(tess, true, BasisKind::Qr).unwrap();
         let at = Attrs {
             variant: Variant::Leaky,
             alpha: 1.0,
             lut_size: 0,
+            tess: tess as i64,
+            a,
+            b: bnd,
             ..Default::default()
         };
         let act = Activation::<f32>::from_theta(&at, &b, &th, false).unwrap();
-        let x: Vec<f32> = (0..20_000)
-            .map(|i| -1.0 + 3.5 * i as f32 / 20_000.0)
+        let act64 = Activation::<f64>::from_theta(&at, &b, &th, false).unwrap();
+        let n = 20_011;
+        let x: Vec<f32> = (0..n)
+            .map(|i| a - 0.3 + (bnd - a + 0.6) * i as f32 / n as f32)
             .collect();
-        let (mut y1, mut y2) = (vec![0.0; x.len()], vec![0.0; x.len()]);
-        act.forward(&x, &mut y1);
+        let most = (0..200)
+            .map(|i| crossings(&th, tess, i as f32 / 200.0))
+            .max()
+            .unwrap();
+        // The closed form in f64 (the same field, eps and steps) is the truth; the float32
+        // integrator (the scalar reference) is itself off by its rounding, which grows with the
+        // number of crossings (each rounds a hit time and moves by eps past the boundary).
+        let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let mut y64 = vec![0.0; n];
+        act64.forward_reference(&x64, &mut y64);
+        let scale = (bnd - a) as f64;
+        let err = |y: &[f32]| -> Vec<f64> {
+            y.iter()
+                .zip(&y64)
+                .map(|(&v, &t)| (v as f64 - t).abs() / scale.max(t.abs()))
+                .collect()
+        };
+        let mut y2 = vec![0.0; n];
         act.forward_reference(&x, &mut y2);
-        let mut worst = 0.0f32;
-        for i in 0..x.len() {
-            let e = (y1[i] - y2[i]).abs() / (1.0 + y2[i].abs());
-            worst = worst.max(e);
+        let ref_worst = err(&y2).into_iter().fold(0.0, f64::max);
+        println!(
+            "exact warp {name} (up to {most} crossings): float32 integrator vs f64 closed form: worst relative error {ref_worst:.2e}"
+        );
+        for isa in Isa::ALL.into_iter().filter(|i| i.supported()) {
+            let mut y1 = vec![0.0; n];
+            act.forward_on(isa, &x, &mut y1);
+            let e1 = err(&y1);
+            for i in 0..n {
+                assert!(
+                    e1[i] <= 2.0 * ref_worst + 4e-7,
+                    "{name} {}: x={} {} vs f64 {} (float32 integrator {})",
+                    isa.name(),
+                    x[i],
+                    y1[i],
+                    y64[i],
+                    y2[i]
+                );
+            }
+            let worst = e1.iter().cloned().fold(0.0, f64::max);
+            let vs32 = y1
+                .iter()
+                .zip(&y2)
+                .map(|(&p, &q)| (p - q).abs() as f64 / scale.max(q.abs() as f64))
+                .fold(0.0, f64::max);
+            println!(
+                "    {}: vs f64 {worst:.2e}, vs float32 integrator {vs32:.2e}",
+                isa.name()
+            );
         }
-        assert!(worst <= 6e-7, "scale {scale}: worst relative error {worst}");
     }
 }
 
+/// Exact mode with its outer functions on every path: the reference to the erf's and the warp's
+/// rounding, on inputs with NaN, ±∞ and lengths around the lane counts.
 #[test]
 fn exact_forward_matches_reference() {
     let b = basis::build(10, true, BasisKind::Qr).unwrap();
@@ -323,12 +489,15 @@ fn exact_forward_matches_reference() {
             ..Default::default()
         };
         let act = Activation::<f32>::from_theta(&at, &b, &THETA, false).unwrap();
-        for len in [0usize, 1, 7, 9, 513, 1500] {
+        for len in [0usize, 1, 7, 9, 15, 17, 33, 513, 1500] {
             let x = inputs(len, len as u64 + 5);
-            let (mut y1, mut y2) = (vec![0.0; len], vec![0.0; len]);
-            act.forward(&x, &mut y1);
+            let mut y2 = vec![0.0; len];
             act.forward_reference(&x, &mut y2);
-            same_up_to_erf(&y1, &y2, &format!("exact {variant:?}"), &x);
+            for isa in Isa::ALL.into_iter().filter(|i| i.supported()) {
+                let mut y1 = vec![0.0; len];
+                act.forward_on(isa, &x, &mut y1);
+                same_up_to_erf(&y1, &y2, &format!("exact {variant:?} {}", isa.name()), &x);
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 // per warp, per block, then across blocks in a fixed order) and the final dθ reduction.
 //
 // Compiled by NVRTC at first use (src/cuda/glue.rs), with --fmad=false and IEEE division, so
-// that the float arithmetic follows the CPU core's op order (src/core/kernels.rs,
+// that the float arithmetic follows the CPU core's op order (src/core/kernels/scalar.rs,
 // src/core/activation.rs, src/core/erf.rs) operation by operation. No headers are included:
 // float16 and bfloat16 conversions are written here (PTX for float16, bit arithmetic for
 // bfloat16), so NVRTC needs no include path.
@@ -151,7 +151,7 @@ __device__ __forceinline__ float pdf(float x) { return DITAC_FRAC_1_SQRT_2PI * e
 
 __device__ __forceinline__ bool in_range(float x, float lo, float hi) { return (x >= lo) & (x <= hi); }
 
-// The table forward of one element (src/core/kernels.rs `body`). `tab` is the row of x̃.
+// The table forward of one element (src/core/kernels/scalar.rs `body`). `tab` is the row of x̃.
 __device__ __forceinline__ float fwd_one(const FwdArgs& a, const float* tab, float xi) {
     const bool inr = in_range(xi, a.lo, a.hi);
     const float u = (xi + a.add_in) * a.mul_in;

@@ -7,7 +7,8 @@ use super::config::{validate_theta, Attrs, Interpolation, Variant};
 use super::cpa::Field;
 use super::error::{DitacError, Result};
 use super::kernels::{
-    exact_forward, table_backward, table_forward, Channels, ExactKernel, GradTables, TableKernel,
+    exact_forward_on, table_backward, Channels, ExactKernel, FlowCells, GradTables, Isa,
+    TableKernel,
 };
 use super::real::{normal_cdf, normal_pdf, Real};
 use super::table::Table;
@@ -32,74 +33,8 @@ enum Mode<R: Real> {
     Exact {
         field: Field<R>,
         /// Per-cell constants of the vectorised float32 path (see `ExactKernel`).
-        cells: ExactCells,
+        cells: Box<FlowCells>,
     },
-}
-
-/// Per-cell constants of ψ(u, 1) for the vectorised exact path (float32 semantics of difw).
-#[derive(Debug, Clone, Default)]
-struct ExactCells {
-    /// Per cell, as pairs gathered 64 bits a lane: (eta, lower bound), (a, b), (right, left)
-    /// boundary reached leaving up / down, (hit time in the next cell up, down), (a, b/a).
-    eta_lb: Vec<f32>,
-    ub: Vec<f32>,
-    k1: Vec<f64>,
-    ab: Vec<f32>,
-    xud: Vec<f32>,
-    tud: Vec<f32>,
-    aboa: Vec<f32>,
-}
-
-impl ExactCells {
-    /// Margin (normalised units) a result keeps from its cell's boundaries to be taken as a
-    /// trajectory that never left the cell.
-    const MARGIN: f32 = 1e-4;
-
-    fn new<R: Real>(field: &Field<R>) -> Self {
-        let nc = field.nc();
-        let a = field.coefficients();
-        let mut c = ExactCells::default();
-        let f = |v: R| v.to_f64() as f32;
-        for i in 0..nc {
-            let (ai, bi) = (f(a[2 * i]), f(a[2 * i + 1]));
-            // difw: eta = exp(t·a) in double rounded to float; (b/a) in float; the sum in double.
-            let eta = (ai as f64).exp() as f32;
-            // |a| < eps: difw's other formula; the vector path leaves such cells to the
-            // integrator (a lower bound of +∞, NaN boundaries and b/a).
-            let ok = ai.abs() >= f32::EPSILON;
-            let lb = if !ok {
-                f32::INFINITY
-            } else if i == 0 {
-                f32::NEG_INFINITY
-            } else {
-                i as f32 / nc as f32 + Self::MARGIN
-            };
-            c.eta_lb.extend([eta, lb]);
-            c.k1.push((bi / ai) as f64 * (eta as f64 - 1.0));
-            c.ub.push(if i + 1 == nc {
-                f32::INFINITY
-            } else {
-                (i + 1) as f32 / nc as f32 - Self::MARGIN
-            });
-            c.ab.extend([ai, bi]);
-            c.aboa.extend([ai, if ok { bi / ai } else { f32::NAN }]);
-            let (r, l) = field.boundaries(i);
-            // NaN: no crossing that way (the vector path then leaves the lane to the integrator).
-            c.xud.extend([
-                if ok && i + 1 < nc { f(r) } else { f32::NAN },
-                if ok && i > 0 { f(l) } else { f32::NAN },
-            ]);
-            c.tud.extend([
-                field.entry_time(i + 1, false).map_or(f32::NAN, f),
-                if i > 0 {
-                    field.entry_time(i - 1, true).map_or(f32::NAN, f)
-                } else {
-                    f32::NAN
-                },
-            ]);
-        }
-        c
-    }
 }
 
 /// One warp with its interval, variant and evaluation mode.
@@ -225,7 +160,7 @@ impl<R: Real> Activation<R> {
         let field = Field::<R>::new(attrs.tess(), &basis.to_f32(), d, theta);
         let mode = if attrs.lut_size == 0 {
             Mode::Exact {
-                cells: ExactCells::new(&field),
+                cells: Box::new(FlowCells::new(&field)),
                 field,
             }
         } else {
@@ -465,12 +400,18 @@ impl<R: Real> Activation<R> {
         Some((k, g))
     }
 
-    /// y = act(x), elementwise. `x` and `y` have the same length.
+    /// y = act(x), elementwise, on the kernels' active path ([`Isa::active`]). `x` and `y` have
+    /// the same length.
     pub fn forward(&self, x: &[R], y: &mut [R]) {
+        self.forward_on(Isa::active(), x, y)
+    }
+
+    /// [`Activation::forward`] on the kernel path `isa` (or the best below it this CPU has).
+    pub fn forward_on(&self, isa: Isa, x: &[R], y: &mut [R]) {
         assert_eq!(x.len(), y.len());
         if let Some((k, _)) = self.table_kernel() {
             if let Some((x32, y32)) = R::as_f32_io(x, y) {
-                table_forward(&k, x32, y32);
+                crate::core::kernels::table_forward_on(isa, &k, x32, y32);
                 return;
             }
         }
@@ -483,18 +424,12 @@ impl<R: Real> Activation<R> {
                 mul_in: f(self.mul_in),
                 add_out: f(self.add_out),
                 mul_out: f(self.mul_out),
-                eta_lb: &cells.eta_lb,
-                ub: &cells.ub,
-                k1: &cells.k1,
-                ab: &cells.ab,
-                xud: &cells.xud,
-                tud: &cells.tud,
-                aboa: &cells.aboa,
+                flow: cells.tables(),
                 variant: self.variant,
                 alpha: f(self.alpha),
             };
             let fallback = |xi: f32| self.warp(R::from_f64(xi as f64), false).xt.to_f64() as f32;
-            exact_forward(&k, x32, y32, &fallback);
+            exact_forward_on(isa, &k, x32, y32, &fallback);
             return;
         }
         self.forward_reference(x, y)

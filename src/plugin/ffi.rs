@@ -66,6 +66,8 @@ fn guard_value<T>(default: T, f: impl FnOnce() -> T) -> T {
 /// Creates the kernel of `spec` for the node described by `info`; errors name the node and the op.
 fn create(spec: OpSpec, info: &KernelInfo) -> PResult<Box<dyn Kernel>> {
     let prefix = format!("ai.ditac.{} node '{}'", spec.name(), info.node_name());
+    // A DITAC_ISA that names no kernel path is a configuration error, reported at creation.
+    crate::core::kernels::Isa::env_cap().map_err(|e| PluginError::invalid(e).in_node(&prefix))?;
     let k: PResult<Box<dyn Kernel>> = match spec.ep {
         Ep::Cuda => cuda::create(spec, info, &prefix),
         Ep::Cpu => cpu::create(spec.kind, spec.elem, info, &prefix),

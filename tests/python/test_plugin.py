@@ -243,3 +243,51 @@ def test_unnamed_input_dim_stays_unknown():
     assert "-1" not in lines[0], out.stdout
     assert lines[1:3] == ["(5, 3)", "(2, 3)"], out.stdout
     assert "does not match actual shape" not in out.stderr, out.stderr
+
+
+ISA_SCRIPT = r"""
+import sys, numpy as np, onnxruntime as ort
+from onnx import TensorProto, helper
+so = ort.SessionOptions()
+so.register_custom_ops_library(sys.argv[1])
+so.intra_op_num_threads = 1
+th = np.array([0.8, -0.5, 0.3, 1.1, -0.9, 0.4, 0.2, -0.7, 0.6], np.float32)
+outs = []
+for lut in (2048, 0):
+    node = helper.make_node("DiTAC", ["X", "theta"], ["Y"], domain="ai.ditac", name="act1", lut_size=lut)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None])],
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None])],
+                          initializer=[helper.make_tensor("theta", TensorProto.FLOAT, [9], th)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.ditac", 1)], ir_version=9)
+    try:
+        s = ort.InferenceSession(m.SerializeToString(), so)
+    except Exception as e:
+        print("ERROR", e)
+        sys.exit(0)
+    x = np.random.default_rng(3).normal(0, 2, 10007).astype(np.float32)
+    outs.append(s.run(None, {"X": x})[0])
+np.save(sys.argv[2], np.concatenate(outs))
+"""
+
+
+def test_every_kernel_path_through_ort(tmp_path):
+    """DITAC_ISA picks the kernel path in a fresh process: the table forward gives the same bits on
+    every path, exact mode the same up to float32 rounding; a value naming no path is an error."""
+    script = tmp_path / "isa.py"
+    script.write_text(ISA_SCRIPT)
+    results = {}
+    for isa in ["scalar", "avx2", "avx512"]:
+        out = tmp_path / f"{isa}.npy"
+        env = dict(os.environ, DITAC_ISA=isa)
+        r = subprocess.run([os.sys.executable, str(script), str(PLUGIN), str(out)], env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert "ERROR" not in r.stdout, r.stdout
+        results[isa] = np.load(out)
+    ref = results["scalar"]
+    for isa, y in results.items():
+        n = 10007
+        assert np.array_equal(y[:n].view(np.uint32), ref[:n].view(np.uint32)), isa
+        np.testing.assert_allclose(y[n:], ref[n:], rtol=2e-6, atol=2e-6, err_msg=isa)
+    env = dict(os.environ, DITAC_ISA="sse9")
+    r = subprocess.run([os.sys.executable, str(script), str(PLUGIN), str(tmp_path / "x.npy")], env=env, capture_output=True, text=True)
+    assert "ERROR" in r.stdout and 'DITAC_ISA="sse9"' in r.stdout, r.stdout + r.stderr

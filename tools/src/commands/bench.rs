@@ -45,6 +45,45 @@ pub struct Args {
     /// ONNX Runtime's C library (default: $ORT_DYLIB_PATH, else .ort/1.32.0/libonnxruntime.so).
     #[arg(long)]
     ort: Option<PathBuf>,
+    /// The warp's interval [a, b], as "A,B" (e.g. --interval=-5,5).
+    #[arg(long, value_parser = parse_interval, default_value = "-0.5,2")]
+    interval: (f32, f32),
+    /// Cells of the tessellation (θ has tess − 1 values per row).
+    #[arg(long, default_value_t = 10)]
+    tess: i64,
+    /// θ from a JSON file: one row `[θ_1, …]` or per-channel rows `[[…], …]` (d = tess − 1 each).
+    #[arg(long, conflicts_with = "theta_prior")]
+    theta: Option<PathBuf>,
+    /// θ drawn from the initialisation prior (length scale 5) with this output variance (the
+    /// tools' default is 2; larger warps cross more cells). Default: a fixed θ of tess 10.
+    #[arg(long)]
+    theta_prior: Option<f64>,
+    /// Per-channel θ: C rows (X is then [size/C, C], channel_axis 1); rows from the prior (one
+    /// draw each) or from --theta.
+    #[arg(long, default_value_t = 1)]
+    channels: usize,
+    /// Standard deviation of the normal input (mean 0).
+    #[arg(long, default_value_t = 1.0)]
+    input_std: f32,
+    /// Times a whole network instead: FILE against the same network with every DiTAC node
+    /// replaced by `Gelu` (opset 20), through the same input (the model's first input, its
+    /// dynamic dimensions set to 1, filled with N(0, input-std²)).
+    #[arg(long)]
+    model: Option<PathBuf>,
+}
+
+fn parse_interval(s: &str) -> std::result::Result<(f32, f32), String> {
+    let parts: Vec<&str> = s.split(',').map(|p| p.trim()).collect();
+    let bad = || format!("\"{s}\" is not an interval: expected \"A,B\" with A < B, e.g. -5,5");
+    if parts.len() != 2 {
+        return Err(bad());
+    }
+    let a: f32 = parts[0].parse().map_err(|_| bad())?;
+    let b: f32 = parts[1].parse().map_err(|_| bad())?;
+    if !(a.is_finite() && b.is_finite() && a < b) {
+        return Err(bad());
+    }
+    Ok((a, b))
 }
 
 const MIN_SIZE: usize = 4 << 10;
@@ -83,29 +122,145 @@ const ROWS: [(&str, &str); 8] = [
     ("lowered", "lowered graph (std ops)"),
 ];
 
-/// θ of the benchmarked warp (tess 10, zero boundary: d = 9).
+/// θ of the default benchmarked warp (tess 10, zero boundary: d = 9).
 const THETA: [f32; 9] = [0.8, -0.5, 0.3, 1.1, -0.9, 0.4, 0.2, -0.7, 0.6];
 
-fn attrs(lut: i64, interp: Interpolation) -> Attrs {
-    Attrs {
-        lut_size: lut,
-        interpolation: interp,
-        ..Default::default()
+/// What the DiTAC rows compute: interval, tessellation, θ (C rows of d) and the input.
+struct Workload {
+    a: f32,
+    b: f32,
+    tess: i64,
+    /// C rows of d values, row-major.
+    theta: Vec<f32>,
+    channels: usize,
+    input_std: f32,
+    /// How θ was chosen (printed).
+    theta_desc: String,
+}
+
+impl Workload {
+    fn from_args(args: &Args) -> Result<Self> {
+        let (a, b) = args.interval;
+        let c = args.channels;
+        if c == 0 {
+            bail!("--channels must be at least 1");
+        }
+        if !(args.input_std.is_finite() && args.input_std > 0.0) {
+            bail!(
+                "--input-std = {}: expected a positive number",
+                args.input_std
+            );
+        }
+        let at = Attrs {
+            tess: args.tess,
+            ..Default::default()
+        };
+        at.validate()?;
+        let d = at.theta_len();
+        let (theta, theta_desc) = if let Some(path) = &args.theta {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --theta {}", path.display()))?;
+            let v: Value = serde_json::from_str(&text)
+                .with_context(|| format!("--theta {}: not JSON", path.display()))?;
+            let rows: Vec<Vec<f32>> = match &v {
+                Value::Array(items) if items.iter().all(|i| i.is_array()) => items
+                    .iter()
+                    .map(|r| serde_json::from_value(r.clone()))
+                    .collect::<std::result::Result<_, _>>()?,
+                Value::Array(_) => vec![serde_json::from_value(v.clone())?],
+                _ => bail!(
+                    "--theta {}: expected an array of numbers or of rows",
+                    path.display()
+                ),
+            };
+            if let Some(r) = rows.iter().find(|r| r.len() != d) {
+                bail!(
+                    "--theta {}: a row has {} values: expected d = tess − 1 = {d}",
+                    path.display(),
+                    r.len()
+                );
+            }
+            let rows = match rows.len() {
+                1 => vec![rows[0].clone(); c],
+                n if n == c => rows,
+                n => bail!("--theta {}: {n} rows for --channels {c}", path.display()),
+            };
+            (rows.concat(), format!("θ from {}", path.display()))
+        } else if let Some(var) = args.theta_prior {
+            if !(var.is_finite() && var > 0.0) {
+                bail!("--theta-prior = {var}: expected a positive output variance");
+            }
+            let bs = basis::build(at.tess(), at.zero_boundary(), BasisKind::Qr)?;
+            let cov = ditac::core::prior::init_covariance(at.tess(), &bs, 5.0, var);
+            let rows = ditac::core::prior::sample_thetas(&cov, d, c, 0x5EED);
+            (
+                rows.concat(),
+                format!("θ from the prior (length scale 5, output variance {var})"),
+            )
+        } else {
+            if args.tess != 10 {
+                bail!("--tess {}: give θ with --theta or --theta-prior", args.tess);
+            }
+            (THETA.repeat(c), "the fixed θ of tess 10".to_string())
+        };
+        Ok(Workload {
+            a,
+            b,
+            tess: args.tess,
+            theta,
+            channels: c,
+            input_std: args.input_std,
+            theta_desc,
+        })
+    }
+
+    fn attrs(&self, lut: i64, interp: Interpolation) -> Attrs {
+        Attrs {
+            lut_size: lut,
+            interpolation: interp,
+            a: self.a,
+            b: self.b,
+            tess: self.tess,
+            channel_axis: if self.channels > 1 { 1 } else { -1 },
+            ..Default::default()
+        }
+    }
+
+    fn d(&self) -> usize {
+        self.theta.len() / self.channels
+    }
+
+    /// θ's dims: [d] or [C, d].
+    fn theta_dims(&self) -> Vec<usize> {
+        if self.channels > 1 {
+            vec![self.channels, self.d()]
+        } else {
+            vec![self.d()]
+        }
+    }
+
+    /// X's dims in the models: [-1] or [-1, C].
+    fn x_dims(&self) -> Vec<i64> {
+        if self.channels > 1 {
+            vec![-1, self.channels as i64]
+        } else {
+            vec![-1]
+        }
     }
 }
 
-/// A model X → Y (1-D float) with the nodes `f` adds.
-fn unary(name: &str, f: impl FnOnce(&mut ModelBuilder)) -> Vec<u8> {
+/// A model X → Y (float) with the nodes `f` adds.
+fn unary(name: &str, dims: &[i64], f: impl FnOnce(&mut ModelBuilder)) -> Vec<u8> {
     let mut m = ModelBuilder::new(name);
-    m.input("X", ElemType::Float, &[-1])
-        .output("Y", ElemType::Float, &[-1]);
+    m.input("X", ElemType::Float, dims)
+        .output("Y", ElemType::Float, dims);
     f(&mut m);
     m.to_bytes()
 }
 
-fn ditac_model(at: &Attrs) -> Vec<u8> {
-    unary("ditac", |m| {
-        m.initializer_f32("theta", &[THETA.len()], &THETA);
+fn ditac_model(w: &Workload, at: &Attrs) -> Vec<u8> {
+    unary("ditac", &w.x_dims(), |m| {
+        m.initializer_f32("theta", &w.theta_dims(), &w.theta);
         m.node(
             "DiTAC",
             DITAC_DOMAIN,
@@ -117,13 +272,23 @@ fn ditac_model(at: &Attrs) -> Vec<u8> {
     })
 }
 
-fn lut_model() -> Result<Vec<u8>> {
-    let at = attrs(2048, Interpolation::Nearest);
+fn lut_model(w: &Workload) -> Result<Vec<u8>> {
+    let at = w.attrs(2048, Interpolation::Nearest);
     let b = basis::build(at.tess(), at.zero_boundary(), BasisKind::Qr)?;
-    let act = Activation::<f32>::from_theta(&at, &b, &THETA, false)?;
-    let table = act.table_values().context("table")?.to_vec();
-    Ok(unary("lut", |m| {
-        m.initializer_f32("table", &[table.len()], &table);
+    let d = w.d();
+    let mut table = Vec::new();
+    for row in w.theta.chunks(d) {
+        let act = Activation::<f32>::from_theta(&at, &b, row, false)?;
+        table.extend_from_slice(act.table_values().context("table")?);
+    }
+    let n = table.len() / w.channels;
+    let dims = if w.channels > 1 {
+        vec![w.channels, n]
+    } else {
+        vec![n]
+    };
+    Ok(unary("lut", &w.x_dims(), |m| {
+        m.initializer_f32("table", &dims, &table);
         m.node(
             "DiTACLut",
             DITAC_DOMAIN,
@@ -135,14 +300,15 @@ fn lut_model() -> Result<Vec<u8>> {
     }))
 }
 
-fn grad_model() -> Vec<u8> {
-    let at = attrs(2048, Interpolation::Nearest);
+fn grad_model(w: &Workload) -> Vec<u8> {
+    let at = w.attrs(2048, Interpolation::Nearest);
     let mut m = ModelBuilder::new("grad");
-    m.input("dY", ElemType::Float, &[-1])
-        .input("X", ElemType::Float, &[-1])
-        .output("dX", ElemType::Float, &[-1])
-        .output("dtheta", ElemType::Float, &[THETA.len() as i64]);
-    m.initializer_f32("theta", &[THETA.len()], &THETA);
+    let td: Vec<i64> = w.theta_dims().iter().map(|&v| v as i64).collect();
+    m.input("dY", ElemType::Float, &w.x_dims())
+        .input("X", ElemType::Float, &w.x_dims())
+        .output("dX", ElemType::Float, &w.x_dims())
+        .output("dtheta", ElemType::Float, &td);
+    m.initializer_f32("theta", &w.theta_dims(), &w.theta);
     m.node(
         "DiTACGrad",
         DITAC_DOMAIN,
@@ -156,30 +322,31 @@ fn grad_model() -> Vec<u8> {
 
 /// The same activation (`DiTAC`, nearest, lut 2048) lowered to standard ONNX ops by `ditac lower`:
 /// what users without the plugin would run.
-fn lowered_model() -> Result<Vec<u8>> {
+fn lowered_model(w: &Workload) -> Result<Vec<u8>> {
     use protobuf::Message;
-    let model = onnx_protobuf::ModelProto::parse_from_bytes(&ditac_model(&attrs(
-        2048,
-        Interpolation::Nearest,
-    )))?;
+    let model = onnx_protobuf::ModelProto::parse_from_bytes(&ditac_model(
+        w,
+        &w.attrs(2048, Interpolation::Nearest),
+    ))?;
     let lowered = ditac_tools::transform::lower::lower_model(&model)?;
     Ok(lowered.write_to_bytes()?)
 }
 
-fn model(key: &str) -> Result<Option<Vec<u8>>> {
+fn model(w: &Workload, key: &str) -> Result<Option<Vec<u8>>> {
+    let dims = w.x_dims();
     Ok(Some(match key {
-        "identity" => unary("identity", |m| {
+        "identity" => unary("identity", &dims, |m| {
             m.node("Identity", "", "id", &["X"], &["Y"], &[]);
         }),
-        "gelu" => unary("gelu", |m| {
+        "gelu" => unary("gelu", &dims, |m| {
             m.node("Gelu", "", "gelu", &["X"], &["Y"], &[]);
         }),
-        "nearest" => ditac_model(&attrs(2048, Interpolation::Nearest)),
-        "linear" => ditac_model(&attrs(2048, Interpolation::Linear)),
-        "exact" => ditac_model(&attrs(0, Interpolation::Nearest)),
-        "lut" => lut_model()?,
-        "grad" => grad_model(),
-        "lowered" => lowered_model()?,
+        "nearest" => ditac_model(w, &w.attrs(2048, Interpolation::Nearest)),
+        "linear" => ditac_model(w, &w.attrs(2048, Interpolation::Linear)),
+        "exact" => ditac_model(w, &w.attrs(0, Interpolation::Nearest)),
+        "lut" => lut_model(w)?,
+        "grad" => grad_model(w),
+        "lowered" => lowered_model(w)?,
         other => bail!("unknown row \"{other}\""),
     }))
 }
@@ -227,17 +394,25 @@ fn median(v: &[f64]) -> f64 {
 }
 
 struct Row {
-    key: &'static str,
-    label: &'static str,
+    key: String,
+    label: String,
+    /// The instruction set the row ran on: the plugin's kernels, or ONNX Runtime's own.
+    isa: String,
     threads: usize,
     times: Vec<f64>,
     peak_extra: Option<u64>,
 }
 
-pub fn run(args: Args) -> Result<()> {
-    if args.repeats == 0 {
-        bail!("--repeats must be at least 1");
-    }
+/// A model to time: its row key and label, where it runs, and its inputs (name, tensor index).
+struct Entry {
+    key: String,
+    label: String,
+    isa: String,
+    bytes: Vec<u8>,
+    feeds: Vec<(String, usize)>,
+}
+
+fn thread_counts(args: &Args) -> Result<Vec<usize>> {
     let mut threads = args.threads.clone();
     if threads.is_empty() {
         let all = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -248,6 +423,111 @@ pub fn run(args: Args) -> Result<()> {
     }
     if threads.contains(&0) {
         bail!("--threads: thread counts must be at least 1");
+    }
+    Ok(threads)
+}
+
+/// The kernels' instruction set as the plugin will pick it (the same detection and DITAC_ISA).
+fn plugin_isa() -> Result<String> {
+    use ditac::core::kernels::Isa;
+    Isa::env_cap().map_err(anyhow::Error::msg)?;
+    Ok(Isa::active().name().to_string())
+}
+
+/// Times every entry at every thread count: alternating runs (the row order rotated each round),
+/// one warm-up round, the peak RSS rise of each run.
+fn time_entries(
+    args: &Args,
+    env: &ort::environment::Environment,
+    threads: &[usize],
+    entries: &[Entry],
+    tensors: &[Tensor<f32>],
+) -> Result<(Vec<Row>, bool)> {
+    let can_reset = reset_peak();
+    let total = (threads.len() * entries.len() * (args.repeats + 1)) as u64;
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} bench [{bar:30}] {pos}/{len} runs {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let mut rows: Vec<Row> = Vec::new();
+    for &t in threads {
+        pb.set_message(format!("{t} thread(s): building sessions"));
+        let mut sessions = Vec::new();
+        for e in entries {
+            let b = Session::builder(env)?
+                .with_intra_threads(t)
+                .map_err(ort::Error::<()>::from)?
+                .with_inter_threads(1)
+                .map_err(ort::Error::<()>::from)?
+                // Idle pool threads of one session must not spin while the next row runs.
+                .with_intra_op_spinning(false)
+                .map_err(ort::Error::<()>::from)?;
+            let mut b = b
+                .with_operator_library(&args.plugin)
+                .map_err(ort::Error::<()>::from)?;
+            let s = b
+                .commit_from_memory(&e.bytes)
+                .with_context(|| format!("creating the session of row {}", e.key))?;
+            sessions.push(s);
+        }
+        let first = rows.len();
+        for e in entries {
+            rows.push(Row {
+                key: e.key.clone(),
+                label: e.label.clone(),
+                isa: e.isa.clone(),
+                threads: t,
+                times: Vec::new(),
+                peak_extra: None,
+            });
+        }
+        // Run 0 warms up (first allocations, caches); runs alternate between the rows.
+        for rep in 0..=args.repeats {
+            pb.set_message(format!("{t} thread(s), round {rep}/{}", args.repeats));
+            // Each round starts at another row, so that no row always follows the same one.
+            for r in 0..entries.len() {
+                let i = (r + rep) % entries.len();
+                let s = &mut sessions[i];
+                let feeds: Vec<(String, ort::session::SessionInputValue<'_>)> = entries[i]
+                    .feeds
+                    .iter()
+                    .map(|(name, ti)| (name.clone(), (&tensors[*ti]).into()))
+                    .collect();
+                let before = status_kb("VmRSS:");
+                let reset = can_reset && reset_peak();
+                let t0 = Instant::now();
+                let out = s.run(feeds)?;
+                let dt = t0.elapsed().as_secs_f64();
+                let hwm = status_kb(if reset { "VmHWM:" } else { "VmRSS:" });
+                drop(out);
+                let row = &mut rows[first + i];
+                if rep > 0 {
+                    row.times.push(dt);
+                }
+                if let (Some(b), Some(h)) = (before, hwm) {
+                    let extra = h.saturating_sub(b) * 1024;
+                    row.peak_extra = Some(row.peak_extra.map_or(extra, |p| p.max(extra)));
+                }
+                pb.inc(1);
+            }
+        }
+    }
+    pb.finish_and_clear();
+    Ok((rows, can_reset))
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.repeats == 0 {
+        bail!("--repeats must be at least 1");
+    }
+    let threads = thread_counts(&args)?;
+    let isa = plugin_isa()?;
+    // Loads ONNX Runtime (before any tensor is made).
+    let (env, _) = super::runtime::ort_env(args.ort.clone(), &args.plugin, "ditac-bench")?;
+    if let Some(path) = &args.model {
+        return run_model(&args, &env, &threads, path, &isa);
     }
     let keys: Vec<&'static str> = if args.ops.is_empty() {
         ROWS.iter().map(|r| r.0).collect()
@@ -266,137 +546,80 @@ pub fn run(args: Args) -> Result<()> {
         }
         k
     };
-    let (env, _) = super::runtime::ort_env(args.ort.clone(), &args.plugin, "ditac-bench")?;
+    let w = Workload::from_args(&args)?;
+    let n = args.size;
+    if !n.is_multiple_of(w.channels) {
+        bail!("--size {n} is not a multiple of --channels {}", w.channels);
+    }
 
-    let mut models = Vec::new();
+    let mut entries = Vec::new();
     let mut skipped = Vec::new();
     for &k in &keys {
-        match model(k)? {
-            Some(b) => models.push((k, b)),
+        match model(&w, k)? {
+            Some(bytes) => entries.push(Entry {
+                key: k.to_string(),
+                label: ROWS
+                    .iter()
+                    .find(|r| r.0 == k)
+                    .map_or("", |r| r.1)
+                    .to_string(),
+                isa: if matches!(k, "identity" | "gelu" | "lowered") {
+                    "ORT".to_string()
+                } else {
+                    isa.clone()
+                },
+                bytes,
+                feeds: if k == "grad" {
+                    vec![("dY".into(), 1), ("X".into(), 0)]
+                } else {
+                    vec![("X".into(), 0)]
+                },
+            }),
             None => skipped.push(k),
         }
     }
 
-    let n = args.size;
-    let x = random_input(n, 0x9E37_79B9_7F4A_7C15);
+    let scale = |v: Vec<f32>| v.into_iter().map(|e| e * w.input_std).collect::<Vec<_>>();
+    let x = scale(random_input(n, 0x9E37_79B9_7F4A_7C15));
     let dy = random_input(n, 0x2545_F491_4F6C_DD1D);
-    let xt = Tensor::from_array((vec![n], x))?;
-    let dyt = Tensor::from_array((vec![n], dy))?;
-    let can_reset = reset_peak();
-
-    let total = (threads.len() * models.len() * (args.repeats + 1)) as u64;
-    let pb = ProgressBar::new(total);
-    pb.set_style(
-        ProgressStyle::with_template("{spinner} bench [{bar:30}] {pos}/{len} runs {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    let mut rows: Vec<Row> = Vec::new();
-    for &t in &threads {
-        pb.set_message(format!("{t} thread(s): building sessions"));
-        let mut sessions = Vec::new();
-        for (k, bytes) in &models {
-            let b = Session::builder(&env)?
-                .with_intra_threads(t)
-                .map_err(ort::Error::<()>::from)?
-                .with_inter_threads(1)
-                .map_err(ort::Error::<()>::from)?
-                // Idle pool threads of one session must not spin while the next row runs.
-                .with_intra_op_spinning(false)
-                .map_err(ort::Error::<()>::from)?;
-            let mut b = b
-                .with_operator_library(&args.plugin)
-                .map_err(ort::Error::<()>::from)?;
-            let s = b
-                .commit_from_memory(bytes)
-                .with_context(|| format!("creating the session of row {k}"))?;
-            sessions.push(s);
-        }
-        let first = rows.len();
-        for (k, _) in &models {
-            let label = ROWS.iter().find(|r| r.0 == *k).map_or("", |r| r.1);
-            rows.push(Row {
-                key: k,
-                label,
-                threads: t,
-                times: Vec::new(),
-                peak_extra: None,
-            });
-        }
-        // Run 0 warms up (first allocations, caches); runs alternate between the rows.
-        for rep in 0..=args.repeats {
-            pb.set_message(format!("{t} thread(s), round {rep}/{}", args.repeats));
-            // Each round starts at another row, so that no row always follows the same one.
-            for r in 0..models.len() {
-                let i = (r + rep) % models.len();
-                let k = &models[i].0;
-                let s = &mut sessions[i];
-                let before = status_kb("VmRSS:");
-                let reset = can_reset && reset_peak();
-                let t0 = Instant::now();
-                let out = if *k == "grad" {
-                    s.run(ort::inputs!["dY" => &dyt, "X" => &xt])?
-                } else {
-                    s.run(ort::inputs!["X" => &xt])?
-                };
-                let dt = t0.elapsed().as_secs_f64();
-                let hwm = status_kb(if reset { "VmHWM:" } else { "VmRSS:" });
-                drop(out);
-                let row = &mut rows[first + i];
-                if rep > 0 {
-                    row.times.push(dt);
-                }
-                if let (Some(b), Some(h)) = (before, hwm) {
-                    let extra = h.saturating_sub(b) * 1024;
-                    row.peak_extra = Some(row.peak_extra.map_or(extra, |p| p.max(extra)));
-                }
-                pb.inc(1);
-            }
-        }
-    }
-    pb.finish_and_clear();
-
-    let gelu_med = |t: usize| {
-        rows.iter()
-            .find(|r| r.key == "gelu" && r.threads == t)
-            .map(|r| median(&r.times))
+    let shape = if w.channels > 1 {
+        vec![n / w.channels, w.channels]
+    } else {
+        vec![n]
     };
+    let in_range = x.iter().filter(|&&v| v >= w.a && v <= w.b).count() as f64 / n as f64;
+    let tensors = vec![
+        Tensor::from_array((shape.clone(), x))?,
+        Tensor::from_array((shape, dy))?,
+    ];
+    let (rows, can_reset) = time_entries(&args, &env, &threads, &entries, &tensors)?;
+
     // The output ONNX Runtime allocates for each run (Y, or dX for DiTACGrad; dθ is tiny).
     let out_bytes = (n * 4) as f64;
-    let mut jrows = Vec::new();
-    for r in &rows {
-        let med = median(&r.times);
-        let g = gelu_med(r.threads).unwrap_or(f64::NAN);
-        let one = rows
-            .iter()
-            .find(|o| o.key == r.key && o.threads == 1)
-            .map(|o| median(&o.times));
-        jrows.push(json!({
-            "op": r.key,
-            "label": r.label,
-            "threads": r.threads,
-            "median_ms": med * 1e3,
-            "min_ms": r.times.iter().cloned().fold(f64::INFINITY, f64::min) * 1e3,
-            "runs": r.times.len(),
-            "gelem_per_s": n as f64 / med / 1e9,
-            "ratio_to_gelu": med / g,
-            "speedup_vs_1_thread": one.map(|o| o / med),
-            "peak_extra_mb": r.peak_extra.map(|p| p as f64 / 1e6),
-            "peak_over_output_mb": r.peak_extra.map(|p| (p as f64 - out_bytes) / 1e6),
-        }));
-    }
+    let jrows = json_rows(&rows, n, out_bytes);
     let skipped_json: Vec<Value> = skipped
         .iter()
         .map(|k| json!({"op": k, "reason": "lower not available"}))
         .collect();
+    let workload = json!({
+        "interval": [w.a, w.b],
+        "tess": w.tess,
+        "theta": w.theta_desc,
+        "channels": w.channels,
+        "input_std": w.input_std,
+        "in_range": in_range,
+    });
     if args.json {
         let doc = json!({
             "cpu": cpu_model(),
+            "isa_available": isa_list(),
+            "kernels": isa,
             "ort": ort::info(),
             "size": n,
             "repeats": args.repeats,
             "threads": threads,
             "simd": ditac::core::kernels::simd_available(),
+            "workload": workload,
             "peak_measured": can_reset,
             "rows": jrows,
             "skipped": skipped_json,
@@ -405,22 +628,99 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     println!(
-        "ditac bench: {} float32 elements ({:.0} MB in, {:.0} MB out), {} runs per row (median), CPU: {}, AVX2 kernels: {}",
+        "ditac bench: {} float32 elements ({:.0} MB in, {:.0} MB out), {} runs per row (median)",
         n,
         n as f64 * 4.0 / 1e6,
         n as f64 * 4.0 / 1e6,
         args.repeats,
-        cpu_model(),
-        if ditac::core::kernels::simd_available() { "yes" } else { "no" }
     );
-    println!("ONNX Runtime {}", ort::info());
-    for &t in &threads {
+    println!(
+        "CPU: {} ({}); DiTAC kernels: {isa} (DITAC_ISA caps them); ONNX Runtime {}",
+        cpu_model(),
+        isa_list(),
+        ort::info()
+    );
+    println!(
+        "workload: [a, b] = [{}, {}], tess {}, {}, {} channel(s), X ~ N(0, {}²) ({:.0} % in [a, b])",
+        w.a,
+        w.b,
+        w.tess,
+        w.theta_desc,
+        w.channels,
+        w.input_std,
+        in_range * 100.0
+    );
+    print_tables(&threads, &rows, &jrows);
+    for t in &threads {
+        for k in &skipped {
+            let label = ROWS.iter().find(|r| r.0 == *k).map_or("", |r| r.1);
+            println!("| {label} ({t} thread(s)) | n/a (lower not available) | | | | | |");
+        }
+    }
+    if !can_reset {
+        println!(
+            "\n(peak RSS could not be reset per run: the column shows the rise of the current RSS)"
+        );
+    }
+    Ok(())
+}
+
+/// The instruction sets of this CPU the kernels have a path for.
+fn isa_list() -> String {
+    use ditac::core::kernels::Isa;
+    Isa::ALL
+        .into_iter()
+        .filter(|i| i.supported())
+        .map(|i| i.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// JSON of the rows; `n` = 0: no element rate (a whole network).
+fn json_rows(rows: &[Row], n: usize, out_bytes: f64) -> Vec<Value> {
+    let gelu_med = |t: usize| {
+        rows.iter()
+            .find(|r| (r.key == "gelu" || r.key == "model-gelu") && r.threads == t)
+            .map(|r| median(&r.times))
+    };
+    rows.iter()
+        .map(|r| {
+            let med = median(&r.times);
+            let g = gelu_med(r.threads).unwrap_or(f64::NAN);
+            let one = rows
+                .iter()
+                .find(|o| o.key == r.key && o.threads == 1)
+                .map(|o| median(&o.times));
+            json!({
+                "op": r.key,
+                "label": r.label,
+                "isa": r.isa,
+                "threads": r.threads,
+                "median_ms": med * 1e3,
+                "min_ms": r.times.iter().cloned().fold(f64::INFINITY, f64::min) * 1e3,
+                "runs": r.times.len(),
+                "gelem_per_s": if n > 0 { json!(n as f64 / med / 1e9) } else { Value::Null },
+                "ratio_to_gelu": med / g,
+                "speedup_vs_1_thread": one.map(|o| o / med),
+                "peak_extra_mb": r.peak_extra.map(|p| p as f64 / 1e6),
+                "peak_over_output_mb": if n > 0 {
+                    json!(r.peak_extra.map(|p| (p as f64 - out_bytes) / 1e6))
+                } else {
+                    Value::Null
+                },
+            })
+        })
+        .collect()
+}
+
+fn print_tables(threads: &[usize], rows: &[Row], jrows: &[Value]) {
+    for &t in threads {
         println!();
         println!(
-            "| {t} thread(s) | median ms | G elem/s | × Gelu | × vs 1 thread | peak RSS rise MB |"
+            "| {t} thread(s) | ISA | median ms | G elem/s | × Gelu | × vs 1 thread | peak RSS rise MB |"
         );
-        println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-        for (r, j) in rows.iter().zip(&jrows) {
+        println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+        for (r, j) in rows.iter().zip(jrows) {
             if r.threads != t {
                 continue;
             }
@@ -428,8 +728,9 @@ pub fn run(args: Args) -> Result<()> {
                 |v: &Value, p: usize| v.as_f64().map_or("–".to_string(), |x| format!("{x:.p$}"));
             let ms = j["median_ms"].as_f64().unwrap_or(f64::NAN);
             println!(
-                "| {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 r.label,
+                r.isa,
                 if ms < 1.0 {
                     format!("{ms:.4}")
                 } else {
@@ -445,15 +746,152 @@ pub fn run(args: Args) -> Result<()> {
                 f(&j["peak_extra_mb"], 1),
             );
         }
-        for k in &skipped {
-            let label = ROWS.iter().find(|r| r.0 == *k).map_or("", |r| r.1);
-            println!("| {label} | n/a (lower not available) | | | | |");
-        }
     }
-    if !can_reset {
-        println!(
-            "\n(peak RSS could not be reset per run: the column shows the rise of the current RSS)"
+}
+
+/// `--model FILE`: the network against itself with every DiTAC / DiTACLut node replaced by
+/// `Gelu` (ONNX's when the model imports opset ≥ 20, else ONNX Runtime's `com.microsoft` one).
+fn run_model(
+    args: &Args,
+    env: &ort::environment::Environment,
+    threads: &[usize],
+    path: &std::path::Path,
+    isa: &str,
+) -> Result<()> {
+    use ditac_tools::transform::{is_ditac_node, ModelFile};
+    use onnx_protobuf::tensor_shape_proto::dimension::Value as Dim;
+    use onnx_protobuf::type_proto::Value as Ty;
+    use protobuf::Message;
+    let mf = ModelFile::load(path)?;
+    if !ditac_tools::transform::external_locations(&mf.model).is_empty() {
+        bail!(
+            "--model {}: the model keeps tensors in external data files; the bench reads models from memory (save it with the data inside)",
+            path.display()
         );
     }
+    let g = mf.graph();
+    let count = g.node.iter().filter(|n| is_ditac_node(n)).count();
+    if count == 0 {
+        bail!(
+            "--model {}: no DiTAC or DiTACLut node to replace",
+            path.display()
+        );
+    }
+    let inits: std::collections::HashSet<&str> =
+        g.initializer.iter().map(|t| t.name.as_str()).collect();
+    let Some(input) = g.input.iter().find(|i| !inits.contains(i.name.as_str())) else {
+        bail!("--model {}: the graph has no input", path.display());
+    };
+    let Some(Ty::TensorType(tt)) = input.type_.as_ref().and_then(|t| t.value.as_ref()) else {
+        bail!(
+            "--model {}: input '{}' is not a tensor",
+            path.display(),
+            input.name
+        );
+    };
+    if tt.elem_type != 1 {
+        bail!(
+            "--model {}: input '{}' has element type {}: expected float (1)",
+            path.display(),
+            input.name,
+            tt.elem_type
+        );
+    }
+    let shape: Vec<usize> = tt
+        .shape
+        .as_ref()
+        .map(|s| {
+            s.dim
+                .iter()
+                .map(|d| match d.value {
+                    Some(Dim::DimValue(v)) if v > 0 => v as usize,
+                    _ => 1,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let n: usize = shape.iter().product();
+    let opset = mf
+        .model
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map_or(0, |o| o.version);
+    let mut gelu = mf.model.clone();
+    let gg = gelu.graph.as_mut().context("graph")?;
+    for node in gg.node.iter_mut().filter(|n| is_ditac_node(n)) {
+        node.op_type = "Gelu".into();
+        node.domain = if opset >= 20 {
+            String::new()
+        } else {
+            "com.microsoft".into()
+        };
+        node.input.truncate(1);
+        node.attribute.clear();
+    }
+    if opset < 20
+        && !gelu
+            .opset_import
+            .iter()
+            .any(|o| o.domain == "com.microsoft")
+    {
+        let mut o = onnx_protobuf::OperatorSetIdProto::new();
+        o.domain = "com.microsoft".into();
+        o.version = 1;
+        gelu.opset_import.push(o);
+    }
+    let entries = vec![
+        Entry {
+            key: "model-gelu".into(),
+            label: format!("{} with Gelu", path.display()),
+            isa: "ORT".into(),
+            bytes: gelu.write_to_bytes()?,
+            feeds: vec![(input.name.clone(), 0)],
+        },
+        Entry {
+            key: "model-ditac".into(),
+            label: format!("{} ({count} DiTAC nodes)", path.display()),
+            isa: isa.to_string(),
+            bytes: mf.model.write_to_bytes()?,
+            feeds: vec![(input.name.clone(), 0)],
+        },
+    ];
+    let x: Vec<f32> = random_input(n, 0x9E37_79B9_7F4A_7C15)
+        .into_iter()
+        .map(|v| v * args.input_std)
+        .collect();
+    let tensors = vec![Tensor::from_array((shape.clone(), x))?];
+    let (rows, _) = time_entries(args, env, threads, &entries, &tensors)?;
+    let jrows = json_rows(&rows, 0, 0.0);
+    if args.json {
+        let doc = json!({
+            "cpu": cpu_model(),
+            "isa_available": isa_list(),
+            "kernels": isa,
+            "ort": ort::info(),
+            "model": path.display().to_string(),
+            "input": {"name": input.name, "shape": shape},
+            "ditac_nodes": count,
+            "repeats": args.repeats,
+            "threads": threads,
+            "rows": jrows,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!(
+        "ditac bench --model {}: input '{}' {:?}, {count} DiTAC node(s) against Gelu, {} runs per row (median)",
+        path.display(),
+        input.name,
+        shape,
+        args.repeats
+    );
+    println!(
+        "CPU: {} ({}); DiTAC kernels: {isa}; ONNX Runtime {}",
+        cpu_model(),
+        isa_list(),
+        ort::info()
+    );
+    print_tables(threads, &rows, &jrows);
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use super::basis::Basis;
 use super::config::{validate_theta, Attrs, Interpolation, Variant};
-use super::cpa::Field;
+use super::cpa::{Field, MAX_SLOPE};
 use super::error::{DitacError, Result};
 use super::kernels::{
     exact_forward, table_backward, table_forward, Channels, ExactKernel, GradTables, TableKernel,
@@ -55,29 +55,44 @@ impl ExactCells {
     /// trajectory that never left the cell.
     const MARGIN: f32 = 1e-4;
 
-    fn new<R: Real>(field: &Field<R>) -> Self {
+    /// Above this slope the float32 rounding of ψ, amplified by e^slope (≈ 1.2e-7·e^slope), may
+    /// exceed `MARGIN`: such fields go through the scalar integrator, which keeps its results in
+    /// [0, 1]. (Negative slopes contract: no amplification.)
+    const MAX_VECTOR_SLOPE: f64 = 6.5;
+
+    fn new<R: Real>(field: &Field<R>, zero_boundary: bool) -> Self {
         let nc = field.nc();
         let a = field.coefficients();
         let mut c = ExactCells::default();
         let f = |v: R| v.to_f64() as f32;
+        let steep = (0..nc).any(|i| a[2 * i].to_f64() > Self::MAX_VECTOR_SLOPE);
         for i in 0..nc {
             let (ai, bi) = (f(a[2 * i]), f(a[2 * i + 1]));
             // difw: eta = exp(t·a) in double rounded to float; (b/a) in float; the sum in double.
             let eta = (ai as f64).exp() as f32;
             // |a| < eps: difw's other formula; the vector path leaves such cells to the
-            // integrator (a lower bound of +∞, NaN boundaries and b/a).
-            let ok = ai.abs() >= f32::EPSILON;
+            // integrator (a lower bound of +∞, NaN boundaries and b/a). So it does for steep
+            // fields (every cell, and no vector crossings: NaN entry times).
+            let ok = ai.abs() >= f32::EPSILON && !steep;
             let lb = if !ok {
                 f32::INFINITY
             } else if i == 0 {
-                f32::NEG_INFINITY
+                if zero_boundary {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
             } else {
                 i as f32 / nc as f32 + Self::MARGIN
             };
             c.eta_lb.extend([eta, lb]);
             c.k1.push((bi / ai) as f64 * (eta as f64 - 1.0));
             c.ub.push(if i + 1 == nc {
-                f32::INFINITY
+                if zero_boundary {
+                    1.0
+                } else {
+                    f32::INFINITY
+                }
             } else {
                 (i + 1) as f32 / nc as f32 - Self::MARGIN
             });
@@ -90,8 +105,12 @@ impl ExactCells {
                 if ok && i > 0 { f(l) } else { f32::NAN },
             ]);
             c.tud.extend([
-                field.entry_time(i + 1, false).map_or(f32::NAN, f),
-                if i > 0 {
+                if steep {
+                    f32::NAN
+                } else {
+                    field.entry_time(i + 1, false).map_or(f32::NAN, f)
+                },
+                if i > 0 && !steep {
                     field.entry_time(i - 1, true).map_or(f32::NAN, f)
                 } else {
                     f32::NAN
@@ -222,10 +241,25 @@ impl<R: Real> Activation<R> {
             ));
         }
         validate_theta(theta, d)?;
-        let field = Field::<R>::new(attrs.tess(), &basis.to_f32(), d, theta);
+        let mut field = Field::<R>::new(attrs.tess(), &basis.to_f32(), d, theta);
+        if attrs.zero_boundary() {
+            field.pin_zero_boundary();
+        }
+        if let Err(e) = field.check_representable() {
+            let max_theta = theta.iter().fold(0f32, |m, v| m.max(v.abs()));
+            return Err(DitacError::input(
+                "theta",
+                format!(
+                    "(max |θ| = {max_theta}) gives a velocity field with slope {} and intercept {} \
+                     in cell {} (A = B·θ): expected finite values and |slope| ≤ {MAX_SLOPE} \
+                     (the flow grows by e^|slope|)",
+                    e.slope, e.intercept, e.cell
+                ),
+            ));
+        }
         let mode = if attrs.lut_size == 0 {
             Mode::Exact {
-                cells: ExactCells::new(&field),
+                cells: ExactCells::new(&field, attrs.zero_boundary()),
                 field,
             }
         } else {

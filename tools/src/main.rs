@@ -50,14 +50,40 @@ enum Command {
     Bench(commands::bench::Args),
 }
 
+/// A usage error as one line: clap's message and the usage it suggests, without the tips and the
+/// blank lines of its multi-line rendering (the same one-line form as every other error).
+fn usage_error_line(e: &clap::Error) -> String {
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        return "a command is required (see 'ditac --help')".to_string();
+    }
+    let rendered = e.render().to_string();
+    let mut message = None;
+    let mut usage = None;
+    for line in rendered.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("error:") {
+            message.get_or_insert_with(|| m.trim().to_string());
+        } else if let Some(u) = line.strip_prefix("Usage:") {
+            usage.get_or_insert_with(|| u.trim().to_string());
+        }
+    }
+    let message = message.unwrap_or_else(|| e.kind().to_string());
+    match usage {
+        Some(u) => format!("{message} (usage: {u}; see --help)"),
+        None => message,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            // --help and --version are not errors.
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
+            // --help and --version are not errors: clap prints them in full.
+            if !e.use_stderr() {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("ditac: error: {}", usage_error_line(&e));
+            return ExitCode::from(2);
         }
     };
     let result = match cli.command {

@@ -276,6 +276,24 @@ impl<R: Real> Activation<R> {
         Ok(Self::with_mode(attrs, mode))
     }
 
+    /// The bytes one warp of `attrs` holds (its tables: T̂, x̃ and the interpolation pairs; with
+    /// gradients also dT̂/du, dT̂/dθ and their pairs), for a θ row of `d` values or a table of
+    /// `lut_size` nodes; None on overflow. What the memory budget (`core::budget`) is checked against
+    /// before a warp is built.
+    pub fn table_bytes(attrs: &Attrs, d: usize, with_grad: bool) -> Option<u128> {
+        if attrs.lut_size == 0 {
+            // Exact mode: per-cell constants (a few dozen bytes a cell) and the basis.
+            let cells = u128::try_from(attrs.tess).ok()?;
+            return cells
+                .checked_mul(64 + 2 * d as u128 * std::mem::size_of::<R>() as u128)
+                .map(|b| b + 4096);
+        }
+        let n = u128::try_from(attrs.lut_size).ok()?;
+        let per_node = if with_grad { 4 + 3 + d as u128 } else { 4 };
+        n.checked_mul(per_node)?
+            .checked_mul(std::mem::size_of::<R>() as u128)
+    }
+
     /// A warp given by its table T̂(g_i) (the `DiTACLut` form; forward only).
     pub fn from_table(attrs: &Attrs, values: &[f32]) -> Result<Self> {
         attrs.validate_interval()?;

@@ -576,8 +576,10 @@ struct OpDef {
 
 /// Kept alive (and never moved) for the process.
 static OPS: OnceLock<Box<[OpDef]>> = OnceLock::new();
-/// Custom-op domains handed to session options: ORT needs them for as long as any session lives.
-static DOMAINS: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+/// The custom-op domain handed to every session options: ORT needs it for as long as any session
+/// lives, and only reads it (its name and ops), so one domain serves every registration and
+/// registering again allocates nothing (the library itself stays loaded: `-z nodelete`, build.rs).
+static DOMAIN_PTR: Mutex<usize> = Mutex::new(0);
 
 /// # Safety
 /// `op` must be one of the `OpDef`s in `OPS`.
@@ -840,23 +842,31 @@ fn register(options: *mut sys::OrtSessionOptions) -> PResult<()> {
     let a = api();
     let ops = OPS.get_or_init(|| OpSpec::all().into_iter().map(make_op).collect());
     let cuda = cuda_ops_enabled();
-    let mut domain: *mut sys::OrtCustomOpDomain = ptr::null_mut();
-    // SAFETY: the name is NUL-terminated; the domain is kept for the process below.
-    check(
-        unsafe { (a.CreateCustomOpDomain)(DOMAIN.as_ptr(), &mut domain) },
-        "CreateCustomOpDomain",
-    )?;
-    DOMAINS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(domain as usize);
-    for op in ops.iter().filter(|o| cuda || o.spec.ep == Ep::Cpu) {
-        // SAFETY: `op.raw` lives in the process-wide OPS.
+    // Held while the domain is created and filled, so a concurrent registration waits for it.
+    let mut shared = DOMAIN_PTR.lock().unwrap_or_else(|e| e.into_inner());
+    if *shared == 0 {
+        let mut domain: *mut sys::OrtCustomOpDomain = ptr::null_mut();
+        // SAFETY: the name is NUL-terminated; the domain is kept for the process.
         check(
-            unsafe { (a.CustomOpDomain_Add)(domain, &op.raw) },
-            "CustomOpDomain_Add",
+            unsafe { (a.CreateCustomOpDomain)(DOMAIN.as_ptr(), &mut domain) },
+            "CreateCustomOpDomain",
         )?;
+        for op in ops.iter().filter(|o| cuda || o.spec.ep == Ep::Cpu) {
+            // SAFETY: `op.raw` lives in the process-wide OPS.
+            let added = check(
+                unsafe { (a.CustomOpDomain_Add)(domain, &op.raw) },
+                "CustomOpDomain_Add",
+            );
+            if let Err(e) = added {
+                // SAFETY: the domain was created above and handed to no one.
+                unsafe { (a.ReleaseCustomOpDomain)(domain) };
+                return Err(e);
+            }
+        }
+        *shared = domain as usize;
     }
+    let domain = *shared as *mut sys::OrtCustomOpDomain;
+    drop(shared);
     // SAFETY: `options` is the caller's session options.
     check(
         unsafe { (a.AddCustomOpDomain)(options, domain) },

@@ -16,6 +16,14 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Memory budget of this command: the most bytes one allocation sized by a model, spec,
+    /// parameter file or flag may take (e.g. 1073741824 or 1G; default DITAC_MAX_BYTES, else 1G).
+    #[arg(long, global = true, value_name = "BYTES", value_parser = parse_max_bytes)]
+    max_bytes: Option<u64>,
+}
+
+fn parse_max_bytes(text: &str) -> Result<u64, String> {
+    ditac::core::budget::parse_bytes(text)
 }
 
 #[derive(Subcommand)]
@@ -86,6 +94,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(b) = cli.max_bytes {
+        ditac_tools::budget::set_max_bytes(b);
+    }
     let result = match cli.command {
         Command::Basis(a) => commands::basis::run(a),
         Command::Eval(a) => commands::eval::run(a),

@@ -79,6 +79,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let mut mf = ModelFile::load(&args.input)?;
     let params = Params::load(&args.params)?;
+    ditac_tools::output::Output::new(&args.out)?;
     patch_model(&mut mf.model, &params, &reps, &overrides)?;
     mf.save(&args.out)?;
     for r in &reps {

@@ -113,7 +113,7 @@ impl Attrs {
                 "b",
                 self.b,
                 format!(
-                    "b − a = {width:e} (a = {}) and 1/(b − a) representable in float32 \
+                    "b − a = {width:.3e} (a = {}) and 1/(b − a) representable in float32 \
                      (b − a ≤ {:e})",
                     self.a,
                     f32::MAX

@@ -221,6 +221,25 @@ fn bad_theta_dims_and_names_are_refused_not_panicked() {
             }),
             "names \"no.such.tensor\", which is no initializer, graph input or node output",
         ),
+        (
+            "zero-rows",
+            Box::new(|mm| {
+                let t = theta_of(mm);
+                t.dims = vec![0, 9];
+                t.raw_data.clear();
+            }),
+            "input 'theta' has shape [0, 9]: expected at least one row",
+        ),
+        (
+            "no-output",
+            Box::new(|mm| {
+                let g = mm.graph.as_mut().unwrap();
+                let n = g.node.iter_mut().find(|n| n.op_type == "DiTAC").unwrap();
+                n.output.clear();
+                n.name.clear();
+            }),
+            "output 'Y' is missing",
+        ),
     ];
     for (name, f, needle) in cases {
         let bad = d.join(format!("{name}.onnx"));
@@ -284,6 +303,13 @@ fn sizes_beyond_the_memory_budget_are_refused_with_their_sizes() {
         &["freeze", s(&m), "-o", s(&out), "--max-bytes", "lots"],
         &[],
         "invalid value 'lots' for '--max-bytes",
+    );
+    // `eval` with the DiTACGrad sizes: tess 1024, 2^24 nodes, gradients (68 GB).
+    let theta = vec!["0"; 1023].join(",");
+    refused(
+        &["eval", "--theta", &theta, "--tess", "1024", "--lut-size", "16777216", "--grad"],
+        &[],
+        "a warp table of 16777216 nodes with gradients: 69122129920 bytes needed, above the memory budget",
     );
     assert!(!out.exists());
     // Within the budget it works.

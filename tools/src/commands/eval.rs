@@ -115,6 +115,14 @@ pub fn run(args: Args) -> Result<()> {
         ),
         (kind, None) => (*basis::build(attrs.tess(), attrs.zero_boundary(), kind)?).clone(),
     };
+    ditac_tools::budget::check(
+        &format!(
+            "a warp table of {} nodes{}",
+            attrs.lut_size,
+            if args.grad { " with gradients" } else { "" }
+        ),
+        Activation::<f32>::table_bytes(&attrs, attrs.theta_len(), args.grad),
+    )?;
     let act = Activation::<f32>::from_theta(&attrs, &basis, &theta, args.grad)?;
 
     let mut text = String::new();

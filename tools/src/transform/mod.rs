@@ -663,6 +663,18 @@ pub struct NodeWarps {
     pub consts: Vec<String>,
 }
 
+/// Checks that an `ai.ditac` node has its X input and its output named.
+pub fn check_node_io(node: &NodeProto) -> Result<()> {
+    let label = node_label(node);
+    if node.input.first().is_none_or(|x| x.is_empty()) {
+        bail!("node '{label}': input 'X' is missing");
+    }
+    if node.output.first().is_none_or(|y| y.is_empty()) {
+        bail!("node '{label}': output 'Y' is missing");
+    }
+    Ok(())
+}
+
 /// Builds the warps of `node` (a `DiTAC` or `DiTACLut`), or `None` when its θ/table is not a
 /// constant. `lut_size` overrides the attribute (the exact path lowered through a table).
 pub fn node_warps(
@@ -672,6 +684,7 @@ pub fn node_warps(
     lut: Option<(i64, ditac::Interpolation)>,
 ) -> Result<Option<NodeWarps>> {
     let label = node_label(node);
+    check_node_io(node)?;
     let (mut attrs, _) = node_attrs(node)?;
     let ctx = |e: ditac::DitacError| anyhow!("node '{label}': {e}");
     let pname = node.input.get(1).map_or("", String::as_str);
@@ -706,6 +719,9 @@ pub fn node_warps(
         [c, n] => (*c, *n),
         _ => bail!("node '{label}': input '{what}' has shape {dims:?}: expected 1-D or 2-D"),
     };
+    if rows == 0 {
+        bail!("node '{label}': input '{what}' has shape {dims:?}: expected at least one row");
+    }
     let mut consts = vec![pname.to_string()];
     let table_attrs = match lut {
         Some((n, _)) if attrs.lut_size == 0 && node.op_type == "DiTAC" => Attrs {

@@ -105,6 +105,15 @@ pub fn run(args: Args) -> Result<()> {
         channel_axis: 1,
     };
     attrs.validate()?;
+    // Before the basis: a QR basis of a large tessellation takes seconds to build.
+    ditac_tools::budget::check(
+        &format!(
+            "a warp table of {} nodes{}",
+            attrs.lut_size,
+            if args.grad { " with gradients" } else { "" }
+        ),
+        Activation::<f32>::table_bytes(&attrs, attrs.theta_len(), args.grad),
+    )?;
     let theta = parse_theta(&args.theta)?;
     let basis = match (attrs.basis, &args.basis_file) {
         (BasisKind::Explicit, Some(p)) => read_basis_file(p, attrs.tess(), attrs.zero_boundary())?,
@@ -115,14 +124,6 @@ pub fn run(args: Args) -> Result<()> {
         ),
         (kind, None) => (*basis::build(attrs.tess(), attrs.zero_boundary(), kind)?).clone(),
     };
-    ditac_tools::budget::check(
-        &format!(
-            "a warp table of {} nodes{}",
-            attrs.lut_size,
-            if args.grad { " with gradients" } else { "" }
-        ),
-        Activation::<f32>::table_bytes(&attrs, attrs.theta_len(), args.grad),
-    )?;
     let act = Activation::<f32>::from_theta(&attrs, &basis, &theta, args.grad)?;
 
     let mut text = String::new();

@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ditac::core::{basis, Activation, Attrs, BasisKind, Interpolation, Variant};
+use ditac::core::{basis, Attrs, BasisKind, Interpolation, Variant, Warps};
 use ditac::cuda::glue::{self, DevBuf, Stream};
 use ditac::cuda::{DType, HostTables};
 use half::{bf16, f16};
@@ -165,13 +165,13 @@ fn prepare(c: &Case, rng: &mut Rng) -> Prepared {
     };
     let dd = attrs.theta_len();
     let b = basis::build(attrs.tess(), attrs.zero_boundary(), BasisKind::Qr).expect("basis");
-    let acts: Vec<Activation<f32>> = (0..c.channels)
-        .map(|_| {
-            let theta: Vec<f32> = (0..dd).map(|_| rng.uniform(-0.8, 0.8)).collect();
-            Activation::from_theta(&attrs, &b, &theta, true).expect("warp")
-        })
+    let theta: Vec<f32> = (0..c.channels * dd)
+        .map(|_| rng.uniform(-0.8, 0.8))
         .collect();
-    let t = HostTables::pack(&acts, true).expect("tables");
+    let warps =
+        Warps::<f32>::from_theta(&attrs, &b, &[c.channels, dd], &theta, true).expect("warps");
+    let acts = warps.rows();
+    let t = HostTables::pack(&warps, true).expect("tables");
     // Inputs: mostly inside [a, b] = [-0.5, 2], some outside, a few special values.
     let mut x: Vec<f32> = (0..c.len).map(|_| rng.uniform(-1.5, 3.0)).collect();
     let specials = [
@@ -531,8 +531,8 @@ fn time_sizes(
     let theta: Vec<f32> = (0..attrs.theta_len())
         .map(|k| 0.3 * ((k as f32) * 0.7).sin())
         .collect();
-    let act = Activation::from_theta(&attrs, &b, &theta, true).expect("warp");
-    let t = HostTables::pack(std::slice::from_ref(&act), true).expect("tables");
+    let warps = Warps::<f32>::from_theta(&attrs, &b, &[theta.len()], &theta, true).expect("warps");
+    let t = HostTables::pack(&warps, true).expect("tables");
     let tabs = DevBuf::alloc(s, t.data.len() * 4)?;
     glue::upload(s, tabs.ptr(), &t.data)?;
     let nmax = 1usize << hi;

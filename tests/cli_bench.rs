@@ -108,3 +108,36 @@ fn bad_arguments_exit_2() {
         );
     }
 }
+
+#[test]
+fn a_plugin_path_that_is_not_the_plugin_is_one_clear_error() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let ort_lib = std::env::var("ORT_DYLIB_PATH")
+        .unwrap_or_else(|_| format!("{root}/.ort/1.32.0/libonnxruntime.so"));
+    let cases = [
+        (format!("{root}/no/such/libditac.so"), "not found"),
+        (format!("{root}/README.md"), "cannot be loaded"),
+        (
+            ort_lib,
+            "is not a DiTAC plugin: it exports no RegisterCustomOps",
+        ),
+    ];
+    for (path, expected) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_ditac"))
+            .current_dir(root)
+            .args([
+                "bench",
+                "--size",
+                "4096",
+                "--repeats",
+                "1",
+                "--plugin",
+                &path,
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{path}: {err}");
+        assert!(err.contains(expected), "{path}: {err}");
+    }
+}

@@ -228,7 +228,7 @@ fn bad_theta_dims_and_names_are_refused_not_panicked() {
                 t.dims = vec![0, 9];
                 t.raw_data.clear();
             }),
-            "input 'theta' has shape [0, 9]: expected at least one row",
+            "input 'theta' has shape [0, 9]: expected [d] or [C, d] with d = 9 with C ≥ 1",
         ),
         (
             "no-output",
@@ -285,7 +285,7 @@ fn sizes_beyond_the_memory_budget_are_refused_with_their_sizes() {
         refused(
             &[cmd, s(&big_lut), "-o", s(&out)],
             &[],
-            "node 'act.ditac': 16 warp tables of 16777216 nodes: 4294967296 bytes needed, above the memory budget of 1073741824 bytes",
+            "node 'act.ditac': input 'theta' of shape [16, 9]: 16 warp tables of 16777216 nodes: 8589934592 bytes needed, above the memory budget of 1073741824 bytes",
         );
     }
     // The budget follows --max-bytes, then DITAC_MAX_BYTES.

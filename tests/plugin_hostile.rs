@@ -190,3 +190,61 @@ fn steep_but_accepted_theta_keeps_the_interval() {
         );
     }
 }
+
+/// A session whose options carry `ditac.max_bytes = value` (set before the library is registered).
+fn session_with_budget(model: &[u8], value: &str) -> ort::Result<ort::session::Session> {
+    let b = ort::session::Session::builder(common::env())?;
+    let b = b
+        .with_config_entry("ditac.max_bytes", value)
+        .map_err(ort::Error::<()>::from)?;
+    let mut b = b
+        .with_operator_library(common::plugin_path())
+        .map_err(ort::Error::<()>::from)?;
+    b.commit_from_memory(model)
+}
+
+#[test]
+fn tables_beyond_the_memory_budget_are_refused_at_creation() {
+    // The DiTACGrad: tess 1024 and 2^24 nodes with gradients would be 68 GB.
+    let theta = vec![0.0f32; 1023];
+    let grad = OpModel::new(
+        "DiTACGrad",
+        &theta,
+        vec![("tess", Attr::Int(1024)), ("lut_size", Attr::Int(1 << 24))],
+    )
+    .bytes();
+    refused(
+        &grad,
+        &[
+            "ai.ditac.DiTACGrad node 'act1': input 'theta' of shape [1023]: 1 warp table of 16777216 nodes with gradients: 69122129920 bytes needed, above the memory budget of 1073741824 bytes",
+        ],
+    );
+    // Per-channel θ [16, 9] and 2^24 nodes: 16 tables (and their joined copy), 8.6 GB.
+    let theta = vec![0.1f32; 16 * 9];
+    let mut m = OpModel::new("DiTAC", &theta, vec![("lut_size", Attr::Int(1 << 24))]);
+    m.pshape = vec![16, 9];
+    m.xshape = vec![-1, 16];
+    refused(
+        &m.bytes(),
+        &["input 'theta' of shape [16, 9]: 16 warp tables of 16777216 nodes: 8589934592 bytes needed"],
+    );
+    // The session config entry sets the budget of that session's nodes, both ways.
+    let small = OpModel::new("DiTAC", &theta[..9], vec![]).bytes();
+    let e = session_with_budget(&small, "16K")
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains("input 'theta' of shape [9]: 1 warp table of 2048 nodes: 32768 bytes needed, above the memory budget of 16384 bytes"),
+        "{e}"
+    );
+    assert!(session_with_budget(&small, "1M").is_ok());
+    let e = session_with_budget(&small, "lots")
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains("session config entry ditac.max_bytes = \"lots\": expected a byte count"),
+        "{e}"
+    );
+}

@@ -4,6 +4,7 @@
 #    (the only place it can be fetched from here); ORT_NEWEST is the default, ORT_OLDEST the
 #    compatibility floor we test against.
 #  - .venv/ : Python with onnxruntime, onnx, numpy and pytest for the Python-side tests.
+#  - .venv-train/ : ONNX Runtime's training engine (below); .venv-triton/ : a Triton server (below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ORT_NEWEST="${ORT_NEWEST:-1.32.0}"
@@ -51,4 +52,22 @@ if [ "${DITAC_SKIP_TRAINING_ENGINE:-0}" != "1" ] && { [ ! -x .venv-train/bin/pyt
   "$PY" -m venv .venv-train
   .venv-train/bin/python -m pip install -q --upgrade pip
   .venv-train/bin/python -m pip install -q "onnxruntime-training-cpu==1.19.2" "numpy<2" pytest
+fi
+
+# .venv-triton/ : a real Triton Inference Server for tests/python/test_triton.py and
+# tools/triton/serve.sh: PyPI's nvidia-pytriton 0.7.0 ships tritonserver 2.51.0 (the 24.10 release,
+# CPU-capable, Python backend only) with its libraries; tritonclient for HTTP and gRPC; onnxruntime
+# (for the Python-backend models and the in-process comparison), onnx, numpy<2 (tritonclient's
+# bound, pinned so pip does not fetch numpy 2 first), pytest. About 150 MB of wheels.
+if [ "${DITAC_SKIP_TRITON:-0}" != "1" ] && { [ ! -x .venv-triton/bin/python ] || \
+   ! .venv-triton/bin/python -c "
+import importlib.util, os, sys
+import tritonclient.http, tritonclient.grpc, onnxruntime, onnx, numpy, pytest
+server = os.path.join(os.path.dirname(importlib.util.find_spec('pytriton').origin), 'tritonserver/bin/tritonserver')
+sys.exit(not os.access(server, os.X_OK))" 2>/dev/null; }; then
+  echo "setup: creating .venv-triton with nvidia-pytriton==0.7.0, tritonclient[http,grpc], onnxruntime==$ORT_NEWEST, onnx, numpy<2, pytest" >&2
+  "$PY" -m venv .venv-triton
+  .venv-triton/bin/python -m pip install -q --upgrade pip
+  .venv-triton/bin/python -m pip install -q "nvidia-pytriton==0.7.0" "tritonclient[http,grpc]==2.73.0" \
+    "onnxruntime==$ORT_NEWEST" onnx "numpy<2" pytest
 fi

@@ -2,7 +2,7 @@
 # The whole test suite: set-up (ONNX Runtime from PyPI, Python packages), the plugin build, every
 # Rust test (unit, property, reference vectors, CLI, sessions through the real plugin), and the
 # Python tests through `onnxruntime`, and our training artifacts in ONNX Runtime's 1.19.2 training
-# engine (.venv-train).
+# engine (.venv-train), and DiTAC models behind a real Triton server (.venv-triton).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
@@ -19,6 +19,10 @@ fi
 if [ -x .venv-train/bin/python ]; then
   echo "== pytest tests/python/test_training.py (ONNX Runtime 1.19.2 training engine)" >&2
   .venv-train/bin/python -m pytest -q tests/python/test_training.py
+fi
+if [ "${DITAC_SKIP_TRITON:-0}" != "1" ]; then
+  echo "== pytest tests/python/test_triton.py (tritonserver 2.51 from PyPI's nvidia-pytriton)" >&2
+  DITAC_REQUIRE_TRITON=1 .venv-triton/bin/python -m pytest -q tests/python/test_triton.py
 fi
 # The ort::training::Trainer engine of `ditac train` (feature `training`): no reachable libonnxruntime
 # has the training API, so it is compiled (type-checked) here and run where such a library exists.

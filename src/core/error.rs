@@ -12,6 +12,13 @@ pub enum DitacError {
         value: String,
         expected: String,
     },
+    /// An attribute given with another type than ops.md's (`detail`: what the source found, or "").
+    #[error("attribute '{name}' has no {ty} value: expected an attribute of type {ty}{detail}")]
+    AttributeType {
+        name: &'static str,
+        ty: &'static str,
+        detail: String,
+    },
     /// An input tensor (theta, B, table, X) with a bad shape or content.
     #[error("input '{name}' {problem}")]
     BadInput { name: &'static str, problem: String },
@@ -37,6 +44,18 @@ impl DitacError {
             name,
             value: value.to_string(),
             expected: expected.into(),
+        }
+    }
+    /// `name` is not of type `ty`; `found` says what it is instead, when the source can tell.
+    pub fn attr_type(name: &'static str, ty: &'static str, found: &str) -> Self {
+        DitacError::AttributeType {
+            name,
+            ty,
+            detail: if found.is_empty() {
+                String::new()
+            } else {
+                format!(" ({found})")
+            },
         }
     }
     pub fn input(name: &'static str, problem: impl Into<String>) -> Self {

@@ -12,8 +12,10 @@ pub mod prior;
 pub mod real;
 pub mod table;
 pub mod tessellation;
+pub mod warps;
 
 pub use activation::{channel_layout, Activation};
 pub use basis::{Basis, BasisKind};
-pub use config::{Attrs, Interpolation, Variant};
+pub use config::{AttrSet, AttrSource, AttrValues, Attrs, Interpolation, Variant, WrongType};
 pub use error::{DitacError, Result};
+pub use warps::{Joined, Warps};

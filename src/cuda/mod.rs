@@ -13,8 +13,7 @@
 
 pub mod glue;
 
-use crate::core::activation::TableParts;
-use crate::core::{Activation, Variant};
+use crate::core::{Joined, Variant, Warps};
 
 /// The kernels' source, compiled by NVRTC at first use (never at build time).
 pub const SOURCE: &str = include_str!("../../ops/cuda/ditac.cu");
@@ -326,8 +325,9 @@ fn variant_code(v: Variant) -> u32 {
     }
 }
 
-/// The core's tables of one warp per channel, packed for the device: `[xt: C×n][dt: C×n]
-/// [dT̂/dθ: C×n×d]` (the gradient parts only when built with gradients).
+/// The core's joined tables ([`Joined`]: one warp per channel, channel after channel), packed for
+/// the device in one buffer: `[xt: C×n][dt: C×n][dT̂/dθ: C×n×d]` (the gradient parts only when
+/// packed with gradients).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostTables {
     pub data: Vec<f32>,
@@ -339,50 +339,38 @@ pub struct HostTables {
 }
 
 impl HostTables {
-    /// Packs the tables of `acts` (one per channel, all with tables of the same size). `None`
-    /// when a warp has no table (`lut_size = 0`: the exact closed form) or the rows disagree.
-    pub fn pack(acts: &[Activation<f32>], with_grad: bool) -> Option<HostTables> {
-        let parts: Vec<TableParts<'_, f32>> = acts
-            .iter()
-            .map(|a| a.table_parts())
-            .collect::<Option<_>>()?;
-        let first = parts.first()?;
-        let n = first.xt.len();
-        let d = if with_grad { first.d } else { 0 };
-        if parts.iter().any(|p| {
-            p.xt.len() != n
-                || (with_grad && (p.dt.len() != n || p.d != d || p.dtheta.len() != n * d))
-        }) {
-            return None;
-        }
-        let c = parts.len();
-        let mut data = Vec::with_capacity(c * n * (if with_grad { 2 + d } else { 1 }));
-        for p in &parts {
-            data.extend_from_slice(p.xt);
-        }
-        if with_grad {
-            for p in &parts {
-                data.extend_from_slice(p.dt);
-            }
-            for p in &parts {
-                data.extend_from_slice(p.dtheta);
-            }
+    /// Packs the joined tables of `warps`. `None` when they have no float32 tables (`lut_size = 0`:
+    /// the exact closed form) or, `with_grad`, no gradient tables.
+    pub fn pack(warps: &Warps<f32>, with_grad: bool) -> Option<HostTables> {
+        Self::from_joined(&warps.joined()?, with_grad)
+    }
+
+    /// Packs `j` (see [`HostTables::pack`]).
+    pub fn from_joined(j: &Joined<'_>, with_grad: bool) -> Option<HostTables> {
+        let k = &j.kernel;
+        let grad = if with_grad { Some(j.grad?) } else { None };
+        let d = grad.map_or(0, |g| g.d);
+        let mut data = Vec::with_capacity(k.xt.len() * (if with_grad { 2 + d } else { 1 }));
+        data.extend_from_slice(k.xt);
+        if let Some(g) = grad {
+            data.extend_from_slice(g.dt);
+            data.extend_from_slice(g.dtheta);
         }
         Some(HostTables {
             data,
-            channels: u32::try_from(c).ok()?,
-            nodes: u32::try_from(n).ok()?,
+            channels: u32::try_from(j.channels).ok()?,
+            nodes: u32::try_from(j.nodes).ok()?,
             d: u32::try_from(d).ok()?,
             scalars: Scalars {
-                lo: first.lo,
-                hi: first.hi,
-                add_in: first.add_in,
-                mul_in: first.mul_in,
-                mul_out: first.mul_out,
-                scale: first.scale,
-                alpha: first.alpha,
-                variant: variant_code(first.variant),
-                linear: first.linear as u32,
+                lo: k.lo,
+                hi: k.hi,
+                add_in: k.add_in,
+                mul_in: k.mul_in,
+                mul_out: j.mul_out,
+                scale: k.scale,
+                alpha: k.alpha,
+                variant: variant_code(k.variant),
+                linear: k.linear as u32,
             },
         })
     }

@@ -6,7 +6,7 @@
 use std::mem::{offset_of, size_of};
 
 use super::*;
-use crate::core::{basis, Attrs, BasisKind};
+use crate::core::{basis, Activation, Attrs, BasisKind, Warps};
 
 /// The fields of `struct NAME { ... };` in the kernel source, with their C sizes.
 fn c_fields(name: &str) -> Vec<(String, usize)> {
@@ -359,7 +359,8 @@ fn tables_pack_in_the_kernel_layout() {
         warp(16, false, &[0.1, -0.2, 0.3], true),
         warp(16, false, &[0.0, 0.4, -0.1], true),
     ];
-    let t = HostTables::pack(&rows, true).unwrap();
+    let w = Warps::from_rows(&[2, 3], rows.to_vec());
+    let t = HostTables::pack(&w, true).unwrap();
     assert_eq!((t.channels, t.nodes, t.d), (2, 16, 3));
     assert_eq!(t.data.len(), 2 * 16 * (2 + 3));
     assert_eq!(t.offsets(), (32, 64));
@@ -371,13 +372,22 @@ fn tables_pack_in_the_kernel_layout() {
     assert_eq!(t.scalars.linear, 0);
     assert_eq!(t.scalars.variant, 0);
     // Forward only: x̃ alone.
-    let f = HostTables::pack(&rows, false).unwrap();
+    let f = HostTables::pack(&w, false).unwrap();
     assert_eq!(f.data.len(), 32);
     assert_eq!(f.d, 0);
     // The exact closed form has no table.
-    assert!(HostTables::pack(&[warp(0, false, &[0.1, 0.2, 0.3], true)], true).is_none());
+    let exact = Warps::from_rows(&[3], vec![warp(0, false, &[0.1, 0.2, 0.3], true)]);
+    assert!(HostTables::pack(&exact, true).is_none());
+    // Gradient tables are only packed when the warps have them.
+    let fwd = Warps::from_rows(&[3], vec![warp(16, false, &[0.1, 0.2, 0.3], false)]);
+    assert!(HostTables::pack(&fwd, true).is_none());
+    assert_eq!(HostTables::pack(&fwd, false).unwrap().data.len(), 16);
     // Rows of different sizes are refused.
-    assert!(HostTables::pack(&[rows[0].clone(), warp(8, false, &[0.0; 3], true)], false).is_none());
+    let mixed = Warps::from_rows(
+        &[2, 3],
+        vec![rows[0].clone(), warp(8, false, &[0.0; 3], true)],
+    );
+    assert!(HostTables::pack(&mixed, false).is_none());
     // Arguments point into the packed buffer.
     let s = Split::new(1000, DType::F32, &[0, 0, 0]);
     let plan = plan_grad(&s, 2, 16, 3, &H200);

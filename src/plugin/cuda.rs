@@ -1,19 +1,21 @@
 //! The CUDA-EP kernels. Attributes, θ/table/B validation, the warps and their content-keyed
-//! cache are the CPU kernel's (`kernels::ActKernel<f32>`): θ, the table and B are declared
+//! cache are the CPU kernel's ([`Node`]`<f32>`): θ, the table and B are declared
 //! host inputs (`OrtMemTypeCPUInput`), so the core builds the tables on the host; they are then
 //! copied to the device (once per context for a constant θ, per run on ORT's stream otherwise)
 //! and the device kernels of `crate::cuda` run on ORT's compute stream. X, dY, Y, dX and dθ stay
 //! in device memory. `lut_size = 0` (the exact closed form, no table) runs on the host: X (and dY)
-//! are copied to the host, computed by the core, and the results copied back (correct, not fast;
-//! see ops/README.md).
+//! are copied to the host, computed by the CPU kernels' loops (`host::forward`, `host::backward`),
+//! and the results copied back (correct, not fast; see ops/README.md).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use half::{bf16, f16};
 
-use super::ffi::{KernelContext, KernelInfo, RawTensor};
-use super::kernels::{self, fmt_shape, ActKernel, Kernel, Warps};
+use super::context::{Kernel, KernelContext, KernelInfo, RawTensor};
+use super::host;
+use super::node::Node;
 use super::{Elem, OpKind, OpSpec, PResult, PluginError};
+use crate::core::Warps;
 use crate::cuda::glue::{self, CudaError, DevBuf, Module, Stream};
 use crate::cuda::{DType, HostTables};
 
@@ -33,10 +35,9 @@ pub fn create(spec: OpSpec, info: &KernelInfo, prefix: &str) -> PResult<Box<dyn 
         Elem::BF16 => DType::BF16,
         Elem::F64 => return Err(PluginError::fail("double is not registered for CUDA")),
     };
-    let host = ActKernel::<f32>::new(spec.kind, info, prefix)?;
+    let node = Node::<f32>::new(spec.kind, info, prefix)?;
     Ok(Box::new(CudaKernel {
-        prefix: prefix.to_string(),
-        host,
+        node,
         dtype,
         packed: Mutex::new(None),
         resident: Mutex::new(Vec::new()),
@@ -46,8 +47,7 @@ pub fn create(spec: OpSpec, info: &KernelInfo, prefix: &str) -> PResult<Box<dyn 
 type Packed = (Arc<Warps<f32>>, Arc<Option<HostTables>>);
 
 struct CudaKernel {
-    prefix: String,
-    host: ActKernel<f32>,
+    node: Node<f32>,
     dtype: DType,
     /// The packed tables of the last warps (keyed by the warps' identity, which the Arc keeps).
     packed: Mutex<Option<Packed>>,
@@ -63,7 +63,7 @@ impl CudaKernel {
                 return t.clone();
             }
         }
-        let t = Arc::new(HostTables::pack(&w.acts, self.host.kind() == OpKind::Grad));
+        let t = Arc::new(HostTables::pack(w, self.node.kind() == OpKind::Grad));
         *p = Some((w.clone(), t.clone()));
         t
     }
@@ -81,31 +81,25 @@ impl CudaKernel {
     }
 
     fn run(&self, ctx: &KernelContext) -> PResult<()> {
-        let (xi, dyi) = self.host.data_inputs();
+        let (xi, dyi) = self.node.data_inputs();
         let x = ctx
             .input_raw(xi)?
             .ok_or_else(|| PluginError::invalid("input 'X' is missing"))?;
-        let w = self.host.warps(ctx)?;
-        let (c, inner) = self.host.layout(&x.shape, &w)?;
+        let w = self.node.warps(ctx)?;
+        let (c, inner) = self.node.layout(&x.shape, &w)?;
         let dy = match dyi {
             None => None,
             Some(i) => {
                 let dy = ctx
                     .input_raw(i)?
                     .ok_or_else(|| PluginError::invalid("input 'dY' is missing"))?;
-                if dy.shape != x.shape {
-                    return Err(PluginError::invalid(format!(
-                        "input 'dY' has shape {}: expected the shape of X {}",
-                        fmt_shape(&dy.shape),
-                        fmt_shape(&x.shape)
-                    )));
-                }
+                Node::<f32>::check_dy(&dy.shape, &x.shape)?;
                 Some(dy)
             }
         };
         let out = ctx.output_raw(0, &x.shape)?;
         let dth = match dy {
-            Some(_) => Some(ctx.output_raw(1, &w.shape)?),
+            Some(_) => Some(ctx.output_raw(1, w.shape())?),
             None => None,
         };
         let len = x.len() as u64;
@@ -123,7 +117,7 @@ impl CudaKernel {
         let m = glue::module_for(stream).map_err(err)?;
         let fixed;
         let per_run;
-        let dev = if self.host.is_fixed(&w) {
+        let dev = if self.node.is_fixed(&w) {
             fixed = self.resident(&m, stream, t)?;
             fixed.ptr()
         } else {
@@ -215,15 +209,15 @@ impl CudaKernel {
         match (dy, dth) {
             (Some(dy), Some(dth)) => {
                 let gs = self.download(stream, dy)?;
-                let mut dt = vec![0f32; w.shape.iter().product()];
-                kernels::backward::<f32>(ctx, w, &gs, &xs, &mut o, &mut dt, c, inner)?;
+                let mut dt = vec![0f32; w.shape().iter().product()];
+                host::backward::<f32>(ctx, w, &gs, &xs, &mut o, &mut dt, c, inner)?;
                 self.upload(stream, out, &o)?;
                 glue::upload(stream, dth, &dt)
                     .and_then(|()| glue::sync(stream))
                     .map_err(err)
             }
             _ => {
-                kernels::forward::<f32>(ctx, w, &xs, &mut o, c, inner)?;
+                host::forward::<f32>(ctx, w, &xs, &mut o, c, inner)?;
                 self.upload(stream, out, &o)
             }
         }
@@ -232,6 +226,6 @@ impl CudaKernel {
 
 impl Kernel for CudaKernel {
     fn compute(&self, ctx: &KernelContext) -> PResult<()> {
-        self.run(ctx).map_err(|e| e.in_node(&self.prefix))
+        self.run(ctx).map_err(|e| e.in_node(self.node.prefix()))
     }
 }

@@ -1,5 +1,7 @@
-//! Every `unsafe` line of the plugin: ONNX Runtime C API calls behind small safe wrappers, the
-//! `extern "C"` trampolines of the `OrtCustomOp` definitions, and the exported `RegisterCustomOps`.
+//! The `extern "C"` side of the plugin: the `OrtCustomOp` definitions and their trampolines, and the
+//! exported `RegisterCustomOps`. Each trampoline turns its raw pointers into the safe types of
+//! `context`, calls the kernels (`cpu`, `cuda`), and turns their result into an `OrtStatus` whose
+//! code and message name the node, the op and the offending value.
 //!
 //! Rules kept here:
 //! * the plugin asks for API level 17 (`GetApi(17)`) and stamps its ops `version = 17`, whatever
@@ -15,29 +17,15 @@ use std::sync::{Mutex, OnceLock};
 
 use ort_sys as sys;
 
-use super::kernels::{self, Kernel};
-use super::{Ep, ErrorKind, OpSpec, PResult, PluginError, Port, PortType, DOMAIN, ORT_API_LEVEL};
+use super::context::{self, api, check, panic_message, Kernel, KernelContext, KernelInfo};
+use super::{cpu, cuda};
+use super::{
+    Elem, Ep, ErrorKind, OpSpec, PResult, PluginError, Port, PortType, DOMAIN, ORT_API_LEVEL,
+};
+use crate::core::budget;
 
 // ---------------------------------------------------------------------------------------------
-// The API table and statuses
-
-static API: OnceLock<&'static sys::OrtApi> = OnceLock::new();
-
-fn api() -> &'static sys::OrtApi {
-    API.get()
-        .copied()
-        .expect("ONNX Runtime API used before RegisterCustomOps")
-}
-
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic".to_string()
-    }
-}
+// Statuses
 
 /// A new `OrtStatus` (null only if the API table is unknown, which cannot happen after registration).
 fn new_status(err: &PluginError) -> *mut sys::OrtStatus {
@@ -46,40 +34,11 @@ fn new_status(err: &PluginError) -> *mut sys::OrtStatus {
         ErrorKind::Fail => sys::OrtErrorCode::ORT_FAIL,
     };
     let msg = CString::new(err.msg.replace('\0', " ")).unwrap_or_default();
-    match API.get() {
+    match context::api_if_known() {
         // SAFETY: CreateStatus copies the NUL-terminated message.
         Some(a) => unsafe { (a.CreateStatus)(code, msg.as_ptr()).0 },
         None => ptr::null_mut(),
     }
-}
-
-/// Turns a status returned by ORT into a `Result` (releasing the status); `what` names the call.
-fn check(status: sys::OrtStatusPtr, what: &str) -> PResult<()> {
-    if status.0.is_null() {
-        return Ok(());
-    }
-    let a = api();
-    // SAFETY: a non-null status from ORT; read, then released exactly once.
-    let (code, msg) = unsafe {
-        let code = (a.GetErrorCode)(status.0);
-        let m = (a.GetErrorMessage)(status.0);
-        let msg = if m.is_null() {
-            String::new()
-        } else {
-            CStr::from_ptr(m).to_string_lossy().into_owned()
-        };
-        (a.ReleaseStatus)(status.0);
-        (code, msg)
-    };
-    let kind = if code == sys::OrtErrorCode::ORT_INVALID_ARGUMENT {
-        ErrorKind::InvalidArgument
-    } else {
-        ErrorKind::Fail
-    };
-    Err(PluginError {
-        kind,
-        msg: format!("{what}: {msg}"),
-    })
 }
 
 /// Runs `f` under `catch_unwind`, turning an error or a panic into an `OrtStatus`.
@@ -103,464 +62,16 @@ fn guard_value<T>(default: T, f: impl FnOnce() -> T) -> T {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tensors
+// Kernel creation
 
-/// A read-only view of an input tensor.
-pub struct TensorView<'a, T> {
-    pub shape: Vec<usize>,
-    pub data: &'a [T],
-}
-
-impl<T> TensorView<'_, T> {
-    pub fn len(&self) -> usize {
-        self.data.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
-    }
-}
-
-/// A tensor as shape and data address (for device memory, which the host must not read).
-pub struct RawTensor {
-    pub shape: Vec<usize>,
-    pub addr: u64,
-}
-
-impl RawTensor {
-    pub fn len(&self) -> usize {
-        self.shape.iter().product()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// The dimensions of a tensor value.
-fn value_shape(value: *const sys::OrtValue) -> PResult<Vec<usize>> {
-    let a = api();
-    let mut info: *mut sys::OrtTensorTypeAndShapeInfo = ptr::null_mut();
-    // SAFETY: value is a live tensor OrtValue; info is released below.
-    check(
-        unsafe { (a.GetTensorTypeAndShape)(value, &mut info) },
-        "GetTensorTypeAndShape",
-    )?;
-    let dims = (|| -> PResult<Vec<i64>> {
-        let mut n = 0usize;
-        // SAFETY: info is valid until released.
-        check(
-            unsafe { (a.GetDimensionsCount)(info, &mut n) },
-            "GetDimensionsCount",
-        )?;
-        let mut dims = vec![0i64; n];
-        // SAFETY: dims has room for n values.
-        check(
-            unsafe { (a.GetDimensions)(info, dims.as_mut_ptr(), n) },
-            "GetDimensions",
-        )?;
-        Ok(dims)
-    })();
-    // SAFETY: created by GetTensorTypeAndShape above.
-    unsafe { (a.ReleaseTensorTypeAndShapeInfo)(info) };
-    let dims = dims?;
-    dims.iter()
-        .map(|&d| {
-            usize::try_from(d).map_err(|_| PluginError::fail(format!("tensor dimension {d} < 0")))
-        })
-        .collect()
-}
-
-/// The allocator name when `value` lives in CUDA device memory (never read from the host); None
-/// for host memory or when ORT cannot tell.
-fn device_memory(value: *const sys::OrtValue) -> Option<String> {
-    let a = api();
-    let mut info: *const sys::OrtMemoryInfo = ptr::null();
-    // SAFETY: a live value; the memory info is owned by it (not released).
-    check(
-        unsafe { (a.GetTensorMemoryInfo)(value, &mut info) },
-        "GetTensorMemoryInfo",
-    )
-    .ok()?;
-    if info.is_null() {
-        return None;
-    }
-    let mut name: *const c_char = ptr::null();
-    // SAFETY: as above; the name is a static string of ORT's.
-    check(
-        unsafe { (a.MemoryInfoGetName)(info, &mut name) },
-        "MemoryInfoGetName",
-    )
-    .ok()?;
-    if name.is_null() {
-        return None;
-    }
-    // SAFETY: NUL-terminated.
-    let name = unsafe { CStr::from_ptr(name) }
-        .to_string_lossy()
-        .into_owned();
-    (name.starts_with("Cuda") && !name.contains("Pinned")).then_some(name)
-}
-
-/// A view of a tensor value whose element type ORT has already matched to `T`.
-///
-/// # Safety
-/// `value` must be a live tensor of element type `T` that outlives `'a`.
-unsafe fn value_view<'a, T>(value: *const sys::OrtValue) -> PResult<TensorView<'a, T>> {
-    let shape = value_shape(value)?;
-    let n: usize = shape.iter().product();
-    if n == 0 {
-        return Ok(TensorView { shape, data: &[] });
-    }
-    if let Some(name) = device_memory(value) {
-        return Err(PluginError::fail(format!(
-            "a tensor the plugin reads on the host is in device memory ('{name}')"
-        )));
-    }
-    let mut data: *mut c_void = ptr::null_mut();
-    // SAFETY: read-only use of the buffer; GetTensorMutableData is the level-17 accessor.
-    check(
-        unsafe { (api().GetTensorMutableData)(value as *mut sys::OrtValue, &mut data) },
-        "GetTensorMutableData",
-    )?;
-    if data.is_null() {
-        return Err(PluginError::fail("tensor without data"));
-    }
-    // SAFETY: the buffer holds n elements of T (caller's contract).
-    let data = unsafe { std::slice::from_raw_parts(data as *const T, n) };
-    Ok(TensorView { shape, data })
-}
-
-// ---------------------------------------------------------------------------------------------
-// Kernel creation info
-
-/// The node being instantiated (valid during `CreateKernelV2`).
-pub struct KernelInfo {
-    ptr: *const sys::OrtKernelInfo,
-}
-
-/// A constant input copied out of the kernel info.
-pub struct ConstTensor {
-    pub shape: Vec<usize>,
-    pub data: Vec<f32>,
-}
-
-impl KernelInfo {
-    /// The node's name ("" when it has none or ORT cannot tell).
-    pub fn node_name(&self) -> String {
-        let a = api();
-        let mut size = 0usize;
-        // SAFETY: size query with a null buffer.
-        if check(
-            unsafe { (a.KernelInfo_GetNodeName)(self.ptr, ptr::null_mut(), &mut size) },
-            "KernelInfo_GetNodeName",
-        )
-        .is_err()
-            || size == 0
-        {
-            return String::new();
-        }
-        let mut buf = vec![0u8; size];
-        // SAFETY: buf has `size` bytes as ORT asked.
-        if check(
-            unsafe {
-                (a.KernelInfo_GetNodeName)(self.ptr, buf.as_mut_ptr() as *mut c_char, &mut size)
-            },
-            "KernelInfo_GetNodeName",
-        )
-        .is_err()
-        {
-            return String::new();
-        }
-        CStr::from_bytes_until_nul(&buf)
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    }
-
-    /// Number of inputs of the node (optional inputs given as "" included).
-    pub fn input_count(&self) -> PResult<usize> {
-        let mut n = 0usize;
-        // SAFETY: plain query.
-        check(
-            unsafe { (api().KernelInfo_GetInputCount)(self.ptr, &mut n) },
-            "KernelInfo_GetInputCount",
-        )?;
-        Ok(n)
-    }
-
-    /// Maps ORT's attribute lookup failure: missing → None, present with another type → error.
-    fn attr_result<T>(name: &str, ty: &str, status: sys::OrtStatusPtr, v: T) -> PResult<Option<T>> {
-        match check(status, "attribute") {
-            Ok(()) => Ok(Some(v)),
-            Err(e) if e.msg.contains("No attribute") => Ok(None),
-            Err(e) => Err(PluginError::invalid(format!(
-                "attribute '{name}' has no {ty} value: expected an attribute of type {ty} ({})",
-                e.msg
-            ))),
-        }
-    }
-
-    pub fn attr_f32(&self, name: &str) -> PResult<Option<f32>> {
-        let c = CString::new(name).map_err(|_| PluginError::fail("attribute name with NUL"))?;
-        let mut v = 0f32;
-        // SAFETY: valid info, NUL-terminated name, out pointer to a local.
-        let s = unsafe { (api().KernelInfoGetAttribute_float)(self.ptr, c.as_ptr(), &mut v) };
-        Self::attr_result(name, "float", s, v)
-    }
-
-    pub fn attr_i64(&self, name: &str) -> PResult<Option<i64>> {
-        let c = CString::new(name).map_err(|_| PluginError::fail("attribute name with NUL"))?;
-        let mut v = 0i64;
-        // SAFETY: as above.
-        let s = unsafe { (api().KernelInfoGetAttribute_int64)(self.ptr, c.as_ptr(), &mut v) };
-        Self::attr_result(name, "int", s, v)
-    }
-
-    pub fn attr_string(&self, name: &str) -> PResult<Option<String>> {
-        let c = CString::new(name).map_err(|_| PluginError::fail("attribute name with NUL"))?;
-        let a = api();
-        let mut size = 0usize;
-        // SAFETY: size query with a null buffer.
-        let s = unsafe {
-            (a.KernelInfoGetAttribute_string)(self.ptr, c.as_ptr(), ptr::null_mut(), &mut size)
-        };
-        if Self::attr_result(name, "string", s, ())?.is_none() {
-            return Ok(None);
-        }
-        let mut buf = vec![0u8; size.max(1)];
-        let mut size = buf.len();
-        // SAFETY: buf has `size` bytes.
-        let s = unsafe {
-            (a.KernelInfoGetAttribute_string)(
-                self.ptr,
-                c.as_ptr(),
-                buf.as_mut_ptr() as *mut c_char,
-                &mut size,
-            )
-        };
-        Self::attr_result(name, "string", s, ())?;
-        Ok(Some(
-            CStr::from_bytes_until_nul(&buf)
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        ))
-    }
-
-    /// The value of float input `index` when it is a constant initializer (copied).
-    pub fn constant_input_f32(&self, index: usize) -> PResult<Option<ConstTensor>> {
-        if index >= self.input_count()? {
-            return Ok(None);
-        }
-        let mut is_const: c_int = 0;
-        let mut value: *const sys::OrtValue = ptr::null();
-        // SAFETY: index < input count; the value (if any) is owned by the session.
-        let s = unsafe {
-            (api().KernelInfoGetConstantInput_tensor)(self.ptr, index, &mut is_const, &mut value)
-        };
-        if check(s, "KernelInfoGetConstantInput_tensor").is_err()
-            || is_const == 0
-            || value.is_null()
-        {
-            return Ok(None);
-        }
-        // SAFETY: a live constant tensor; the op declares this input float.
-        let view = unsafe { value_view::<f32>(value)? };
-        Ok(Some(ConstTensor {
-            shape: view.shape,
-            data: view.data.to_vec(),
-        }))
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Kernel run context
-
-/// The context of one `Compute` call.
-pub struct KernelContext {
-    ptr: *mut sys::OrtKernelContext,
-}
-
-struct ParState<'a> {
-    f: &'a (dyn Fn(usize) -> PResult<()> + Sync),
-    err: Mutex<Option<PluginError>>,
-}
-
-unsafe extern "C" fn par_task(data: *mut c_void, i: usize) {
-    // SAFETY: `data` is the &ParState passed by `parallel_for`, alive for the whole call.
-    let st = unsafe { &*(data as *const ParState<'_>) };
-    let r = match catch_unwind(AssertUnwindSafe(|| (st.f)(i))) {
-        Ok(r) => r,
-        Err(p) => Err(PluginError::fail(format!(
-            "internal error (panic in task {i}): {}",
-            panic_message(&*p)
-        ))),
+/// Creates the kernel of `spec` for the node described by `info`; errors name the node and the op.
+fn create(spec: OpSpec, info: &KernelInfo) -> PResult<Box<dyn Kernel>> {
+    let prefix = format!("ai.ditac.{} node '{}'", spec.name(), info.node_name());
+    let k: PResult<Box<dyn Kernel>> = match spec.ep {
+        Ep::Cuda => cuda::create(spec, info, &prefix),
+        Ep::Cpu => cpu::create(spec.kind, spec.elem, info, &prefix),
     };
-    if let Err(e) = r {
-        let mut slot = st.err.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
-            *slot = Some(e);
-        }
-    }
-}
-
-impl KernelContext {
-    /// The OrtValue of input `index`, or None when it is absent (an omitted optional input).
-    fn input_value(&self, index: usize) -> PResult<Option<*const sys::OrtValue>> {
-        let mut n = 0usize;
-        // SAFETY: plain query on the live context.
-        check(
-            unsafe { (api().KernelContext_GetInputCount)(self.ptr, &mut n) },
-            "KernelContext_GetInputCount",
-        )?;
-        if index >= n {
-            return Ok(None);
-        }
-        let mut value: *const sys::OrtValue = ptr::null();
-        // SAFETY: index < count.
-        check(
-            unsafe { (api().KernelContext_GetInput)(self.ptr, index, &mut value) },
-            "KernelContext_GetInput",
-        )?;
-        if value.is_null() {
-            return Ok(None);
-        }
-        Ok(Some(value))
-    }
-
-    /// Input `index`, or None when it is absent (an omitted optional input).
-    pub fn input<T>(&self, index: usize) -> PResult<Option<TensorView<'_, T>>> {
-        let Some(value) = self.input_value(index)? else {
-            return Ok(None);
-        };
-        // SAFETY: ORT matched the input's element type to the op definition (T or float).
-        Ok(Some(unsafe { value_view::<T>(value)? }))
-    }
-
-    /// The OrtValue of output `index`, allocated by ORT with `shape`.
-    fn output_value(&self, index: usize, shape: &[usize]) -> PResult<*mut sys::OrtValue> {
-        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-        let mut value: *mut sys::OrtValue = ptr::null_mut();
-        // SAFETY: dims outlives the call.
-        check(
-            unsafe {
-                (api().KernelContext_GetOutput)(
-                    self.ptr,
-                    index,
-                    dims.as_ptr(),
-                    dims.len(),
-                    &mut value,
-                )
-            },
-            "KernelContext_GetOutput",
-        )?;
-        if value.is_null() {
-            return Err(PluginError::fail(format!("no output value {index}")));
-        }
-        Ok(value)
-    }
-
-    /// Allocates output `index` with `shape`. Each index must be requested once per run.
-    #[allow(clippy::mut_from_ref)]
-    pub fn output<T>(&self, index: usize, shape: &[usize]) -> PResult<&mut [T]> {
-        let value = self.output_value(index, shape)?;
-        let n: usize = shape.iter().product();
-        if n == 0 {
-            return Ok(&mut []);
-        }
-        let mut data: *mut c_void = ptr::null_mut();
-        // SAFETY: a freshly allocated output tensor.
-        check(
-            unsafe { (api().GetTensorMutableData)(value, &mut data) },
-            "GetTensorMutableData",
-        )?;
-        if data.is_null() {
-            return Err(PluginError::fail("output tensor without data"));
-        }
-        // SAFETY: ORT allocated n elements of the declared type T; each output index is taken
-        // once per run, so the slices never alias.
-        Ok(unsafe { std::slice::from_raw_parts_mut(data as *mut T, n) })
-    }
-
-    /// ORT's compute stream for this kernel (a `cudaStream_t` on the CUDA EP; null elsewhere).
-    pub fn gpu_stream(&self) -> PResult<*mut c_void> {
-        let mut s: *mut c_void = ptr::null_mut();
-        // SAFETY: plain query on the live context.
-        check(
-            unsafe { (api().KernelContext_GetGPUComputeStream)(self.ptr, &mut s) },
-            "KernelContext_GetGPUComputeStream",
-        )?;
-        Ok(s)
-    }
-
-    /// Input `index` as shape and data address, without touching the data (device memory on
-    /// the CUDA EP); None when absent.
-    pub fn input_raw(&self, index: usize) -> PResult<Option<RawTensor>> {
-        let Some(value) = self.input_value(index)? else {
-            return Ok(None);
-        };
-        let shape = value_shape(value)?;
-        let mut data: *mut c_void = ptr::null_mut();
-        if shape.iter().product::<usize>() > 0 {
-            // SAFETY: the address only; the data is never read here.
-            check(
-                unsafe { (api().GetTensorMutableData)(value as *mut sys::OrtValue, &mut data) },
-                "GetTensorMutableData",
-            )?;
-        }
-        Ok(Some(RawTensor {
-            shape,
-            addr: data as u64,
-        }))
-    }
-
-    /// Allocates output `index` with `shape`; returns its data address (device memory on the
-    /// CUDA EP; 0 when empty). Each index must be requested once per run.
-    pub fn output_raw(&self, index: usize, shape: &[usize]) -> PResult<u64> {
-        let value = self.output_value(index, shape)?;
-        if shape.iter().product::<usize>() == 0 {
-            return Ok(0);
-        }
-        let mut data: *mut c_void = ptr::null_mut();
-        // SAFETY: a freshly allocated output tensor; only its address is taken.
-        check(
-            unsafe { (api().GetTensorMutableData)(value, &mut data) },
-            "GetTensorMutableData",
-        )?;
-        if data.is_null() {
-            return Err(PluginError::fail("output tensor without data"));
-        }
-        Ok(data as u64)
-    }
-
-    /// Runs `f(0..n)` on ORT's intra-op thread pool (sequentially when it has one thread).
-    /// The first error (or panic) of any task is returned.
-    pub fn parallel_for(&self, n: usize, f: &(dyn Fn(usize) -> PResult<()> + Sync)) -> PResult<()> {
-        if n == 0 {
-            return Ok(());
-        }
-        if n == 1 {
-            return f(0);
-        }
-        let st = ParState {
-            f,
-            err: Mutex::new(None),
-        };
-        // SAFETY: `st` outlives the call; ORT calls `par_task` for every index before returning.
-        check(
-            unsafe {
-                (api().KernelContext_ParallelFor)(
-                    self.ptr,
-                    par_task,
-                    n,
-                    0,
-                    &st as *const ParState<'_> as *mut c_void,
-                )
-            },
-            "KernelContext_ParallelFor",
-        )?;
-        match st.err.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
+    k.map_err(|e| e.in_node(&prefix))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -572,20 +83,38 @@ impl KernelContext {
 struct OpDef {
     raw: sys::OrtCustomOp,
     spec: OpSpec,
+    /// The memory budget of each node's tables (`core::budget`), from the session options that
+    /// registered this definition.
+    max_bytes: u64,
 }
 
-/// Kept alive (and never moved) for the process.
-static OPS: OnceLock<Box<[OpDef]>> = OnceLock::new();
-/// The custom-op domain handed to every session options: ORT needs it for as long as any session
-/// lives, and only reads it (its name and ops), so one domain serves every registration and
-/// registering again allocates nothing (the library itself stays loaded: `-z nodelete`, build.rs).
-static DOMAIN_PTR: Mutex<usize> = Mutex::new(0);
+/// The op definitions and the custom-op domain of one memory budget. ORT needs a domain for as long
+/// as any session lives and only reads it (its name and ops), so one domain serves every
+/// registration with that budget: registering again allocates nothing (and the library itself
+/// stays loaded: `-z nodelete`, build.rs). Kept (never moved or freed) for the process; one set per
+/// distinct budget value.
+struct OpSet {
+    max_bytes: u64,
+    /// Holds the definitions (the domain points into them) so they stay reachable.
+    #[allow(dead_code)]
+    ops: &'static [OpDef],
+    domain: usize,
+}
+
+static OP_SETS: Mutex<Vec<OpSet>> = Mutex::new(Vec::new());
 
 /// # Safety
-/// `op` must be one of the `OpDef`s in `OPS`.
-unsafe fn spec_of<'a>(op: *const sys::OrtCustomOp) -> &'a OpSpec {
+/// `op` must be one of the `OpDef`s of `OP_SETS`.
+unsafe fn def_of<'a>(op: *const sys::OrtCustomOp) -> &'a OpDef {
     // SAFETY: repr(C) with `raw` first.
-    unsafe { &(*(op as *const OpDef)).spec }
+    unsafe { &*(op as *const OpDef) }
+}
+
+/// # Safety
+/// As [`def_of`].
+unsafe fn spec_of<'a>(op: *const sys::OrtCustomOp) -> &'a OpSpec {
+    // SAFETY: as the caller's.
+    unsafe { &def_of(op).spec }
 }
 
 fn element_type(spec: &OpSpec, ty: PortType) -> sys::ONNXTensorElementDataType {
@@ -593,10 +122,10 @@ fn element_type(spec: &OpSpec, ty: PortType) -> sys::ONNXTensorElementDataType {
     match ty {
         PortType::Float => E::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT,
         PortType::T => match spec.elem {
-            super::Elem::F32 => E::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT,
-            super::Elem::F16 => E::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16,
-            super::Elem::F64 => E::ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE,
-            super::Elem::BF16 => E::ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16,
+            Elem::F32 => E::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT,
+            Elem::F16 => E::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16,
+            Elem::F64 => E::ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE,
+            Elem::BF16 => E::ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16,
         },
     }
 }
@@ -717,11 +246,13 @@ unsafe extern "system" fn op_create_kernel(
             ));
         }
         // SAFETY: `op` is ours; `info` is valid for this call.
-        let spec = *unsafe { spec_of(op) };
+        let def = unsafe { def_of(op) };
+        let spec = def.spec;
         // ORT rethrows a kernel-creation status as RUNTIME_EXCEPTION ("Exception during
         // initialization: <message>"), dropping its code: carry the code in the message too.
         let k: Box<dyn Kernel> =
-            kernels::create(spec, &KernelInfo { ptr: info }).map_err(|e| match e.kind {
+            // SAFETY: `info` is valid for this call, and `KernelInfo` does not outlive it.
+            create(spec, &unsafe { KernelInfo::from_raw(info, def.max_bytes) }).map_err(|e| match e.kind {
                 ErrorKind::InvalidArgument => PluginError {
                     kind: e.kind,
                     msg: format!("[INVALID_ARGUMENT] {}", e.msg),
@@ -748,7 +279,8 @@ unsafe extern "system" fn op_compute(
         }
         // SAFETY: created by `op_create_kernel`, alive until `op_destroy`; kernels are Sync.
         let k = unsafe { &*(kernel as *const Box<dyn Kernel>) };
-        k.compute(&KernelContext { ptr: context })
+        // SAFETY: `context` is valid for this call, and `KernelContext` does not outlive it.
+        k.compute(&unsafe { KernelContext::from_raw(context) })
     })
 }
 
@@ -799,7 +331,7 @@ unsafe extern "system" fn op_infer_shape(
     })
 }
 
-fn make_op(spec: OpSpec) -> OpDef {
+fn make_op(spec: OpSpec, max_bytes: u64) -> OpDef {
     // SAFETY: OrtCustomOp is a u32 and optional function pointers: all-zero is valid (None).
     let mut raw: sys::OrtCustomOp = unsafe { std::mem::zeroed() };
     raw.version = ORT_API_LEVEL;
@@ -823,7 +355,11 @@ fn make_op(spec: OpSpec) -> OpDef {
     raw.InferOutputShapeFn = Some(op_infer_shape);
     raw.GetStartVersion = Some(op_version);
     raw.GetEndVersion = Some(op_version);
-    OpDef { raw, spec }
+    OpDef {
+        raw,
+        spec,
+        max_bytes,
+    }
 }
 
 /// Whether the CUDA-EP op definitions are registered: when `libcuda` can be opened (probed once,
@@ -838,38 +374,107 @@ pub fn cuda_ops_enabled() -> bool {
     })
 }
 
+/// The memory budget of the nodes of sessions made with `options`: the session config entry
+/// `ditac.max_bytes` (set it before registering the library), else `DITAC_MAX_BYTES`, else 1 GiB.
+fn session_budget(options: *const sys::OrtSessionOptions) -> PResult<u64> {
+    let a = api();
+    let key = CString::new(budget::CONFIG_KEY).unwrap_or_default();
+    let mut has: c_int = 0;
+    // SAFETY: `options` is the caller's; the key is NUL-terminated.
+    check(
+        unsafe { (a.HasSessionConfigEntry)(options, key.as_ptr(), &mut has) },
+        "HasSessionConfigEntry",
+    )?;
+    if has == 0 {
+        return budget::from_env().map_err(|e| PluginError::invalid(format!("ai.ditac: {e}")));
+    }
+    let mut buf = vec![0u8; 128];
+    let mut size = buf.len();
+    // SAFETY: `buf` holds `size` bytes; ORT writes a NUL-terminated value or says the size it needs.
+    let first = check(
+        unsafe {
+            (a.GetSessionConfigEntry)(
+                options,
+                key.as_ptr(),
+                buf.as_mut_ptr() as *mut c_char,
+                &mut size,
+            )
+        },
+        "GetSessionConfigEntry",
+    );
+    if first.is_err() && size > buf.len() {
+        buf = vec![0u8; size];
+        // SAFETY: as above, with the size ORT asked for.
+        check(
+            unsafe {
+                (a.GetSessionConfigEntry)(
+                    options,
+                    key.as_ptr(),
+                    buf.as_mut_ptr() as *mut c_char,
+                    &mut size,
+                )
+            },
+            "GetSessionConfigEntry",
+        )?;
+    } else {
+        first?;
+    }
+    let text = CStr::from_bytes_until_nul(&buf)
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    budget::parse_bytes(&text).map_err(|e| {
+        PluginError::invalid(format!(
+            "ai.ditac: session config entry {} = {e}",
+            budget::CONFIG_KEY
+        ))
+    })
+}
+
 fn register(options: *mut sys::OrtSessionOptions) -> PResult<()> {
     let a = api();
-    let ops = OPS.get_or_init(|| OpSpec::all().into_iter().map(make_op).collect());
+    let max_bytes = session_budget(options)?;
     let cuda = cuda_ops_enabled();
-    // Held while the domain is created and filled, so a concurrent registration waits for it.
-    let mut shared = DOMAIN_PTR.lock().unwrap_or_else(|e| e.into_inner());
-    if *shared == 0 {
-        let mut domain: *mut sys::OrtCustomOpDomain = ptr::null_mut();
-        // SAFETY: the name is NUL-terminated; the domain is kept for the process.
-        check(
-            unsafe { (a.CreateCustomOpDomain)(DOMAIN.as_ptr(), &mut domain) },
-            "CreateCustomOpDomain",
-        )?;
-        for op in ops.iter().filter(|o| cuda || o.spec.ep == Ep::Cpu) {
-            // SAFETY: `op.raw` lives in the process-wide OPS.
-            let added = check(
-                unsafe { (a.CustomOpDomain_Add)(domain, &op.raw) },
-                "CustomOpDomain_Add",
+    // Held while a set is created and filled, so a concurrent registration waits for it.
+    let mut sets = OP_SETS.lock().unwrap_or_else(|e| e.into_inner());
+    let domain = match sets.iter().find(|s| s.max_bytes == max_bytes) {
+        Some(set) => set.domain,
+        None => {
+            let ops: &'static [OpDef] = Box::leak(
+                OpSpec::all()
+                    .into_iter()
+                    .map(|spec| make_op(spec, max_bytes))
+                    .collect::<Box<[OpDef]>>(),
             );
-            if let Err(e) = added {
-                // SAFETY: the domain was created above and handed to no one.
-                unsafe { (a.ReleaseCustomOpDomain)(domain) };
-                return Err(e);
+            let mut domain: *mut sys::OrtCustomOpDomain = ptr::null_mut();
+            // SAFETY: the name is NUL-terminated; the domain is kept for the process.
+            check(
+                unsafe { (a.CreateCustomOpDomain)(DOMAIN.as_ptr(), &mut domain) },
+                "CreateCustomOpDomain",
+            )?;
+            for op in ops.iter().filter(|o| cuda || o.spec.ep == Ep::Cpu) {
+                // SAFETY: `op.raw` lives in the leaked, never-freed `ops`.
+                let added = check(
+                    unsafe { (a.CustomOpDomain_Add)(domain, &op.raw) },
+                    "CustomOpDomain_Add",
+                );
+                if let Err(e) = added {
+                    // SAFETY: the domain was created above and handed to no one.
+                    unsafe { (a.ReleaseCustomOpDomain)(domain) };
+                    return Err(e);
+                }
             }
+            sets.push(OpSet {
+                max_bytes,
+                ops,
+                domain: domain as usize,
+            });
+            domain as usize
         }
-        *shared = domain as usize;
-    }
-    let domain = *shared as *mut sys::OrtCustomOpDomain;
-    drop(shared);
-    // SAFETY: `options` is the caller's session options.
+    };
+    drop(sets);
+    // SAFETY: `options` is the caller's session options; the domain lives for the process.
     check(
-        unsafe { (a.AddCustomOpDomain)(options, domain) },
+        unsafe { (a.AddCustomOpDomain)(options, domain as *mut sys::OrtCustomOpDomain) },
         "AddCustomOpDomain",
     )
 }
@@ -909,7 +514,7 @@ pub unsafe extern "C" fn RegisterCustomOps(
             return unsafe { ((*old).CreateStatus)(sys::OrtErrorCode::ORT_FAIL, msg.as_ptr()).0 };
         }
         // SAFETY: ORT's API tables are static for the process.
-        let _ = API.set(unsafe { &*p });
+        context::set_api(unsafe { &*p });
         if options.is_null() {
             return new_status(&PluginError::invalid(
                 "RegisterCustomOps: null session options",

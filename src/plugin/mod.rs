@@ -2,19 +2,27 @@
 //! `DiTACGrad` (ops.md) — for the CPU execution provider (float, float16, double) and, where
 //! `libcuda` can be opened, for the CUDA execution provider (float, float16, bfloat16).
 //!
-//! Layers:
-//! * [`ffi`]: every `unsafe` line — the C API calls, the `extern "C"` trampolines of the op
-//!   definitions and the exported `RegisterCustomOps`. Each entry point catches panics.
-//! * [`kernels`]: safe Rust — attribute parsing, input validation, caching of the warps, the
-//!   chunked (ORT thread pool) forward and backward over the math core.
-//! * [`cuda`]: the CUDA-EP kernels: the same attributes, validation and tables (built on the
-//!   host by the core), then the device kernels of `crate::cuda` on ORT's compute stream.
+//! Layers (each uses only those above it; `grep -n "use super" src/plugin/*.rs` shows it):
+//! * this module: the ops' definitions ([`OpSpec`]) and the plugin's error ([`PluginError`]);
+//! * [`context`]: the safe wrappers of ONNX Runtime's C API the kernels use — kernel info
+//!   (attributes as a core `AttrSource`, constant inputs), tensor views, ORT's thread pool;
+//! * [`node`]: what every kernel knows of its node — attributes (`Attrs::read`), input indices,
+//!   basis, and the warps of θ (a core `Warps`), constant or cached by content;
+//! * [`host`]: the elementwise work on the host over the warps, chunked on ORT's thread pool;
+//! * [`cpu`] and [`cuda`]: the kernels of each execution provider, siblings (the CUDA one runs
+//!   [`host`] on host copies for `lut_size = 0`);
+//! * [`ffi`]: the `extern "C"` trampolines of the op definitions and the exported
+//!   `RegisterCustomOps`; each entry point catches panics and returns an `OrtStatus` naming the
+//!   node, the op and the offending value.
 //!
 //! Decisions where ops.md is silent are documented in `ops/README.md`.
 
+pub mod context;
+pub mod cpu;
 pub mod cuda;
 pub mod ffi;
-pub mod kernels;
+mod host;
+mod node;
 
 use std::ffi::CStr;
 use std::fmt;
@@ -241,3 +249,30 @@ impl From<DitacError> for PluginError {
 }
 
 pub type PResult<T> = std::result::Result<T, PluginError>;
+
+#[cfg(test)]
+mod tests {
+    /// The layers of the module doc: a file imports only files of lower layers (no circle; the CPU
+    /// and CUDA kernels are siblings, and nothing below `ffi` knows the kernels).
+    #[test]
+    fn modules_import_lower_layers_only() {
+        let files = [
+            ("context", 0, include_str!("context.rs")),
+            ("node", 1, include_str!("node.rs")),
+            ("host", 1, include_str!("host.rs")),
+            ("cpu", 2, include_str!("cpu.rs")),
+            ("cuda", 2, include_str!("cuda.rs")),
+            ("ffi", 3, include_str!("ffi.rs")),
+        ];
+        for (name, layer, src) in files {
+            for (start, _) in src.match_indices("use super::") {
+                let stmt = &src[start..start + src[start..].find(';').unwrap()];
+                for word in stmt.split(|c: char| !c.is_alphanumeric() && c != '_') {
+                    if let Some((other, l, _)) = files.iter().find(|f| f.0 == word) {
+                        assert!(*l < layer, "{name}.rs imports {other} ({stmt})");
+                    }
+                }
+            }
+        }
+    }
+}

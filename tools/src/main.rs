@@ -56,6 +56,8 @@ enum Command {
     ExampleData(commands::example_data::Args),
     /// Time DiTAC's ops against ONNX Runtime's Gelu (and Identity) through real sessions.
     Bench(commands::bench::Args),
+    /// Write a Triton Inference Server model repository (Python backend and native ONNX Runtime backend).
+    Triton(commands::triton::Args),
 }
 
 /// A usage error as one line: clap's message and the usage it suggests, without the tips and the
@@ -112,6 +114,7 @@ fn main() -> ExitCode {
         Command::Train(a) => commands::train::run(a),
         Command::ExampleData(a) => commands::example_data::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Triton(a) => commands::triton::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

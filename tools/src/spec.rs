@@ -29,7 +29,7 @@
 
 use anyhow::{bail, Context, Result};
 use ditac::basis::BasisKind;
-use ditac::config::{Attrs, Interpolation, Variant};
+use ditac::config::{AttrSet, AttrValues, Attrs};
 use serde::Deserialize;
 use std::path::Path;
 
@@ -164,38 +164,24 @@ pub struct DitacLayer {
 impl DitacLayer {
     /// The ops.md attributes this layer sets (validated).
     pub fn attrs(&self) -> Result<Attrs> {
-        let mut at = Attrs::default();
-        if let Some(v) = self.a {
-            at.a = v;
+        // `zero_boundary` is a bool in specs; `channel_axis` is not in specs (per-channel θ is
+        // along axis 1).
+        let given = AttrValues {
+            a: self.a,
+            b: self.b,
+            tess: self.tess,
+            zero_boundary: self.zero_boundary.map(i64::from),
+            basis: self.basis.clone(),
+            variant: self.variant.clone(),
+            alpha: self.alpha,
+            lut_size: self.lut_size,
+            interpolation: self.interpolation.clone(),
+            channel_axis: None,
+        };
+        let at = Attrs::read(&given, AttrSet::Warp)?;
+        if at.basis == BasisKind::Explicit {
+            bail!("basis \"explicit\" needs a B tensor, which specs cannot carry: use qr, rref or sparse");
         }
-        if let Some(v) = self.b {
-            at.b = v;
-        }
-        if let Some(v) = self.tess {
-            at.tess = v;
-        }
-        if let Some(v) = self.zero_boundary {
-            at.zero_boundary = v as i64;
-        }
-        if let Some(v) = &self.basis {
-            at.basis = v.parse::<BasisKind>()?;
-            if at.basis == BasisKind::Explicit {
-                bail!("basis \"explicit\" needs a B tensor, which specs cannot carry: use qr, rref or sparse");
-            }
-        }
-        if let Some(v) = &self.variant {
-            at.variant = v.parse::<Variant>()?;
-        }
-        if let Some(v) = self.alpha {
-            at.alpha = v;
-        }
-        if let Some(v) = self.lut_size {
-            at.lut_size = v;
-        }
-        if let Some(v) = &self.interpolation {
-            at.interpolation = v.parse::<Interpolation>()?;
-        }
-        at.validate()?;
         Ok(at)
     }
 }

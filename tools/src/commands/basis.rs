@@ -1,6 +1,6 @@
 use anyhow::Result;
 use clap::Args as ClapArgs;
-use ditac::core::{basis, BasisKind};
+use ditac::core::{basis, AttrSet, AttrValues, Attrs, BasisKind};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -16,13 +16,14 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let attrs = ditac::core::Attrs {
-        tess: args.tess,
-        zero_boundary: args.zero_boundary,
+    let given = AttrValues {
+        tess: Some(args.tess),
+        zero_boundary: Some(args.zero_boundary),
+        basis: Some(args.basis),
         ..Default::default()
     };
-    attrs.validate()?;
-    let kind: BasisKind = args.basis.parse()?;
+    let attrs = Attrs::read(&given, AttrSet::Warp)?;
+    let kind = attrs.basis;
     if kind == BasisKind::Explicit {
         anyhow::bail!("attribute 'basis' = \"explicit\": expected one of \"qr\", \"rref\", \"sparse\" (an explicit basis is given, not built)");
     }

@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args as ClapArgs;
-use ditac::core::{basis, Activation, BasisKind};
+use ditac::core::{basis, BasisKind, Warps};
 use onnx_protobuf::ModelProto;
 use ort::session::Session;
 use ort::value::Tensor;
@@ -54,12 +54,9 @@ fn reference(w: &HashMap<String, Vec<f32>>, x: &[f32]) -> Result<Vec<f32>> {
     let attrs = layer_attrs();
     let b = basis::build(attrs.tess(), true, BasisKind::Qr)?;
     let d = attrs.theta_len();
-    let act1 = Activation::<f32>::from_theta(&attrs, &b, &w["act1.thetas"], false)?;
-    let act2: Vec<_> = (0..HIDDEN)
-        .map(|r| {
-            Activation::<f32>::from_theta(&attrs, &b, &w["act2.thetas"][r * d..(r + 1) * d], false)
-        })
-        .collect::<Result<_, _>>()?;
+    let t1 = &w["act1.thetas"];
+    let act1 = Warps::<f32>::from_theta(&attrs, &b, &[t1.len()], t1, false)?;
+    let act2 = Warps::<f32>::from_theta(&attrs, &b, &[HIDDEN, d], &w["act2.thetas"], false)?;
     let dense = |inp: &[f32], wt: &[f32], bias: &[f32]| -> Vec<f32> {
         let k = inp.len();
         bias.iter()
@@ -71,10 +68,10 @@ fn reference(w: &HashMap<String, Vec<f32>>, x: &[f32]) -> Result<Vec<f32>> {
     for p in x.chunks_exact(2) {
         let mut h = dense(p, &w["fc1.weight"], &w["fc1.bias"]);
         let mut a = vec![0.0; HIDDEN];
-        act1.forward(&h, &mut a);
+        act1.row(0).forward(&h, &mut a);
         h = dense(&a, &w["fc2.weight"], &w["fc2.bias"]);
         for c in 0..HIDDEN {
-            act2[c].forward(&h[c..c + 1], &mut a[c..c + 1]);
+            act2.row(c).forward(&h[c..c + 1], &mut a[c..c + 1]);
         }
         out.push(dense(&a, &w["fc3.weight"], &w["fc3.bias"])[0]);
     }

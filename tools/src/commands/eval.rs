@@ -1,41 +1,43 @@
 use anyhow::{bail, Context, Result};
 use clap::Args as ClapArgs;
-use ditac::core::{basis, Activation, Attrs, BasisKind};
+use ditac::core::{basis, AttrSet, AttrValues, Attrs, BasisKind, Warps};
 use serde_json::{json, Value};
 use std::io::Read;
 
 use super::json::num32;
 
+/// The attributes default to those of ops.md (a −0.5, b 2, tess 10, zero boundary 1, basis qr,
+/// variant ditac, alpha 0.01, lut size 2048, nearest).
 #[derive(ClapArgs)]
 pub struct Args {
     /// θ as comma-separated numbers (d = tess−1 with zero boundary, tess+1 without).
     #[arg(long, allow_hyphen_values = true)]
     theta: String,
-    #[arg(long, default_value_t = -0.5, allow_hyphen_values = true)]
-    a: f32,
-    #[arg(long, default_value_t = 2.0, allow_hyphen_values = true)]
-    b: f32,
-    #[arg(long, default_value_t = 10)]
-    tess: i64,
-    #[arg(long, default_value_t = 1)]
-    zero_boundary: i64,
+    #[arg(long, allow_hyphen_values = true)]
+    a: Option<f32>,
+    #[arg(long, allow_hyphen_values = true)]
+    b: Option<f32>,
+    #[arg(long, allow_hyphen_values = true)]
+    tess: Option<i64>,
+    #[arg(long, allow_hyphen_values = true)]
+    zero_boundary: Option<i64>,
     /// qr, rref, sparse or explicit (with --basis-file).
-    #[arg(long, default_value = "qr")]
-    basis: String,
+    #[arg(long)]
+    basis: Option<String>,
     /// JSON file with B as an array of 2·tess rows of d numbers (for --basis explicit).
     #[arg(long)]
     basis_file: Option<std::path::PathBuf>,
     /// ditac, leaky or ge.
-    #[arg(long, default_value = "ditac")]
-    variant: String,
-    #[arg(long, default_value_t = 0.01, allow_hyphen_values = true)]
-    alpha: f32,
+    #[arg(long)]
+    variant: Option<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    alpha: Option<f32>,
     /// Table nodes (0 = exact closed form, else 2..=2^24).
-    #[arg(long, default_value_t = 2048, allow_hyphen_values = true)]
-    lut_size: i64,
+    #[arg(long, allow_hyphen_values = true)]
+    lut_size: Option<i64>,
     /// nearest or linear.
-    #[arg(long, default_value = "nearest")]
-    interpolation: String,
+    #[arg(long)]
+    interpolation: Option<String>,
     /// Also print dy/dx and dy/dθ per element.
     #[arg(long)]
     grad: bool,
@@ -92,19 +94,19 @@ fn read_basis_file(path: &std::path::Path, tess: usize, zb: bool) -> Result<dita
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let attrs = Attrs {
+    let given = AttrValues {
         a: args.a,
         b: args.b,
         tess: args.tess,
         zero_boundary: args.zero_boundary,
-        basis: args.basis.parse()?,
-        variant: args.variant.parse()?,
+        basis: args.basis.clone(),
+        variant: args.variant.clone(),
         alpha: args.alpha,
         lut_size: args.lut_size,
-        interpolation: args.interpolation.parse()?,
-        channel_axis: 1,
+        interpolation: args.interpolation.clone(),
+        channel_axis: None,
     };
-    attrs.validate()?;
+    let attrs = Attrs::read(&given, AttrSet::Warp)?;
     // Before the basis: a QR basis of a large tessellation takes seconds to build.
     ditac_tools::budget::check(
         &format!(
@@ -112,7 +114,7 @@ pub fn run(args: Args) -> Result<()> {
             attrs.lut_size,
             if args.grad { " with gradients" } else { "" }
         ),
-        Activation::<f32>::table_bytes(&attrs, attrs.theta_len(), args.grad),
+        ditac::Activation::<f32>::table_bytes(&attrs, attrs.theta_len(), args.grad),
     )?;
     let theta = parse_theta(&args.theta)?;
     let basis = match (attrs.basis, &args.basis_file) {
@@ -120,11 +122,20 @@ pub fn run(args: Args) -> Result<()> {
         (BasisKind::Explicit, None) => bail!("--basis explicit needs --basis-file B.json"),
         (_, Some(_)) => bail!(
             "--basis-file is only for --basis explicit (got --basis {})",
-            args.basis
+            args.basis.as_deref().unwrap_or("qr")
         ),
         (kind, None) => (*basis::build(attrs.tess(), attrs.zero_boundary(), kind)?).clone(),
     };
-    let act = Activation::<f32>::from_theta(&attrs, &basis, &theta, args.grad)?;
+    let max_bytes = ditac_tools::budget::max_bytes()?;
+    let warps = Warps::<f32>::from_theta_within(
+        &attrs,
+        &basis,
+        &[theta.len()],
+        &theta,
+        args.grad,
+        max_bytes,
+    )?;
+    let act = warps.row(0);
 
     let mut text = String::new();
     std::io::stdin()

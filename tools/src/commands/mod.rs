@@ -14,3 +14,4 @@ pub mod plot;
 pub mod runtime;
 pub mod train;
 pub mod train_artifacts;
+pub mod triton;

@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Result};
 use clap::Args as ClapArgs;
+use ditac::core::AttrValues;
 use ditac_tools::params::Params;
 use ditac_tools::transform::patch::{patch_model, AttrOverrides, Replacement};
 use ditac_tools::transform::ModelFile;
@@ -65,17 +66,19 @@ pub fn run(args: Args) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     let overrides = AttrOverrides {
-        a: args.a,
-        b: args.b,
-        tess: args.tess,
-        zero_boundary: args.zero_boundary,
-        basis: args.basis.as_deref().map(str::parse).transpose()?,
-        variant: args.variant.as_deref().map(str::parse).transpose()?,
-        alpha: args.alpha,
-        lut_size: args.lut_size,
-        interpolation: args.interpolation.as_deref().map(str::parse).transpose()?,
-        channel_axis: args.channel_axis,
-        basis_key: args.basis_key.clone(),
+        given: AttrValues {
+            a: args.a,
+            b: args.b,
+            tess: args.tess,
+            zero_boundary: args.zero_boundary,
+            basis: args.basis,
+            variant: args.variant,
+            alpha: args.alpha,
+            lut_size: args.lut_size,
+            interpolation: args.interpolation,
+            channel_axis: args.channel_axis,
+        },
+        basis_key: args.basis_key,
     };
     let mut mf = ModelFile::load(&args.input)?;
     let params = Params::load(&args.params)?;

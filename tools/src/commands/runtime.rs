@@ -21,14 +21,34 @@ pub fn ort_env(
             ort_path.display()
         );
     }
-    if !plugin.exists() {
+    check_plugin(plugin)?;
+    let env = ort::init_from(&ort_path)?.with_name(name).build()?;
+    Ok((env, ort_path))
+}
+
+/// The plugin exists and is a DiTAC plugin: a shared library exporting `RegisterCustomOps`. Checked
+/// here with `libloading` so that a wrong `--plugin` (a missing file, another library, a text file) is
+/// one clear line rather than ONNX Runtime's generic registration failure at the first session.
+pub fn check_plugin(plugin: &Path) -> Result<()> {
+    if !plugin.is_file() {
         bail!(
             "plugin {} not found (run cargo build --release, or pass --plugin)",
             plugin.display()
         );
     }
-    let env = ort::init_from(&ort_path)?.with_name(name).build()?;
-    Ok((env, ort_path))
+    // SAFETY: loading runs the library's initialisers; ours has none beyond Rust's, and any other
+    // library named here is one the user asked ONNX Runtime to load anyway.
+    let lib = unsafe { libloading::Library::new(plugin) }
+        .map_err(|e| anyhow::anyhow!("plugin {} cannot be loaded: {e}", plugin.display()))?;
+    // SAFETY: only the symbol's presence is checked; it is never called through this handle.
+    let found = unsafe { lib.get::<unsafe extern "C" fn()>(b"RegisterCustomOps\0") }.is_ok();
+    if !found {
+        bail!(
+            "{} is not a DiTAC plugin: it exports no RegisterCustomOps",
+            plugin.display()
+        );
+    }
+    Ok(())
 }
 
 /// A session on `bytes` with `threads` intra-op threads and the plugin registered.

@@ -11,6 +11,7 @@ use super::{
 use crate::model::{attribute, lut_attrs};
 use crate::params::Params;
 use anyhow::{anyhow, bail, Context, Result};
+use ditac::core::AttrSet;
 use onnx_protobuf::ModelProto;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -66,7 +67,7 @@ pub fn freeze_model(
             super::check_node_io(node)?;
             let (attrs, _) = super::node_attrs(node)?;
             attrs
-                .validate_interval()
+                .validate_set(AttrSet::Table)
                 .map_err(|e| anyhow!("node '{label}': {e}"))?;
             let (rows, n) = match t.shape.as_slice() {
                 [n] | [1, n] => (1, *n),
@@ -109,11 +110,12 @@ pub fn freeze_model(
                 continue;
             }
             let n = w.attrs.lut_size as usize;
-            let mut values = Vec::with_capacity(n * w.acts.len());
-            for a in &w.acts {
+            let rows = w.warps.rows();
+            let mut values = Vec::with_capacity(n * rows.len());
+            for a in rows {
                 values.extend_from_slice(a.table_values().context("a table warp")?);
             }
-            let rows = if w.per_channel { w.acts.len() } else { 1 };
+            let rows = rows.len();
             (w.attrs, rows, n, values)
         };
         let per_channel = rows > 1

@@ -259,9 +259,9 @@ fn lower_node(
             node.input.get(1).map_or("", String::as_str)
         )
     })?;
-    if w.acts.iter().any(|a| a.table_parts().is_none()) {
+    let Some(joined) = w.warps.joined() else {
         bail!("node '{label}': lut_size = 0 (the exact closed form) has no table to lower: pass --exact-lut N to lower it through an N-node linear table (an approximation)");
-    }
+    };
     let ty = elem_type(g, &x_in);
     let f16 = match ty.and_then(DataType::from_i32) {
         None | Some(DataType::FLOAT) => false,
@@ -270,15 +270,12 @@ fn lower_node(
             bail!("node '{label}': input X is {other:?}: lower handles float and float16 tensors")
         }
     };
-    let (consts, xt0) = kernel_parts(&w.acts[0]);
-    let n = xt0.len();
-    let rows = w.acts.len();
-    let mut table = Vec::with_capacity(n * rows);
-    for a in &w.acts {
-        let (c, xt) = kernel_parts(a);
-        debug_assert_eq!(c, consts);
-        table.extend_from_slice(xt);
-    }
+    // What the table kernel reads: the constants of every row (row 0's) and x̃ at the nodes of
+    // every row, channel after channel. A lowering that applies them in the kernel's order
+    // reproduces its results.
+    let k = &joined.kernel;
+    let consts = [k.lo, k.hi, k.add_in, k.mul_in, k.scale];
+    let (n, rows, table) = (joined.nodes, joined.channels, k.xt);
     let prefix = if node.name.is_empty() {
         y_out.clone()
     } else {
@@ -302,7 +299,7 @@ fn lower_node(
     };
     let [lo, hi, add_in, mul_in, scale] = consts;
     let tname = e.name("table");
-    e.inits.push(make_tensor_f32(&tname, &[n * rows], &table));
+    e.inits.push(make_tensor_f32(&tname, &[n * rows], table));
     let lo = e.scalar("a", lo);
     let hi = e.scalar("b", hi);
     let ge = e.op("GreaterOrEqual", &[&x, &lo], &[]);
@@ -333,7 +330,7 @@ fn lower_node(
         &[&idx_f],
         &[("to", Attr::Int(DataType::INT64 as i64))],
     );
-    if w.per_channel {
+    if w.warps.per_channel() {
         let ax = w.attrs.channel_axis;
         let offs: Vec<i64> = (0..rows).map(|c| (c * n) as i64).collect();
         let oname = e.name("channel_offset");
@@ -432,11 +429,4 @@ fn lower_node(
         last.name = label.clone();
     }
     Ok((e.nodes, e.inits, w.consts))
-}
-
-/// What the table kernel reads: `[lo, hi, add_in, mul_in, n − 1]` and x̃ at the nodes. A lowering
-/// that applies these constants in the kernel's order reproduces its results.
-fn kernel_parts(a: &ditac::Activation<f32>) -> ([f32; 5], &[f32]) {
-    let p = a.table_parts().expect("checked: a table warp");
-    ([p.lo, p.hi, p.add_in, p.mul_in, p.scale], p.xt)
 }

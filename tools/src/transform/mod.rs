@@ -15,12 +15,14 @@
 pub mod freeze;
 pub mod inspect;
 pub mod lower;
+pub mod node;
 pub mod patch;
 pub mod plot;
 
+pub use node::{node_attrs, node_warps, NodeAttrs, NodeWarps};
+
 use crate::model::{DITAC_DOMAIN, DITAC_OPSET};
 use anyhow::{anyhow, bail, Context, Result};
-use ditac::config::Attrs;
 use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_proto::{DataLocation, DataType};
 use onnx_protobuf::{
@@ -446,51 +448,6 @@ pub fn node_label(node: &NodeProto) -> String {
     }
 }
 
-/// The attributes of an `ai.ditac` node (ops.md defaults for missing ones), and the names of those
-/// the node sets. Not validated.
-pub fn node_attrs(node: &NodeProto) -> Result<(Attrs, Vec<String>)> {
-    let mut at = Attrs::default();
-    let mut set = Vec::new();
-    let label = node_label(node);
-    for a in &node.attribute {
-        let ty = a.type_.enum_value().ok();
-        let float = || -> Result<f32> {
-            match ty {
-                Some(AttributeType::FLOAT) => Ok(a.f),
-                _ => bail!("node '{label}': attribute '{}' has no float value", a.name),
-            }
-        };
-        let int = || -> Result<i64> {
-            match ty {
-                Some(AttributeType::INT) => Ok(a.i),
-                _ => bail!("node '{label}': attribute '{}' has no int value", a.name),
-            }
-        };
-        let string = || -> Result<String> {
-            match ty {
-                Some(AttributeType::STRING) => Ok(String::from_utf8_lossy(&a.s).into_owned()),
-                _ => bail!("node '{label}': attribute '{}' has no string value", a.name),
-            }
-        };
-        let ctx = |e: ditac::DitacError| anyhow!("node '{label}': {e}");
-        match a.name.as_str() {
-            "a" => at.a = float()?,
-            "b" => at.b = float()?,
-            "alpha" => at.alpha = float()?,
-            "tess" => at.tess = int()?,
-            "zero_boundary" => at.zero_boundary = int()?,
-            "lut_size" => at.lut_size = int()?,
-            "channel_axis" => at.channel_axis = int()?,
-            "basis" => at.basis = string()?.parse().map_err(ctx)?,
-            "variant" => at.variant = string()?.parse().map_err(ctx)?,
-            "interpolation" => at.interpolation = string()?.parse().map_err(ctx)?,
-            _ => continue,
-        }
-        set.push(a.name.clone());
-    }
-    Ok((at, set))
-}
-
 /// Where a value comes from, when it is a constant: an initializer that is not a graph input, or the
 /// output of a `Constant` node with a tensor `value`.
 pub fn constant_tensor<'g>(g: &'g GraphProto, name: &str) -> Option<&'g TensorProto> {
@@ -651,18 +608,6 @@ pub fn make_node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> Nod
     n
 }
 
-/// The warps of a `DiTAC` or `DiTACLut` node whose θ (or table) is constant, one per row, as the
-/// plugin builds them for float tensors (`Activation<f32>`).
-pub struct NodeWarps {
-    pub attrs: Attrs,
-    /// One warp per row of θ (or of the table).
-    pub acts: Vec<ditac::Activation<f32>>,
-    /// θ (or the table) is 2-D: one row per channel along `channel_axis`.
-    pub per_channel: bool,
-    /// The names of the constant inputs read (θ and B, or the table).
-    pub consts: Vec<String>,
-}
-
 /// Checks that an `ai.ditac` node has its X input and its output named.
 pub fn check_node_io(node: &NodeProto) -> Result<()> {
     let label = node_label(node);
@@ -673,136 +618,4 @@ pub fn check_node_io(node: &NodeProto) -> Result<()> {
         bail!("node '{label}': output 'Y' is missing");
     }
     Ok(())
-}
-
-/// Builds the warps of `node` (a `DiTAC` or `DiTACLut`), or `None` when its θ/table is not a
-/// constant. `lut_size` overrides the attribute (the exact path lowered through a table).
-pub fn node_warps(
-    g: &GraphProto,
-    node: &NodeProto,
-    dir: &Path,
-    lut: Option<(i64, ditac::Interpolation)>,
-) -> Result<Option<NodeWarps>> {
-    let label = node_label(node);
-    check_node_io(node)?;
-    let (mut attrs, _) = node_attrs(node)?;
-    let ctx = |e: ditac::DitacError| anyhow!("node '{label}': {e}");
-    let pname = node.input.get(1).map_or("", String::as_str);
-    let Some(t) = constant_tensor(g, pname) else {
-        let what = if node.op_type == "DiTACLut" {
-            "table"
-        } else {
-            "theta"
-        };
-        if pname.is_empty() {
-            bail!("node '{label}': input '{what}' is missing");
-        }
-        let produced = g.input.iter().any(|i| i.name == pname)
-            || g.node.iter().any(|n| n.output.iter().any(|o| o == pname));
-        if !produced {
-            bail!(
-                "node '{label}': input '{what}' names \"{pname}\", which is no initializer, graph input or node output"
-            );
-        }
-        return Ok(None);
-    };
-    // Checked first: non-negative dims whose product is the number of values.
-    let data = tensor_f32(t, dir).with_context(|| format!("node '{label}'"))?;
-    let dims = dims_of(t);
-    let what = if node.op_type == "DiTACLut" {
-        "table"
-    } else {
-        "theta"
-    };
-    let (rows, cols) = match dims.as_slice() {
-        [n] => (1, *n),
-        [c, n] => (*c, *n),
-        _ => bail!("node '{label}': input '{what}' has shape {dims:?}: expected 1-D or 2-D"),
-    };
-    if rows == 0 {
-        bail!("node '{label}': input '{what}' has shape {dims:?}: expected at least one row");
-    }
-    let mut consts = vec![pname.to_string()];
-    let table_attrs = match lut {
-        Some((n, _)) if attrs.lut_size == 0 && node.op_type == "DiTAC" => Attrs {
-            lut_size: n,
-            ..attrs.clone()
-        },
-        _ if node.op_type == "DiTACLut" => Attrs {
-            lut_size: cols as i64,
-            ..attrs.clone()
-        },
-        _ => attrs.clone(),
-    };
-    // A negative lut_size is refused by the validation below, with its own message.
-    let per_row = if table_attrs.lut_size < 0 {
-        Some(0)
-    } else {
-        ditac::Activation::<f32>::table_bytes(&table_attrs, cols, false)
-    };
-    crate::budget::check(
-        &format!(
-            "node '{label}': {rows} warp tables of {} nodes",
-            table_attrs.lut_size
-        ),
-        per_row.and_then(|b| b.checked_mul(rows as u128)),
-    )?;
-    let mut acts = Vec::with_capacity(rows);
-    if node.op_type == "DiTACLut" {
-        attrs.validate_interval().map_err(ctx)?;
-        for r in 0..rows {
-            acts.push(
-                ditac::Activation::<f32>::from_table(&attrs, &data[r * cols..(r + 1) * cols])
-                    .map_err(ctx)?,
-            );
-        }
-    } else {
-        if let Some((n, interp)) = lut {
-            if attrs.lut_size == 0 {
-                attrs.lut_size = n;
-                attrs.interpolation = interp;
-            }
-        }
-        attrs.validate().map_err(ctx)?;
-        let bname = node.input.get(2).map_or("", String::as_str);
-        let basis = if attrs.basis == ditac::BasisKind::Explicit {
-            let bt = constant_tensor(g, bname).with_context(|| {
-                format!("node '{label}': basis \"explicit\" needs a constant B input")
-            })?;
-            let bd = dims_of(bt);
-            let bv = tensor_f32(bt, dir).with_context(|| format!("node '{label}'"))?;
-            if bd.len() != 2 {
-                bail!("node '{label}': input 'B' has shape {bd:?}: expected [2·tess, d]");
-            }
-            consts.push(bname.to_string());
-            std::sync::Arc::new(
-                ditac::basis::explicit(attrs.tess(), attrs.zero_boundary(), &bv, bd[0], bd[1])
-                    .map_err(ctx)?,
-            )
-        } else {
-            if !bname.is_empty() {
-                bail!(
-                    "node '{label}': input 'B' is given but attribute 'basis' is not \"explicit\""
-                );
-            }
-            ditac::basis::build(attrs.tess(), attrs.zero_boundary(), attrs.basis).map_err(ctx)?
-        };
-        for r in 0..rows {
-            acts.push(
-                ditac::Activation::<f32>::from_theta(
-                    &attrs,
-                    &basis,
-                    &data[r * cols..(r + 1) * cols],
-                    false,
-                )
-                .map_err(ctx)?,
-            );
-        }
-    }
-    Ok(Some(NodeWarps {
-        attrs,
-        acts,
-        per_channel: dims.len() == 2,
-        consts,
-    }))
 }

@@ -6,7 +6,9 @@ use crate::model::{attribute, ditac_attrs, DITAC_DOMAIN};
 use crate::params::Params;
 use anyhow::{anyhow, bail, Result};
 use ditac::basis::{self, BasisKind};
-use ditac::config::{Attrs, Interpolation, Variant};
+use ditac::config::{AttrSet, AttrValues, Attrs};
+use ditac::core::warps::explicit_basis;
+use ditac::core::Warps;
 use onnx_protobuf::{ModelProto, NodeProto};
 use std::collections::BTreeSet;
 
@@ -14,16 +16,7 @@ use std::collections::BTreeSet;
 /// by default follows from θ's length d (d + 1 with a zero boundary, d − 1 without).
 #[derive(Debug, Clone, Default)]
 pub struct AttrOverrides {
-    pub a: Option<f32>,
-    pub b: Option<f32>,
-    pub tess: Option<i64>,
-    pub zero_boundary: Option<i64>,
-    pub basis: Option<BasisKind>,
-    pub variant: Option<Variant>,
-    pub alpha: Option<f32>,
-    pub lut_size: Option<i64>,
-    pub interpolation: Option<Interpolation>,
-    pub channel_axis: Option<i64>,
+    pub given: AttrValues,
     /// For `basis = "explicit"`: the key of B (`[2·tess, d]`) in the parameter file.
     pub basis_key: Option<String>,
 }
@@ -31,45 +24,21 @@ pub struct AttrOverrides {
 impl AttrOverrides {
     /// The attributes for a θ with `d` values per row.
     pub fn resolve(&self, d: usize) -> Result<Attrs> {
-        let mut at = Attrs::default();
-        let set = |v: Option<f32>, dst: &mut f32| {
-            if let Some(v) = v {
-                *dst = v
-            }
-        };
-        set(self.a, &mut at.a);
-        set(self.b, &mut at.b);
-        set(self.alpha, &mut at.alpha);
-        if let Some(v) = self.zero_boundary {
-            at.zero_boundary = v;
+        let mut given = self.given.clone();
+        if given.tess.is_none() {
+            given.tess = Some(match given.zero_boundary.unwrap_or(1) {
+                0 => d as i64 - 1,
+                _ => d as i64 + 1,
+            });
         }
-        if let Some(v) = self.basis {
-            if v == BasisKind::Explicit && self.basis_key.is_none() {
-                bail!("basis \"explicit\" needs the key of B in the parameter file (--basis-key)");
-            }
-            at.basis = v;
+        let at = Attrs::parse(&given, AttrSet::Warp)?;
+        if at.basis == BasisKind::Explicit && self.basis_key.is_none() {
+            bail!("basis \"explicit\" needs the key of B in the parameter file (--basis-key)");
         }
-        if let Some(v) = self.variant {
-            at.variant = v;
-        }
-        if let Some(v) = self.lut_size {
-            at.lut_size = v;
-        }
-        if let Some(v) = self.interpolation {
-            at.interpolation = v;
-        }
-        if let Some(v) = self.channel_axis {
-            at.channel_axis = v;
-        }
-        at.tess = match self.tess {
-            Some(t) => t,
-            None if at.zero_boundary != 0 => d as i64 + 1,
-            None => d as i64 - 1,
-        };
         if self.basis_key.is_some() && at.basis != BasisKind::Explicit {
             bail!("a B tensor (--basis-key) is only for basis \"explicit\"");
         }
-        at.validate()?;
+        at.validate_set(AttrSet::Warp)?;
         if at.theta_len() != d {
             bail!(
                 "θ has d = {d} values per row: tess = {}, zero_boundary = {} expects d = {}",
@@ -172,13 +141,7 @@ pub fn patch_model(
         let b = match &attrs.basis_key {
             Some(k) => {
                 let bt = params.get(k)?;
-                let [rows_b, cols_b] = bt.shape[..] else {
-                    bail!(
-                        "tensor \"{k}\" has shape {:?}: expected B as [2·tess, d]",
-                        bt.shape
-                    );
-                };
-                let b = basis::explicit(at.tess(), at.zero_boundary(), &bt.data, rows_b, cols_b)
+                let b = explicit_basis(&at, &bt.shape, &bt.data)
                     .map_err(|e| anyhow!("tensor \"{k}\": {e}"))?;
                 if b_name.is_none() {
                     let name = fresh_name(g, &mut taken, k);
@@ -190,12 +153,18 @@ pub fn patch_model(
             }
             None => basis::build(at.tess(), at.zero_boundary(), at.basis)?,
         };
-        for r in 0..rows {
-            ditac::Activation::<f32>::from_theta(&at, &b, &t.data[r * d..(r + 1) * d], false)
-                .map_err(|e| anyhow!("tensor \"{}\": {e}", rep.key))?;
-        }
-        let tname = fresh_name(g, &mut taken, &rep.key);
         let dims: Vec<usize> = if rows == 1 { vec![d] } else { vec![rows, d] };
+        // θ is checked by building its warps, as the plugin will.
+        Warps::<f32>::from_theta_within(
+            &at,
+            &b,
+            &dims,
+            &t.data,
+            false,
+            crate::budget::max_bytes()?,
+        )
+        .map_err(|e| anyhow!("tensor \"{}\": {e}", rep.key))?;
+        let tname = fresh_name(g, &mut taken, &rep.key);
         g.initializer.push(make_tensor_f32(&tname, &dims, &t.data));
         let mut n = NodeProto::new();
         n.name = rep.node.clone();

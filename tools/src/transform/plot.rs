@@ -41,7 +41,8 @@ pub fn node_plot(
         .map(|i| (lo + (hi - lo) * i as f64 / (points - 1) as f64) as f32)
         .collect();
     let curves = w
-        .acts
+        .warps
+        .rows()
         .iter()
         .map(|act| {
             let mut y = vec![0.0f32; xs.len()];
@@ -60,7 +61,7 @@ pub fn node_plot(
     let table = if node.op_type == "DiTACLut" {
         format!(
             "table of {} nodes",
-            w.acts[0].table_values().map_or(0, |t| t.len())
+            w.warps.row(0).table_values().map_or(0, |t| t.len())
         )
     } else if w.attrs.lut_size == 0 {
         format!("tess {}, exact", w.attrs.tess)
@@ -73,8 +74,8 @@ pub fn node_plot(
         label,
         table,
         variant_str(w.attrs.variant),
-        if w.per_channel {
-            format!(", {} channels", w.acts.len())
+        if w.warps.per_channel() {
+            format!(", {} channels", w.warps.rows().len())
         } else {
             String::new()
         },

@@ -191,12 +191,15 @@ fn external_data_is_never_written_outside_the_output_folder() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// A named edit of the model and the message it must give.
+type Case = (&'static str, Box<dyn Fn(&mut ModelProto)>, &'static str);
+
 #[test]
 fn bad_theta_dims_and_names_are_refused_not_panicked() {
     let d = tmpdir("dims");
     let (_, m, _) = mlp(&d);
     let out = d.join("out.onnx");
-    let cases: Vec<(&str, Box<dyn Fn(&mut ModelProto)>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "wrap",
             Box::new(|mm| theta_of(mm).dims = vec![1 << 62, 4]),

@@ -124,7 +124,7 @@ proptest! {
 }
 
 fn refused(model: &[u8], needles: &[&str]) {
-    let e = session(model).err().expect("refused").to_string();
+    let e = session(model).expect_err("refused").to_string();
     assert!(e.contains("[INVALID_ARGUMENT] ai.ditac."), "{e}");
     for n in needles {
         assert!(e.contains(n), "{e} lacks {n:?}");
@@ -231,8 +231,7 @@ fn tables_beyond_the_memory_budget_are_refused_at_creation() {
     // The session config entry sets the budget of that session's nodes, both ways.
     let small = OpModel::new("DiTAC", &theta[..9], vec![]).bytes();
     let e = session_with_budget(&small, "16K")
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(
         e.contains("input 'theta' of shape [9]: 1 warp table of 2048 nodes: 32768 bytes needed, above the memory budget of 16384 bytes"),
@@ -240,8 +239,7 @@ fn tables_beyond_the_memory_budget_are_refused_at_creation() {
     );
     assert!(session_with_budget(&small, "1M").is_ok());
     let e = session_with_budget(&small, "lots")
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(
         e.contains("session config entry ditac.max_bytes = \"lots\": expected a byte count"),

@@ -60,7 +60,15 @@ fn as_input(path: &Path) -> Option<PathBuf> {
     let inputs = INPUTS.lock().unwrap_or_else(|e| e.into_inner());
     inputs
         .iter()
-        .find(|i| (cfg!(unix) && i.dev == id.dev && i.ino == id.ino) || i.path == id.path)
+        .find(|i| {
+            // The same inode, as long as the input is still that file (an inode is reused once
+            // its file is deleted).
+            let same_inode = cfg!(unix)
+                && i.dev == id.dev
+                && i.ino == id.ino
+                && file_id(&i.path).is_some_and(|now| now.dev == i.dev && now.ino == i.ino);
+            same_inode || i.path == id.path
+        })
         .map(|i| i.path.clone())
 }
 

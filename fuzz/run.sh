@@ -10,6 +10,9 @@ if [ "${1:-}" = "--runs" ]; then
   limit=(-runs="$2")
 fi
 targets=(attrs table onnx safetensors npz spec)
+if [ -n "${DITAC_FUZZ_TARGETS:-}" ]; then
+  read -r -a targets <<<"$DITAC_FUZZ_TARGETS"
+fi
 cargo +nightly fuzz build -O
 for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t"

@@ -8,6 +8,9 @@ use protobuf::Message;
 use std::path::{Path, PathBuf};
 
 fuzz_target!(|data: &[u8]| {
+    // A small budget: tables of up to 2^24 nodes are legal and take seconds each to build; the
+    // fuzzer is after the logic (the budget's refusals included), not the throughput.
+    ditac_tools::budget::set_max_bytes(16 << 20);
     let Ok(model) = onnx_protobuf::ModelProto::parse_from_bytes(data) else {
         return;
     };

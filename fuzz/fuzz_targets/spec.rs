@@ -7,6 +7,8 @@ use ditac_tools::spec::Spec;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    // A small budget: the fuzzer is after the logic (the budget's refusals included).
+    ditac_tools::budget::set_max_bytes(16 << 20);
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };

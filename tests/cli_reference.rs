@@ -230,6 +230,15 @@ fn bad_input_is_one_line_and_status_2() {
             "cannot read",
         ),
         (&["basis", "--tess", "0"], "", "'tess' = 0"),
+        // Usage errors: clap's message and the usage on one line, not clap's five.
+        (
+            &["eval", "--bogus"],
+            "",
+            "unexpected argument '--bogus' found (usage: ditac eval",
+        ),
+        (&["basis", "--tess"], "", "a value is required for '--tess"),
+        (&["frobnicate"], "", "unrecognized subcommand 'frobnicate'"),
+        (&[], "", "a command is required (see 'ditac --help')"),
     ];
     for (args, stdin, needle) in cases {
         let (code, out, err) = ditac_with_stdin(args, stdin);

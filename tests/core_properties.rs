@@ -336,3 +336,133 @@ fn bad_attributes_are_typed_errors_naming_the_value() {
         .to_string();
     assert!(e.contains("expected [6, 2]"), "{e}");
 }
+
+/// b − a must be a float32 number (it scales every value), and so must 1/(b − a).
+#[test]
+fn an_interval_wider_than_float32_is_refused() {
+    for (a, b) in [(-2e38f32, 2e38f32), (0.0, 1e-40)] {
+        let at = Attrs {
+            a,
+            b,
+            ..Default::default()
+        };
+        let e = at.validate().unwrap_err().to_string();
+        assert!(e.contains("attribute 'b'"), "{e}");
+        assert!(e.contains("representable in float32"), "{e}");
+        let e = Activation::<f32>::from_table(&at, &[0.0, 1.0])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("b − a"), "{e}");
+    }
+}
+
+/// Whatever finite θ is accepted, a zero-boundary warp maps [a, b] onto itself with T(a) = a and
+/// T(b) = b (to the rounding of the de-normalisation) and finite gradients; a θ whose field is too
+/// steep to integrate is refused with a message naming the slope.
+#[test]
+fn large_theta_keeps_the_ends_or_is_refused() {
+    let xs: Vec<f64> = (0..=2000).map(|i| -0.5 + 2.5 * i as f64 / 2000.0).collect();
+    let (mut accepted, mut refused) = (0, 0);
+    for kind in [BasisKind::Qr, BasisKind::Rref, BasisKind::Sparse] {
+        for scale in [1.0f32, 30.0, 150.0, 400.0, 1000.0, 1e4, 1e30, 3e38] {
+            for lut in [0i64, 2048] {
+                let at = Attrs {
+                    a: -0.5,
+                    b: 2.0,
+                    tess: 10,
+                    basis: kind,
+                    // y = LeakyReLU_1(x̃) = x̃: the warp itself.
+                    variant: Variant::Leaky,
+                    alpha: 1.0,
+                    lut_size: lut,
+                    ..Default::default()
+                };
+                let d = at.theta_len();
+                let theta: Vec<f32> = (0..d)
+                    .map(|k| scale * [1.0, -0.7, 0.4, -1.0, 0.9][k % 5])
+                    .collect();
+                let b = basis::build(at.tess(), true, kind).unwrap();
+                match Activation::<f64>::from_theta(&at, &b, &theta, true) {
+                    Err(e) => {
+                        let e = e.to_string();
+                        assert!(e.contains("input 'theta'"), "{e}");
+                        assert!(e.contains("expected finite values and |slope| ≤ 64"), "{e}");
+                        refused += 1;
+                        // The float32 warp refuses the same θ.
+                        assert!(Activation::<f32>::from_theta(&at, &b, &theta, true).is_err());
+                    }
+                    Ok(act) => {
+                        accepted += 1;
+                        let mut y = vec![0.0; xs.len()];
+                        act.forward(&xs, &mut y);
+                        let tol = 1e-6;
+                        assert!(
+                            (y[0] + 0.5).abs() < tol,
+                            "{kind:?} {scale} {lut}: T(a) = {}",
+                            y[0]
+                        );
+                        assert!(
+                            (y[xs.len() - 1] - 2.0).abs() < tol,
+                            "T(b) = {}",
+                            y[xs.len() - 1]
+                        );
+                        for (&x, &v) in xs.iter().zip(&y) {
+                            assert!((-0.5 - tol..=2.0 + tol).contains(&v), "T({x}) = {v}");
+                        }
+                        let act32 = Activation::<f32>::from_theta(&at, &b, &theta, true).unwrap();
+                        let xs32: Vec<f32> = xs.iter().map(|&x| x as f32).collect();
+                        let mut y32 = vec![0.0f32; xs.len()];
+                        act32.forward(&xs32, &mut y32);
+                        for (&x, &v) in xs32.iter().zip(&y32) {
+                            assert!((-0.5 - 1e-6..=2.0 + 1e-6).contains(&v), "f32 T({x}) = {v}");
+                        }
+                        let (dy, mut dx) = (vec![1.0f32; xs.len()], vec![0.0f32; xs.len()]);
+                        let mut dth = vec![0.0f64; d];
+                        act32.backward(&dy, &xs32, &mut dx, &mut dth);
+                        assert!(dx.iter().all(|v| v.is_finite()), "dX not finite");
+                        assert!(dth.iter().all(|v| v.is_finite()), "dθ not finite");
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        accepted > 0 && refused > 0,
+        "{accepted} accepted, {refused} refused"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The same contract for random tessellations, bases, table sizes and θ up to 1e6 in magnitude.
+    #[test]
+    fn any_accepted_theta_maps_the_interval_onto_itself(
+        tess in 1i64..40,
+        kind in kinds(),
+        lut in prop_oneof![Just(0i64), 2i64..5000],
+        log_scale in -2.0f64..6.0,
+        seed in proptest::collection::vec(-1.0f32..1.0, 41),
+    ) {
+        let at = Attrs {
+            a: -1.0, b: 3.0, tess, basis: kind, variant: Variant::Leaky, alpha: 1.0,
+            lut_size: lut, ..Default::default()
+        };
+        let d = at.theta_len();
+        let theta: Vec<f32> = seed[..d].iter().map(|v| v * 10f64.powf(log_scale) as f32).collect();
+        let b = basis::build(at.tess(), true, kind).unwrap();
+        if let Ok(act) = Activation::<f32>::from_theta(&at, &b, &theta, true) {
+            let xs: Vec<f32> = (0..=500).map(|i| -1.0 + 4.0 * i as f32 / 500.0).collect();
+            let mut y = vec![0.0f32; xs.len()];
+            act.forward(&xs, &mut y);
+            prop_assert!((y[0] + 1.0).abs() < 1e-6 && (y[500] - 3.0).abs() < 1e-6, "{} {}", y[0], y[500]);
+            for &v in &y {
+                prop_assert!((-1.0 - 1e-6..=3.0 + 1e-6).contains(&v), "{v}");
+            }
+            let mut dx = vec![0.0f32; xs.len()];
+            let mut dth = vec![0.0f64; d];
+            act.backward(&vec![1.0; xs.len()], &xs, &mut dx, &mut dth);
+            prop_assert!(dx.iter().all(|v| v.is_finite()) && dth.iter().all(|v| v.is_finite()));
+        }
+    }
+}

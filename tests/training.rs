@@ -1005,8 +1005,13 @@ fn bad_input_says_where_and_keeps_the_last_good_model() {
         &["--steps", "200", "--batch", "10", "--lr", "1e12"],
     );
     assert_eq!(code, 2, "{err}");
+    // It shows as a loss that diverged, or as a θ grown too steep for the flow (ops/README
+    // § Numerical range), whichever comes first.
     assert!(
-        err.contains("at step") && err.contains("diverged") && err.contains("not overwritten"),
+        err.contains("at step")
+            && (err.contains("diverged")
+                || err.contains("expected finite values and |slope| ≤ 64"))
+            && err.contains("not overwritten"),
         "{err}"
     );
     assert_eq!(std::fs::read(&model).unwrap(), before);

@@ -33,3 +33,13 @@ fi
 # has the training API, so it is compiled (type-checked) here and run where such a library exists.
 echo "== cargo check --release -p ditac-tools --features training --bin ditac" >&2
 cargo check --release -p ditac-tools --features training --bin ditac
+# A short run of every fuzz target (fuzz/README.md; the long runs are separate). Needs a nightly
+# toolchain; cargo-fuzz is installed from crates.io when missing (1–4 minutes, measured). The fuzz
+# crate's own build (every dependency with sanitizer coverage) takes several minutes more.
+# DITAC_FUZZ_SECONDS=0 skips it.
+fuzz_seconds="${DITAC_FUZZ_SECONDS:-20}"
+if [ "$fuzz_seconds" != 0 ] && rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  echo "== fuzz: every target for ${fuzz_seconds} s" >&2
+  command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+  bash fuzz/run.sh "$fuzz_seconds"
+fi

@@ -4,7 +4,7 @@
 
 use super::basis::Basis;
 use super::config::{validate_theta, Attrs, Interpolation, Variant};
-use super::cpa::Field;
+use super::cpa::{Field, MAX_SLOPE};
 use super::error::{DitacError, Result};
 use super::kernels::{
     exact_forward_on, table_backward, Channels, ExactKernel, FlowCells, GradTables, Isa,
@@ -157,7 +157,22 @@ impl<R: Real> Activation<R> {
             ));
         }
         validate_theta(theta, d)?;
-        let field = Field::<R>::new(attrs.tess(), &basis.to_f32(), d, theta);
+        let mut field = Field::<R>::new(attrs.tess(), &basis.to_f32(), d, theta);
+        if attrs.zero_boundary() {
+            field.pin_zero_boundary();
+        }
+        if let Err(e) = field.check_representable() {
+            let max_theta = theta.iter().fold(0f32, |m, v| m.max(v.abs()));
+            return Err(DitacError::input(
+                "theta",
+                format!(
+                    "(max |θ| = {max_theta}) gives a velocity field with slope {} and intercept {} \
+                     in cell {} (A = B·θ): expected finite values and |slope| ≤ {MAX_SLOPE} \
+                     (the flow grows by e^|slope|)",
+                    e.slope, e.intercept, e.cell
+                ),
+            ));
+        }
         let mode = if attrs.lut_size == 0 {
             Mode::Exact {
                 cells: Box::new(FlowCells::new(&field)),
@@ -175,6 +190,24 @@ impl<R: Real> Activation<R> {
             }
         };
         Ok(Self::with_mode(attrs, mode))
+    }
+
+    /// The bytes one warp of `attrs` holds (its tables: T̂, x̃ and the interpolation pairs; with
+    /// gradients also dT̂/du, dT̂/dθ and their pairs), for a θ row of `d` values or a table of
+    /// `lut_size` nodes; None on overflow. What the memory budget (`core::budget`) is checked against
+    /// before a warp is built.
+    pub fn table_bytes(attrs: &Attrs, d: usize, with_grad: bool) -> Option<u128> {
+        if attrs.lut_size == 0 {
+            // Exact mode: per-cell constants (a few dozen bytes a cell) and the basis.
+            let cells = u128::try_from(attrs.tess).ok()?;
+            return cells
+                .checked_mul(64 + 2 * d as u128 * std::mem::size_of::<R>() as u128)
+                .map(|b| b + 4096);
+        }
+        let n = u128::try_from(attrs.lut_size).ok()?;
+        let per_node = if with_grad { 4 + 3 + d as u128 } else { 4 };
+        n.checked_mul(per_node)?
+            .checked_mul(std::mem::size_of::<R>() as u128)
     }
 
     /// A warp given by its table T̂(g_i) (the `DiTACLut` form; forward only).

@@ -270,6 +270,20 @@ impl Attrs {
                 format!("a < b (b = {})", self.b),
             ));
         }
+        // The ops normalise by b − a and scale back by it, in float32.
+        let width = self.b as f64 - self.a as f64;
+        if !(width as f32).is_finite() || !((1.0 / width) as f32).is_finite() {
+            return Err(DitacError::attr(
+                "b",
+                self.b,
+                format!(
+                    "b − a = {width:.3e} (a = {}) and 1/(b − a) representable in float32 \
+                     (b − a ≤ {:e})",
+                    self.a,
+                    f32::MAX
+                ),
+            ));
+        }
         if !self.alpha.is_finite() {
             return Err(DitacError::attr("alpha", self.alpha, "a finite number"));
         }

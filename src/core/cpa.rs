@@ -12,6 +12,21 @@ pub struct Field<R: Real> {
     /// Basis in the field's precision, row-major D×d (only needed for dT/dθ).
     basis: Vec<R>,
     d: usize,
+    /// Whether results are kept in [0, 1] (see `pin_zero_boundary`).
+    zero_boundary: bool,
+}
+
+/// The largest |slope| (per unit of the normalised domain) a velocity field may have: over the unit
+/// time the flow grows distances by up to e^slope, which must stay well inside float32's range
+/// (e^64 ≈ 6e27; float32 overflows at e^88.7).
+pub const MAX_SLOPE: f64 = 64.0;
+
+/// A velocity field whose flow cannot be represented (see `Field::check_representable`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FieldError {
+    pub cell: usize,
+    pub slope: f64,
+    pub intercept: f64,
 }
 
 /// The end state of a trajectory: its value at time 1, the time left in the final cell and that cell.
@@ -38,7 +53,46 @@ impl<R: Real> Field<R> {
             })
             .collect();
         let basis = basis_f32.iter().map(|&v| R::from_f64(v as f64)).collect();
-        Field { nc, a, basis, d }
+        Field {
+            nc,
+            a,
+            basis,
+            d,
+            zero_boundary: false,
+        }
+    }
+
+    /// Makes the velocity exactly zero at both ends of Ω (v(0) = b_0 = 0, v(1) = a_last + b_last = 0)
+    /// and keeps every result of the flow in [0, 1]. B·θ satisfies these constraints only up to
+    /// the rounding of B (about 1e-8 per unit of θ); the flow amplifies that residue by e^slope,
+    /// so without pinning a steep field moves the end points (T(0) = 6 for max|θ| ≈ 150).
+    pub fn pin_zero_boundary(&mut self) {
+        let last = 2 * (self.nc - 1);
+        self.a[1] = R::ZERO;
+        self.a[last + 1] = -self.a[last];
+        // The same for dA/dθ = B, so that dT̂/dθ at the ends is exactly zero too.
+        let d = self.d;
+        self.basis[d..2 * d].fill(R::ZERO);
+        for k in 0..d {
+            self.basis[(last + 1) * d + k] = -self.basis[last * d + k];
+        }
+        self.zero_boundary = true;
+    }
+
+    /// Checks that the flow of this field is representable: every coefficient finite and every
+    /// slope within ±`MAX_SLOPE` (so e^slope, the flow's growth over the unit time, is finite).
+    pub fn check_representable(&self) -> Result<(), FieldError> {
+        for c in 0..self.nc {
+            let (slope, intercept) = (self.a[2 * c].to_f64(), self.a[2 * c + 1].to_f64());
+            if !slope.is_finite() || !intercept.is_finite() || slope.abs() > MAX_SLOPE {
+                return Err(FieldError {
+                    cell: c,
+                    slope,
+                    intercept,
+                });
+            }
+        }
+        Ok(())
     }
 
     pub fn nc(&self) -> usize {
@@ -125,9 +179,37 @@ impl<R: Real> Field<R> {
     /// T̂(u): the time-1 flow from u, with the time left in the last cell and that cell.
     #[inline]
     pub fn trace(&self, u: R) -> Trace<R> {
+        let tr = self.trace_unclamped(u);
+        if self.zero_boundary {
+            // The exact flow of a zero-boundary field maps [0, 1] onto itself; rounding in ψ near
+            // a steep field's fixed points may not.
+            let value = if tr.value < R::ZERO {
+                R::ZERO
+            } else if tr.value > R::ONE {
+                R::ONE
+            } else {
+                tr.value
+            };
+            Trace { value, ..tr }
+        } else {
+            tr
+        }
+    }
+
+    #[inline(always)]
+    fn trace_unclamped(&self, u: R) -> Trace<R> {
         let mut u = u;
         let mut c = self.cell_of(u);
         let mut t = R::ONE;
+        if self.zero_boundary && (u == R::ZERO || u == R::ONE) {
+            // A fixed point (the pinned ends): ψ's cancellation, e^a·u − (e^a − 1)·u, loses u
+            // once e^a exceeds 2^53.
+            return Trace {
+                value: u,
+                t_rem: t,
+                cell: c,
+            };
+        }
         // The loop ends through `thit > t` in at most nc−1 crossings (v keeps its sign); the bound
         // only guards against a non-IEEE build, where difw would return garbage: we return ψ.
         for _ in 0..=self.nc {

@@ -22,6 +22,16 @@ pub enum DitacError {
     /// An input tensor (theta, B, table, X) with a bad shape or content.
     #[error("input '{name}' {problem}")]
     BadInput { name: &'static str, problem: String },
+    /// A size beyond the memory budget (`core::budget`).
+    #[error("{what}: {bytes} bytes needed, above the memory budget of {limit} bytes (raise it with the session config entry ditac.max_bytes, DITAC_MAX_BYTES or --max-bytes)")]
+    TooLarge {
+        what: String,
+        bytes: String,
+        limit: u64,
+    },
+    /// An allocation the allocator refused.
+    #[error("{what}: cannot allocate {bytes} bytes")]
+    OutOfMemory { what: String, bytes: String },
 }
 
 impl DitacError {

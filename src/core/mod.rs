@@ -2,6 +2,7 @@
 
 pub mod activation;
 pub mod basis;
+pub mod budget;
 pub mod config;
 pub mod cpa;
 pub mod erf;

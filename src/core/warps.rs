@@ -53,6 +53,22 @@ pub struct Warps<R: Real> {
     joined: Option<JoinedTables>,
 }
 
+/// What one row of a warp tensor costs and what may be spent (see `core::budget`).
+struct Budget {
+    /// Bytes of one row's tables (None inside: beyond any count; None: not sized, the attributes
+    /// are refused by the row's own checks).
+    per_row: Option<Option<u128>>,
+    nodes: i64,
+    grad: bool,
+    max_bytes: u64,
+}
+
+/// The budget of callers that do not give one: `DITAC_MAX_BYTES`, else 1 GiB (a malformed variable
+/// counts as the default; the plugin and the tools report it where they read it).
+fn default_budget() -> u64 {
+    super::budget::from_env().unwrap_or(super::budget::DEFAULT_MAX_BYTES)
+}
+
 /// The tables of C rows one after the other (row-major C×n, C×2n, C×n×d).
 #[derive(Debug, Clone)]
 struct JoinedTables {
@@ -101,12 +117,21 @@ fn with_suffix(e: DitacError, suffix: &str) -> DitacError {
             ty,
             detail: format!("{detail}{suffix}"),
         },
+        DitacError::TooLarge { what, bytes, limit } => DitacError::TooLarge {
+            what: format!("{what}{suffix}"),
+            bytes,
+            limit,
+        },
+        DitacError::OutOfMemory { what, bytes } => DitacError::OutOfMemory {
+            what: format!("{what}{suffix}"),
+            bytes,
+        },
     }
 }
 
 impl<R: Real> Warps<R> {
     /// The warps of θ (`[d]` or `[C, d]`, row-major `data`) in `basis`; `with_grad` builds the
-    /// gradient tables (`DiTACGrad`).
+    /// gradient tables (`DiTACGrad`). Under the default memory budget (`budget::from_env`).
     pub fn from_theta(
         attrs: &Attrs,
         basis: &Basis,
@@ -114,19 +139,65 @@ impl<R: Real> Warps<R> {
         data: &[f32],
         with_grad: bool,
     ) -> Result<Self> {
+        Self::from_theta_within(attrs, basis, shape, data, with_grad, default_budget())
+    }
+
+    /// [`Warps::from_theta`] under a memory budget of `max_bytes` for all the rows' tables.
+    pub fn from_theta_within(
+        attrs: &Attrs,
+        basis: &Basis,
+        shape: &[usize],
+        data: &[f32],
+        with_grad: bool,
+        max_bytes: u64,
+    ) -> Result<Self> {
         let expected = format!("[d] or [C, d] with d = {}", attrs.theta_len());
-        Self::build("theta", &expected, shape, data, |row| {
+        // Sized only once the attributes are valid: a bad lut_size gets its own message.
+        let per_row = attrs
+            .validate()
+            .ok()
+            .map(|()| Activation::<R>::table_bytes(attrs, attrs.theta_len(), with_grad));
+        let budget = Budget {
+            per_row,
+            nodes: attrs.lut_size,
+            grad: with_grad,
+            max_bytes,
+        };
+        Self::build("theta", &expected, shape, data, &budget, |row| {
             Activation::from_theta(attrs, basis, row, with_grad)
         })
     }
 
-    /// The warps of a `DiTACLut` table (`[n]` or `[C, n]`, row-major `data`).
+    /// The warps of a `DiTACLut` table (`[n]` or `[C, n]`, row-major `data`), under the default
+    /// memory budget.
     pub fn from_table(attrs: &Attrs, shape: &[usize], data: &[f32]) -> Result<Self> {
+        Self::from_table_within(attrs, shape, data, default_budget())
+    }
+
+    /// [`Warps::from_table`] under a memory budget of `max_bytes`.
+    pub fn from_table_within(
+        attrs: &Attrs,
+        shape: &[usize],
+        data: &[f32],
+        max_bytes: u64,
+    ) -> Result<Self> {
+        let n = shape.last().copied().unwrap_or(0);
+        let sized = Attrs {
+            lut_size: i64::try_from(n).unwrap_or(i64::MAX),
+            ..attrs.clone()
+        };
+        let budget = Budget {
+            per_row: Some(Activation::<R>::table_bytes(&sized, 0, false)),
+            nodes: sized.lut_size,
+            grad: false,
+            max_bytes,
+        };
         Self::build(
             "table",
             "[n] or [C, n] (n ≥ 2 nodes)",
             shape,
             data,
+            &budget,
             |row| Activation::from_table(attrs, row),
         )
     }
@@ -146,6 +217,7 @@ impl<R: Real> Warps<R> {
         expected: &str,
         shape: &[usize],
         data: &[f32],
+        budget: &Budget,
         row: impl Fn(&[f32]) -> Result<Activation<R>>,
     ) -> Result<Self> {
         let bad_shape = |more: &str| {
@@ -168,6 +240,21 @@ impl<R: Real> Warps<R> {
                 param,
                 format!("holds {} values for shape {}", data.len(), fmt_shape(shape)),
             ));
+        }
+        if let Some(per_row) = budget.per_row {
+            // Several float32 rows are also joined side by side: twice the tables.
+            let copies = if count > 1 { 2 } else { 1 };
+            let total = per_row
+                .and_then(|b| b.checked_mul(count as u128))
+                .and_then(|b| b.checked_mul(copies));
+            let what = format!(
+                "input '{param}' of shape {}: {count} warp table{} of {} nodes{}",
+                fmt_shape(shape),
+                if count == 1 { "" } else { "s" },
+                budget.nodes,
+                if budget.grad { " with gradients" } else { "" }
+            );
+            super::budget::check(&what, total, budget.max_bytes)?;
         }
         let acts = (0..count)
             .map(|r| {

@@ -215,6 +215,8 @@ unsafe fn value_view<'a, T>(value: *const sys::OrtValue) -> PResult<TensorView<'
 /// The node being instantiated (valid during `CreateKernelV2`).
 pub struct KernelInfo {
     ptr: *const sys::OrtKernelInfo,
+    /// The memory budget of the node's tables (`core::budget`), from its session's options.
+    max_bytes: u64,
 }
 
 /// A constant input copied out of the kernel info.
@@ -226,8 +228,13 @@ pub struct ConstTensor {
 impl KernelInfo {
     /// # Safety
     /// `ptr` must be the kernel info ORT passed to `CreateKernelV2`, used only during that call.
-    pub(super) unsafe fn from_raw(ptr: *const sys::OrtKernelInfo) -> Self {
-        KernelInfo { ptr }
+    pub(super) unsafe fn from_raw(ptr: *const sys::OrtKernelInfo, max_bytes: u64) -> Self {
+        KernelInfo { ptr, max_bytes }
+    }
+
+    /// The memory budget of this node's tables.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
     }
 
     /// The node's name ("" when it has none or ORT cannot tell).

@@ -22,6 +22,7 @@ use super::{cpu, cuda};
 use super::{
     Elem, Ep, ErrorKind, OpSpec, PResult, PluginError, Port, PortType, DOMAIN, ORT_API_LEVEL,
 };
+use crate::core::budget;
 
 // ---------------------------------------------------------------------------------------------
 // Statuses
@@ -84,18 +85,38 @@ fn create(spec: OpSpec, info: &KernelInfo) -> PResult<Box<dyn Kernel>> {
 struct OpDef {
     raw: sys::OrtCustomOp,
     spec: OpSpec,
+    /// The memory budget of each node's tables (`core::budget`), from the session options that
+    /// registered this definition.
+    max_bytes: u64,
 }
 
-/// Kept alive (and never moved) for the process.
-static OPS: OnceLock<Box<[OpDef]>> = OnceLock::new();
-/// Custom-op domains handed to session options: ORT needs them for as long as any session lives.
-static DOMAINS: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+/// The op definitions and the custom-op domain of one memory budget. ORT needs a domain for as long
+/// as any session lives and only reads it (its name and ops), so one domain serves every
+/// registration with that budget: registering again allocates nothing (and the library itself
+/// stays loaded: `-z nodelete`, build.rs). Kept (never moved or freed) for the process; one set per
+/// distinct budget value.
+struct OpSet {
+    max_bytes: u64,
+    /// Holds the definitions (the domain points into them) so they stay reachable.
+    #[allow(dead_code)]
+    ops: &'static [OpDef],
+    domain: usize,
+}
+
+static OP_SETS: Mutex<Vec<OpSet>> = Mutex::new(Vec::new());
 
 /// # Safety
-/// `op` must be one of the `OpDef`s in `OPS`.
-unsafe fn spec_of<'a>(op: *const sys::OrtCustomOp) -> &'a OpSpec {
+/// `op` must be one of the `OpDef`s of `OP_SETS`.
+unsafe fn def_of<'a>(op: *const sys::OrtCustomOp) -> &'a OpDef {
     // SAFETY: repr(C) with `raw` first.
-    unsafe { &(*(op as *const OpDef)).spec }
+    unsafe { &*(op as *const OpDef) }
+}
+
+/// # Safety
+/// As [`def_of`].
+unsafe fn spec_of<'a>(op: *const sys::OrtCustomOp) -> &'a OpSpec {
+    // SAFETY: as the caller's.
+    unsafe { &def_of(op).spec }
 }
 
 fn element_type(spec: &OpSpec, ty: PortType) -> sys::ONNXTensorElementDataType {
@@ -227,12 +248,13 @@ unsafe extern "system" fn op_create_kernel(
             ));
         }
         // SAFETY: `op` is ours; `info` is valid for this call.
-        let spec = *unsafe { spec_of(op) };
+        let def = unsafe { def_of(op) };
+        let spec = def.spec;
         // ORT rethrows a kernel-creation status as RUNTIME_EXCEPTION ("Exception during
         // initialization: <message>"), dropping its code: carry the code in the message too.
         let k: Box<dyn Kernel> =
             // SAFETY: `info` is valid for this call, and `KernelInfo` does not outlive it.
-            create(spec, &unsafe { KernelInfo::from_raw(info) }).map_err(|e| match e.kind {
+            create(spec, &unsafe { KernelInfo::from_raw(info, def.max_bytes) }).map_err(|e| match e.kind {
                 ErrorKind::InvalidArgument => PluginError {
                     kind: e.kind,
                     msg: format!("[INVALID_ARGUMENT] {}", e.msg),
@@ -344,7 +366,7 @@ fn every_dim_known_or_named(info: *const sys::OrtTensorTypeAndShapeInfo) -> PRes
     }))
 }
 
-fn make_op(spec: OpSpec) -> OpDef {
+fn make_op(spec: OpSpec, max_bytes: u64) -> OpDef {
     // SAFETY: OrtCustomOp is a u32 and optional function pointers: all-zero is valid (None).
     let mut raw: sys::OrtCustomOp = unsafe { std::mem::zeroed() };
     raw.version = ORT_API_LEVEL;
@@ -368,7 +390,11 @@ fn make_op(spec: OpSpec) -> OpDef {
     raw.InferOutputShapeFn = Some(op_infer_shape);
     raw.GetStartVersion = Some(op_version);
     raw.GetEndVersion = Some(op_version);
-    OpDef { raw, spec }
+    OpDef {
+        raw,
+        spec,
+        max_bytes,
+    }
 }
 
 /// Whether the CUDA-EP op definitions are registered: when `libcuda` can be opened (probed once,
@@ -383,30 +409,107 @@ pub fn cuda_ops_enabled() -> bool {
     })
 }
 
+/// The memory budget of the nodes of sessions made with `options`: the session config entry
+/// `ditac.max_bytes` (set it before registering the library), else `DITAC_MAX_BYTES`, else 1 GiB.
+fn session_budget(options: *const sys::OrtSessionOptions) -> PResult<u64> {
+    let a = api();
+    let key = CString::new(budget::CONFIG_KEY).unwrap_or_default();
+    let mut has: c_int = 0;
+    // SAFETY: `options` is the caller's; the key is NUL-terminated.
+    check(
+        unsafe { (a.HasSessionConfigEntry)(options, key.as_ptr(), &mut has) },
+        "HasSessionConfigEntry",
+    )?;
+    if has == 0 {
+        return budget::from_env().map_err(|e| PluginError::invalid(format!("ai.ditac: {e}")));
+    }
+    let mut buf = vec![0u8; 128];
+    let mut size = buf.len();
+    // SAFETY: `buf` holds `size` bytes; ORT writes a NUL-terminated value or says the size it needs.
+    let first = check(
+        unsafe {
+            (a.GetSessionConfigEntry)(
+                options,
+                key.as_ptr(),
+                buf.as_mut_ptr() as *mut c_char,
+                &mut size,
+            )
+        },
+        "GetSessionConfigEntry",
+    );
+    if first.is_err() && size > buf.len() {
+        buf = vec![0u8; size];
+        // SAFETY: as above, with the size ORT asked for.
+        check(
+            unsafe {
+                (a.GetSessionConfigEntry)(
+                    options,
+                    key.as_ptr(),
+                    buf.as_mut_ptr() as *mut c_char,
+                    &mut size,
+                )
+            },
+            "GetSessionConfigEntry",
+        )?;
+    } else {
+        first?;
+    }
+    let text = CStr::from_bytes_until_nul(&buf)
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    budget::parse_bytes(&text).map_err(|e| {
+        PluginError::invalid(format!(
+            "ai.ditac: session config entry {} = {e}",
+            budget::CONFIG_KEY
+        ))
+    })
+}
+
 fn register(options: *mut sys::OrtSessionOptions) -> PResult<()> {
     let a = api();
-    let ops = OPS.get_or_init(|| OpSpec::all().into_iter().map(make_op).collect());
+    let max_bytes = session_budget(options)?;
     let cuda = cuda_ops_enabled();
-    let mut domain: *mut sys::OrtCustomOpDomain = ptr::null_mut();
-    // SAFETY: the name is NUL-terminated; the domain is kept for the process below.
+    // Held while a set is created and filled, so a concurrent registration waits for it.
+    let mut sets = OP_SETS.lock().unwrap_or_else(|e| e.into_inner());
+    let domain = match sets.iter().find(|s| s.max_bytes == max_bytes) {
+        Some(set) => set.domain,
+        None => {
+            let ops: &'static [OpDef] = Box::leak(
+                OpSpec::all()
+                    .into_iter()
+                    .map(|spec| make_op(spec, max_bytes))
+                    .collect::<Box<[OpDef]>>(),
+            );
+            let mut domain: *mut sys::OrtCustomOpDomain = ptr::null_mut();
+            // SAFETY: the name is NUL-terminated; the domain is kept for the process.
+            check(
+                unsafe { (a.CreateCustomOpDomain)(DOMAIN.as_ptr(), &mut domain) },
+                "CreateCustomOpDomain",
+            )?;
+            for op in ops.iter().filter(|o| cuda || o.spec.ep == Ep::Cpu) {
+                // SAFETY: `op.raw` lives in the leaked, never-freed `ops`.
+                let added = check(
+                    unsafe { (a.CustomOpDomain_Add)(domain, &op.raw) },
+                    "CustomOpDomain_Add",
+                );
+                if let Err(e) = added {
+                    // SAFETY: the domain was created above and handed to no one.
+                    unsafe { (a.ReleaseCustomOpDomain)(domain) };
+                    return Err(e);
+                }
+            }
+            sets.push(OpSet {
+                max_bytes,
+                ops,
+                domain: domain as usize,
+            });
+            domain as usize
+        }
+    };
+    drop(sets);
+    // SAFETY: `options` is the caller's session options; the domain lives for the process.
     check(
-        unsafe { (a.CreateCustomOpDomain)(DOMAIN.as_ptr(), &mut domain) },
-        "CreateCustomOpDomain",
-    )?;
-    DOMAINS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(domain as usize);
-    for op in ops.iter().filter(|o| cuda || o.spec.ep == Ep::Cpu) {
-        // SAFETY: `op.raw` lives in the process-wide OPS.
-        check(
-            unsafe { (a.CustomOpDomain_Add)(domain, &op.raw) },
-            "CustomOpDomain_Add",
-        )?;
-    }
-    // SAFETY: `options` is the caller's session options.
-    check(
-        unsafe { (a.AddCustomOpDomain)(options, domain) },
+        unsafe { (a.AddCustomOpDomain)(options, domain as *mut sys::OrtCustomOpDomain) },
         "AddCustomOpDomain",
     )
 }

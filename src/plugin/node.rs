@@ -29,6 +29,8 @@ pub(super) struct Node<R: Real> {
     fixed: Option<Arc<Warps<R>>>,
     /// The last run-time warps, keyed on the bits and shapes of θ (or the table) and B.
     cache: Cache<R>,
+    /// The memory budget of this node's tables (`core::budget`).
+    max_bytes: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -79,6 +81,7 @@ impl<R: Real> Node<R> {
             basis,
             fixed: None,
             cache: Mutex::new(None),
+            max_bytes: info.max_bytes(),
         };
         if let Some(p) = info.constant_input_f32(p_idx)? {
             if kind == OpKind::Lut || node.basis.is_some() {
@@ -107,9 +110,10 @@ impl<R: Real> Node<R> {
 
     /// The warps of θ (or the table) of `shape`: one per row.
     fn build(&self, shape: &[usize], data: &[f32], basis: Option<&Basis>) -> PResult<Warps<R>> {
+        let grad = self.kind == OpKind::Grad;
         Ok(match basis {
-            Some(b) => Warps::from_theta(&self.attrs, b, shape, data, self.kind == OpKind::Grad)?,
-            None => Warps::from_table(&self.attrs, shape, data)?,
+            Some(b) => Warps::from_theta_within(&self.attrs, b, shape, data, grad, self.max_bytes)?,
+            None => Warps::from_table_within(&self.attrs, shape, data, self.max_bytes)?,
         })
     }
 

@@ -291,3 +291,28 @@ def test_every_kernel_path_through_ort(tmp_path):
     env = dict(os.environ, DITAC_ISA="sse9")
     r = subprocess.run([os.sys.executable, str(script), str(PLUGIN), str(tmp_path / "x.npy")], env=env, capture_output=True, text=True)
     assert "ERROR" in r.stdout and 'DITAC_ISA="sse9"' in r.stdout, r.stdout + r.stderr
+
+
+def test_plugin_stays_loaded_across_register_and_release_cycles():
+    """onnxruntime unloads a custom-op library when the last SessionOptions that registered it goes;
+    the plugin is linked with -z nodelete, so it stays mapped (its statics are never orphaned) and
+    registering again reuses it. Run in a child process: this one may already hold the plugin."""
+    code = f"""
+import gc, numpy as np, onnxruntime as ort
+from pathlib import Path
+lib = {str(PLUGIN)!r}
+def mapped():
+    return sum(1 for l in Path('/proc/self/maps').read_text().splitlines() if l.endswith('libditac.so'))
+for _ in range(20):
+    so = ort.SessionOptions()
+    so.register_custom_ops_library(lib)
+    s = ort.InferenceSession({str(ROOT / 'models/ditac_mlp.onnx')!r}, so, providers=['CPUExecutionProvider'])
+    s.run(None, {{'x': np.zeros((3, 2), np.float32)}})
+    del s, so
+    gc.collect()
+    assert mapped() > 0, 'the plugin was unloaded'
+print('ok', mapped())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok"), out.stdout

@@ -1,8 +1,10 @@
 //! The model-level library behind the `ditac` command: network specs and their parameters, ONNX graph
 //! building and transforms (patch, freeze, lower, inspect), plots, and training. The math comes from the
 //! plugin library (`ditac`).
+pub mod budget;
 pub mod graph;
 pub mod model;
+pub mod output;
 pub mod params;
 pub mod plot;
 pub mod spec;

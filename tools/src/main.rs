@@ -16,6 +16,14 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Memory budget of this command: the most bytes one allocation sized by a model, spec,
+    /// parameter file or flag may take (e.g. 1073741824 or 1G; default DITAC_MAX_BYTES, else 1G).
+    #[arg(long, global = true, value_name = "BYTES", value_parser = parse_max_bytes)]
+    max_bytes: Option<u64>,
+}
+
+fn parse_max_bytes(text: &str) -> Result<u64, String> {
+    ditac::core::budget::parse_bytes(text)
 }
 
 #[derive(Subcommand)]
@@ -52,16 +60,45 @@ enum Command {
     Triton(commands::triton::Args),
 }
 
+/// A usage error as one line: clap's message and the usage it suggests, without the tips and the
+/// blank lines of its multi-line rendering (the same one-line form as every other error).
+fn usage_error_line(e: &clap::Error) -> String {
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        return "a command is required (see 'ditac --help')".to_string();
+    }
+    let rendered = e.render().to_string();
+    let mut message = None;
+    let mut usage = None;
+    for line in rendered.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("error:") {
+            message.get_or_insert_with(|| m.trim().to_string());
+        } else if let Some(u) = line.strip_prefix("Usage:") {
+            usage.get_or_insert_with(|| u.trim().to_string());
+        }
+    }
+    let message = message.unwrap_or_else(|| e.kind().to_string());
+    match usage {
+        Some(u) => format!("{message} (usage: {u}; see --help)"),
+        None => message,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            // --help and --version are not errors.
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
+            // --help and --version are not errors: clap prints them in full.
+            if !e.use_stderr() {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("ditac: error: {}", usage_error_line(&e));
+            return ExitCode::from(2);
         }
     };
+    if let Some(b) = cli.max_bytes {
+        ditac_tools::budget::set_max_bytes(b);
+    }
     let result = match cli.command {
         Command::Basis(a) => commands::basis::run(a),
         Command::Eval(a) => commands::eval::run(a),

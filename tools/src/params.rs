@@ -59,6 +59,7 @@ impl Params {
     pub fn load(path: &Path) -> Result<Params> {
         let bytes = std::fs::read(path)
             .with_context(|| format!("cannot read parameters {}", path.display()))?;
+        crate::output::record_input(path);
         let what = || format!("parameters {}", path.display());
         match Format::sniff(&bytes) {
             Some(Format::Safetensors) => Self::from_safetensors(&bytes).with_context(what),
@@ -134,17 +135,17 @@ impl Params {
 
     /// Writes an uncompressed `.npz` (float32 arrays), readable by `np.load`.
     pub fn save_npz(&self, path: &Path) -> Result<()> {
-        let file = std::fs::File::create(path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        let mut w = ndarray_npy::NpzWriter::new(file);
-        for (k, t) in &self.tensors {
-            let a = ArrayD::from_shape_vec(IxDyn(&t.shape), t.data.clone())?;
-            w.add_array(k.as_str(), &a)
+        crate::output::Output::new(path)?.write_with(|file| {
+            let mut w = ndarray_npy::NpzWriter::new(file);
+            for (k, t) in &self.tensors {
+                let a = ArrayD::from_shape_vec(IxDyn(&t.shape), t.data.clone())?;
+                w.add_array(k.as_str(), &a)
+                    .map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
+            }
+            w.finish()
                 .map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
-        }
-        w.finish()
-            .map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Writes a safetensors file (float32), readable by `safetensors.torch.load_file`.
@@ -168,9 +169,9 @@ impl Params {
                     .map_err(|e| anyhow!("tensor {k}: {e}"))
             })
             .collect::<Result<_>>()?;
-        safetensors::serialize_to_file(views, None, path)
+        let bytes = safetensors::serialize(views, None)
             .map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
-        Ok(())
+        crate::output::Output::new(path)?.write_bytes(&bytes)
     }
 }
 

@@ -347,6 +347,7 @@ impl Spec {
     pub fn load(path: &Path) -> Result<Spec> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read spec {}", path.display()))?;
+        crate::output::record_input(path);
         let is_json =
             path.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with('{');
         let spec: Spec = if is_json {
@@ -382,6 +383,8 @@ impl Spec {
         let mut shape = input.clone();
         let mut out = Vec::with_capacity(self.layers.len());
         let mut seen = std::collections::BTreeSet::new();
+        let mut params_total = 0usize;
+        crate::budget::product("spec: the input", &input)?;
         for (index, layer) in self.layers.iter().enumerate() {
             let prefix = layer
                 .name()
@@ -434,13 +437,17 @@ impl Spec {
                         return Err(at("out, kernel and stride must be positive".into()));
                     }
                     let (c, h, w) = (shape[0], shape[1], shape[2]);
-                    if h + 2 * padding < *kernel || w + 2 * padding < *kernel {
+                    let padded = |n: usize| padding.checked_mul(2).and_then(|p| p.checked_add(n));
+                    let (Some(hp), Some(wp)) = (padded(h), padded(w)) else {
+                        return Err(at(format!("padding {padding} is too large")));
+                    };
+                    if hp < *kernel || wp < *kernel {
                         return Err(at(format!(
                             "kernel {kernel} is larger than the padded input {h}x{w} (padding {padding})"
                         )));
                     }
-                    let ho = (h + 2 * padding - kernel) / stride + 1;
-                    let wo = (w + 2 * padding - kernel) / stride + 1;
+                    let ho = (hp - kernel) / stride + 1;
+                    let wo = (wp - kernel) / stride + 1;
                     params.push(ParamSpec {
                         key: key("weight"),
                         shape: vec![*out, c, *kernel, *kernel],
@@ -453,7 +460,7 @@ impl Spec {
                     }
                     vec![*out, ho, wo]
                 }
-                Layer::Flatten { .. } => vec![shape.iter().product()],
+                Layer::Flatten { .. } => vec![crate::budget::product(&prefix, &shape)?],
                 Layer::Ditac(d) => {
                     let a = d.attrs().map_err(|e| at(format!("{e}")))?;
                     // Only the layer's own settings here; the flags' defaults are checked too.
@@ -502,6 +509,13 @@ impl Spec {
                 | Layer::Tanh { .. }
                 | Layer::Sigmoid { .. } => shape.clone(),
             };
+            // Sizes checked before anything of that size is allocated (weights, activations).
+            crate::budget::product(&format!("layer {prefix}: the output"), &out_shape)?;
+            for p in &params {
+                params_total = crate::budget::product(&format!("parameter {}", p.key), &p.shape)?
+                    .checked_add(params_total)
+                    .ok_or_else(|| anyhow::anyhow!("spec: the parameter count overflows"))?;
+            }
             out.push(ResolvedLayer {
                 index,
                 prefix,
@@ -513,6 +527,11 @@ impl Spec {
             });
             shape = out_shape;
         }
+        crate::budget::check_values(
+            &format!("spec: {params_total} parameters (float32)"),
+            Some(params_total as u128),
+            4,
+        )?;
         Ok(Network {
             name: self.name.clone().unwrap_or_else(|| "ditac".into()),
             input,

@@ -37,26 +37,12 @@ pub struct Args {
 
 /// Writes `p` to `path` (by extension: `.safetensors`, else `.npz`) through a temporary file.
 pub fn save_params_atomic(p: &Params, path: &Path) -> Result<()> {
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} is not a file name", path.display()))?;
-    let tmp = path.with_file_name(format!(
-        "{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let r = if path.extension().is_some_and(|e| e == "safetensors") {
-        p.save_safetensors(&tmp)
+    // Both writers go through `ditac_tools::output` (a temporary file, then a rename).
+    if path.extension().is_some_and(|e| e == "safetensors") {
+        p.save_safetensors(path)
     } else {
-        p.save_npz(&tmp)
-    };
-    let r = r.and_then(|()| {
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
-    });
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        p.save_npz(path)
     }
-    r
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -85,6 +71,11 @@ pub fn run(args: Args) -> Result<()> {
                 }
             }
         }
+    }
+    // The outputs are checked before the work: not an input, not a link or device.
+    ditac_tools::output::Output::new(&args.out)?;
+    if let Some(sp) = &args.save_params {
+        ditac_tools::output::Output::new(sp)?;
     }
     check_params(&net, &params).with_context(|| match &args.params {
         Some(p) => format!("parameters {}", p.display()),

@@ -107,6 +107,15 @@ pub fn run(args: Args) -> Result<()> {
         channel_axis: None,
     };
     let attrs = Attrs::read(&given, AttrSet::Warp)?;
+    // Before the basis: a QR basis of a large tessellation takes seconds to build.
+    ditac_tools::budget::check(
+        &format!(
+            "a warp table of {} nodes{}",
+            attrs.lut_size,
+            if args.grad { " with gradients" } else { "" }
+        ),
+        ditac::Activation::<f32>::table_bytes(&attrs, attrs.theta_len(), args.grad),
+    )?;
     let theta = parse_theta(&args.theta)?;
     let basis = match (attrs.basis, &args.basis_file) {
         (BasisKind::Explicit, Some(p)) => read_basis_file(p, attrs.tess(), attrs.zero_boundary())?,
@@ -117,7 +126,15 @@ pub fn run(args: Args) -> Result<()> {
         ),
         (kind, None) => (*basis::build(attrs.tess(), attrs.zero_boundary(), kind)?).clone(),
     };
-    let warps = Warps::<f32>::from_theta(&attrs, &basis, &[theta.len()], &theta, args.grad)?;
+    let max_bytes = ditac_tools::budget::max_bytes()?;
+    let warps = Warps::<f32>::from_theta_within(
+        &attrs,
+        &basis,
+        &[theta.len()],
+        &theta,
+        args.grad,
+        max_bytes,
+    )?;
     let act = warps.row(0);
 
     let mut text = String::new();

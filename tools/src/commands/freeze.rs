@@ -29,6 +29,8 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let mut mf = ModelFile::load(&args.input)?;
     let tables = args.tables.as_deref().map(Params::load).transpose()?;
+    // The output is checked before the work: not an input, not a link or device.
+    ditac_tools::output::Output::new(&args.out)?;
     let dir = mf.dir.clone();
     let report = freeze_model(&mut mf.model, &dir, tables.as_ref())?;
     mf.save_with(&args.out, args.keep_external_data)?;

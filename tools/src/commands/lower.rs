@@ -43,6 +43,8 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     let mut mf = ModelFile::load(&args.input)?;
+    // The output is checked before the work: not an input, not a link or device.
+    ditac_tools::output::Output::new(&args.out)?;
     let dir = mf.dir.clone();
     let lowered = lower_in_place(&mut mf.model, &dir, &opts)?;
     mf.save_with(&args.out, args.keep_external_data)?;

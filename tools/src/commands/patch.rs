@@ -102,6 +102,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let mut mf = ModelFile::load(&args.input)?;
     let params = Params::load(&args.params)?;
+    ditac_tools::output::Output::new(&args.out)?;
     let done = patch_model(&mut mf.model, &params, &reps, &overrides)?;
     mf.save_with(&args.out, args.keep_external_data)?;
     for p in &done {

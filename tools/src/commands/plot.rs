@@ -27,6 +27,12 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let mf = ModelFile::load(&args.input)?;
+    // A few numbers per point and node (x, the curves, the rendering).
+    ditac_tools::budget::check_values(
+        &format!("--points {}", args.points),
+        Some(args.points as u128),
+        64,
+    )?;
     let (mut plots, skipped) = model_plots(mf.graph(), &mf.dir, args.points)?;
     for n in &args.nodes {
         if !plots.iter().any(|p| &p.node == n) {
@@ -55,14 +61,7 @@ pub fn run(args: Args) -> Result<()> {
         .with_context(|| format!("creating {}", args.out.display()))?;
     for (name, bytes) in &files {
         let path = args.out.join(name);
-        let tmp = args.out.join(format!("{name}.tmp-{}", std::process::id()));
-        let r = std::fs::write(&tmp, bytes)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .with_context(|| format!("writing {}", path.display()));
-        if r.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        r?;
+        ditac_tools::output::Output::new(&path)?.write_bytes(bytes)?;
         println!("wrote {}", path.display());
     }
     for n in skipped {

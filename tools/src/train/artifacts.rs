@@ -293,17 +293,7 @@ pub fn build(net: &Network, params: &Params, cfg: &TrainConfig) -> Result<Artifa
 /// Writes `bytes` to `path` through a temporary file and a rename, so that a failure never leaves a
 /// half-written file (and never replaces a good one).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} is not a file path", path.display()))?;
-    let tmp = match dir {
-        Some(d) => d.join(format!(".{}.tmp", name.to_string_lossy())),
-        None => Path::new(&format!(".{}.tmp", name.to_string_lossy())).to_path_buf(),
-    };
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    crate::output::Output::new(path)?.write_bytes(bytes)
 }
 
 /// Writes the four artifacts into `dir` (created if missing).

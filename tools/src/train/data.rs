@@ -52,29 +52,29 @@ impl Dataset {
     /// Writes the data set as `.npz` (`x` float32, `y` float32 or int64 class indices `[N, 1]`).
     pub fn save_npz(&self, path: &Path) -> Result<()> {
         use ndarray::{ArrayD, IxDyn};
-        let f = std::fs::File::create(path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        let mut w = ndarray_npy::NpzWriter::new(f);
-        let mut xs = vec![self.n];
-        xs.extend(&self.x_shape);
-        let x = ArrayD::from_shape_vec(IxDyn(&xs), self.x.clone())?;
-        w.add_array("x", &x)?;
-        match &self.y {
-            Targets::Values(v) => {
-                let mut ys = vec![self.n];
-                ys.extend(&self.y_shape);
-                w.add_array("y", &ArrayD::from_shape_vec(IxDyn(&ys), v.clone())?)?;
+        crate::output::Output::new(path)?.write_with(|f| {
+            let mut w = ndarray_npy::NpzWriter::new(f);
+            let mut xs = vec![self.n];
+            xs.extend(&self.x_shape);
+            let x = ArrayD::from_shape_vec(IxDyn(&xs), self.x.clone())?;
+            w.add_array("x", &x)?;
+            match &self.y {
+                Targets::Values(v) => {
+                    let mut ys = vec![self.n];
+                    ys.extend(&self.y_shape);
+                    w.add_array("y", &ArrayD::from_shape_vec(IxDyn(&ys), v.clone())?)?;
+                }
+                Targets::Classes(c) => {
+                    // [N, 1] like the regression targets (the loader also takes [N]).
+                    w.add_array(
+                        "y",
+                        &ArrayD::from_shape_vec(IxDyn(&[self.n, 1]), c.clone())?,
+                    )?;
+                }
             }
-            Targets::Classes(c) => {
-                // [N, 1] like the regression targets (the loader also takes [N]).
-                w.add_array(
-                    "y",
-                    &ArrayD::from_shape_vec(IxDyn(&[self.n, 1]), c.clone())?,
-                )?;
-            }
-        }
-        w.finish()?;
-        Ok(())
+            w.finish()?;
+            Ok(())
+        })
     }
 }
 
@@ -101,6 +101,7 @@ pub fn load_shaped(
 ) -> Result<Dataset> {
     let bytes =
         std::fs::read(path).with_context(|| format!("cannot read data {}", path.display()))?;
+    crate::output::record_input(path);
     let what = || format!("data {}", path.display());
     let (xs, x, ys, y) = if bytes.starts_with(b"PK") {
         let p = Params::from_npz(&bytes).with_context(what)?;

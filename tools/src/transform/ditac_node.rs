@@ -152,10 +152,26 @@ pub fn node_warps(
 ) -> Result<Option<NodeWarps>> {
     let label = node_label(node);
     let ctx = |e: ditac::DitacError| anyhow!("node '{label}': {e}");
+    check_node_io(node)?;
     let set = attr_set(node);
     let mut attrs = Attrs::parse(&NodeAttrs(node), set).map_err(ctx)?;
     let pname = node.input.get(1).map_or("", String::as_str);
     let Some(t) = constant_tensor(g, pname) else {
+        let what = if set == AttrSet::Table {
+            "table"
+        } else {
+            "theta"
+        };
+        if pname.is_empty() {
+            bail!("node '{label}': input '{what}' is missing");
+        }
+        let produced = g.input.iter().any(|i| i.name == pname)
+            || g.node.iter().any(|n| n.output.iter().any(|o| o == pname));
+        if !produced {
+            bail!(
+                "node '{label}': input '{what}' names \"{pname}\", which is no initializer, graph input or node output"
+            );
+        }
         return Ok(None);
     };
     if let Some((n, interp)) = lut {
@@ -168,8 +184,9 @@ pub fn node_warps(
     let dims = dims_of(t);
     let data = tensor_f32(t, dir).with_context(|| format!("node '{label}'"))?;
     let mut consts = vec![pname.to_string()];
+    let max_bytes = crate::budget::max_bytes()?;
     let warps = if set == AttrSet::Table {
-        Warps::from_table(&attrs, &dims, &data).map_err(ctx)?
+        Warps::from_table_within(&attrs, &dims, &data, max_bytes).map_err(ctx)?
     } else {
         let bname = node.input.get(2).map_or("", String::as_str);
         let basis = match (attrs.basis, bname.is_empty()) {
@@ -185,13 +202,25 @@ pub fn node_warps(
             (_, false) => return Err(ctx(attrs.basis_not_explicit())),
             (kind, true) => basis::build(attrs.tess(), attrs.zero_boundary(), kind).map_err(ctx)?,
         };
-        Warps::from_theta(&attrs, &basis, &dims, &data, false).map_err(ctx)?
+        Warps::from_theta_within(&attrs, &basis, &dims, &data, false, max_bytes).map_err(ctx)?
     };
     Ok(Some(NodeWarps {
         attrs,
         warps,
         consts,
     }))
+}
+
+/// Checks that an `ai.ditac` node has its X input and its output named.
+pub fn check_node_io(node: &NodeProto) -> Result<()> {
+    let label = node_label(node);
+    if node.input.first().is_none_or(|x| x.is_empty()) {
+        bail!("node '{label}': input 'X' is missing");
+    }
+    if node.output.first().is_none_or(|y| y.is_empty()) {
+        bail!("node '{label}': output 'Y' is missing");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -64,6 +64,7 @@ pub fn freeze_model(
         let label = node_label(node);
         let given = tables.and_then(|t| t.tensors.get(&node.name));
         let (attrs, rows, n, values) = if let Some(t) = given {
+            super::check_node_io(node)?;
             let (attrs, _) = super::node_attrs(node)?;
             attrs
                 .validate_set(AttrSet::Table)
@@ -73,6 +74,12 @@ pub fn freeze_model(
                 [c, n] => (*c, *n),
                 s => bail!("table \"{label}\" has shape {s:?}: expected [n], [1, n] or [C, n]"),
             };
+            if rows == 0 {
+                bail!(
+                    "table \"{label}\" has shape {:?}: expected at least one row",
+                    t.shape
+                );
+            }
             for r in 0..rows {
                 ditac::Activation::<f32>::from_table(&attrs, &t.data[r * n..(r + 1) * n])
                     .map_err(|e| anyhow!("table \"{label}\": {e}"))?;

@@ -249,11 +249,9 @@ fn lower_node(
     if node.op_type == "DiTACGrad" {
         bail!("node '{label}': DiTACGrad (a training op) cannot be lowered");
     }
-    let x_in = node.input.first().cloned().unwrap_or_default();
-    let y_out = node.output.first().cloned().unwrap_or_default();
-    if x_in.is_empty() || y_out.is_empty() {
-        bail!("node '{label}': no input X or output Y");
-    }
+    super::check_node_io(node)?;
+    let x_in = node.input[0].clone();
+    let y_out = node.output[0].clone();
     let exact = opts.exact_lut.map(|n| (n, Interpolation::Linear));
     let w = node_warps(g, node, dir, exact)?.ok_or_else(|| {
         anyhow!(

@@ -13,7 +13,7 @@ use onnx_protobuf::tensor_proto::{DataLocation, DataType};
 use onnx_protobuf::{AttributeProto, GraphProto, Message, ModelProto, TensorProto};
 use protobuf::Enum;
 use std::collections::BTreeSet;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 /// Protobuf's limit on one serialised message: larger models must keep their weights in external
@@ -44,8 +44,8 @@ impl ModelFile {
                 meta.len()
             );
         }
-        let file =
-            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let file = crate::output::open_input(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         let mut r = BufReader::with_capacity(1 << 20, file);
         let model = ModelProto::parse_from_reader(&mut r)
             .map_err(|e| anyhow!("{} is not an ONNX model ({e})", path.display()))?;
@@ -65,6 +65,10 @@ impl ModelFile {
                 }
             })
             .unwrap_or_else(|| PathBuf::from("."));
+        // The model's external data files are inputs too: no output may replace them.
+        for loc in external_locations(&model) {
+            crate::output::record_input(&dir.join(loc));
+        }
         Ok(ModelFile {
             model,
             path: path.to_path_buf(),
@@ -101,14 +105,6 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// The folder of `out` ("." for a bare file name).
-fn parent_dir(out: &Path) -> PathBuf {
-    match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
 /// Removes what it holds when dropped, unless disarmed: temporary outputs on error paths.
 struct Cleanup(Vec<PathBuf>);
 impl Drop for Cleanup {
@@ -136,19 +132,9 @@ pub fn save_model_with(
     keep_external: bool,
 ) -> Result<()> {
     fix_zero_scalars(model);
-    if out.is_dir() || out.as_os_str().to_string_lossy().ends_with('/') {
-        bail!(
-            "{} is a folder: expected the output model's file name",
-            out.display()
-        );
-    }
-    let out_dir = parent_dir(out);
-    if !out_dir.is_dir() {
-        bail!("output folder {} does not exist", out_dir.display());
-    }
-    let file_name = out
-        .file_name()
-        .with_context(|| format!("{} is not a file name", out.display()))?;
+    // Absent or a regular file, not one of the inputs, in an existing folder.
+    let output = crate::output::Output::new(out)?;
+    let out_dir = output.dir().to_path_buf();
     let mut cleanup = Cleanup(Vec::new());
     // A model that fits in one file gets its external data inline: the output must not depend on
     // data files beside it (the input's, which a re-export overwrites, or a stale one of that name).
@@ -165,14 +151,22 @@ pub fn save_model_with(
             if rel.is_absolute() {
                 continue;
             }
-            let (src, dst) = (src_dir.join(rel), out_dir.join(rel));
+            let src = src_dir.join(rel);
+            // Inside the output's folder (no `..`, no folder resolving elsewhere).
+            let dst = output.confined(rel)?;
             if !src.is_file() {
                 bail!(
                     "external data file {} (location \"{loc}\") not found",
                     src.display()
                 );
             }
-            if dst.exists() {
+            if let Ok(m) = std::fs::symlink_metadata(&dst) {
+                if !m.file_type().is_file() {
+                    bail!(
+                        "{} exists and is not a regular file: not replacing it with the model's external data",
+                        dst.display()
+                    );
+                }
                 if same_file(&src, &dst) || same_content(&src, &dst)? {
                     continue;
                 }
@@ -182,21 +176,15 @@ pub fn save_model_with(
                     src.display()
                 );
             }
-            if let Some(p) = dst.parent() {
-                std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
-            }
             // A copy, not a hard link: onnx.checker refuses data files with several links
             // ("potential hardlink attack").
-            let tmp = dst.with_file_name(format!(
-                "{}.tmp-{}",
-                dst.file_name().unwrap_or_default().to_string_lossy(),
-                std::process::id()
-            ));
-            cleanup.0.push(tmp.clone());
-            std::fs::copy(&src, &tmp)
-                .with_context(|| format!("copying {} to {}", src.display(), tmp.display()))?;
-            std::fs::rename(&tmp, &dst).with_context(|| format!("writing {}", dst.display()))?;
-            cleanup.0.pop();
+            crate::output::Output::new(&dst)?.write_with(|w| {
+                let mut f = std::fs::File::open(&src)
+                    .with_context(|| format!("cannot read {}", src.display()))?;
+                std::io::copy(&mut f, w)
+                    .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+                Ok(())
+            })?;
             cleanup.0.push(dst);
         }
     }
@@ -204,23 +192,11 @@ pub fn save_model_with(
     if size > PROTOBUF_LIMIT {
         bail!("the output model would be {size} bytes: protobuf cannot hold more than 2 GiB (keep the weights in external data files)");
     }
-    let tmp = out_dir.join(format!(
-        "{}.tmp-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    cleanup.0.push(tmp.clone());
-    {
-        let f = std::fs::File::create(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        let mut w = BufWriter::with_capacity(1 << 20, f);
+    output.write_with(|w| {
         model
-            .write_to_writer(&mut w)
-            .map_err(|e| anyhow!("writing {}: {e}", tmp.display()))?;
-        w.flush()
-            .with_context(|| format!("writing {}", tmp.display()))?;
-    }
-    std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
+            .write_to_writer(w)
+            .map_err(|e| anyhow!("writing {}: {e}", out.display()))
+    })?;
     cleanup.0.clear();
     Ok(())
 }
@@ -395,7 +371,7 @@ fn external_bytes(t: &TensorProto, dir: &Path) -> Result<Vec<u8>> {
             .transpose()
     };
     let path = dir.join(loc);
-    let mut f = std::fs::File::open(&path).with_context(|| {
+    let mut f = crate::output::open_input(&path).with_context(|| {
         format!(
             "tensor \"{}\": cannot read its external data file {}",
             t.name,
@@ -416,7 +392,8 @@ fn external_bytes(t: &TensorProto, dir: &Path) -> Result<Vec<u8>> {
         );
     }
     f.seek(SeekFrom::Start(offset))?;
-    let mut buf = vec![0u8; len as usize];
+    let what = format!("tensor \"{}\": external data", t.name);
+    let mut buf = crate::budget::try_vec(&what, usize::try_from(len)?, 0u8)?;
     f.read_exact(&mut buf)
         .with_context(|| format!("tensor \"{}\": reading {}", t.name, path.display()))?;
     Ok(buf)
@@ -424,8 +401,9 @@ fn external_bytes(t: &TensorProto, dir: &Path) -> Result<Vec<u8>> {
 
 /// The values of a float, double or float16 tensor as f32 (external data read from `dir`).
 pub fn tensor_f32(t: &TensorProto, dir: &Path) -> Result<Vec<f32>> {
-    let n: i64 = t.dims.iter().product();
-    let n = usize::try_from(n).map_err(|_| anyhow!("tensor \"{}\" has negative dims", t.name))?;
+    let what = format!("tensor \"{}\"", t.name);
+    let n = crate::budget::elements(&what, &t.dims)?;
+    crate::budget::check_values(&what, Some(n as u128), 4)?;
     let external;
     let raw: &[u8] = if is_external(t) {
         external = external_bytes(t, dir)?;

@@ -214,8 +214,15 @@ pub fn patch_model(
         };
         let dims: Vec<usize> = if rows == 1 { vec![d] } else { vec![rows, d] };
         // θ is checked by building its warps, as the plugin will.
-        Warps::<f32>::from_theta(&at, &b, &dims, &t.data, false)
-            .map_err(|e| anyhow!("tensor \"{}\": {e}", rep.key))?;
+        Warps::<f32>::from_theta_within(
+            &at,
+            &b,
+            &dims,
+            &t.data,
+            false,
+            crate::budget::max_bytes()?,
+        )
+        .map_err(|e| anyhow!("tensor \"{}\": {e}", rep.key))?;
         let tname = fresh_name(g, &mut taken, &rep.key);
         g.initializer.push(make_tensor_f32(&tname, &dims, &t.data));
         let mut n = NodeProto::new();

@@ -2,7 +2,8 @@
 //! lower and plot (in memory). Any outcome but a panic or an abort is fine.
 #![no_main]
 
-use ditac_tools::transform::{freeze, inspect, lower, plot, ModelFile};
+use ditac_tools::plot::activation as plot;
+use ditac_tools::transform::{freeze, inspect, lower, ModelFile};
 use libfuzzer_sys::fuzz_target;
 use protobuf::Message;
 use std::path::{Path, PathBuf};

@@ -165,5 +165,42 @@ fn bad_input_is_one_line_and_leaves_the_repository_alone() {
     let after = std::fs::read_to_string(repo.join("ditac_mlp/config.pbtxt")).unwrap();
     assert!(after.contains("max_batch_size: 4"), "{after}");
     assert_eq!(listing(&repo), ["ditac_mlp", "ditac_mlp_onnxruntime"]);
+
+    // Not even --force replaces a folder that holds one of the inputs: the served model, or the
+    // plugin copy of the native model.
+    let served = repo.join("ditac_mlp/1/model.onnx");
+    let copied = repo.join("ditac_mlp_onnxruntime/libditac.so");
+    for (model, plugin, inside) in [
+        (served.to_str().unwrap(), p, "ditac_mlp"),
+        (
+            m.as_str(),
+            copied.to_str().unwrap(),
+            "ditac_mlp_onnxruntime",
+        ),
+    ] {
+        let args = [
+            "triton",
+            model,
+            "-o",
+            r,
+            "--name",
+            "ditac_mlp",
+            "--plugin",
+            plugin,
+            "--force",
+        ];
+        let (code, out, err) = ditac(&args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(
+            err.contains(&format!("{inside}, which this command replaces")),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    assert!(served.is_file() && copied.is_file());
+    assert_eq!(
+        std::fs::read_to_string(repo.join("ditac_mlp/config.pbtxt")).unwrap(),
+        after
+    );
     let _ = std::fs::remove_dir_all(&d);
 }

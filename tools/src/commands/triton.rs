@@ -440,13 +440,25 @@ pub fn run(args: Args) -> Result<()> {
         &op_library,
         args.native_device,
     );
-    // Both folders are checked before either is written.
+    // Both folders are checked before either is written. A folder that --force would replace must
+    // not hold one of the inputs (the command never writes to, or removes, its inputs).
+    let inputs = [args.input.as_path(), plugin.as_path()];
     for n in [&name, &native_name] {
-        if repo.join(n).exists() && !args.force {
+        let dest = repo.join(n);
+        if dest.exists() && !args.force {
             bail!(
                 "{} already exists (use --force to replace it)",
-                repo.join(n).display()
+                dest.display()
             );
+        }
+        for input in inputs {
+            if std::fs::canonicalize(input).is_ok_and(|p| p.starts_with(&dest)) {
+                bail!(
+                    "{} is inside {}, which this command replaces: write the repository elsewhere",
+                    input.display(),
+                    dest.display()
+                );
+            }
         }
     }
     // Both folders are written in full before either is moved into place.

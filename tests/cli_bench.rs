@@ -4,7 +4,6 @@
 mod support;
 
 use serde_json::Value;
-use std::process::Command;
 use support::*;
 
 fn bench(args: &[&str]) -> (i32, String, String) {
@@ -173,13 +172,12 @@ fn workloads_and_isa_reported() {
         }
     }
     // DITAC_ISA caps the kernels (and a bad value is an error naming the variable).
-    let out = Command::new(env!("CARGO_BIN_EXE_ditac"))
-        .current_dir(repo_root())
-        .env("DITAC_ISA", "scalar")
-        .args([
+    let plugin = plugin_path();
+    let (code, out, err) = ditac_env(
+        &[
             "bench",
             "--plugin",
-            arg(&plugin_path()),
+            arg(&plugin),
             "--size",
             "4K",
             "--repeats",
@@ -189,35 +187,25 @@ fn workloads_and_isa_reported() {
             "--json",
             "--ops",
             "nearest",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        &[("DITAC_ISA", "scalar")],
     );
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(code, 0, "{err}");
+    let doc: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["kernels"], "scalar");
-    let out = Command::new(env!("CARGO_BIN_EXE_ditac"))
-        .current_dir(repo_root())
-        .env("DITAC_ISA", "sse9")
-        .args([
+    let (code, _, err) = ditac_env(
+        &[
             "bench",
             "--plugin",
-            arg(&plugin_path()),
+            arg(&plugin),
             "--size",
             "4K",
             "--repeats",
             "1",
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("DITAC_ISA=\"sse9\""),
-        "{err}"
+        ],
+        &[("DITAC_ISA", "sse9")],
     );
+    assert!(code != 0 && err.contains("DITAC_ISA=\"sse9\""), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

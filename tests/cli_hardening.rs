@@ -3,38 +3,12 @@
 //! or whose product overflows; θ naming nothing; sizes beyond the memory budget. Every case: exit
 //! status 2, one line naming the problem, no panic, no abort, nothing written.
 
+mod support;
+
 use onnx_protobuf::{Message, ModelProto};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn ditac_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ditac"));
-    c.args(args).env_remove("DITAC_MAX_BYTES");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let out = c.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ditac(args: &[&str]) -> (i32, String, String) {
-    ditac_env(args, &[])
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ditac-harden-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use support::{arg, ditac_env, tmpdir};
 
 /// Exit status 2, one line with `needle`, no backtrace.
 fn refused(args: &[&str], env: &[(&str, &str)], needle: &str) {
@@ -57,7 +31,10 @@ const MLP: &str = "name = \"mlp\"\ninput = 2\n\
 fn mlp(d: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let (spec, m, p) = (d.join("net.toml"), d.join("m.onnx"), d.join("p.npz"));
     std::fs::write(&spec, MLP).unwrap();
-    let (code, _, err) = ditac(&["build", s(&spec), "--save-params", s(&p), "-o", s(&m)]);
+    let (code, _, err) = ditac_env(
+        &["build", arg(&spec), "--save-params", arg(&p), "-o", arg(&m)],
+        &[],
+    );
     assert_eq!(code, 0, "{err}");
     (spec, m, p)
 }
@@ -113,33 +90,47 @@ fn outputs_are_never_inputs_links_fifos_or_devices() {
         .success());
     for (args, needle) in [
         (
-            vec!["build", s(&spec), "--params", s(&p), "-o", s(&p)],
+            vec!["build", arg(&spec), "--params", arg(&p), "-o", arg(&p)],
             "is the input",
         ),
-        (vec!["build", s(&spec), "-o", s(&spec)], "is the input"),
+        (vec!["build", arg(&spec), "-o", arg(&spec)], "is the input"),
         (
-            vec!["build", s(&spec), "--params", s(&p), "-o", s(&hard)],
+            vec!["build", arg(&spec), "--params", arg(&p), "-o", arg(&hard)],
             "is the input",
         ),
-        (vec!["lower", s(&m), "-o", s(&m)], "is the input"),
+        (vec!["lower", arg(&m), "-o", arg(&m)], "is the input"),
         (
-            vec!["freeze", s(&m), "--tables", s(&tables), "-o", s(&tables)],
+            vec![
+                "freeze",
+                arg(&m),
+                "--tables",
+                arg(&tables),
+                "-o",
+                arg(&tables),
+            ],
             "is the input",
         ),
         (
-            vec!["freeze", s(&m), "-o", s(&link)],
+            vec!["freeze", arg(&m), "-o", arg(&link)],
             "is not a regular file (a symbolic link)",
         ),
         (
-            vec!["lower", s(&m), "-o", s(&fifo)],
+            vec!["lower", arg(&m), "-o", arg(&fifo)],
             "is not a regular file (a FIFO)",
         ),
         (
-            vec!["freeze", s(&m), "-o", "/dev/null"],
+            vec!["freeze", arg(&m), "-o", "/dev/null"],
             "is not a regular file (a device node)",
         ),
         (
-            vec!["build", s(&spec), "-o", s(&m), "--save-params", "/dev/null"],
+            vec![
+                "build",
+                arg(&spec),
+                "-o",
+                arg(&m),
+                "--save-params",
+                "/dev/null",
+            ],
             "is not a regular file (a device node)",
         ),
     ] {
@@ -184,7 +175,7 @@ fn external_data_is_never_written_outside_the_output_folder() {
     // Kept external (as larger models always are), the data file would have to follow the output
     // through `..`: refused.
     refused(
-        &["lower", s(&src), "--keep-external-data", "-o", s(&out)],
+        &["lower", arg(&src), "--keep-external-data", "-o", arg(&out)],
         &[],
         "external data location \"../w.bin\" is not inside the output's folder",
     );
@@ -192,7 +183,7 @@ fn external_data_is_never_written_outside_the_output_folder() {
     assert!(!d.join("out").join("w.bin").exists(), "written outside");
     // By default a model that fits in one file reads its external data in: nothing but the output
     // is written.
-    let (code, _, err) = ditac(&["lower", s(&src), "-o", s(&out)]);
+    let (code, _, err) = ditac_env(&["lower", arg(&src), "-o", arg(&out)], &[]);
     assert_eq!(code, 0, "{err}");
     assert!(out.exists());
     assert!(!d.join("out").join("w.bin").exists(), "written outside");
@@ -261,10 +252,14 @@ fn bad_theta_dims_and_names_are_refused_not_panicked() {
         let bad = d.join(format!("{name}.onnx"));
         edit_model(&m, &bad, f);
         for cmd in ["freeze", "lower"] {
-            refused(&[cmd, s(&bad), "-o", s(&out)], &[], needle);
+            refused(&[cmd, arg(&bad), "-o", arg(&out)], &[], needle);
             assert!(!out.exists(), "{cmd} {name} wrote its output");
         }
-        refused(&["plot", s(&bad), "-o", s(&d.join("plots"))], &[], needle);
+        refused(
+            &["plot", arg(&bad), "-o", arg(&d.join("plots"))],
+            &[],
+            needle,
+        );
     }
     let _ = std::fs::remove_dir_all(&d);
 }
@@ -282,7 +277,7 @@ fn sizes_beyond_the_memory_budget_are_refused_with_their_sizes() {
     )
     .unwrap();
     refused(
-        &["build", s(&huge), "-o", s(&out)],
+        &["build", arg(&huge), "-o", arg(&out)],
         &[],
         "spec: 3000000000 parameters (float32): 12000000000 bytes needed, above the memory budget of 1073741824 bytes",
     );
@@ -299,24 +294,24 @@ fn sizes_beyond_the_memory_budget_are_refused_with_their_sizes() {
     });
     for cmd in ["freeze", "lower"] {
         refused(
-            &[cmd, s(&big_lut), "-o", s(&out)],
+            &[cmd, arg(&big_lut), "-o", arg(&out)],
             &[],
             "node 'act.ditac': input 'theta' of shape [16, 9]: 16 warp tables of 16777216 nodes: 8589934592 bytes needed, above the memory budget of 1073741824 bytes",
         );
     }
     // The budget follows --max-bytes, then DITAC_MAX_BYTES.
     refused(
-        &["freeze", s(&m), "-o", s(&out), "--max-bytes", "64K"],
+        &["freeze", arg(&m), "-o", arg(&out), "--max-bytes", "64K"],
         &[],
         "above the memory budget of 65536 bytes",
     );
     refused(
-        &["freeze", s(&m), "-o", s(&out)],
+        &["freeze", arg(&m), "-o", arg(&out)],
         &[("DITAC_MAX_BYTES", "100000")],
         "above the memory budget of 100000 bytes",
     );
     refused(
-        &["freeze", s(&m), "-o", s(&out), "--max-bytes", "lots"],
+        &["freeze", arg(&m), "-o", arg(&out), "--max-bytes", "lots"],
         &[],
         "invalid value 'lots' for '--max-bytes",
     );
@@ -329,7 +324,10 @@ fn sizes_beyond_the_memory_budget_are_refused_with_their_sizes() {
     );
     assert!(!out.exists());
     // Within the budget it works.
-    let (code, _, err) = ditac(&["freeze", s(&m), "-o", s(&out), "--max-bytes", "1G"]);
+    let (code, _, err) = ditac_env(
+        &["freeze", arg(&m), "-o", arg(&out), "--max-bytes", "1G"],
+        &[],
+    );
     assert_eq!(code, 0, "{err}");
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -31,6 +31,24 @@ pub fn ditac_with_stdin(args: &[&str], stdin: &str) -> (i32, String, String) {
     )
 }
 
+/// Runs `ditac ARGS` in the repository root with `env` set on top of this process's environment,
+/// less `DITAC_MAX_BYTES` (so that the command sees its default memory budget unless `env` sets one).
+pub fn ditac_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ditac"));
+    c.args(args)
+        .current_dir(repo_root())
+        .env_remove("DITAC_MAX_BYTES");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Runs `ditac ARGS`, asserts that it succeeded and returns its stdout.
 #[track_caller]
 pub fn ditac_ok(args: &[&str]) -> String {

@@ -123,21 +123,22 @@ template <> struct Io<BF16> : Io16<ConvB> {};
 // ------------------------------------------------------------------------------------------
 // The math, in the CPU core's op order
 
-// src/core/erf.rs: NaN passes the clamps (comparisons with NaN are false).
+// src/core/erf.rs: NaN passes the clamps (comparisons with NaN are false). The Horner steps are
+// fused multiply-adds as on the CPU (explicit fmaf: the module is compiled with --fmad=false).
 __device__ __forceinline__ float erf_f32(float x0) {
     float x = x0 < -4.0f ? -4.0f : (x0 > 4.0f ? 4.0f : x0);
     float x2 = x * x;
-    float p = x2 * -2.7261423e-10f + 2.7706814e-8f;
-    p = x2 * p + -2.101024e-6f;
-    p = x2 * p + -5.6925064e-5f;
-    p = x2 * p + -7.3499063e-4f;
-    p = x2 * p + -2.9546e-3f;
-    p = x2 * p + -1.6096033e-2f;
+    float p = fmaf(x2, -2.7261423e-10f, 2.7706814e-8f);
+    p = fmaf(x2, p, -2.101024e-6f);
+    p = fmaf(x2, p, -5.6925064e-5f);
+    p = fmaf(x2, p, -7.3499063e-4f);
+    p = fmaf(x2, p, -2.9546e-3f);
+    p = fmaf(x2, p, -1.6096033e-2f);
     p = x * p;
-    float q = x2 * -1.4566072e-5f + -2.1337406e-4f;
-    q = x2 * q + -1.682827e-3f;
-    q = x2 * q + -7.3733292e-3f;
-    q = x2 * q + -1.426474e-2f;
+    float q = fmaf(x2, -1.4566072e-5f, -2.1337406e-4f);
+    q = fmaf(x2, q, -1.682827e-3f);
+    q = fmaf(x2, q, -7.3733292e-3f);
+    q = fmaf(x2, q, -1.426474e-2f);
     float r = p / q;
     r = r < -1.0f ? -1.0f : (r > 1.0f ? 1.0f : r);
     return fabsf(x) >= 3.92f ? copysignf(1.0f, x) : r;

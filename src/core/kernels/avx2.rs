@@ -18,8 +18,8 @@ macro_rules! each {
     }};
 }
 
-/// The lane form of `erf_f32`, operation for operation (no fused multiply-adds, a true
-/// division): bit-identical to the scalar form, so the plugin, its scalar fallback and a
+/// The lane form of `erf_f32`, operation for operation (fused multiply-adds, a true division):
+/// bit-identical to the scalar form, so the plugin on every path, its scalar fallback and a
 /// lowered standard-ops graph (`ditac lower`) give the same bits.
 #[cfg(test)]
 #[inline]
@@ -45,7 +45,7 @@ pub fn erf8n<const N: usize>(x: [__m256; N]) -> [__m256; N] {
     let a: [__m256; N] = std::array::from_fn(|i| _mm256_andnot_ps(sign, x[i]));
     let x2: [__m256; N] = std::array::from_fn(|i| _mm256_mul_ps(a[i], a[i]));
     let (k0, k1) = (c(-2.726_142_3e-10), c(2.770_681_4e-8));
-    let mut p: [__m256; N] = std::array::from_fn(|i| _mm256_add_ps(_mm256_mul_ps(x2[i], k0), k1));
+    let mut p: [__m256; N] = std::array::from_fn(|i| _mm256_fmadd_ps(x2[i], k0, k1));
     for k in [
         -2.101_024e-6,
         -5.692_506_4e-5,
@@ -55,18 +55,18 @@ pub fn erf8n<const N: usize>(x: [__m256; N]) -> [__m256; N] {
     ] {
         let kv = c(k);
         for i in 0..N {
-            p[i] = _mm256_add_ps(_mm256_mul_ps(x2[i], p[i]), kv);
+            p[i] = _mm256_fmadd_ps(x2[i], p[i], kv);
         }
     }
     for i in 0..N {
         p[i] = _mm256_mul_ps(a[i], p[i]);
     }
     let (q0, q1) = (c(-1.456_607_2e-5), c(-2.133_740_6e-4));
-    let mut q: [__m256; N] = std::array::from_fn(|i| _mm256_add_ps(_mm256_mul_ps(x2[i], q0), q1));
+    let mut q: [__m256; N] = std::array::from_fn(|i| _mm256_fmadd_ps(x2[i], q0, q1));
     for k in [-1.682_827e-3, -7.373_329_2e-3, -1.426_474e-2] {
         let kv = c(k);
         for i in 0..N {
-            q[i] = _mm256_add_ps(_mm256_mul_ps(x2[i], q[i]), kv);
+            q[i] = _mm256_fmadd_ps(x2[i], q[i], kv);
         }
     }
     let (one, lim) = (c(1.0), c(3.92));

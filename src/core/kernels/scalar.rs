@@ -112,6 +112,30 @@ pub(super) fn dispatch_scalar(
     y: &mut [f32],
     offs: Option<&[u32]>,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has FMA.
+        return unsafe { dispatch_scalar_fma(k, n, x, y, offs) };
+    }
+    dispatch_scalar_body(k, n, x, y, offs)
+}
+
+/// The same code compiled with FMA, so that erf's `mul_add` is one instruction rather than a
+/// call to libm's `fmaf` (the same bits either way: it is correctly rounded).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn dispatch_scalar_fma(
+    k: &TableKernel,
+    n: usize,
+    x: &[f32],
+    y: &mut [f32],
+    offs: Option<&[u32]>,
+) {
+    dispatch_scalar_body(k, n, x, y, offs)
+}
+
+#[inline(always)]
+fn dispatch_scalar_body(k: &TableKernel, n: usize, x: &[f32], y: &mut [f32], offs: Option<&[u32]>) {
     match (k.variant, k.linear) {
         (Variant::Ditac, false) => body::<0, false>(k, n, x, y, offs),
         (Variant::Ditac, true) => body::<0, true>(k, n, x, y, offs),
@@ -124,6 +148,23 @@ pub(super) fn dispatch_scalar(
 
 /// The scalar reference of [`outer_forward`].
 pub fn outer_scalar(variant: Variant, alpha: f32, x: &[f32], w: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has FMA.
+        return unsafe { outer_scalar_fma(variant, alpha, x, w, y) };
+    }
+    outer_scalar_body(variant, alpha, x, w, y)
+}
+
+/// [`outer_scalar`] compiled with FMA (as `dispatch_scalar_fma`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn outer_scalar_fma(variant: Variant, alpha: f32, x: &[f32], w: &[f32], y: &mut [f32]) {
+    outer_scalar_body(variant, alpha, x, w, y)
+}
+
+#[inline(always)]
+fn outer_scalar_body(variant: Variant, alpha: f32, x: &[f32], w: &[f32], y: &mut [f32]) {
     for ((yo, &xi), &wi) in y.iter_mut().zip(x).zip(w) {
         *yo = match variant {
             Variant::Ditac => wi * phi(xi),

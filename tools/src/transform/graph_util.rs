@@ -44,6 +44,16 @@ pub fn make_tensor_f32(name: &str, dims: &[usize], data: &[f32]) -> TensorProto 
     t
 }
 
+/// A float64 tensor with raw data.
+pub fn make_tensor_f64(name: &str, dims: &[usize], data: &[f64]) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.name = name.to_string();
+    t.data_type = DataType::DOUBLE as i32;
+    t.dims = dims.iter().map(|&d| d as i64).collect();
+    t.raw_data = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    t
+}
+
 /// An int64 tensor with raw data.
 pub fn make_tensor_i64(name: &str, dims: &[usize], data: &[i64]) -> TensorProto {
     let mut t = TensorProto::new();

@@ -15,20 +15,22 @@
 //! ```
 //!
 //! Φ(v) = 0.5 · (1 + erf(v / √2)). With [`ErfMode::Plugin`] (the default) erf is the plugin's own
-//! rational approximation written out in Mul/Add/Div/Clip/Where, and the lowered model reproduces the
-//! plugin bit for bit in ONNX Runtime (tested). With [`ErfMode::Onnx`] it is the standard `Erf`
+//! rational approximation written out in Mul/Add/Div/Clip/Where (its fused multiply-adds as float64
+//! Mul/Add between Casts, which gives the same bits on every float32), and the lowered model
+//! reproduces the plugin bit for bit in ONNX Runtime (tested). With [`ErfMode::Onnx`] it is the standard `Erf`
 //! operator (a smaller graph; each runtime's erf differs from the plugin's by up to ~5e-7 absolute,
 //! so y differs by up to ~3e-7·|x̃|). float16 tensors are cast to float and back (the plugin computes
 //! them in float). The exact path (`lut_size = 0`) has no table: it is lowered only when asked, through
 //! a linear table of `exact_lut` nodes (an approximation; see ops/README.md).
 
 use super::{
-    elem_type, fresh_name, is_ditac_node, make_node, make_tensor_f32, make_tensor_i64, node_label,
-    node_warps, prune_unused, rank,
+    elem_type, fresh_name, is_ditac_node, make_node, make_tensor_f32, make_tensor_f64,
+    make_tensor_i64, node_label, node_warps, prune_unused, rank,
 };
 use crate::model::{attribute, Attr, DEFAULT_OPSET, DITAC_DOMAIN};
 use anyhow::{anyhow, bail, Result};
 use ditac::config::{Interpolation, Variant};
+use ditac::core::erf::{ERF_P, ERF_Q};
 use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto};
 use protobuf::Enum;
@@ -179,6 +181,13 @@ impl Emit<'_> {
         self.inits.push(make_tensor_f32(&name, &[], &[v]));
         name
     }
+    /// A float32 constant held as float64 (exactly the same value).
+    fn scalar_f64(&mut self, what: &str, v: f32) -> String {
+        let name = self.name(what);
+        self.inits
+            .push(make_tensor_f64(&name, &[], &[f64::from(v)]));
+        name
+    }
     /// Φ(v) = 0.5·(1 + erf(v/√2)), as the plugin's float kernel computes it.
     fn phi(&mut self, v: &str, mode: ErfMode) -> String {
         let c = self.scalar("frac_1_sqrt_2", std::f32::consts::FRAC_1_SQRT_2);
@@ -186,39 +195,33 @@ impl Emit<'_> {
         let e = match mode {
             ErfMode::Onnx => self.op("Erf", &[&s], &[]),
             ErfMode::Plugin => {
-                // ditac::core::erf::erf_f32, operation by operation.
+                // ditac::core::erf::erf_f32, operation by operation. Its Horner steps are fused
+                // multiply-adds, which ONNX has no operator for: each is computed in float64
+                // (x²·p exact, one rounding of the sum) and cast back, as
+                // `erf_f32_unfused`, which gives erf_f32's bits on every float32.
                 let (m4, p4) = (self.scalar("m4", -4.0), self.scalar("p4", 4.0));
                 let x = self.op("Clip", &[&s, &m4, &p4], &[]);
                 let x2 = self.op("Mul", &[&x, &x], &[]);
-                let horner = |e: &mut Self, first: (f32, f32), rest: &[f32]| -> String {
-                    let c0 = e.scalar("c", first.0);
-                    let c1 = e.scalar("c", first.1);
-                    let m = e.op("Mul", &[&x2, &c0], &[]);
-                    let mut p = e.op("Add", &[&m, &c1], &[]);
-                    for &k in rest {
-                        let ck = e.scalar("c", k);
-                        let m = e.op("Mul", &[&x2, &p], &[]);
-                        p = e.op("Add", &[&m, &ck], &[]);
+                let to_f64 = [("to", Attr::Int(DataType::DOUBLE as i64))];
+                let to_f32 = [("to", Attr::Int(DataType::FLOAT as i64))];
+                let x2d = self.op("Cast", &[&x2], &to_f64);
+                let horner = |e: &mut Self, coef: &[f32]| -> String {
+                    let mut pd = e.scalar_f64("c", coef[0]);
+                    let mut p = String::new();
+                    for (i, &k) in coef.iter().enumerate().skip(1) {
+                        let ck = e.scalar_f64("c", k);
+                        let m = e.op("Mul", &[&x2d, &pd], &[]);
+                        let sum = e.op("Add", &[&m, &ck], &[]);
+                        p = e.op("Cast", &[&sum], &to_f32);
+                        if i + 1 < coef.len() {
+                            pd = e.op("Cast", &[&p], &to_f64);
+                        }
                     }
                     p
                 };
-                let p = horner(
-                    self,
-                    (-2.726_142_3e-10, 2.770_681_4e-8),
-                    &[
-                        -2.101_024e-6,
-                        -5.692_506_4e-5,
-                        -7.349_906_3e-4,
-                        -2.954_6e-3,
-                        -1.609_603_3e-2,
-                    ],
-                );
+                let p = horner(self, &ERF_P);
                 let p = self.op("Mul", &[&x, &p], &[]);
-                let q = horner(
-                    self,
-                    (-1.456_607_2e-5, -2.133_740_6e-4),
-                    &[-1.682_827e-3, -7.373_329_2e-3, -1.426_474e-2],
-                );
+                let q = horner(self, &ERF_Q);
                 let r = self.op("Div", &[&p, &q], &[]);
                 let (m1, p1) = (self.scalar("m1", -1.0), self.scalar("p1", 1.0));
                 let r = self.op("Clip", &[&r, &m1, &p1], &[]);

@@ -477,6 +477,145 @@ fn exact_warp_within_float32_rounding() {
     }
 }
 
+/// The exact mode's fast path (the checked interpolation table): on the lanes it serves, within
+/// a float32 ulp (2^-23, the table's check) of the closed form, plus the interpolation's own
+/// rounding (1.3e-7), plus what any float32 evaluation inherits: u = (x − a)/(b − a) rounded
+/// (≤ 2^-23) moves x̃ by its local slope dx̃/du — all relative to max(b − a, |x̃|), on every vector
+/// path. The other lanes take the constant-cost path (`exact_warp_within_float32_rounding`).
+/// Prints the share of inputs and intervals it serves and the worst error.
+#[test]
+fn exact_fast_path_within_a_float32_ulp() {
+    use ditac::core::kernels::{FAST_NODES, FAST_TOL};
+    let mut cases: Vec<(String, usize, Vec<f32>, f32, f32)> = vec![
+        ("THETA".into(), 10, THETA.to_vec(), -0.5, 2.0),
+        (
+            "THETA·2.5".into(),
+            10,
+            THETA.iter().map(|t| t * 2.5).collect(),
+            -0.5,
+            2.0,
+        ),
+    ];
+    for (tess, scale, seed) in [
+        (10usize, 2.0, 1u64),
+        (10, 20.0, 3),
+        (40, 2.0, 4),
+        (40, 10.0, 5),
+    ] {
+        cases.push((
+            format!("prior tess {tess} × {scale}"),
+            tess,
+            prior_theta(tess, scale, seed),
+            -5.0,
+            5.0,
+        ));
+    }
+    for (name, tess, th, a, bnd) in cases {
+        let b = basis::build(tess, true, BasisKind::Qr).unwrap();
+        let at = Attrs {
+            variant: Variant::Leaky,
+            alpha: 1.0,
+            lut_size: 0,
+            tess: tess as i64,
+            a,
+            b: bnd,
+            ..Default::default()
+        };
+        let act = Activation::<f32>::from_theta(&at, &b, &th, false).unwrap();
+        let act64 = Activation::<f64>::from_theta(&at, &b, &th, false).unwrap();
+        let fast = act
+            .fast_table()
+            .expect("a float32 exact warp has its table");
+        let pairs = fast.pairs();
+        assert_eq!(pairs.len(), 2 * FAST_NODES);
+        let n = 50_021;
+        let x: Vec<f32> = (0..n)
+            .map(|i| a + (bnd - a) * i as f32 / (n - 1) as f32)
+            .collect();
+        let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let mut y64 = vec![0.0; n];
+        act64.forward_reference(&x64, &mut y64);
+        // The kernels' interval of x, in their float32 operations.
+        let (add_in, mul_in) = (-(a as f64) as f32, (1.0 / (bnd as f64 - a as f64)) as f32);
+        // The interval serving x (None: left to the constant-cost path).
+        let served = |xi: f32| {
+            let p = (xi + add_in) * mul_in * (FAST_NODES - 1) as f32;
+            let i = (p as i32).clamp(0, FAST_NODES as i32 - 2) as usize;
+            pairs[2 * i + 1].is_finite().then_some(i)
+        };
+        let span = (bnd - a) as f64;
+        for isa in Isa::ALL
+            .into_iter()
+            .filter(|i| *i > Isa::Scalar && i.supported())
+        {
+            let mut y = vec![0.0; n];
+            act.forward_on(isa, &x, &mut y);
+            let mut worst = 0f64;
+            let mut count = 0;
+            for (i, k) in (0..n).filter_map(|i| served(x[i]).map(|k| (i, k))) {
+                let rel = span.max(y64[i].abs());
+                let e = (y[i] as f64 - y64[i]).abs() / rel;
+                // dx̃/du (original units) times u's rounding
+                let slope = pairs[2 * k + 1].abs() as f64 * (FAST_NODES - 1) as f64;
+                let bound = FAST_TOL + 1.3e-7 + slope * f32::EPSILON as f64 / rel;
+                assert!(
+                    e <= bound,
+                    "{name} {}: x={} {} vs f64 {} (bound {bound:.2e})",
+                    isa.name(),
+                    x[i],
+                    y[i],
+                    y64[i]
+                );
+                worst = worst.max(e);
+                count += 1;
+            }
+            println!(
+                "exact fast path {name} {}: {count} of {n} inputs served, {} of {} intervals left to the constant-cost path, worst {worst:.2e}",
+                isa.name(),
+                fast.slow_intervals(),
+                FAST_NODES - 1
+            );
+            assert!(
+                count > n / 2,
+                "{name}: the table serves only {count} of {n}"
+            );
+        }
+    }
+}
+
+/// The fast path's table leaves every kink of T̂ to the constant-cost path: intervals holding a
+/// cell boundary (where trajectories start) or whose images straddle one (where they end), and
+/// the ends of [0, 1].
+#[test]
+fn exact_fast_table_leaves_kinks_to_the_constant_cost_path() {
+    use ditac::core::cpa::Field;
+    use ditac::core::kernels::{FastTable, FAST_NODES};
+    let b = basis::build(10, true, BasisKind::Qr).unwrap();
+    let mut field = Field::<f64>::new(10, &b.to_f32(), 9, &THETA);
+    field.pin_zero_boundary();
+    let t = FastTable::build(&field, -0.5, 2.0);
+    let pairs = t.pairs();
+    let node = |i: usize| i as f64 / (FAST_NODES - 1) as f64;
+    let mut kinks = 0;
+    for i in 0..FAST_NODES - 1 {
+        let (g0, g1) = (node(i), node(i + 1));
+        let (t0, t1) = (field.transform(g0), field.transform(g1));
+        let holds =
+            |lo: f64, hi: f64| (0..=10).any(|k| lo <= k as f64 / 10.0 && k as f64 / 10.0 <= hi);
+        if holds(g0, g1) || holds(t0.min(t1), t0.max(t1)) {
+            kinks += 1;
+            assert!(
+                pairs[2 * i + 1].is_nan(),
+                "interval {i} [{g0}, {g1}] holds a kink"
+            );
+        }
+        assert!(pairs[2 * i].is_finite());
+    }
+    assert!(kinks >= 18, "{kinks}");
+    assert!(t.slow_intervals() >= kinks && t.slow_intervals() < FAST_NODES / 10);
+    assert_eq!(pairs[2 * FAST_NODES - 1], 0.0);
+}
+
 /// Exact mode with its outer functions on every path: the reference to the erf's and the warp's
 /// rounding, on inputs with NaN, ±∞ and lengths around the lane counts.
 #[test]

@@ -7,8 +7,8 @@ use super::config::{validate_theta, Attrs, Interpolation, Variant};
 use super::cpa::{Field, MAX_SLOPE};
 use super::error::{DitacError, Result};
 use super::kernels::{
-    exact_forward_on, table_backward, Channels, ExactKernel, FlowCells, GradTables, Isa,
-    TableKernel,
+    exact_forward_on, table_backward, Channels, ExactKernel, FastTable, FlowCells, GradTables, Isa,
+    TableKernel, FAST_NODES,
 };
 use super::real::{normal_cdf, normal_pdf, Real};
 use super::table::Table;
@@ -34,6 +34,9 @@ enum Mode<R: Real> {
         field: Field<R>,
         /// Per-cell constants of the vectorised float32 path (see `ExactKernel`).
         cells: Box<FlowCells>,
+        /// The vector paths' interpolation table, checked against the closed form (float32 warps
+        /// only: the f64 warp has no vector path).
+        fast: Option<Box<FastTable>>,
     },
 }
 
@@ -174,9 +177,21 @@ impl<R: Real> Activation<R> {
             ));
         }
         let mode = if attrs.lut_size == 0 {
+            let fast = (std::mem::size_of::<R>() == 4).then(|| {
+                let mut f64_field = Field::<f64>::new(attrs.tess(), &basis.to_f32(), d, theta);
+                if attrs.zero_boundary() {
+                    f64_field.pin_zero_boundary();
+                }
+                Box::new(FastTable::build(
+                    &f64_field,
+                    f64::from(attrs.a),
+                    f64::from(attrs.b),
+                ))
+            });
             Mode::Exact {
                 cells: Box::new(FlowCells::new(&field)),
                 field,
+                fast,
             }
         } else {
             let n = attrs.lut_size as usize;
@@ -198,11 +213,12 @@ impl<R: Real> Activation<R> {
     /// before a warp is built.
     pub fn table_bytes(attrs: &Attrs, d: usize, with_grad: bool) -> Option<u128> {
         if attrs.lut_size == 0 {
-            // Exact mode: per-cell constants (a few dozen bytes a cell) and the basis.
+            // Exact mode: per-cell constants (a few dozen bytes a cell), the basis, and the
+            // interpolation table (float32 pairs, built through f64 nodes).
             let cells = u128::try_from(attrs.tess).ok()?;
             return cells
                 .checked_mul(64 + 2 * d as u128 * std::mem::size_of::<R>() as u128)
-                .map(|b| b + 4096);
+                .map(|b| b + 4096 + FAST_NODES as u128 * (2 * 4 + 2 * 8));
         }
         let n = u128::try_from(attrs.lut_size).ok()?;
         let per_node = if with_grad { 4 + 3 + d as u128 } else { 4 };
@@ -433,6 +449,14 @@ impl<R: Real> Activation<R> {
         Some((k, g))
     }
 
+    /// The exact mode's interpolation table (float32 warps in exact mode only).
+    pub fn fast_table(&self) -> Option<&FastTable> {
+        match &self.mode {
+            Mode::Exact { fast, .. } => fast.as_deref(),
+            Mode::Table { .. } => None,
+        }
+    }
+
     /// y = act(x), elementwise, on the kernels' active path ([`Isa::active`]). `x` and `y` have
     /// the same length.
     pub fn forward(&self, x: &[R], y: &mut [R]) {
@@ -448,7 +472,9 @@ impl<R: Real> Activation<R> {
                 return;
             }
         }
-        if let (Mode::Exact { cells, .. }, Some((x32, y32))) = (&self.mode, R::as_f32_io(x, y)) {
+        if let (Mode::Exact { cells, fast, .. }, Some((x32, y32))) =
+            (&self.mode, R::as_f32_io(x, y))
+        {
             let f = |v: R| v.to_f64() as f32;
             let k = ExactKernel {
                 lo: f(self.lo),
@@ -458,6 +484,7 @@ impl<R: Real> Activation<R> {
                 add_out: f(self.add_out),
                 mul_out: f(self.mul_out),
                 flow: cells.tables(),
+                fast: fast.as_deref().map_or(&[], FastTable::pairs),
                 variant: self.variant,
                 alpha: f(self.alpha),
             };

@@ -1,6 +1,7 @@
 //! AVX2 + FMA kernels (8 lanes): the table forward (bit for bit the scalar body), the backward and
 //! the exact mode's vector paths.
 
+use super::exact::FAST_NODES;
 use super::*;
 use std::arch::x86_64::*;
 
@@ -818,10 +819,84 @@ const EXACT_N: usize = 4;
 /// AVX2 and FMA must be available; the tables must have the layout `FlowTables` states.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn exact(k: &ExactKernel, x: &[f32], y: &mut [f32], fallback: &dyn Fn(f32) -> f32) {
-    if k.flow.nc <= 16 {
-        exact_impl::<true>(k, x, y, fallback)
-    } else {
-        exact_impl::<false>(k, x, y, fallback)
+    let fast = k.fast.len() == 2 * FAST_NODES;
+    match (k.flow.nc <= 16, fast) {
+        (true, true) => exact_fast::<true>(k, x, y, fallback),
+        (false, true) => exact_fast::<false>(k, x, y, fallback),
+        (true, false) => exact_impl::<true>(k, x, y, fallback),
+        (false, false) => exact_impl::<false>(k, x, y, fallback),
+    }
+}
+
+/// Exact mode through the checked interpolation table (`FastTable`), as `avx512::exact_fast`:
+/// the in-range lanes of intervals left to the constant-cost path are collected per block and
+/// go through `exact_impl` together.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exact_fast<const SMALL: bool>(
+    k: &ExactKernel,
+    x: &[f32],
+    y: &mut [f32],
+    fallback: &dyn Fn(f32) -> f32,
+) {
+    let c = _mm256_set1_ps;
+    let (lo, hi, add_in, mul_in) = (c(k.lo), c(k.hi), c(k.add_in), c(k.mul_in));
+    let scale = c((FAST_NODES - 1) as f32);
+    let last = _mm256_set1_epi32(FAST_NODES as i32 - 2);
+    let (zeroi, av) = (_mm256_setzero_si256(), c(k.alpha));
+    let pairs = k.fast.as_ptr();
+    let mut sx = [0f32; BLOCK];
+    let mut sy = [0f32; BLOCK];
+    let mut sp = [0u32; BLOCK];
+    for (xc, yc) in x.chunks(BLOCK).zip(y.chunks_mut(BLOCK)) {
+        let len = xc.len();
+        let mut cnt = 0;
+        let mut j = 0;
+        while j < len {
+            let take = (len - j).min(8);
+            // Full vectors straight from x and to y, the tail through buffers.
+            let mut xb = [0f32; 8];
+            let xv = if take == 8 {
+                _mm256_loadu_ps(xc.as_ptr().add(j))
+            } else {
+                xb[..take].copy_from_slice(&xc[j..j + take]);
+                _mm256_loadu_ps(xb.as_ptr())
+            };
+            let inr = _mm256_and_ps(
+                _mm256_cmp_ps::<_CMP_GE_OQ>(xv, lo),
+                _mm256_cmp_ps::<_CMP_LE_OQ>(xv, hi),
+            );
+            let p = _mm256_mul_ps(_mm256_mul_ps(_mm256_add_ps(xv, add_in), mul_in), scale);
+            // NaN and out-of-range positions convert to i32::MIN or large: clamped, unused.
+            let i = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvttps_epi32(p), zeroi), last);
+            let f = _mm256_sub_ps(p, _mm256_cvtepi32_ps(i));
+            let (x0, dd) = gather_pairs(pairs, i);
+            let w = _mm256_fmadd_ps(f, dd, x0);
+            let slow = _mm256_movemask_ps(_mm256_and_ps(inr, _mm256_cmp_ps::<_CMP_UNORD_Q>(w, w)))
+                & ((1 << take) - 1);
+            let v = outer8(k.variant, av, xv, _mm256_blendv_ps(xv, w, inr));
+            if take == 8 {
+                _mm256_storeu_ps(yc.as_mut_ptr().add(j), v);
+            } else {
+                let mut yb = [0f32; 8];
+                _mm256_storeu_ps(yb.as_mut_ptr(), v);
+                yc[j..j + take].copy_from_slice(&yb[..take]);
+            }
+            let mut bits = slow;
+            while bits != 0 {
+                let l = bits.trailing_zeros() as usize;
+                sx[cnt] = xc[j + l];
+                sp[cnt] = (j + l) as u32;
+                cnt += 1;
+                bits &= bits - 1;
+            }
+            j += 8;
+        }
+        if cnt > 0 {
+            exact_impl::<SMALL>(k, &sx[..cnt], &mut sy[..cnt], fallback);
+            for q in 0..cnt {
+                yc[sp[q] as usize] = sy[q];
+            }
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! AVX2 lanes), the backward and the exact mode. Masks replace blends, tails go through masked
 //! loads and stores, and the dθ terms are compacted with `vcompressps`.
 
-use super::exact::ExactKernel;
+use super::exact::{ExactKernel, FAST_NODES};
 use super::*;
 use std::arch::x86_64::*;
 
@@ -1010,10 +1010,74 @@ unsafe fn safety_net(
 /// AVX-512 F/BW/DQ/VL must be available; the tables must have the layout `FlowTables` states.
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
 pub unsafe fn exact(k: &ExactKernel, x: &[f32], y: &mut [f32], fallback: &dyn Fn(f32) -> f32) {
-    if k.flow.nc <= 16 {
-        exact_impl::<true>(k, x, y, fallback)
-    } else {
-        exact_impl::<false>(k, x, y, fallback)
+    let fast = k.fast.len() == 2 * FAST_NODES;
+    match (k.flow.nc <= 16, fast) {
+        (true, true) => exact_fast::<true>(k, x, y, fallback),
+        (false, true) => exact_fast::<false>(k, x, y, fallback),
+        (true, false) => exact_impl::<true>(k, x, y, fallback),
+        (false, false) => exact_impl::<false>(k, x, y, fallback),
+    }
+}
+
+/// Exact mode through the checked interpolation table ([`FastTable`]): x̃ = x̃_i + f·(x̃_{i+1} −
+/// x̃_i) with one 64-bit gather per lane; the in-range lanes of intervals left to the
+/// constant-cost path (a NaN difference) are collected, in order, per block and go through
+/// `exact_impl` together.
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+unsafe fn exact_fast<const SMALL: bool>(
+    k: &ExactKernel,
+    x: &[f32],
+    y: &mut [f32],
+    fallback: &dyn Fn(f32) -> f32,
+) {
+    let c = _mm512_set1_ps;
+    let (lo, hi, add_in, mul_in) = (c(k.lo), c(k.hi), c(k.add_in), c(k.mul_in));
+    let scale = c((FAST_NODES - 1) as f32);
+    let last = _mm512_set1_epi32(FAST_NODES as i32 - 2);
+    let (zeroi, av) = (_mm512_setzero_si512(), c(k.alpha));
+    let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let pairs = k.fast.as_ptr();
+    // The slow lanes of a block: x, position; `compress` writes 16 lanes, hence the padding.
+    let mut sx = [0f32; BLOCK + 16];
+    let mut sy = [0f32; BLOCK + 16];
+    let mut sp = [0u32; BLOCK + 16];
+    for (xc, yc) in x.chunks(BLOCK).zip(y.chunks_mut(BLOCK)) {
+        let len = xc.len();
+        let mut cnt = 0;
+        let mut j = 0;
+        while j < len {
+            let m = head_mask((len - j).min(16));
+            let xv = _mm512_maskz_loadu_ps(m, xc.as_ptr().add(j));
+            let inr = m
+                & _mm512_cmp_ps_mask::<_CMP_GE_OQ>(xv, lo)
+                & _mm512_cmp_ps_mask::<_CMP_LE_OQ>(xv, hi);
+            let p = _mm512_mul_ps(_mm512_mul_ps(_mm512_add_ps(xv, add_in), mul_in), scale);
+            // NaN and out-of-range positions convert to i32::MIN or large: clamped, unused.
+            let i = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvttps_epi32(p), zeroi), last);
+            let f = _mm512_sub_ps(p, _mm512_cvtepi32_ps(i));
+            let (x0, dd) = gather_pairs(pairs, i);
+            let w = _mm512_fmadd_ps(f, dd, x0);
+            let slow = inr & _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(w, w);
+            let w = _mm512_mask_blend_ps(inr, xv, w);
+            let v = outer16n(k.variant, av, [xv], [w])[0];
+            _mm512_mask_storeu_ps(yc.as_mut_ptr().add(j), m, v);
+            if slow != 0 {
+                _mm512_storeu_ps(sx.as_mut_ptr().add(cnt), _mm512_maskz_compress_ps(slow, xv));
+                let pos = _mm512_add_epi32(lane, _mm512_set1_epi32(j as i32));
+                _mm512_storeu_si512(
+                    sp.as_mut_ptr().add(cnt) as *mut __m512i,
+                    _mm512_maskz_compress_epi32(slow, pos),
+                );
+                cnt += slow.count_ones() as usize;
+            }
+            j += 16;
+        }
+        if cnt > 0 {
+            exact_impl::<SMALL>(k, &sx[..cnt], &mut sy[..cnt], fallback);
+            for q in 0..cnt {
+                yc[sp[q] as usize] = sy[q];
+            }
+        }
     }
 }
 

@@ -19,6 +19,8 @@ pub struct ExactKernel<'a> {
     pub mul_out: f32,
     /// The tables of the vector paths.
     pub flow: FlowTables<'a>,
+    /// [`FastTable::pairs`] (empty: every element takes the constant-cost path).
+    pub fast: &'a [f32],
     pub variant: Variant,
     pub alpha: f32,
 }
@@ -217,5 +219,84 @@ impl FlowCells {
             cum: &self.cum,
             cum_f32: &self.cum_f32,
         }
+    }
+}
+
+/// Nodes of the exact mode's interpolation table ([`FastTable`]).
+pub const FAST_NODES: usize = 8192;
+
+/// How far an interval's linear interpolant may be from the closed form, relative to
+/// max(b − a, |x̃|): 2^-23, a float32 ulp at 1 (the float32 integrator itself is off by 2.7e-7 and more).
+pub const FAST_TOL: f64 = 1.192_092_895_507_812_5e-7;
+
+/// The fast path of the exact mode's vector kernels: x̃ in original units at [`FAST_NODES`]
+/// nodes of [0, 1], from the closed form in f64, as (x̃_i, x̃_{i+1} − x̃_i) pairs (the last node
+/// with 0) for linear interpolation — one 64-bit gather per lane, as the linear table mode.
+/// Every interval is checked when it is built: the interpolant must be within [`FAST_TOL`] of
+/// the closed form at three inner points (the interpolation error of a smooth T̂ peaks inside,
+/// h²·|T̂''|/8), and must hold no kink of T̂ (T̂ is C¹ but its curvature jumps where a trajectory
+/// starts or ends on a cell boundary, or where it is clamped to [0, 1]). An interval that fails
+/// holds a NaN difference: its elements take the constant-cost path (`FlowTables`), so the
+/// result stays the closed form's value within float32 rounding for any θ.
+#[derive(Debug, Clone, Default)]
+pub struct FastTable {
+    pairs: Vec<f32>,
+    slow: usize,
+}
+
+impl FastTable {
+    /// The table of the warp `field` (in f64: the same θ and basis as the float32 field) on
+    /// [a, b] (the reference's float64 constants).
+    pub fn build(field: &Field<f64>, a: f64, b: f64) -> Self {
+        let n = FAST_NODES;
+        let (span, add_out) = (b - a, a / (b - a));
+        let orig = |t: f64| (t + add_out) * span;
+        let node = |i: usize| i as f64 / (n - 1) as f64;
+        let tt: Vec<f64> = (0..n).map(|i| field.transform(node(i))).collect();
+        let xt: Vec<f64> = tt.iter().map(|&t| orig(t)).collect();
+        let nc = field.nc();
+        // Kinks: cell boundaries (and the ends, where the flow is clamped) where a trajectory
+        // starts or ends; a margin far above eps's nudges.
+        let margin = 1e-6;
+        let kink_in = |lo: f64, hi: f64| {
+            let (lo, hi) = (lo.min(hi) - margin, lo.max(hi) + margin);
+            (0..=nc).any(|k| {
+                let c = k as f64 / nc as f64;
+                lo < c && c < hi
+            })
+        };
+        let mut pairs = Vec::with_capacity(2 * n);
+        let mut slow = 0;
+        for i in 0..n - 1 {
+            let x0 = xt[i] as f32;
+            let dd = (xt[i + 1] - x0 as f64) as f32;
+            let (g0, g1) = (node(i), node(i + 1));
+            let smooth = x0.is_finite()
+                && dd.is_finite()
+                && !kink_in(g0, g1)
+                && !kink_in(tt[i], tt[i + 1])
+                && [0.25, 0.5, 0.75].iter().all(|&q| {
+                    let truth = orig(field.transform(g0 + q * (g1 - g0)));
+                    let lin = xt[i] + q * (xt[i + 1] - xt[i]);
+                    (truth - lin).abs() <= FAST_TOL * span.abs().max(truth.abs())
+                });
+            if !smooth {
+                slow += 1;
+            }
+            pairs.extend([x0, if smooth { dd } else { f32::NAN }]);
+        }
+        pairs.extend([xt[n - 1] as f32, 0.0]);
+        FastTable { pairs, slow }
+    }
+
+    /// The (x̃_i, x̃_{i+1} − x̃_i) pairs, NaN differences on the intervals left to the
+    /// constant-cost path.
+    pub fn pairs(&self) -> &[f32] {
+        &self.pairs
+    }
+
+    /// How many of the FAST_NODES − 1 intervals take the constant-cost path.
+    pub fn slow_intervals(&self) -> usize {
+        self.slow
     }
 }

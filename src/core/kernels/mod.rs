@@ -25,7 +25,10 @@ mod avx512;
 mod exact;
 mod scalar;
 
-pub use exact::{exact_forward, exact_forward_on, ExactKernel, FlowCells, FlowTables};
+pub use exact::{
+    exact_forward, exact_forward_on, ExactKernel, FastTable, FlowCells, FlowTables, FAST_NODES,
+    FAST_TOL,
+};
 pub use scalar::outer_scalar;
 use scalar::{add_direct, dispatch_scalar, grad_elem};
 

@@ -828,6 +828,75 @@ pub unsafe fn exact(k: &ExactKernel, x: &[f32], y: &mut [f32], fallback: &dyn Fn
     }
 }
 
+/// The outer function on N vectors of 8 lanes (the erf's constants loaded once for all N).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn outer8n<const N: usize>(
+    variant: Variant,
+    av: __m256,
+    x: [__m256; N],
+    w: [__m256; N],
+) -> [__m256; N] {
+    match variant {
+        Variant::Ditac => {
+            let p = phi8n(x);
+            std::array::from_fn(|h| _mm256_mul_ps(w[h], p[h]))
+        }
+        Variant::Ge => {
+            let p = phi8n(w);
+            std::array::from_fn(|h| _mm256_mul_ps(w[h], p[h]))
+        }
+        Variant::Leaky => std::array::from_fn(|h| {
+            let pos = _mm256_cmp_ps::<_CMP_GE_OQ>(w[h], _mm256_setzero_ps());
+            _mm256_blendv_ps(_mm256_mul_ps(av, w[h]), w[h], pos)
+        }),
+    }
+}
+
+/// The constants of `exact_fast`.
+struct Fast8 {
+    lo: __m256,
+    hi: __m256,
+    add_in: __m256,
+    mul_in: __m256,
+    scale: __m256,
+    last: __m256i,
+    av: __m256,
+    pairs: *const f32,
+}
+
+/// x̃ through the table on N vectors and the mask bits (8 per vector) of the in-range lanes
+/// left to the constant-cost path; then y.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fast8n<const N: usize>(
+    c: &Fast8,
+    variant: Variant,
+    xv: [__m256; N],
+) -> ([__m256; N], [i32; N]) {
+    let zeroi = _mm256_setzero_si256();
+    let mut w = [_mm256_setzero_ps(); N];
+    let mut slow = [0; N];
+    for h in 0..N {
+        let inr = _mm256_and_ps(
+            _mm256_cmp_ps::<_CMP_GE_OQ>(xv[h], c.lo),
+            _mm256_cmp_ps::<_CMP_LE_OQ>(xv[h], c.hi),
+        );
+        let p = _mm256_mul_ps(
+            _mm256_mul_ps(_mm256_add_ps(xv[h], c.add_in), c.mul_in),
+            c.scale,
+        );
+        // NaN and out-of-range positions convert to i32::MIN or large: clamped, unused.
+        let i = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvttps_epi32(p), zeroi), c.last);
+        let f = _mm256_sub_ps(p, _mm256_cvtepi32_ps(i));
+        let (x0, dd) = gather_pairs(c.pairs, i);
+        let wh = _mm256_fmadd_ps(f, dd, x0);
+        slow[h] = _mm256_movemask_ps(_mm256_and_ps(inr, _mm256_cmp_ps::<_CMP_UNORD_Q>(wh, wh)));
+        w[h] = _mm256_blendv_ps(xv[h], wh, inr);
+    }
+    (outer8n(variant, c.av, xv, w), slow)
+}
+
 /// Exact mode through the checked interpolation table (`FastTable`), as `avx512::exact_fast`:
 /// the in-range lanes of intervals left to the constant-cost path are collected per block and
 /// go through `exact_impl` together.
@@ -839,56 +908,57 @@ unsafe fn exact_fast<const SMALL: bool>(
     fallback: &dyn Fn(f32) -> f32,
 ) {
     let c = _mm256_set1_ps;
-    let (lo, hi, add_in, mul_in) = (c(k.lo), c(k.hi), c(k.add_in), c(k.mul_in));
-    let scale = c((FAST_NODES - 1) as f32);
-    let last = _mm256_set1_epi32(FAST_NODES as i32 - 2);
-    let (zeroi, av) = (_mm256_setzero_si256(), c(k.alpha));
-    let pairs = k.fast.as_ptr();
+    let cs = Fast8 {
+        lo: c(k.lo),
+        hi: c(k.hi),
+        add_in: c(k.add_in),
+        mul_in: c(k.mul_in),
+        scale: c((FAST_NODES - 1) as f32),
+        last: _mm256_set1_epi32(FAST_NODES as i32 - 2),
+        av: c(k.alpha),
+        pairs: k.fast.as_ptr(),
+    };
     let mut sx = [0f32; BLOCK];
     let mut sy = [0f32; BLOCK];
     let mut sp = [0u32; BLOCK];
     for (xc, yc) in x.chunks(BLOCK).zip(y.chunks_mut(BLOCK)) {
         let len = xc.len();
         let mut cnt = 0;
-        let mut j = 0;
-        while j < len {
-            let take = (len - j).min(8);
-            // Full vectors straight from x and to y, the tail through buffers.
-            let mut xb = [0f32; 8];
-            let xv = if take == 8 {
-                _mm256_loadu_ps(xc.as_ptr().add(j))
-            } else {
-                xb[..take].copy_from_slice(&xc[j..j + take]);
-                _mm256_loadu_ps(xb.as_ptr())
-            };
-            let inr = _mm256_and_ps(
-                _mm256_cmp_ps::<_CMP_GE_OQ>(xv, lo),
-                _mm256_cmp_ps::<_CMP_LE_OQ>(xv, hi),
-            );
-            let p = _mm256_mul_ps(_mm256_mul_ps(_mm256_add_ps(xv, add_in), mul_in), scale);
-            // NaN and out-of-range positions convert to i32::MIN or large: clamped, unused.
-            let i = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvttps_epi32(p), zeroi), last);
-            let f = _mm256_sub_ps(p, _mm256_cvtepi32_ps(i));
-            let (x0, dd) = gather_pairs(pairs, i);
-            let w = _mm256_fmadd_ps(f, dd, x0);
-            let slow = _mm256_movemask_ps(_mm256_and_ps(inr, _mm256_cmp_ps::<_CMP_UNORD_Q>(w, w)))
-                & ((1 << take) - 1);
-            let v = outer8(k.variant, av, xv, _mm256_blendv_ps(xv, w, inr));
-            if take == 8 {
-                _mm256_storeu_ps(yc.as_mut_ptr().add(j), v);
-            } else {
-                let mut yb = [0f32; 8];
-                _mm256_storeu_ps(yb.as_mut_ptr(), v);
-                yc[j..j + take].copy_from_slice(&yb[..take]);
-            }
+        let mut collect = |slow: i32, j: usize, cnt: &mut usize| {
             let mut bits = slow;
             while bits != 0 {
                 let l = bits.trailing_zeros() as usize;
-                sx[cnt] = xc[j + l];
-                sp[cnt] = (j + l) as u32;
-                cnt += 1;
+                sx[*cnt] = xc[j + l];
+                sp[*cnt] = (j + l) as u32;
+                *cnt += 1;
                 bits &= bits - 1;
             }
+        };
+        let mut j = 0;
+        while j + 16 <= len {
+            // x ahead, as `avx512::exact_fast`.
+            _mm_prefetch::<_MM_HINT_T0>(xc.as_ptr().wrapping_add(j + 512) as *const i8);
+            let xv = [
+                _mm256_loadu_ps(xc.as_ptr().add(j)),
+                _mm256_loadu_ps(xc.as_ptr().add(j + 8)),
+            ];
+            let (v, slow) = fast8n::<2>(&cs, k.variant, xv);
+            _mm256_storeu_ps(yc.as_mut_ptr().add(j), v[0]);
+            _mm256_storeu_ps(yc.as_mut_ptr().add(j + 8), v[1]);
+            collect(slow[0], j, &mut cnt);
+            collect(slow[1], j + 8, &mut cnt);
+            j += 16;
+        }
+        // The tail through buffers, 8 lanes at a time.
+        while j < len {
+            let take = (len - j).min(8);
+            let mut xb = [0f32; 8];
+            xb[..take].copy_from_slice(&xc[j..j + take]);
+            let (v, slow) = fast8n::<1>(&cs, k.variant, [_mm256_loadu_ps(xb.as_ptr())]);
+            let mut yb = [0f32; 8];
+            _mm256_storeu_ps(yb.as_mut_ptr(), v[0]);
+            yc[j..j + take].copy_from_slice(&yb[..take]);
+            collect(slow[0] & ((1 << take) - 1), j, &mut cnt);
             j += 8;
         }
         if cnt > 0 {

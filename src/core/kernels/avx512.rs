@@ -1046,8 +1046,17 @@ unsafe fn exact_fast<const SMALL: bool>(
         let mut cnt = 0;
         let mut j = 0;
         while j < len {
+            // Full vectors unmasked (masked stores are slow on some cores), the tail masked.
+            let full = len - j >= 16;
             let m = head_mask((len - j).min(16));
-            let xv = _mm512_maskz_loadu_ps(m, xc.as_ptr().add(j));
+            // x ahead: the table's gathers miss L1 (64 KB) and would otherwise leave the stream
+            // of x waiting at large sizes (a prefetch never faults, past the end included).
+            _mm_prefetch::<_MM_HINT_T0>(xc.as_ptr().wrapping_add(j + 512) as *const i8);
+            let xv = if full {
+                _mm512_loadu_ps(xc.as_ptr().add(j))
+            } else {
+                _mm512_maskz_loadu_ps(m, xc.as_ptr().add(j))
+            };
             let inr = m
                 & _mm512_cmp_ps_mask::<_CMP_GE_OQ>(xv, lo)
                 & _mm512_cmp_ps_mask::<_CMP_LE_OQ>(xv, hi);
@@ -1060,7 +1069,11 @@ unsafe fn exact_fast<const SMALL: bool>(
             let slow = inr & _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(w, w);
             let w = _mm512_mask_blend_ps(inr, xv, w);
             let v = outer16n(k.variant, av, [xv], [w])[0];
-            _mm512_mask_storeu_ps(yc.as_mut_ptr().add(j), m, v);
+            if full {
+                _mm512_storeu_ps(yc.as_mut_ptr().add(j), v);
+            } else {
+                _mm512_mask_storeu_ps(yc.as_mut_ptr().add(j), m, v);
+            }
             if slow != 0 {
                 _mm512_storeu_ps(sx.as_mut_ptr().add(cnt), _mm512_maskz_compress_ps(slow, xv));
                 let pos = _mm512_add_epi32(lane, _mm512_set1_epi32(j as i32));

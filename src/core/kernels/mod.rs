@@ -1,14 +1,15 @@
-//! Float32 kernels: a portable scalar body (the reference) and explicit AVX2 kernels chosen at run
-//! time (`is_x86_feature_detected!`, AVX2 and FMA). The AVX2 table forward gives, lane by lane, the
-//! bits of the scalar body: the same table index and nodes, and an erf that performs the scalar
+//! Float32 kernels: a portable scalar body (the reference) and explicit AVX2 and AVX-512 kernels
+//! chosen at run time ([`Isa`]: `is_x86_feature_detected!`, capped by `DITAC_ISA`). The vector
+//! table forward gives, lane by lane, the bits of the scalar body: the same table index and nodes, and an erf that performs the scalar
 //! erf's IEEE operations (fused multiply-adds, a true division; on |x| with the sign put back,
 //! and without the clamps that provably change nothing: checked on every float32). Two vectors are
 //! computed per step so that the polynomial constants are loaded once for both. The backward kernel
 //! (where bit-identity is not asked for) uses fused multiply-adds and a reciprocal step in Φ and a
 //! polynomial exp (≤ 2 ulp), and dθ is accumulated through a per-node histogram (f64) reduced once
 //! per call, fed with the in-range terms only (compacted, in order): deterministic, independent of
-//! the lane count and of the thread count. Exact mode ([`exact_forward`]) costs the same per
-//! trajectory however many cells it crosses.
+//! the lane count and of the thread count. Exact mode ([`exact_forward`]) interpolates a table
+//! checked against the closed form ([`FastTable`]) and sends the lanes it cannot serve through a
+//! path that costs the same per trajectory however many cells it crosses.
 //!
 //! Per-channel tables are handled in one pass: `xt` (and the gradient tables) hold the C rows one
 //! after the other, and each element's row is found from its position ([`Channels`]).

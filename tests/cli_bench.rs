@@ -165,6 +165,17 @@ fn workloads_and_isa_reported() {
         assert!(["scalar", "avx2", "avx512"].contains(&isa), "{isa}");
         let w = &doc["workload"];
         assert!(w["in_range"].as_f64().unwrap() > 0.0, "{w}");
+        // The exact mode's table: [intervals left to the constant-cost path, intervals] over the
+        // channels' rows.
+        let cov = &w["exact_table_intervals_left_to_constant_cost_path"];
+        let (slow, all) = (cov[0].as_u64().unwrap(), cov[1].as_u64().unwrap());
+        let rows = doc["workload"]["channels"].as_u64().unwrap();
+        assert_eq!(
+            all,
+            rows * (ditac::core::kernels::FAST_NODES as u64 - 1),
+            "{w}"
+        );
+        assert!(slow > 0 && slow < all / 4, "{w}");
         for r in doc["rows"].as_array().unwrap() {
             let expect = if r["op"] == "gelu" { "ORT" } else { isa };
             assert_eq!(r["isa"], expect, "{r}");

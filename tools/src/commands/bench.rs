@@ -230,6 +230,24 @@ impl Workload {
         self.theta.len() / self.channels
     }
 
+    /// How much of the exact mode's checked table serves this warp: (intervals left to the
+    /// constant-cost path, intervals), summed over the channels' rows (the plugin builds the same
+    /// tables from the same θ).
+    fn exact_table_coverage(&self) -> Result<(usize, usize)> {
+        let at = self.attrs(0, Interpolation::Nearest);
+        let bs = basis::build(at.tess(), at.zero_boundary(), BasisKind::Qr)?;
+        let mut slow = 0;
+        let mut all = 0;
+        for row in self.theta.chunks(self.d().max(1)) {
+            let act = Activation::<f32>::from_theta(&at, &bs, row, false)?;
+            if let Some(t) = act.fast_table() {
+                slow += t.slow_intervals();
+                all += ditac::core::kernels::FAST_NODES - 1;
+            }
+        }
+        Ok((slow, all))
+    }
+
     /// θ's dims: [d] or [C, d].
     fn theta_dims(&self) -> Vec<usize> {
         if self.channels > 1 {
@@ -601,6 +619,11 @@ pub fn run(args: Args) -> Result<()> {
         .iter()
         .map(|k| json!({"op": k, "reason": "lower not available"}))
         .collect();
+    let coverage = if keys.contains(&"exact") {
+        Some(w.exact_table_coverage()?)
+    } else {
+        None
+    };
     let workload = json!({
         "interval": [w.a, w.b],
         "tess": w.tess,
@@ -608,6 +631,7 @@ pub fn run(args: Args) -> Result<()> {
         "channels": w.channels,
         "input_std": w.input_std,
         "in_range": in_range,
+        "exact_table_intervals_left_to_constant_cost_path": coverage.map(|c| json!([c.0, c.1])),
     });
     if args.json {
         let doc = json!({
@@ -650,6 +674,14 @@ pub fn run(args: Args) -> Result<()> {
         w.input_std,
         in_range * 100.0
     );
+    if let Some((slow, all)) = coverage {
+        println!(
+            "exact mode: its checked interpolation table serves {} of {all} intervals; {slow} ({:.1} %) \
+             go through the constant-cost path",
+            all - slow,
+            100.0 * slow as f64 / all.max(1) as f64
+        );
+    }
     print_tables(&threads, &rows, &jrows);
     for t in &threads {
         for k in &skipped {

@@ -144,3 +144,38 @@ fn float16_per_channel_follows_float() {
         assert_eq!(*a, f16::from_f32(*b));
     }
 }
+
+/// Exact mode per channel (each row its own checked table and constant-cost path): the plugin's Y
+/// equals the core's row by row, element by element, with 1 and 2 threads — a lane's value
+/// depends on its x alone, not on where it falls in a chunk or which lanes share its vector.
+#[test]
+fn exact_per_channel_matches_the_core_row_by_row() {
+    let at = Attrs {
+        lut_size: 0,
+        ..Default::default()
+    };
+    let d = at.theta_len();
+    let th = thetas(d);
+    let b = basis::build(at.tess(), true, BasisKind::Qr).unwrap();
+    let x = inputs(N * C, 3);
+    let acts: Vec<Activation<f32>> = (0..C)
+        .map(|r| Activation::from_theta(&at, &b, &th[r * d..(r + 1) * d], false).unwrap())
+        .collect();
+    let mut y_ref = vec![0f32; x.len()];
+    for i in 0..x.len() {
+        acts[i % C].forward(&x[i..i + 1], &mut y_ref[i..i + 1]);
+    }
+    for threads in [1, 2] {
+        let mut m = model("DiTAC", &th, d, Interpolation::Nearest);
+        m.attrs.push(("lut_size", ditac_tools::model::Attr::Int(0)));
+        let mut s = session_threads(&m.bytes(), threads).unwrap();
+        let out = s
+            .run(vec![(
+                "X",
+                Tensor::from_array((vec![N, C], x.clone())).unwrap(),
+            )])
+            .unwrap();
+        let y = out["Y"].try_extract_tensor::<f32>().unwrap().1.to_vec();
+        assert_eq!(y, y_ref, "exact per channel, {threads} thread(s)");
+    }
+}

@@ -32,6 +32,35 @@ fn act64(at: &Attrs, theta: &[f32]) -> Activation<f64> {
     Activation::<f64>::from_theta(at, &b, theta, true).unwrap()
 }
 
+/// y = act(x) of one element.
+fn y64(act: &Activation<f64>, x: f64) -> f64 {
+    let mut o = [0.0];
+    act.forward(&[x], &mut o);
+    o[0]
+}
+
+/// dθ of one element (`g`) against central differences of y in each θ_k. θ is float32 in the
+/// ops: perturbed in f32 steps large enough to be exact.
+fn theta_fd_matches(at: &Attrs, theta: &[f32], x: f64, g: &[f64]) -> Result<(), TestCaseError> {
+    for k in 0..theta.len() {
+        let hk = 1.0f32 / 1024.0;
+        let mut tp = theta.to_vec();
+        tp[k] += hk;
+        let mut tm = theta.to_vec();
+        tm[k] -= hk;
+        // LeakyReLU has a kink at x̃ = 0: a difference across it measures neither side.
+        let (ap, am) = (act64(at, &tp), act64(at, &tm));
+        prop_assume!(at.variant != Variant::Leaky || warped(&ap, x) * warped(&am, x) > 0.0);
+        let fdk = (y64(&ap, x) - y64(&am, x)) / (2.0 * hk as f64);
+        prop_assert!(
+            (fdk - g[k]).abs() <= 2e-3 * (1.0 + g[k].abs()),
+            "dθ[{k}] {} vs fd {fdk}",
+            g[k]
+        );
+    }
+    Ok(())
+}
+
 /// x̃ = T(x) (x itself outside [a, b]).
 fn warped(act: &Activation<f64>, x: f64) -> f64 {
     let mut o = [0.0];
@@ -111,24 +140,12 @@ proptest! {
     ) {
         let at = attrs(tess as i64, 1, BasisKind::Qr, variant, 0, Interpolation::Nearest);
         let act = act64(&at, &theta);
-        let d = theta.len();
-        let mut g = vec![0.0; d];
+        let mut g = vec![0.0; theta.len()];
         let dx = act.element_grad(x, &mut g);
-        let y = |a: &Activation<f64>, x: f64| { let mut o = [0.0]; a.forward(&[x], &mut o); o[0] };
         let h = 1e-6;
-        let fd = (y(&act, x + h) - y(&act, x - h)) / (2.0 * h);
+        let fd = (y64(&act, x + h) - y64(&act, x - h)) / (2.0 * h);
         prop_assert!((fd - dx).abs() <= 1e-4 * (1.0 + dx.abs()), "dx {dx} vs fd {fd}");
-        // θ is float32 in the ops: perturb in f32 steps large enough to be exact.
-        for k in 0..d {
-            let hk = 1.0f32 / 1024.0;
-            let mut tp = theta.clone(); tp[k] += hk;
-            let mut tm = theta.clone(); tm[k] -= hk;
-            // LeakyReLU has a kink at x̃ = 0: a difference across it measures neither side.
-            let (ap, am) = (act64(&at, &tp), act64(&at, &tm));
-            prop_assume!(variant != Variant::Leaky || warped(&ap, x) * warped(&am, x) > 0.0);
-            let fdk = (y(&ap, x) - y(&am, x)) / (2.0 * hk as f64);
-            prop_assert!((fdk - g[k]).abs() <= 2e-3 * (1.0 + g[k].abs()), "dθ[{k}] {} vs fd {fdk}", g[k]);
-        }
+        theta_fd_matches(&at, &theta, x, &g)?;
     }
 
     #[test]
@@ -139,26 +156,15 @@ proptest! {
     ) {
         let at = attrs(tess as i64, 1, BasisKind::Rref, variant, 64, Interpolation::Linear);
         let act = act64(&at, &theta);
-        let d = theta.len();
-        let mut g = vec![0.0; d];
+        let mut g = vec![0.0; theta.len()];
         let dx = act.element_grad(x, &mut g);
-        let y = |a: &Activation<f64>, x: f64| { let mut o = [0.0]; a.forward(&[x], &mut o); o[0] };
         // Away from a node the interpolant is smooth: a small step stays in one interval.
         let h = 1e-7;
-        let fd = (y(&act, x + h) - y(&act, x - h)) / (2.0 * h);
+        let fd = (y64(&act, x + h) - y64(&act, x - h)) / (2.0 * h);
         let u = (x + 3.0) / 6.0 * 63.0;
         prop_assume!((u - u.round()).abs() > 1e-4);
         prop_assert!((fd - dx).abs() <= 1e-4 * (1.0 + dx.abs()), "dx {dx} vs fd {fd}");
-        for k in 0..d {
-            let hk = 1.0f32 / 1024.0;
-            let mut tp = theta.clone(); tp[k] += hk;
-            let mut tm = theta.clone(); tm[k] -= hk;
-            // LeakyReLU has a kink at x̃ = 0: a difference across it measures neither side.
-            let (ap, am) = (act64(&at, &tp), act64(&at, &tm));
-            prop_assume!(variant != Variant::Leaky || warped(&ap, x) * warped(&am, x) > 0.0);
-            let fdk = (y(&ap, x) - y(&am, x)) / (2.0 * hk as f64);
-            prop_assert!((fdk - g[k]).abs() <= 2e-3 * (1.0 + g[k].abs()), "dθ[{k}] {} vs fd {fdk}", g[k]);
-        }
+        theta_fd_matches(&at, &theta, x, &g)?;
     }
 
     #[test]

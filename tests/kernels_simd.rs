@@ -376,22 +376,28 @@ fn crossings(act_theta: &[f32], tess: usize, u: f32) -> usize {
     f.trace(u).cell.abs_diff(c0)
 }
 
-/// The warp alone (leaky with slope 1 is the identity outside) on every vector path against the
-/// integrator, for small and wide warps (θ from the prior up to trajectories crossing most of the
-/// cells), 10 and 40 cells: within float32 rounding of the closed form. Returns the worst
-/// relative error per path (printed).
-#[test]
-fn exact_warp_within_float32_rounding() {
-    let mut cases: Vec<(String, usize, Vec<f32>, f32, f32)> = Vec::new();
-    for scale in [0.3f32, 1.0, 2.5] {
-        cases.push((
-            format!("THETA·{scale}"),
-            10,
-            THETA.iter().map(|t| t * scale).collect(),
-            -0.5,
-            2.0,
-        ));
-    }
+/// A warp of the exact-mode tests.
+struct WarpCase {
+    name: String,
+    tess: usize,
+    theta: Vec<f32>,
+    a: f32,
+    b: f32,
+}
+
+/// Small and wide warps: the fixed θ scaled on [−0.5, 2], and θ from the prior on [−5, 5] up to
+/// trajectories crossing most of the cells, with 10, 20 and 40 cells.
+fn exact_warp_cases() -> Vec<WarpCase> {
+    let mut cases: Vec<WarpCase> = [0.3f32, 1.0, 2.5]
+        .into_iter()
+        .map(|scale| WarpCase {
+            name: format!("THETA·{scale}"),
+            tess: 10,
+            theta: THETA.iter().map(|t| t * scale).collect(),
+            a: -0.5,
+            b: 2.0,
+        })
+        .collect();
     for (tess, scale, seed) in [
         (10usize, 2.0, 1u64),
         (10, 6.0, 2),
@@ -400,27 +406,51 @@ fn exact_warp_within_float32_rounding() {
         (40, 10.0, 5),
         (20, 4.0, 6),
     ] {
-        cases.push((
-            format!("prior tess {tess} × {scale}"),
+        cases.push(WarpCase {
+            name: format!("prior tess {tess} × {scale}"),
             tess,
-            prior_theta(tess, scale, seed),
-            -5.0,
-            5.0,
-        ));
+            theta: prior_theta(tess, scale, seed),
+            a: -5.0,
+            b: 5.0,
+        });
     }
-    for (name, tess, th, a, bnd) in cases {
-        let b = basis::build(tess, true, BasisKind::Qr).unwrap();
-        let at = Attrs {
-            variant: Variant::Leaky,
-            alpha: 1.0,
-            lut_size: 0,
-            tess: tess as i64,
-            a,
-            b: bnd,
-            ..Default::default()
-        };
-        let act = Activation::<f32>::from_theta(&at, &b, &th, false).unwrap();
-        let act64 = Activation::<f64>::from_theta(&at, &b, &th, false).unwrap();
+    cases
+}
+
+/// The warp alone in exact mode (leaky with slope 1: the identity outside [a, b]), in float32 and
+/// in float64 (the closed form the float32 paths are measured against).
+fn exact_warps(tess: usize, theta: &[f32], a: f32, b: f32) -> (Activation<f32>, Activation<f64>) {
+    let bs = basis::build(tess, true, BasisKind::Qr).unwrap();
+    let at = Attrs {
+        variant: Variant::Leaky,
+        alpha: 1.0,
+        lut_size: 0,
+        tess: tess as i64,
+        a,
+        b,
+        ..Default::default()
+    };
+    (
+        Activation::<f32>::from_theta(&at, &bs, theta, false).unwrap(),
+        Activation::<f64>::from_theta(&at, &bs, theta, false).unwrap(),
+    )
+}
+
+/// The warp alone (leaky with slope 1 is the identity outside) on every vector path against the
+/// integrator, for small and wide warps (θ from the prior up to trajectories crossing most of the
+/// cells), 10 and 40 cells: within float32 rounding of the closed form. Returns the worst
+/// relative error per path (printed).
+#[test]
+fn exact_warp_within_float32_rounding() {
+    for WarpCase {
+        name,
+        tess,
+        theta: th,
+        a,
+        b: bnd,
+    } in exact_warp_cases()
+    {
+        let (act, act64) = exact_warps(tess, &th, a, bnd);
         let n = 20_011;
         let x: Vec<f32> = (0..n)
             .map(|i| a - 0.3 + (bnd - a + 0.6) * i as f32 / n as f32)
@@ -486,43 +516,15 @@ fn exact_warp_within_float32_rounding() {
 #[test]
 fn exact_fast_path_within_a_float32_ulp() {
     use ditac::core::kernels::{FAST_NODES, FAST_TOL};
-    let mut cases: Vec<(String, usize, Vec<f32>, f32, f32)> = vec![
-        ("THETA".into(), 10, THETA.to_vec(), -0.5, 2.0),
-        (
-            "THETA·2.5".into(),
-            10,
-            THETA.iter().map(|t| t * 2.5).collect(),
-            -0.5,
-            2.0,
-        ),
-    ];
-    for (tess, scale, seed) in [
-        (10usize, 2.0, 1u64),
-        (10, 20.0, 3),
-        (40, 2.0, 4),
-        (40, 10.0, 5),
-    ] {
-        cases.push((
-            format!("prior tess {tess} × {scale}"),
-            tess,
-            prior_theta(tess, scale, seed),
-            -5.0,
-            5.0,
-        ));
-    }
-    for (name, tess, th, a, bnd) in cases {
-        let b = basis::build(tess, true, BasisKind::Qr).unwrap();
-        let at = Attrs {
-            variant: Variant::Leaky,
-            alpha: 1.0,
-            lut_size: 0,
-            tess: tess as i64,
-            a,
-            b: bnd,
-            ..Default::default()
-        };
-        let act = Activation::<f32>::from_theta(&at, &b, &th, false).unwrap();
-        let act64 = Activation::<f64>::from_theta(&at, &b, &th, false).unwrap();
+    for WarpCase {
+        name,
+        tess,
+        theta: th,
+        a,
+        b: bnd,
+    } in exact_warp_cases()
+    {
+        let (act, act64) = exact_warps(tess, &th, a, bnd);
         let fast = act
             .fast_table()
             .expect("a float32 exact warp has its table");

@@ -160,10 +160,8 @@ impl<R: Real> Activation<R> {
             ));
         }
         validate_theta(theta, d)?;
-        let mut field = Field::<R>::new(attrs.tess(), &basis.to_f32(), d, theta);
-        if attrs.zero_boundary() {
-            field.pin_zero_boundary();
-        }
+        let basis_f32 = basis.to_f32();
+        let field = field_in::<R>(attrs, &basis_f32, d, theta);
         if let Err(e) = field.check_representable() {
             let max_theta = theta.iter().fold(0f32, |m, v| m.max(v.abs()));
             return Err(DitacError::input(
@@ -178,12 +176,8 @@ impl<R: Real> Activation<R> {
         }
         let mode = if attrs.lut_size == 0 {
             let fast = (std::mem::size_of::<R>() == 4).then(|| {
-                let mut f64_field = Field::<f64>::new(attrs.tess(), &basis.to_f32(), d, theta);
-                if attrs.zero_boundary() {
-                    f64_field.pin_zero_boundary();
-                }
                 Box::new(FastTable::build(
-                    &f64_field,
+                    &field_in::<f64>(attrs, &basis_f32, d, theta),
                     f64::from(attrs.a),
                     f64::from(attrs.b),
                 ))
@@ -609,6 +603,16 @@ impl<R: Real> Activation<R> {
         }
         g * w.dxt + direct
     }
+}
+
+/// The velocity field of θ (A = B·θ) in precision T, its ends pinned to zero velocity when the
+/// attributes ask for a zero boundary.
+fn field_in<T: Real>(attrs: &Attrs, basis_f32: &[f32], d: usize, theta: &[f32]) -> Field<T> {
+    let mut field = Field::<T>::new(attrs.tess(), basis_f32, d, theta);
+    if attrs.zero_boundary() {
+        field.pin_zero_boundary();
+    }
+    field
 }
 
 /// The (outer, C, inner) layout of a tensor of `shape` around `channel_axis` (negative counts

@@ -385,39 +385,33 @@ fn backward_impl<const V: u8, const LINEAR: bool>(
         // The dθ terms of the block: `cnt` of them in sb/ib/fb (the SIMD kernel keeps the
         // in-range elements only, in order; the scalar one sends the others' zeros to spare bins).
         let offs_v = (ch.c > 1).then_some(&*o);
+        // The vector paths take the same arguments.
+        #[cfg(target_arch = "x86_64")]
+        macro_rules! simd {
+            ($path:ident) => {
+                // SAFETY: the CPU supports the path (`usable`); the caller checked the table
+                // sizes.
+                Some(unsafe {
+                    $path::backward::<V, LINEAR>(
+                        k,
+                        g,
+                        n,
+                        xs,
+                        gs,
+                        dxs,
+                        offs_v,
+                        &mut sb[..m],
+                        &mut ib[..m],
+                        &mut fb[..m],
+                    )
+                })
+            };
+        }
         let cnt: Option<usize> = match isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: the CPU supports the path (`usable`); the caller checked the table sizes.
-            Isa::Avx512 => Some(unsafe {
-                avx512::backward::<V, LINEAR>(
-                    k,
-                    g,
-                    n,
-                    xs,
-                    gs,
-                    dxs,
-                    offs_v,
-                    &mut sb[..m],
-                    &mut ib[..m],
-                    &mut fb[..m],
-                )
-            }),
+            Isa::Avx512 => simd!(avx512),
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
-            Isa::Avx2 => Some(unsafe {
-                avx2::backward::<V, LINEAR>(
-                    k,
-                    g,
-                    n,
-                    xs,
-                    gs,
-                    dxs,
-                    offs_v,
-                    &mut sb[..m],
-                    &mut ib[..m],
-                    &mut fb[..m],
-                )
-            }),
+            Isa::Avx2 => simd!(avx2),
             _ => None,
         };
         let cnt = cnt.unwrap_or_else(|| {

@@ -50,6 +50,27 @@ def engine(art):
     return state, module, opt
 
 
+def train_steps(module, opt, x, y, batches):
+    """One step of ORT's training engine per batch of row indices; the losses."""
+    losses = []
+    for idx in batches:
+        f = C.OrtValueVector()
+        module.train_step([x[idx], y[idx]], f)
+        losses.append(float(f[0].numpy()))
+        opt.optimizer_step()
+        module.lazy_reset_grad()
+    return np.array(losses)
+
+
+def assert_replays(ref, theirs, steps, label):
+    """ORT's losses over the portable path's batches within 1 % of the portable path's."""
+    ours = np.array(ref["loss"][:steps])
+    rel = np.abs(theirs - ours) / np.abs(ours)
+    print(f"{label}: loss step 1 {ours[0]:.6f} (portable) / {theirs[0]:.6f} (ORT 1.19.2), "
+          f"step {steps} {ours[-1]:.6f} / {theirs[-1]:.6f}; max relative difference {rel.max():.2e}")
+    assert rel.max() < 0.01, (rel.max(), int(rel.argmax()))
+
+
 def test_ort_119_engine_trains_our_artifacts_like_the_portable_path(tmp_path):
     art = tmp_path / "artifacts"
     ditac("train-artifacts", SPEC, "-o", art)
@@ -67,19 +88,8 @@ def test_ort_119_engine_trains_our_artifacts_like_the_portable_path(tmp_path):
     opt.set_learning_rate(ref["lr"])
     data = np.load(DATA)
     x, y = data["x"].astype(np.float32), data["y"].astype(np.float32)
-    losses = []
-    for idx in ref["batches"][:STEPS]:
-        fetches = C.OrtValueVector()
-        module.train_step([x[idx], y[idx]], fetches)
-        losses.append(float(fetches[0].numpy()))
-        opt.optimizer_step()
-        module.lazy_reset_grad()
-    ours = np.array(ref["loss"][:STEPS])
-    theirs = np.array(losses)
-    rel = np.abs(theirs - ours) / np.abs(ours)
-    print(f"loss step 1: {ours[0]:.6f} (portable) {theirs[0]:.6f} (ORT 1.19.2); "
-          f"step {STEPS}: {ours[-1]:.6f} / {theirs[-1]:.6f}; max relative difference {rel.max():.2e}")
-    assert rel.max() < 0.01, (rel.max(), int(rel.argmax()))
+    theirs = train_steps(module, opt, x, y, ref["batches"][:STEPS])
+    assert_replays(ref, theirs, STEPS, "spec artifacts")
     assert theirs[-10:].mean() < 0.9 * theirs[:10].mean(), "the loss falls"
 
     # ORT's checkpoint back through our reader: the parameters ORT trained.
@@ -104,14 +114,7 @@ def test_ort_119_eval_step_and_gmm_cross_entropy(tmp_path):
     data = np.load(ROOT / "models" / "gmm" / "train.npz")
     x, y = data["x"].astype(np.float32), data["y"].astype(np.int64).reshape(-1)
     rng = np.random.default_rng(0)
-    losses = []
-    for _ in range(150):
-        idx = rng.choice(len(x), 98, replace=False)
-        f = C.OrtValueVector()
-        module.train_step([x[idx], y[idx]], f)
-        losses.append(float(f[0].numpy()))
-        opt.optimizer_step()
-        module.lazy_reset_grad()
+    losses = train_steps(module, opt, x, y, [rng.choice(len(x), 98, replace=False) for _ in range(150)])
     assert losses[-1] < 0.8 * losses[0], losses[::20]
     f = C.OrtValueVector()
     module.eval_step([x[:200], y[:200]], f)
@@ -141,18 +144,8 @@ def test_ort_119_engine_trains_the_artifacts_of_an_onnx_model(tmp_path):
     opt.set_learning_rate(ref["lr"])
     data = np.load(data_path)
     x, y = data["x"].astype(np.float32), data["y"].astype(np.int64).reshape(-1)
-    losses = []
-    for idx in ref["batches"][:steps]:
-        f = C.OrtValueVector()
-        module.train_step([x[idx], y[idx]], f)
-        losses.append(float(f[0].numpy()))
-        opt.optimizer_step()
-        module.lazy_reset_grad()
-    ours, theirs = np.array(ref["loss"][:steps]), np.array(losses)
-    rel = np.abs(theirs - ours) / np.abs(ours)
-    print(f"model artifacts: loss step 1 {ours[0]:.6f} / {theirs[0]:.6f}, step {steps} "
-          f"{ours[-1]:.6f} / {theirs[-1]:.6f}; max relative difference {rel.max():.2e}")
-    assert rel.max() < 0.01, (rel.max(), int(rel.argmax()))
+    theirs = train_steps(module, opt, x, y, ref["batches"][:steps])
+    assert_replays(ref, theirs, steps, "model artifacts")
     assert theirs[-5:].mean() < 0.7 * theirs[:5].mean(), "the loss falls"
 
 
@@ -215,16 +208,6 @@ def test_ort_119_engine_runs_the_backward_of_every_covered_op(tmp_path):
     opt.set_learning_rate(ref["lr"])
     data = np.load(data_path)
     x, y = data["x"].astype(np.float32), data["y"].astype(np.int64).reshape(-1)
-    losses = []
-    for idx in ref["batches"][:steps]:
-        f = C.OrtValueVector()
-        module.train_step([x[idx], y[idx]], f)
-        losses.append(float(f[0].numpy()))
-        opt.optimizer_step()
-        module.lazy_reset_grad()
-    ours, theirs = np.array(ref["loss"][:steps]), np.array(losses)
-    rel = np.abs(theirs - ours) / np.abs(ours)
-    print(f"covered ops: loss step 1 {ours[0]:.6f} / {theirs[0]:.6f}, step {steps} "
-          f"{ours[-1]:.6f} / {theirs[-1]:.6f}; max relative difference {rel.max():.2e}")
-    assert rel.max() < 0.01, (rel.max(), int(rel.argmax()))
+    theirs = train_steps(module, opt, x, y, ref["batches"][:steps])
+    assert_replays(ref, theirs, steps, "covered ops")
     assert theirs[-5:].mean() < theirs[:5].mean(), "the loss falls"

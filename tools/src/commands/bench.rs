@@ -9,7 +9,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args as ClapArgs;
-use ditac::core::{basis, Activation, Attrs, BasisKind, Interpolation};
+use ditac::core::{basis, Activation, Attrs, BasisKind, Interpolation, Warps};
 use ditac_tools::model::{ditac_attrs, lut_attrs, ElemType, ModelBuilder, DITAC_DOMAIN};
 use indicatif::{ProgressBar, ProgressStyle};
 use ort::session::Session;
@@ -231,21 +231,15 @@ impl Workload {
     }
 
     /// How much of the exact mode's checked table serves this warp: (intervals left to the
-    /// constant-cost path, intervals), summed over the channels' rows (the plugin builds the same
-    /// tables from the same θ).
+    /// constant-cost path, intervals), summed over the channels' rows — the warps the plugin
+    /// builds for the exact row's node (`Warps::from_theta`).
     fn exact_table_coverage(&self) -> Result<(usize, usize)> {
         let at = self.attrs(0, Interpolation::Nearest);
         let bs = basis::build(at.tess(), at.zero_boundary(), BasisKind::Qr)?;
-        let mut slow = 0;
-        let mut all = 0;
-        for row in self.theta.chunks(self.d().max(1)) {
-            let act = Activation::<f32>::from_theta(&at, &bs, row, false)?;
-            if let Some(t) = act.fast_table() {
-                slow += t.slow_intervals();
-                all += ditac::core::kernels::FAST_NODES - 1;
-            }
-        }
-        Ok((slow, all))
+        let warps = Warps::<f32>::from_theta(&at, &bs, &self.theta_dims(), &self.theta, false)?;
+        let tables: Vec<_> = warps.rows().iter().filter_map(|r| r.fast_table()).collect();
+        let slow = tables.iter().map(|t| t.slow_intervals()).sum();
+        Ok((slow, tables.len() * (ditac::core::kernels::FAST_NODES - 1)))
     }
 
     /// θ's dims: [d] or [C, d].

@@ -11,16 +11,22 @@
 
 #[inline(always)]
 pub fn erf_f32(x: f32) -> f32 {
+    erf_with(x, |x2, p, c| x2.mul_add(p, c))
+}
+
+/// The rational approximation with its Horner steps `step(x², p, c)` = x²·p + c.
+#[inline(always)]
+fn erf_with(x: f32, step: impl Fn(f32, f32, f32) -> f32) -> f32 {
     let x = x.clamp(-4.0, 4.0); // NaN stays NaN; the bounds are constants, so no panic path
     let x2 = x * x;
-    let mut p = x2.mul_add(ERF_P[0], ERF_P[1]);
+    let mut p = step(x2, ERF_P[0], ERF_P[1]);
     for &k in &ERF_P[2..] {
-        p = x2.mul_add(p, k);
+        p = step(x2, p, k);
     }
     let p = x * p;
-    let mut q = x2.mul_add(ERF_Q[0], ERF_Q[1]);
+    let mut q = step(x2, ERF_Q[0], ERF_Q[1]);
     for &k in &ERF_Q[2..] {
-        q = x2.mul_add(q, k);
+        q = step(x2, q, k);
     }
     let r = (p / q).clamp(-1.0, 1.0);
     if x.abs() >= 3.92 {
@@ -62,23 +68,7 @@ pub fn horner_step_f64(x2: f32, p: f32, c: f32) -> f32 {
 /// [`erf_f32`] the way `ditac lower` writes it (each step through [`horner_step_f64`]):
 /// bit for bit the same function (tested on every float32 with `DITAC_EXHAUSTIVE=1`).
 pub fn erf_f32_unfused(x: f32) -> f32 {
-    let x = x.clamp(-4.0, 4.0);
-    let x2 = x * x;
-    let mut p = horner_step_f64(x2, ERF_P[0], ERF_P[1]);
-    for &k in &ERF_P[2..] {
-        p = horner_step_f64(x2, p, k);
-    }
-    let p = x * p;
-    let mut q = horner_step_f64(x2, ERF_Q[0], ERF_Q[1]);
-    for &k in &ERF_Q[2..] {
-        q = horner_step_f64(x2, q, k);
-    }
-    let r = (p / q).clamp(-1.0, 1.0);
-    if x.abs() >= 3.92 {
-        1.0f32.copysign(x)
-    } else {
-        r
-    }
+    erf_with(x, horner_step_f64)
 }
 
 #[cfg(test)]

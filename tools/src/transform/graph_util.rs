@@ -34,34 +34,32 @@ pub(crate) fn for_each_graph(g: &GraphProto, f: &mut dyn FnMut(&GraphProto)) {
     }
 }
 
-/// A float32 tensor with raw data.
-pub fn make_tensor_f32(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
+/// A tensor of `dims` with raw little-endian data.
+fn make_tensor_raw(name: &str, dims: &[usize], data_type: DataType, raw: Vec<u8>) -> TensorProto {
     let mut t = TensorProto::new();
     t.name = name.to_string();
-    t.data_type = DataType::FLOAT as i32;
+    t.data_type = data_type as i32;
     t.dims = dims.iter().map(|&d| d as i64).collect();
-    t.raw_data = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    t.raw_data = raw;
     t
+}
+
+/// A float32 tensor with raw data.
+pub fn make_tensor_f32(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
+    let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    make_tensor_raw(name, dims, DataType::FLOAT, raw)
 }
 
 /// A float64 tensor with raw data.
 pub fn make_tensor_f64(name: &str, dims: &[usize], data: &[f64]) -> TensorProto {
-    let mut t = TensorProto::new();
-    t.name = name.to_string();
-    t.data_type = DataType::DOUBLE as i32;
-    t.dims = dims.iter().map(|&d| d as i64).collect();
-    t.raw_data = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    t
+    let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    make_tensor_raw(name, dims, DataType::DOUBLE, raw)
 }
 
 /// An int64 tensor with raw data.
 pub fn make_tensor_i64(name: &str, dims: &[usize], data: &[i64]) -> TensorProto {
-    let mut t = TensorProto::new();
-    t.name = name.to_string();
-    t.data_type = DataType::INT64 as i32;
-    t.dims = dims.iter().map(|&d| d as i64).collect();
-    t.raw_data = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    t
+    let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    make_tensor_raw(name, dims, DataType::INT64, raw)
 }
 
 /// Where a value comes from, when it is a constant: an initializer that is not a graph input, or the

@@ -3,6 +3,7 @@
 
 use super::exact::FAST_NODES;
 use super::*;
+use crate::core::erf::{ERF_P, ERF_Q};
 use std::arch::x86_64::*;
 
 /// `[f(0), …, f(n − 1)]` written as a loop: unlike `std::array::from_fn`'s closure, the body is
@@ -17,6 +18,33 @@ macro_rules! each {
         }
         out
     }};
+}
+
+/// The erf's numerator and denominator polynomials in x² on |x| (`a`), `erf::ERF_P` and
+/// `erf::ERF_Q` by fused Horner steps as the scalar `erf_f32` takes them (P without its factor
+/// |x|): what the exact lane erf and the backward's fast Φ share.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn erf_pq8n<const N: usize>(a: [__m256; N]) -> ([__m256; N], [__m256; N]) {
+    let x2: [__m256; N] = std::array::from_fn(|i| _mm256_mul_ps(a[i], a[i]));
+    (horner8n(x2, &ERF_P), horner8n(x2, &ERF_Q))
+}
+
+/// k[0]·y^(n−1) + … + k[n − 1] at y = `x2` (n = k.len()) on N vectors, one fused multiply-add
+/// per step; each constant is broadcast once for all N.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn horner8n<const N: usize>(x2: [__m256; N], k: &[f32]) -> [__m256; N] {
+    let c = _mm256_set1_ps;
+    let (k0, k1) = (c(k[0]), c(k[1]));
+    let mut p: [__m256; N] = std::array::from_fn(|i| _mm256_fmadd_ps(x2[i], k0, k1));
+    for &kk in &k[2..] {
+        let kv = c(kk);
+        for i in 0..N {
+            p[i] = _mm256_fmadd_ps(x2[i], p[i], kv);
+        }
+    }
+    p
 }
 
 /// The lane form of `erf_f32`, operation for operation (fused multiply-adds, a true division):
@@ -44,31 +72,9 @@ pub fn erf8n<const N: usize>(x: [__m256; N]) -> [__m256; N] {
     // out. Bit for bit the scalar `erf_f32` for every float (checked exhaustively).
     let sign = c(-0.0);
     let a: [__m256; N] = std::array::from_fn(|i| _mm256_andnot_ps(sign, x[i]));
-    let x2: [__m256; N] = std::array::from_fn(|i| _mm256_mul_ps(a[i], a[i]));
-    let (k0, k1) = (c(-2.726_142_3e-10), c(2.770_681_4e-8));
-    let mut p: [__m256; N] = std::array::from_fn(|i| _mm256_fmadd_ps(x2[i], k0, k1));
-    for k in [
-        -2.101_024e-6,
-        -5.692_506_4e-5,
-        -7.349_906_3e-4,
-        -2.954_6e-3,
-        -1.609_603_3e-2,
-    ] {
-        let kv = c(k);
-        for i in 0..N {
-            p[i] = _mm256_fmadd_ps(x2[i], p[i], kv);
-        }
-    }
+    let (mut p, q) = erf_pq8n(a);
     for i in 0..N {
         p[i] = _mm256_mul_ps(a[i], p[i]);
-    }
-    let (q0, q1) = (c(-1.456_607_2e-5), c(-2.133_740_6e-4));
-    let mut q: [__m256; N] = std::array::from_fn(|i| _mm256_fmadd_ps(x2[i], q0, q1));
-    for k in [-1.682_827e-3, -7.373_329_2e-3, -1.426_474e-2] {
-        let kv = c(k);
-        for i in 0..N {
-            q[i] = _mm256_fmadd_ps(x2[i], q[i], kv);
-        }
     }
     let (one, lim) = (c(1.0), c(3.92));
     std::array::from_fn(|i| {
@@ -108,29 +114,7 @@ fn phi8n_fast<const N: usize>(v: [__m256; N]) -> [__m256; N] {
     let (s, sign) = (c(std::f32::consts::FRAC_1_SQRT_2), c(-0.0));
     let x: [__m256; N] = std::array::from_fn(|i| _mm256_mul_ps(v[i], s));
     let a: [__m256; N] = std::array::from_fn(|i| _mm256_andnot_ps(sign, x[i]));
-    let x2: [__m256; N] = std::array::from_fn(|i| _mm256_mul_ps(a[i], a[i]));
-    let (k0, k1) = (c(-2.726_142_3e-10), c(2.770_681_4e-8));
-    let mut p: [__m256; N] = std::array::from_fn(|i| _mm256_fmadd_ps(x2[i], k0, k1));
-    for k in [
-        -2.101_024e-6,
-        -5.692_506_4e-5,
-        -7.349_906_3e-4,
-        -2.954_6e-3,
-        -1.609_603_3e-2,
-    ] {
-        let kv = c(k);
-        for i in 0..N {
-            p[i] = _mm256_fmadd_ps(x2[i], p[i], kv);
-        }
-    }
-    let (q0, q1) = (c(-1.456_607_2e-5), c(-2.133_740_6e-4));
-    let mut q: [__m256; N] = std::array::from_fn(|i| _mm256_fmadd_ps(x2[i], q0, q1));
-    for k in [-1.682_827e-3, -7.373_329_2e-3, -1.426_474e-2] {
-        let kv = c(k);
-        for i in 0..N {
-            q[i] = _mm256_fmadd_ps(x2[i], q[i], kv);
-        }
-    }
+    let (p, q) = erf_pq8n(a);
     let (one, lim, h) = (c(1.0), c(3.92), c(0.5));
     std::array::from_fn(|i| {
         let y0 = _mm256_rcp_ps(q[i]);

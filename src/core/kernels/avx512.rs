@@ -4,6 +4,7 @@
 
 use super::exact::{ExactKernel, FAST_NODES};
 use super::*;
+use crate::core::erf::{ERF_P, ERF_Q};
 use std::arch::x86_64::*;
 
 /// `[f(0), …, f(n − 1)]` written as a loop: unlike `std::array::from_fn`'s closure, the body is
@@ -20,6 +21,33 @@ macro_rules! each {
     }};
 }
 
+/// The erf's numerator and denominator polynomials in x² on |x| (`a`), `erf::ERF_P` and
+/// `erf::ERF_Q` by fused Horner steps as the scalar `erf_f32` takes them (P without its factor
+/// |x|): what the exact lane erf and the backward's fast Φ share.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+fn erf_pq16n<const N: usize>(a: [__m512; N]) -> ([__m512; N], [__m512; N]) {
+    let x2: [__m512; N] = std::array::from_fn(|i| _mm512_mul_ps(a[i], a[i]));
+    (horner16n(x2, &ERF_P), horner16n(x2, &ERF_Q))
+}
+
+/// k[0]·y^(n−1) + … + k[n − 1] at y = `x2` (n = k.len()) on N vectors, one fused multiply-add
+/// per step; each constant is broadcast once for all N.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+fn horner16n<const N: usize>(x2: [__m512; N], k: &[f32]) -> [__m512; N] {
+    let c = _mm512_set1_ps;
+    let (k0, k1) = (c(k[0]), c(k[1]));
+    let mut p: [__m512; N] = std::array::from_fn(|i| _mm512_fmadd_ps(x2[i], k0, k1));
+    for &kk in &k[2..] {
+        let kv = c(kk);
+        for i in 0..N {
+            p[i] = _mm512_fmadd_ps(x2[i], p[i], kv);
+        }
+    }
+    p
+}
+
 /// The lane form of `erf_f32` on N vectors, operation for operation (fused multiply-adds, a true
 /// division), as `avx2::erf8n`: on |x| with x's sign put back, without the clamps that provably
 /// change nothing. Bit for bit the scalar erf (tested on every 13th float, and on all of them with
@@ -30,31 +58,9 @@ pub fn erf16n<const N: usize>(x: [__m512; N]) -> [__m512; N] {
     let c = _mm512_set1_ps;
     let sign = c(-0.0);
     let a: [__m512; N] = std::array::from_fn(|i| _mm512_andnot_ps(sign, x[i]));
-    let x2: [__m512; N] = std::array::from_fn(|i| _mm512_mul_ps(a[i], a[i]));
-    let (k0, k1) = (c(-2.726_142_3e-10), c(2.770_681_4e-8));
-    let mut p: [__m512; N] = std::array::from_fn(|i| _mm512_fmadd_ps(x2[i], k0, k1));
-    for k in [
-        -2.101_024e-6,
-        -5.692_506_4e-5,
-        -7.349_906_3e-4,
-        -2.954_6e-3,
-        -1.609_603_3e-2,
-    ] {
-        let kv = c(k);
-        for i in 0..N {
-            p[i] = _mm512_fmadd_ps(x2[i], p[i], kv);
-        }
-    }
+    let (mut p, q) = erf_pq16n(a);
     for i in 0..N {
         p[i] = _mm512_mul_ps(a[i], p[i]);
-    }
-    let (q0, q1) = (c(-1.456_607_2e-5), c(-2.133_740_6e-4));
-    let mut q: [__m512; N] = std::array::from_fn(|i| _mm512_fmadd_ps(x2[i], q0, q1));
-    for k in [-1.682_827e-3, -7.373_329_2e-3, -1.426_474e-2] {
-        let kv = c(k);
-        for i in 0..N {
-            q[i] = _mm512_fmadd_ps(x2[i], q[i], kv);
-        }
     }
     let (one, lim) = (c(1.0), c(3.92));
     std::array::from_fn(|i| {
@@ -86,29 +92,7 @@ fn phi16n_fast<const N: usize>(v: [__m512; N]) -> [__m512; N] {
     let (s, sign) = (c(std::f32::consts::FRAC_1_SQRT_2), c(-0.0));
     let x: [__m512; N] = std::array::from_fn(|i| _mm512_mul_ps(v[i], s));
     let a: [__m512; N] = std::array::from_fn(|i| _mm512_andnot_ps(sign, x[i]));
-    let x2: [__m512; N] = std::array::from_fn(|i| _mm512_mul_ps(a[i], a[i]));
-    let (k0, k1) = (c(-2.726_142_3e-10), c(2.770_681_4e-8));
-    let mut p: [__m512; N] = std::array::from_fn(|i| _mm512_fmadd_ps(x2[i], k0, k1));
-    for k in [
-        -2.101_024e-6,
-        -5.692_506_4e-5,
-        -7.349_906_3e-4,
-        -2.954_6e-3,
-        -1.609_603_3e-2,
-    ] {
-        let kv = c(k);
-        for i in 0..N {
-            p[i] = _mm512_fmadd_ps(x2[i], p[i], kv);
-        }
-    }
-    let (q0, q1) = (c(-1.456_607_2e-5), c(-2.133_740_6e-4));
-    let mut q: [__m512; N] = std::array::from_fn(|i| _mm512_fmadd_ps(x2[i], q0, q1));
-    for k in [-1.682_827e-3, -7.373_329_2e-3, -1.426_474e-2] {
-        let kv = c(k);
-        for i in 0..N {
-            q[i] = _mm512_fmadd_ps(x2[i], q[i], kv);
-        }
-    }
+    let (p, q) = erf_pq16n(a);
     let (one, lim, h) = (c(1.0), c(3.92), c(0.5));
     std::array::from_fn(|i| {
         let y0 = _mm512_rcp14_ps(q[i]);

@@ -34,6 +34,33 @@ PYEOF
   rm -rf "$tmp"
 }
 
+# Disk, checked before anything large is written (a full disk mid-install leaves a half-made venv and
+# an OSError that names no cause). Sizes measured on a clean clone: the Rust builds (target/ 2.2 GB,
+# fuzz/target/ 1.6 GB), .venv 0.7 GB, .venv-train 0.3 GB, .venv-triton 0.5 GB; .venv-torch 5.8 GB
+# installed, with its 3.1 GB of wheels held while they install.
+free_gb() { df -Pk . | awk 'NR == 2 { printf "%d", $4 / 1048576 }'; }
+need_gb=0
+[ -d target/release ] || need_gb=$((need_gb + 3))
+[ -d fuzz/target ] || need_gb=$((need_gb + 2))
+[ -x .venv/bin/python ] || need_gb=$((need_gb + 1))
+[ -x .venv-train/bin/python ] || need_gb=$((need_gb + 1))
+[ -x .venv-triton/bin/python ] || need_gb=$((need_gb + 1))
+torch_gb=10
+if [ "${DITAC_SKIP_TORCH:-0}" != "1" ] && [ ! -x .venv-torch/bin/python ] && \
+   [ "$(free_gb)" -lt $((need_gb + torch_gb)) ]; then
+  msg="$(free_gb) GB free on $(df -P . | awk 'NR == 2 { print $6 }'), and the PyTorch tier needs about ${torch_gb} GB beside the ${need_gb} GB the rest of the suite still needs"
+  if [ "${DITAC_REQUIRE_TORCH:-0}" = "1" ]; then
+    echo "setup: error: $msg (DITAC_REQUIRE_TORCH=1)" >&2
+    exit 1
+  fi
+  echo "setup: SKIPPING .venv-torch and the exporter tests: $msg. Free some space and rerun, or set DITAC_REQUIRE_TORCH=1 to make this an error." >&2
+  export DITAC_SKIP_TORCH=1
+fi
+if [ "$(free_gb)" -lt "$need_gb" ]; then
+  echo "setup: error: $(free_gb) GB free on $(df -P . | awk 'NR == 2 { print $6 }'), and the builds and venvs still to be made need about ${need_gb} GB" >&2
+  exit 1
+fi
+
 fetch_ort "$ORT_NEWEST"
 fetch_ort "$ORT_OLDEST"
 
@@ -50,13 +77,15 @@ fi
 
 # .venv-torch/ : PyTorch (PyPI's wheel, with its CUDA libraries: about 3.1 GB to download, 5.8 GB
 # installed, 4 minutes here) with onnxscript for tests/python/test_export.py (ditac_onnx.torch.export
-# through PyTorch's own exporters). DITAC_SKIP_TORCH=1 leaves it out (the test then skips).
+# through PyTorch's own exporters). DITAC_SKIP_TORCH=1 leaves it out (the test then skips), as does a
+# disk with too little room (above; DITAC_REQUIRE_TORCH=1 makes that an error). --no-cache-dir: the
+# 3.1 GB of wheels are not kept after they install.
 if [ "${DITAC_SKIP_TORCH:-0}" != "1" ] && { [ ! -x .venv-torch/bin/python ] || \
    ! .venv-torch/bin/python -c "import torch, onnxscript, onnx, onnxruntime, numpy, pytest" 2>/dev/null; }; then
   echo "setup: creating .venv-torch with torch, onnxscript, onnx, onnxruntime==$ORT_NEWEST, numpy, pytest" >&2
   "$PY" -m venv .venv-torch
   .venv-torch/bin/python -m pip install -q --upgrade pip
-  .venv-torch/bin/python -m pip install -q torch onnxscript onnx "onnxruntime==$ORT_NEWEST" numpy pytest
+  .venv-torch/bin/python -m pip install -q --no-cache-dir torch onnxscript onnx "onnxruntime==$ORT_NEWEST" numpy pytest
 fi
 
 # .venv-train/ : ONNX Runtime's last published training engine (PyPI onnxruntime-training-cpu 1.19.2,

@@ -20,6 +20,8 @@ fi
 if [ -x .venv-torch/bin/python ]; then
   echo "== pytest tests/python/test_export.py (PyTorch's exporters)" >&2
   .venv-torch/bin/python -m pytest -q tests/python/test_export.py
+else
+  echo "== SKIPPED: tests/python/test_export.py (no .venv-torch: tools/setup.sh said why above)" >&2
 fi
 if [ -x .venv-train/bin/python ]; then
   echo "== pytest tests/python/test_training.py (ONNX Runtime 1.19.2 training engine)" >&2

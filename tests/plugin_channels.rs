@@ -24,6 +24,17 @@ fn inputs(n: usize, seed: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Y of a float32 [N, C] forward session.
+fn forward_y(s: &mut ort::session::Session, x: &[f32]) -> Vec<f32> {
+    let out = s
+        .run(vec![(
+            "X",
+            Tensor::from_array((vec![N, C], x.to_vec())).unwrap(),
+        )])
+        .unwrap();
+    out["Y"].try_extract_tensor::<f32>().unwrap().1.to_vec()
+}
+
 fn attrs(interp: Interpolation) -> Attrs {
     Attrs {
         interpolation: interp,
@@ -79,13 +90,7 @@ fn forward_and_grad_match_the_core_row_by_row() {
         let mut results = Vec::new();
         for threads in [1, 2] {
             let mut s = session_threads(&model("DiTAC", &th, d, interp).bytes(), threads).unwrap();
-            let out = s
-                .run(vec![(
-                    "X",
-                    Tensor::from_array((vec![N, C], x.clone())).unwrap(),
-                )])
-                .unwrap();
-            let y = out["Y"].try_extract_tensor::<f32>().unwrap().1.to_vec();
+            let y = forward_y(&mut s, &x);
             assert_eq!(y, y_ref, "{interp:?} forward, {threads} thread(s)");
 
             let mut g =
@@ -129,11 +134,7 @@ fn float16_per_channel_follows_float() {
     let x16: Vec<f16> = inputs(N * C, 3).iter().map(|&v| f16::from_f32(v)).collect();
     let x32: Vec<f32> = x16.iter().map(|v| v.to_f32()).collect();
     let mut m32 = model("DiTAC", &th, d, Interpolation::Nearest);
-    let mut s32 = session(&m32.bytes()).unwrap();
-    let out = s32
-        .run(vec![("X", Tensor::from_array((vec![N, C], x32)).unwrap())])
-        .unwrap();
-    let y32 = out["Y"].try_extract_tensor::<f32>().unwrap().1.to_vec();
+    let y32 = forward_y(&mut session(&m32.bytes()).unwrap(), &x32);
     m32.elem = ditac_tools::model::ElemType::Float16;
     let mut s16 = session(&m32.bytes()).unwrap();
     let out = s16
@@ -168,14 +169,7 @@ fn exact_per_channel_matches_the_core_row_by_row() {
     for threads in [1, 2] {
         let mut m = model("DiTAC", &th, d, Interpolation::Nearest);
         m.attrs.push(("lut_size", ditac_tools::model::Attr::Int(0)));
-        let mut s = session_threads(&m.bytes(), threads).unwrap();
-        let out = s
-            .run(vec![(
-                "X",
-                Tensor::from_array((vec![N, C], x.clone())).unwrap(),
-            )])
-            .unwrap();
-        let y = out["Y"].try_extract_tensor::<f32>().unwrap().1.to_vec();
+        let y = forward_y(&mut session_threads(&m.bytes(), threads).unwrap(), &x);
         assert_eq!(y, y_ref, "exact per channel, {threads} thread(s)");
     }
 }

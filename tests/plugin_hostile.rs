@@ -245,4 +245,15 @@ fn tables_beyond_the_memory_budget_are_refused_at_creation() {
         e.contains("session config entry ditac.max_bytes = \"lots\": expected a byte count"),
         "{e}"
     );
+    // A value longer than the first 128-byte read is fetched again whole, with the size ORT asks for.
+    let long = "x".repeat(300);
+    let e = session_with_budget(&small, &long)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        e.contains(&format!(
+            "ditac.max_bytes = \"{long}\": expected a byte count"
+        )),
+        "{e}"
+    );
 }

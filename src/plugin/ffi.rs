@@ -423,34 +423,29 @@ fn session_budget(options: *const sys::OrtSessionOptions) -> PResult<u64> {
     if has == 0 {
         return budget::from_env().map_err(|e| PluginError::invalid(format!("ai.ditac: {e}")));
     }
-    let mut buf = vec![0u8; 128];
-    let mut size = buf.len();
-    // SAFETY: `buf` holds `size` bytes; ORT writes a NUL-terminated value or says the size it needs.
-    let first = check(
-        unsafe {
-            (a.GetSessionConfigEntry)(
-                options,
-                key.as_ptr(),
-                buf.as_mut_ptr() as *mut c_char,
-                &mut size,
-            )
-        },
-        "GetSessionConfigEntry",
-    );
-    if first.is_err() && size > buf.len() {
-        buf = vec![0u8; size];
-        // SAFETY: as above, with the size ORT asked for.
+    let get = |buf: &mut Vec<u8>, size: &mut usize| {
+        *size = buf.len();
+        // SAFETY: `buf` holds `size` bytes; ORT writes a NUL-terminated value or says the size it
+        // needs.
         check(
             unsafe {
                 (a.GetSessionConfigEntry)(
                     options,
                     key.as_ptr(),
                     buf.as_mut_ptr() as *mut c_char,
-                    &mut size,
+                    size,
                 )
             },
             "GetSessionConfigEntry",
-        )?;
+        )
+    };
+    let mut buf = vec![0u8; 128];
+    let mut size = 0;
+    let first = get(&mut buf, &mut size);
+    if first.is_err() && size > buf.len() {
+        // Again, with the size ORT asked for.
+        buf = vec![0u8; size];
+        get(&mut buf, &mut size)?;
     } else {
         first?;
     }

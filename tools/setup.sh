@@ -65,11 +65,14 @@ fetch_ort "$ORT_NEWEST"
 fetch_ort "$ORT_OLDEST"
 
 # maturin, ziglang, cargo-zigbuild and auditwheel build and check the ditac-onnx wheel
-# (tools/build-wheel.sh, tests/python/test_package.py).
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import onnxruntime, onnx, numpy, pytest, ziglang, auditwheel" 2>/dev/null \
+# (tools/build-wheel.sh, tests/python/test_package.py). auditwheel is run as its script, whose
+# first line names the venv's python: a venv copied or moved from elsewhere fails here and is made
+# again from scratch (--clear; pip alone would keep the stale script).
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import onnxruntime, onnx, numpy, pytest, ziglang" 2>/dev/null \
+   || ! .venv/bin/auditwheel --version >/dev/null 2>&1 \
    || [ ! -x .venv/bin/maturin ] || [ ! -x .venv/bin/cargo-zigbuild ]; then
   echo "setup: creating .venv with onnxruntime==$ORT_NEWEST, onnx, numpy, pytest, maturin, ziglang, cargo-zigbuild, auditwheel" >&2
-  "$PY" -m venv .venv
+  "$PY" -m venv --clear .venv
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q "onnxruntime==$ORT_NEWEST" onnx numpy pytest \
     "maturin>=1.16,<2" ziglang cargo-zigbuild auditwheel

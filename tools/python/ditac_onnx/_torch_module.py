@@ -209,7 +209,12 @@ class DiTAC(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
         if not has_b:
             missing_keys[start:] = [k for k in missing_keys[start:] if k != prefix + "B"]
-            if prefix + "thetas" in state_dict and self.basis == "qr" and _qr_is_machine_dependent(self.tess):
+            if (
+                prefix + "thetas" in state_dict
+                and self.basis == "qr"
+                and _qr_is_machine_dependent(self.tess)
+                and torch.equal(self.B.detach().cpu(), torch.from_numpy(_capi.basis(self.tess, "qr")))
+            ):
                 warnings.warn(
                     f"{prefix}thetas loaded without a basis: for tess {self.tess} the authors' qr basis "
                     "depends on the training machine's BLAS, so θ may mean another warp here; build the "

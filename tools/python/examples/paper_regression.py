@@ -65,6 +65,8 @@ def run(seed: int, steps: int, batch: int, lr: float, regulariser: str, x_test, 
         loss.backward()
         opt.step()
     per_step = (time.perf_counter() - start) / steps
+    if x_test is None:
+        return math.nan, per_step
     model.eval()
     with torch.no_grad():
         mse = loss_fn(model(x_test), y_test).item()
@@ -75,7 +77,8 @@ def run(seed: int, steps: int, batch: int, lr: float, regulariser: str, x_test, 
 
 def time_ditac_train(bin_path: str, steps: int, batch: int, lr: float, seed: int) -> tuple[float, str]:
     """`ditac train` of models/regression/paper/ditac.toml with the same settings (its own data:
-    98 000 training points standing in for the fresh batches); returns (seconds per step, its output)."""
+    98 000 training points standing in for the fresh batches); returns (seconds per step of its
+    training loop, as it reports it: start-up and graph building left out, its output)."""
     root = Path(__file__).resolve().parents[3]
     spec = root / "models/regression/paper/ditac.toml"
     with tempfile.TemporaryDirectory() as d:
@@ -88,10 +91,17 @@ def time_ditac_train(bin_path: str, steps: int, batch: int, lr: float, seed: int
             "--steps", str(steps), "--batch", str(batch), "--lr", str(lr), "--optimizer", "adam",
             "--seed", str(seed), "--threads", "1", "-o", f"{d}/p.onnx",
         ]
-        start = time.perf_counter()
         out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-        elapsed = time.perf_counter() - start
-    return elapsed / steps, (out.stdout + out.stderr).strip()
+    text = (out.stdout + out.stderr).strip()
+    found = re.search(r"trained (\d+) steps .*? in ([0-9.]+) s", text)
+    if not found:
+        raise RuntimeError(f"no timing in the output of ditac train: {text}")
+    return float(found.group(2)) / int(found.group(1)), text
+
+
+def time_torch(steps: int, batch: int, lr: float, seed: int) -> float:
+    """Seconds per step of `steps` training steps in PyTorch (no evaluation)."""
+    return run(seed, steps, batch, lr, "reference", None, None)[1]
 
 
 def main() -> None:
@@ -103,6 +113,9 @@ def main() -> None:
     ap.add_argument("--regulariser", default="reference", choices=["reference", "intended", "none"])
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     ap.add_argument("--ditac-bin", help="also time `ditac train` (this binary) with the same settings")
+    ap.add_argument("--timing-rounds", type=int, default=3,
+                    help="with --ditac-bin: rounds of (PyTorch, ditac train) timings, alternated (default 3)")
+    ap.add_argument("--timing-steps", type=int, default=2000, help="steps per timing run (default 2000)")
     ap.add_argument("--json", help="write the figures to this file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -122,11 +135,20 @@ def main() -> None:
           f"{ms:.3f} ms/step")
     summary = {"runs": results, "mean_test_mse": mean, "ms_per_step": ms, "threads": args.threads}
     if args.ditac_bin:
-        per_step, out = time_ditac_train(args.ditac_bin, args.steps, args.batch, args.lr, args.seeds[0])
-        found = re.findall(r"test MSE ([0-9.eE+-]+)", out)
-        print(f"ditac train (seed {args.seeds[0]}, one thread): {per_step * 1e3:.3f} ms/step"
-              + (f"; its test MSE {found[-1]} (its own data)" if found else ""))
-        summary["ditac_train_ms_per_step"] = per_step * 1e3
+        # Alternated, so that both see the same load on a shared machine.
+        n, seed = args.timing_steps, args.seeds[0]
+        rounds = []
+        for r in range(args.timing_rounds):
+            t_torch = time_torch(n, args.batch, args.lr, seed)
+            t_ditac, out = time_ditac_train(args.ditac_bin, n, args.batch, args.lr, seed)
+            rounds.append({"torch_ms_per_step": t_torch * 1e3, "ditac_train_ms_per_step": t_ditac * 1e3})
+            print(f"timing round {r + 1}: {n} steps each, one thread: PyTorch + DiTAC {t_torch * 1e3:.3f} ms/step, "
+                  f"ditac train {t_ditac * 1e3:.3f} ms/step (its training loop)", flush=True)
+        best_torch = min(x["torch_ms_per_step"] for x in rounds)
+        best_ditac = min(x["ditac_train_ms_per_step"] for x in rounds)
+        print(f"fastest round: PyTorch + DiTAC {best_torch:.3f} ms/step, ditac train {best_ditac:.3f} ms/step "
+              f"(ratio {best_torch / best_ditac:.2f})")
+        summary["timing_rounds"] = rounds
         summary["ditac_train_output"] = out[-2000:]
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))

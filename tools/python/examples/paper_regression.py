@@ -41,6 +41,8 @@ def target(x: torch.Tensor) -> torch.Tensor:
 
 
 def network(regulariser: str) -> nn.Module:
+    if regulariser == "gelu":  # the timing baseline: the same network with GELU
+        return nn.Sequential(nn.Linear(2, 50), nn.GELU(), nn.Linear(50, 1))
     return nn.Sequential(
         nn.Linear(2, 50),
         DiTAC(
@@ -99,9 +101,10 @@ def time_ditac_train(bin_path: str, steps: int, batch: int, lr: float, seed: int
     return float(found.group(2)) / int(found.group(1)), text
 
 
-def time_torch(steps: int, batch: int, lr: float, seed: int) -> float:
-    """Seconds per step of `steps` training steps in PyTorch (no evaluation)."""
-    return run(seed, steps, batch, lr, "reference", None, None)[1]
+def time_torch(steps: int, batch: int, lr: float, seed: int, act: str = "reference") -> float:
+    """Seconds per step of `steps` training steps in PyTorch (no evaluation); `act` "gelu": the GELU
+    network."""
+    return run(seed, steps, batch, lr, act, None, None)[1]
 
 
 def main() -> None:
@@ -110,7 +113,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10_000)
     ap.add_argument("--batch", type=int, default=98)
     ap.add_argument("--lr", type=float, default=5e-3)
-    ap.add_argument("--regulariser", default="reference", choices=["reference", "intended", "none"])
+    ap.add_argument("--regulariser", default="reference", choices=["reference", "intended", "none", "gelu"],
+                    help="DiTAC's regulariser (gelu: the GELU network instead, for comparison)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     ap.add_argument("--ditac-bin", help="also time `ditac train` (this binary) with the same settings")
     ap.add_argument("--timing-rounds", type=int, default=3,
@@ -141,13 +145,17 @@ def main() -> None:
         for r in range(args.timing_rounds):
             t_torch = time_torch(n, args.batch, args.lr, seed)
             t_ditac, out = time_ditac_train(args.ditac_bin, n, args.batch, args.lr, seed)
-            rounds.append({"torch_ms_per_step": t_torch * 1e3, "ditac_train_ms_per_step": t_ditac * 1e3})
+            t_gelu = time_torch(n, args.batch, args.lr, seed, "gelu")
+            rounds.append({"torch_ms_per_step": t_torch * 1e3, "ditac_train_ms_per_step": t_ditac * 1e3,
+                           "torch_gelu_ms_per_step": t_gelu * 1e3})
             print(f"timing round {r + 1}: {n} steps each, one thread: PyTorch + DiTAC {t_torch * 1e3:.3f} ms/step, "
-                  f"ditac train {t_ditac * 1e3:.3f} ms/step (its training loop)", flush=True)
-        best_torch = min(x["torch_ms_per_step"] for x in rounds)
-        best_ditac = min(x["ditac_train_ms_per_step"] for x in rounds)
-        print(f"fastest round: PyTorch + DiTAC {best_torch:.3f} ms/step, ditac train {best_ditac:.3f} ms/step "
-              f"(ratio {best_torch / best_ditac:.2f})")
+                  f"ditac train {t_ditac * 1e3:.3f} ms/step (its training loop), "
+                  f"PyTorch + GELU {t_gelu * 1e3:.3f} ms/step", flush=True)
+        best = {k: min(x[k] for x in rounds) for k in rounds[0]}
+        print(f"fastest round: PyTorch + DiTAC {best['torch_ms_per_step']:.3f} ms/step, ditac train "
+              f"{best['ditac_train_ms_per_step']:.3f} ms/step (ratio "
+              f"{best['torch_ms_per_step'] / best['ditac_train_ms_per_step']:.2f}), PyTorch + GELU "
+              f"{best['torch_gelu_ms_per_step']:.3f} ms/step")
         summary["timing_rounds"] = rounds
         summary["ditac_train_output"] = out[-2000:]
     if args.json:

@@ -366,19 +366,22 @@ def test_export_natively(tmp_path, dynamo):
     import onnxruntime as ort
 
     torch.manual_seed(4)
+    # Ours (qr and rref bases) beside a stand-in of the authors' module, which export swaps.
     model = nn.Sequential(nn.Linear(4, 16), DiTAC(tess=6, a=-3.0, b=3.0), nn.Linear(16, 16),
-                          DiTAC(tess=20, a=-2.0, b=2.5, basis="rref"), nn.Linear(16, 3))
+                          DiTAC(tess=20, a=-2.0, b=2.5, basis="rref"), nn.Linear(16, 16),
+                          standin.ditac_layer(10, -2.5, 2.0, seed=3), nn.Linear(16, 3))
     x = torch.randn(8, 4)
     path = tmp_path / "m.onnx"
     layers = dt.export(model, (x,), path, dynamo=dynamo)
-    assert [L.path for L in layers] == ["1", "3"] and model.training
+    assert [L.path for L in layers] == ["1", "3", "5"] and model.training
+    assert isinstance(model[5], standin.StandInDiTAC)  # put back after the export
     g = onnx.load(path).graph
     nodes = [n for n in g.node if n.op_type == "DiTAC"]
-    assert [n.name for n in nodes] == ["1", "3"]
+    assert [n.name for n in nodes] == ["1", "3", "5"]
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in g.initializer}
-    for n, m in zip(nodes, (model[1], model[3])):
+    for n, m in zip(nodes, (model[1], model[3], model[5])):
         np.testing.assert_array_equal(inits[n.input[1]], m.thetas.detach().reshape(-1).numpy())
-        np.testing.assert_array_equal(inits[n.input[2]], m.B.numpy())
+        np.testing.assert_array_equal(inits[n.input[2]], m.T.params.B.numpy())
     so = ort.SessionOptions()
     so.register_custom_ops_library(str(PLUGIN))
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])

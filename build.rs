@@ -1,5 +1,6 @@
 //! Build script: for the plugin cdylib (ELF targets), a linker version script that exports only
-//! `RegisterCustomOps` and keeps every other symbol local, and `-z nodelete`.
+//! `RegisterCustomOps` (ONNX Runtime's entry point) and the C API of `src/capi.rs` (`ditac_*`, for
+//! `ditac_onnx.torch`) and keeps every other symbol local, and `-z nodelete`.
 
 use std::env;
 use std::fs;
@@ -17,9 +18,18 @@ fn main() {
     }
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
     let script = out.join("ditac_plugin.ver");
+    let exported = [
+        "RegisterCustomOps",
+        "ditac_capi_version",
+        "ditac_basis",
+        "ditac_precision_matrix",
+        "ditac_init_covariance",
+        "ditac_tables",
+    ];
+    let globals: String = exported.iter().map(|s| format!("    {s};\n")).collect();
     fs::write(
         &script,
-        "{\n  global:\n    RegisterCustomOps;\n  local:\n    *;\n};\n",
+        format!("{{\n  global:\n{globals}  local:\n    *;\n}};\n"),
     )
     .expect("write the linker version script");
     println!(

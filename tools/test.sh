@@ -18,10 +18,10 @@ if [ -d tests/python ] && ls tests/python/test_*.py >/dev/null 2>&1; then
   .venv/bin/python -m pytest -q tests/python
 fi
 if [ -x .venv-torch/bin/python ]; then
-  echo "== pytest tests/python/test_export.py (PyTorch's exporters)" >&2
-  .venv-torch/bin/python -m pytest -q tests/python/test_export.py
+  echo "== pytest tests/python/test_export.py test_torch_module.py (PyTorch's exporters, ditac_onnx.torch.DiTAC)" >&2
+  .venv-torch/bin/python -m pytest -q tests/python/test_export.py tests/python/test_torch_module.py
 else
-  echo "== SKIPPED: tests/python/test_export.py (no .venv-torch: tools/setup.sh said why above)" >&2
+  echo "== SKIPPED: tests/python/test_export.py, test_torch_module.py (no .venv-torch: tools/setup.sh said why above)" >&2
 fi
 if [ -x .venv-train/bin/python ]; then
   echo "== pytest tests/python/test_training.py (ONNX Runtime 1.19.2 training engine)" >&2

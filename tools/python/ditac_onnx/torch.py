@@ -1,12 +1,18 @@
-"""Export PyTorch models that hold the reference's DiTAC modules to ONNX, one ``ai.ditac::DiTAC`` node
-per module.
+"""DiTAC in PyTorch: a trainable module, and the export of models holding it (or the authors'
+module) to ONNX, one ``ai.ditac::DiTAC`` node per module.
 
-The authors' module (``ditac.DiTAC``) cannot be traced: it integrates through a compiled CUDA extension.
-``export`` swaps every such module, for the duration of the export, for one whose forward PyTorch's
-exporter writes as a ``DiTAC`` node carrying the module's own θ and its own basis B
+``DiTAC`` is a drop-in for the authors' ``ditac.DiTAC`` (same constructor, parameters and state_dict
+keys, same forward and gradients) whose tables come from this package's library: it installs with
+pip and trains on the CPU or CUDA without compiling anything. ``convert`` swaps the authors' modules
+of a model for it (θ and B copied).
+
+``export`` writes each DiTAC module as a ``DiTAC`` node carrying the module's own θ and its own basis B
 (``basis = "explicit"``: the reference's ``qr`` basis depends on the training machine's BLAS for some
-sizes, so B always travels with θ). Modules are recognised by their structure (``thetas``, ``tess``,
-``a``, ``b`` and ``T.params.B``), never by importing the authors' package.
+sizes, so B always travels with θ). Our ``DiTAC`` exports natively. The authors' module cannot be
+traced (it integrates through a compiled CUDA extension), so ``export`` swaps each of those, for the
+duration of the export, for a stand-in whose forward the exporter writes as the node. Modules are
+recognised by their structure (``thetas``, ``tess``, ``a``, ``b`` and ``T.params.B``), never by
+importing the authors' package.
 """
 
 from __future__ import annotations
@@ -32,7 +38,10 @@ OPSET = 1
 BATCH = "batch"
 PROTOBUF_LIMIT = (1 << 31) - 1
 
-__all__ = ["export", "find_ditac_modules", "DitacLayer"]
+__all__ = ["DiTAC", "convert", "export", "find_ditac_modules", "DitacLayer"]
+
+
+from ._torch_module import DiTAC  # noqa: E402  (after the torch import check)
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,41 @@ def find_ditac_modules(model: nn.Module) -> list[tuple[str, nn.Module, DitacLaye
             found.append((path, m, _describe(path, m)))
             inside.append(path)
     return found
+
+
+def _from_reference(m: nn.Module, layer: DitacLayer, regulariser: str) -> DiTAC:
+    """Our module with the authors' module ``m``'s settings, θ, B and P, on its device and in its mode."""
+    defaults = dict(lambda_smooth=5.0, lambda_smooth_init=5.0, lambda_var=2.0, lambda_var_init=2.0, lambda_reg_loss=0.1)
+    lambdas = {k: float(getattr(m, k, v)) for k, v in defaults.items()}
+    # Building draws a θ from the prior; the generator is left as it was (θ is copied anyway).
+    with torch.random.fork_rng(devices=[]):
+        new = DiTAC(
+            "gelu_cpab", layer.tess, layer.a, layer.b, basis=layer.B, regulariser=regulariser,
+            steps=layer.lut_size, **lambdas,
+        )
+    with torch.no_grad():
+        new.thetas.copy_(layer.theta.reshape(1, -1))
+        P = getattr(m, "precision_mat", None)
+        if isinstance(P, torch.Tensor) and tuple(P.shape) == (layer.d, layer.d):
+            new.precision_mat.copy_(P.detach().to("cpu", torch.float32))
+    new.thetas.requires_grad_(m.thetas.requires_grad)
+    new.to(m.thetas.device)
+    return new.train(m.training)
+
+
+def convert(model: nn.Module, *, regulariser: str = "reference") -> nn.Module:
+    """Replaces every authors' DiTAC module of ``model`` (recognised by structure, as ``export`` does)
+    by a ``DiTAC`` of this package with the same settings, θ, basis B (their ``T.params.B``) and
+    regulariser matrix P (their ``precision_mat``), on the same device and in the same train/eval mode;
+    their ``lambda_*`` attributes are used where they have them, else the authors' defaults. Returns
+    the model (changed in place), or the new module when ``model`` is itself one. Rebuild an
+    optimiser afterwards: the θ parameters are new objects."""
+    if _looks_like_ditac(model) and not isinstance(model, DiTAC):
+        return _from_reference(model, _describe("(model)", model), regulariser)
+    for path, m, layer in find_ditac_modules(model):
+        if not isinstance(m, DiTAC):
+            _set_submodule(model, path, _from_reference(m, layer, regulariser))
+    return model
 
 
 def _eval_forward(x: "torch.Tensor", table: "torch.Tensor", a: float, b: float) -> "torch.Tensor":
@@ -285,11 +329,16 @@ def _set_submodule(model: nn.Module, path: str, new: nn.Module) -> None:
 
 @contextlib.contextmanager
 def _swapped(model: nn.Module, found, dynamo: bool) -> Iterator[None]:
-    """Swaps the DiTAC modules for export stand-ins and puts the model in eval mode; restores both."""
+    """Swaps the authors' DiTAC modules for export stand-ins (ours export as they are) and puts the
+    model in eval mode; restores both."""
     training = {m: m.training for m in model.modules()}
     done: list[tuple[str, nn.Module]] = []
     try:
         for path, m, layer in found:
+            if isinstance(m, DiTAC):
+                # Its eval table, for the values traced (tracing may run on fake tensors).
+                m.prep_for_eval()
+                continue
             device = m.thetas.device
             _set_submodule(model, path, _ExportDiTAC(layer, _table_of(m, layer), device, dynamo))
             done.append((path, m))

@@ -4,6 +4,7 @@
 pub mod budget;
 pub mod graph;
 pub mod model;
+pub mod onnx;
 pub mod output;
 pub mod params;
 pub mod plot;

@@ -7,6 +7,7 @@
 //! per-layer θ is stored `[d]` (ops.md), where PyTorch holds `[1, d]`; loading accepts both.
 
 use crate::model::{ditac_attrs, Attr, ElemType, ModelBuilder, DITAC_DOMAIN};
+use crate::onnx::DITAC;
 use crate::params::{Params, Tensor};
 use crate::spec::{Layer, Network, PriorSettings, ResolvedLayer};
 use anyhow::{bail, Result};
@@ -251,7 +252,7 @@ pub fn emit_forward(
                     .as_ref()
                     .expect("resolved DiTAC layer has attrs");
                 let attrs = ditac_attrs(at);
-                m.node("DiTAC", DITAC_DOMAIN, &node_name, &ins, &o, &attrs);
+                m.node(DITAC, DITAC_DOMAIN, &node_name, &ins, &o, &attrs);
             }
             Layer::Relu { .. } => {
                 m.node("Relu", "", &node_name, &ins, &o, &[]);

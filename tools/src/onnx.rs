@@ -1,21 +1,25 @@
 //! Reading ONNX protobufs, in one place (after tract's `pb_helpers.rs`): the op names of the
-//! `ai.ditac` domain, declared dims of a value, the default-domain opset of a model, and typed
-//! attribute getters whose errors name the node and the attribute.
+//! `ai.ditac` domain, declared dims of a value, the default-domain opset of a model, typed
+//! attribute getters whose errors name the node and the attribute, and external data read into the
+//! model.
 
+pub use crate::transform::model_file::inline_external_data;
 use crate::transform::node_label;
 use anyhow::{bail, Result};
 use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_shape_proto::dimension::Value as DimValue;
 use onnx_protobuf::{type_proto, AttributeProto, ModelProto, NodeProto, ValueInfoProto};
 
-pub use crate::model::{DITAC_DOMAIN, DITAC_OPSET};
+/// The custom-op domain and its opset version.
+pub const DITAC_DOMAIN: &str = "ai.ditac";
+pub const DITAC_OPSET: i64 = 1;
 
 /// The op types of the `ai.ditac` domain.
 pub const DITAC: &str = "DiTAC";
 pub const DITAC_LUT: &str = "DiTACLut";
 pub const DITAC_GRAD: &str = "DiTACGrad";
 
-/// A declared dimension: a fixed size, or anything else (a symbol, unset, ≤ 0).
+/// A declared dimension: a fixed size (≥ 0), a symbol, or neither.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dim {
     Fixed(usize),
@@ -24,6 +28,7 @@ pub enum Dim {
 }
 
 impl Dim {
+    /// The size, if fixed.
     pub fn fixed(&self) -> Option<usize> {
         match self {
             Dim::Fixed(d) => Some(*d),
@@ -43,7 +48,7 @@ pub fn declared_dims(v: &ValueInfoProto) -> Option<Vec<Dim>> {
             .dim
             .iter()
             .map(|d| match &d.value {
-                Some(DimValue::DimValue(v)) if *v > 0 => Dim::Fixed(*v as usize),
+                Some(DimValue::DimValue(v)) if *v >= 0 => Dim::Fixed(*v as usize),
                 Some(DimValue::DimParam(p)) if !p.is_empty() => Dim::Symbolic(p.clone()),
                 _ => Dim::Unknown,
             })

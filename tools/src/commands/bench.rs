@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args as ClapArgs;
 use ditac::core::{basis, Activation, Attrs, BasisKind, Interpolation, Warps};
 use ditac_tools::model::{ditac_attrs, lut_attrs, ElemType, ModelBuilder, DITAC_DOMAIN};
+use ditac_tools::onnx::{DITAC, DITAC_GRAD, DITAC_LUT};
 use indicatif::{ProgressBar, ProgressStyle};
 use ort::session::Session;
 use ort::value::Tensor;
@@ -274,7 +275,7 @@ fn ditac_model(w: &Workload, at: &Attrs) -> Vec<u8> {
     unary("ditac", &w.x_dims(), |m| {
         m.initializer_f32("theta", &w.theta_dims(), &w.theta);
         m.node(
-            "DiTAC",
+            DITAC,
             DITAC_DOMAIN,
             "act",
             &["X", "theta"],
@@ -302,7 +303,7 @@ fn lut_model(w: &Workload) -> Result<Vec<u8>> {
     Ok(unary("lut", &w.x_dims(), |m| {
         m.initializer_f32("table", &dims, &table);
         m.node(
-            "DiTACLut",
+            DITAC_LUT,
             DITAC_DOMAIN,
             "act",
             &["X", "table"],
@@ -322,7 +323,7 @@ fn grad_model(w: &Workload) -> Vec<u8> {
         .output("dtheta", ElemType::Float, &td);
     m.initializer_f32("theta", &w.theta_dims(), &w.theta);
     m.node(
-        "DiTACGrad",
+        DITAC_GRAD,
         DITAC_DOMAIN,
         "grad",
         &["dY", "X", "theta"],
@@ -785,7 +786,6 @@ fn run_model(
     isa: &str,
 ) -> Result<()> {
     use ditac_tools::transform::{is_ditac_node, ModelFile};
-    use onnx_protobuf::tensor_shape_proto::dimension::Value as Dim;
     use onnx_protobuf::type_proto::Value as Ty;
     use protobuf::Message;
     let mf = ModelFile::load(path)?;
@@ -823,26 +823,14 @@ fn run_model(
             tt.elem_type
         );
     }
-    let shape: Vec<usize> = tt
-        .shape
-        .as_ref()
-        .map(|s| {
-            s.dim
-                .iter()
-                .map(|d| match d.value {
-                    Some(Dim::DimValue(v)) if v > 0 => v as usize,
-                    _ => 1,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let n: usize = shape.iter().product();
-    let opset = mf
-        .model
-        .opset_import
+    // Symbolic axes (the batch) are run at 1.
+    let shape: Vec<usize> = ditac_tools::onnx::declared_dims(input)
+        .unwrap_or_default()
         .iter()
-        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        .map_or(0, |o| o.version);
+        .map(|d| d.fixed().filter(|&v| v > 0).unwrap_or(1))
+        .collect();
+    let n: usize = shape.iter().product();
+    let opset = ditac_tools::onnx::default_opset(&mf.model);
     let mut gelu = mf.model.clone();
     let gg = gelu.graph.as_mut().context("graph")?;
     for node in gg.node.iter_mut().filter(|n| is_ditac_node(n)) {

@@ -16,7 +16,6 @@ use anyhow::{bail, Context, Result};
 use clap::{Args as ClapArgs, ValueEnum};
 use ditac_tools::transform::{save_model, ModelFile};
 use onnx_protobuf::tensor_proto::DataType;
-use onnx_protobuf::tensor_shape_proto::dimension;
 use onnx_protobuf::{type_proto, GraphProto, ValueInfoProto};
 use protobuf::Enum;
 use std::collections::BTreeSet;
@@ -120,17 +119,10 @@ fn tensor_of(v: &ValueInfoProto, what: &str) -> Result<Tensor> {
             .unwrap_or_else(|| t.elem_type.to_string());
         format!("{what} {:?} has element type {name}: Triton's Python backend takes bool, integers, float16, float and double", v.name)
     })?;
-    let Some(shape) = t.shape.as_ref() else {
+    let Some(dims) = ditac_tools::onnx::declared_dims(v) else {
         bail!("{what} {:?} has no declared shape", v.name);
     };
-    let shape = shape
-        .dim
-        .iter()
-        .map(|d| match d.value {
-            Some(dimension::Value::DimValue(n)) if n >= 0 => Some(n),
-            _ => None,
-        })
-        .collect();
+    let shape = dims.iter().map(|d| d.fixed().map(|n| n as i64)).collect();
     Ok(Tensor {
         name: v.name.clone(),
         triton_type: ty,

@@ -17,7 +17,7 @@ use super::loss::{emit_loss_for, layer_precision, net_priors, target_input_for, 
 use super::TrainConfig;
 use crate::graph::{batch_dims, emit_forward};
 use crate::model::{ElemType, ModelBuilder};
-use crate::onnx::{declared_dims, declared_elem_type, default_opset, Dim, DITAC};
+use crate::onnx::{declared_dims, declared_elem_type, default_opset, inline_external_data, DITAC};
 use crate::params::{Params, Tensor as PTensor};
 use crate::spec::{Layer, Network};
 use crate::transform::{constant_tensor, is_ditac_node, node_attrs, node_label, tensor_f32};
@@ -171,7 +171,7 @@ impl ModelNet {
         let dims: Vec<Option<usize>> = declared_dims(inputs[0])
             .unwrap_or_default()
             .iter()
-            .map(Dim::fixed)
+            .map(|d| d.fixed().filter(|&v| v > 0))
             .collect();
         if dims.is_empty() || dims[1..].iter().any(Option::is_none) {
             bail!(
@@ -570,28 +570,6 @@ impl ModelNet {
 }
 
 /// The sum of gradient contributions (one: itself).
-/// Reads every external float initializer into the model, so that the training graphs and the
-/// trained model stand alone wherever they are written.
-fn inline_external_data(model: &mut ModelProto, dir: &Path) -> Result<()> {
-    let g = model.graph.as_mut().context("model without a graph")?;
-    for t in g.initializer.iter_mut() {
-        if !crate::transform::is_external(t) {
-            continue;
-        }
-        if t.data_type != onnx_protobuf::tensor_proto::DataType::FLOAT as i32 {
-            bail!(
-                "initializer \"{}\": external data of type {} (only float external data is read for training)",
-                t.name,
-                t.data_type
-            );
-        }
-        let v = tensor_f32(t, dir)?;
-        let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
-        *t = crate::transform::make_tensor_f32(&t.name, &dims, &v);
-    }
-    Ok(())
-}
-
 /// The model with every `MaxPool` given its Indices output (the backward reads it).
 pub fn with_maxpool_indices(model: &ModelProto) -> ModelProto {
     let mut m = model.clone();

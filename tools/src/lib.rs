@@ -1,6 +1,7 @@
 //! The model-level library behind the `ditac` command: network specs and their parameters, ONNX graph
 //! building and transforms (patch, freeze, lower, inspect), plots, and training. The math comes from the
 //! plugin library (`ditac`).
+pub mod bench;
 pub mod budget;
 pub mod graph;
 pub mod model;

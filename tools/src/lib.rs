@@ -12,3 +12,4 @@ pub mod plot;
 pub mod spec;
 pub mod train;
 pub mod transform;
+pub mod triton;

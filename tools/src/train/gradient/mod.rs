@@ -166,26 +166,19 @@ impl NodeGrad<'_> {
             return Ok(g.to_string());
         }
         let ax = ints(m, &format!("{red}/axes"), &axes);
-        if axes.len() == r {
-            // Only leading axes go: dropping them leaves the target's shape.
-            m.node(
-                "ReduceSum",
-                "",
-                &red,
-                &[g, &ax],
-                &[&red],
-                &[("keepdims", Attr::Int(0))],
-            );
-            return Ok(red);
-        }
+        // Only leading axes go: dropping them leaves the target's shape.
+        let leading_only = axes.len() == r;
         m.node(
             "ReduceSum",
             "",
             &red,
             &[g, &ax],
             &[&red],
-            &[("keepdims", Attr::Int(1))],
+            &[("keepdims", Attr::Int(i64::from(!leading_only)))],
         );
+        if leading_only {
+            return Ok(red);
+        }
         let sh = format!("{red}/shape");
         m.node("Shape", "", &sh, &[target], &[&sh], &[]);
         let out = format!("{red}/out");

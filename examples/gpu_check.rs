@@ -17,6 +17,7 @@
 //! enforced). Usage: `gpu_check [--max-log2 28] [--min-log2 20] [--reps N] [--skip-timing]
 //! [--quick]`; `gpu_check --self-test [--quick]` checks the checker on the CPU (no GPU needed).
 
+use ditac::core::rng::XorShift64;
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -25,19 +26,13 @@ use ditac::cuda::glue::{self, DevBuf, Stream};
 use ditac::cuda::{DType, HostTables};
 use half::{bf16, f16};
 
-struct Rng(u64);
+struct Rng(XorShift64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
     /// Uniform in [lo, hi), never exactly zero.
     fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
         loop {
-            let u = (self.next() >> 40) as f32 / (1u64 << 24) as f32;
+            let u = self.0.unit_f32();
             let v = lo + (hi - lo) * u;
             if v != 0.0 {
                 return v;
@@ -380,7 +375,7 @@ fn compare(c: &Case, p: &Prepared, y: &[f32], dx: &[f32], dth: &[f32], out: &mut
 /// Checks the checker without a GPU: every case's CPU results, handed in as if from the device,
 /// must pass; with one output element left poisoned, or dθ perturbed, it must fail.
 fn self_test(quick: bool) -> i32 {
-    let mut rng = Rng(nanos());
+    let mut rng = Rng(XorShift64(nanos()));
     let mut bad = 0;
     for c in cases(quick) {
         let p = prepare(&c, &mut rng);
@@ -536,7 +531,7 @@ fn time_sizes(
     let tabs = DevBuf::alloc(s, t.data.len() * 4)?;
     glue::upload(s, tabs.ptr(), &t.data)?;
     let nmax = 1usize << hi;
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ nanos());
+    let mut rng = Rng(XorShift64(0x9e37_79b9_7f4a_7c15 ^ nanos()));
     let host: Vec<f32> = (0..1 << 20).map(|_| rng.uniform(-1.5, 3.0)).collect();
     let bx = DevBuf::alloc(s, nmax * 4)?;
     let bdy = DevBuf::alloc(s, nmax * 4)?;
@@ -680,7 +675,7 @@ fn run(lo: u32, hi: u32, reps: Option<u32>, skip_timing: bool, quick: bool) -> R
     );
     let seed = nanos();
     println!("seed {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng(XorShift64(seed));
     let mut outcome = Outcome {
         fails: Vec::new(),
         quiet: false,

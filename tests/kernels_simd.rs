@@ -9,21 +9,15 @@ use ditac::core::kernels::{
     table_backward_baseline, table_backward_on, table_forward_baseline,
     table_forward_channels_baseline, table_forward_channels_on, table_forward_on, Channels, Isa,
 };
+use ditac::core::rng::XorShift64;
 use ditac::core::{basis, Activation, Attrs, BasisKind, Interpolation, Variant};
 use proptest::prelude::*;
 
 const THETA: [f32; 9] = [0.8, -0.5, 0.3, 1.1, -0.9, 0.4, 0.2, -0.7, 0.6];
 
 fn inputs(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed | 1;
-    let mut v: Vec<f32> = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 * 10.0 - 5.0
-        })
-        .collect();
+    let mut s = XorShift64(seed | 1);
+    let mut v: Vec<f32> = (0..n).map(|_| s.unit_f32() * 10.0 - 5.0).collect();
     let special = [
         f32::NAN,
         f32::INFINITY,

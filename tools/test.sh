@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 bash tools/setup.sh
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$PWD/.ort/1.32.0/libonnxruntime.so}"
 export DITAC_PLUGIN="${DITAC_PLUGIN:-$PWD/target/release/libditac.so}"
+echo "== cargo fmt --check, cargo clippy" >&2
+cargo fmt --check
+cargo clippy --release --all-targets -- -D warnings
 echo "== cargo build --release" >&2
 cargo build --release --all-targets
 echo "== cargo test --release" >&2

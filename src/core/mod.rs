@@ -10,6 +10,7 @@ pub mod error;
 pub mod kernels;
 pub mod prior;
 pub mod real;
+pub mod rng;
 pub mod table;
 pub mod tessellation;
 pub mod warps;

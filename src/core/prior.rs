@@ -10,6 +10,7 @@
 //! conditioning of Σ for P).
 
 use super::basis::Basis;
+use super::rng::Xoshiro256;
 
 /// float32 machine epsilon, `torch.finfo(torch.float32).eps` = 2⁻²³.
 pub const FLT_EPSILON: f64 = f32::EPSILON as f64;
@@ -314,43 +315,6 @@ fn cholesky_jittered(cov: &[f64], d: usize) -> Vec<f64> {
         jitter *= 10.0;
     }
     panic!("init covariance is not positive definite, even with jitter");
-}
-
-/// xoshiro256** seeded by SplitMix64: a small, portable, deterministic PRNG. Kept rather than
-/// `rand` (which the plugin library does not depend on): the θ of the committed `models/` come from it.
-struct Xoshiro256 {
-    s: [u64; 4],
-}
-
-impl Xoshiro256 {
-    fn new(seed: u64) -> Self {
-        let mut x = seed;
-        let mut next = || {
-            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        };
-        Xoshiro256 {
-            s: [next(), next(), next(), next()],
-        }
-    }
-    fn next_u64(&mut self) -> u64 {
-        let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
-        let t = self.s[1] << 17;
-        self.s[2] ^= self.s[0];
-        self.s[3] ^= self.s[1];
-        self.s[1] ^= self.s[2];
-        self.s[0] ^= self.s[3];
-        self.s[2] ^= t;
-        self.s[3] = self.s[3].rotate_left(45);
-        result
-    }
-    /// Uniform in (0, 1]: (k + 1)·2⁻⁵³ with k the top 53 bits.
-    fn uniform_open0(&mut self) -> f64 {
-        ((self.next_u64() >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
 }
 
 /// Standard normals by Box–Muller (both values of each pair used). Uses only IEEE-exact operations

@@ -7,10 +7,12 @@
 //! per-layer θ is stored `[d]` (ops.md), where PyTorch holds `[1, d]`; loading accepts both.
 
 use crate::model::{ditac_attrs, Attr, ElemType, ModelBuilder, DITAC_DOMAIN};
+use crate::onnx::DITAC;
 use crate::params::{Params, Tensor};
 use crate::spec::{Layer, Network, PriorSettings, ResolvedLayer};
 use anyhow::{bail, Result};
 use ditac::basis;
+use ditac::core::rng::{XorShift64, GOLDEN};
 use ditac::prior;
 
 /// The names one layer's nodes read and write.
@@ -95,15 +97,12 @@ pub fn check_params<'p>(net: &Network, params: &'p Params) -> Result<Vec<&'p Ten
     Ok(out)
 }
 
-/// A seeded xorshift stream of uniforms in [-1, 1). Kept rather than `rand`: the weights of the
+/// A seeded xorshift64 stream of uniforms in [-1, 1). Kept rather than `rand`: the weights of the
 /// committed `models/ditac_mlp*` (`ditac build --seed 7`) were drawn from this stream.
-struct Uniform(u64);
+struct Uniform(XorShift64);
 impl Uniform {
     fn next(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        self.0.unit_f32() * 2.0 - 1.0
     }
 }
 
@@ -116,7 +115,9 @@ pub fn init_params(net: &Network, seed: u64) -> Result<Params> {
 
 /// [`init_params`] with `defaults` for the prior settings a layer leaves unset.
 pub fn init_params_with(net: &Network, seed: u64, defaults: &PriorSettings) -> Result<Params> {
-    let mut rng = Uniform(0x2545_F491_4F6C_DD1D ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = Uniform(XorShift64(
+        0x2545_F491_4F6C_DD1D ^ seed.wrapping_mul(GOLDEN) | 1,
+    ));
     let mut out = Params::default();
     for layer in &net.layers {
         match &layer.layer {
@@ -251,7 +252,7 @@ pub fn emit_forward(
                     .as_ref()
                     .expect("resolved DiTAC layer has attrs");
                 let attrs = ditac_attrs(at);
-                m.node("DiTAC", DITAC_DOMAIN, &node_name, &ins, &o, &attrs);
+                m.node(DITAC, DITAC_DOMAIN, &node_name, &ins, &o, &attrs);
             }
             Layer::Relu { .. } => {
                 m.node("Relu", "", &node_name, &ins, &o, &[]);

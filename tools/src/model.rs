@@ -19,9 +19,7 @@ use ditac::core::{Attrs, BasisKind, Interpolation, Variant};
 
 /// The IR version the writer stamps (ORT 1.19 refuses > 10).
 pub const IR_VERSION: i64 = 9;
-/// The custom-op domain and its opset version.
-pub const DITAC_DOMAIN: &str = "ai.ditac";
-pub const DITAC_OPSET: i64 = 1;
+pub use crate::onnx::{DITAC_DOMAIN, DITAC_OPSET};
 /// The default-domain opset the writer imports unless told otherwise.
 pub const DEFAULT_OPSET: i64 = 20;
 

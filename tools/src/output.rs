@@ -230,6 +230,75 @@ fn kind_of(m: &std::fs::Metadata) -> &'static str {
     }
 }
 
+/// A folder written in full under a temporary name beside its destination, then renamed into
+/// place ([`OutputDir::commit`]): an error while writing leaves the destination as it was (the
+/// temporary folder is removed when the value drops uncommitted).
+#[derive(Debug)]
+pub struct OutputDir {
+    tmp: Option<PathBuf>,
+    dest: PathBuf,
+}
+
+impl OutputDir {
+    /// An empty temporary folder for `parent/name` (`parent` must exist).
+    pub fn new(parent: &Path, name: &str) -> Result<OutputDir> {
+        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        Ok(OutputDir {
+            tmp: Some(tmp),
+            dest: parent.join(name),
+        })
+    }
+
+    /// The temporary folder (write here).
+    pub fn path(&self) -> &Path {
+        self.tmp.as_deref().expect("an uncommitted OutputDir")
+    }
+
+    /// Creates the subfolder `rel` of the temporary folder; returns its path.
+    pub fn create_dir(&self, rel: &str) -> Result<PathBuf> {
+        let d = self.path().join(rel);
+        std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+        Ok(d)
+    }
+
+    /// Writes the file `rel` (inside the temporary folder) through [`Output`].
+    pub fn write(&self, rel: &str, bytes: &[u8]) -> Result<()> {
+        Output::new(&self.path().join(rel))?.write_bytes(bytes)
+    }
+
+    /// Copies the file `src` to `rel` inside the temporary folder.
+    pub fn copy_in(&self, src: &Path, rel: &str) -> Result<()> {
+        let to = self.path().join(rel);
+        std::fs::copy(src, &to).with_context(|| format!("writing {}", to.display()))?;
+        Ok(())
+    }
+
+    /// Moves the folder to its destination, replacing what is there.
+    pub fn commit(mut self) -> Result<()> {
+        if self.dest.exists() {
+            std::fs::remove_dir_all(&self.dest)
+                .with_context(|| format!("cannot replace {}", self.dest.display()))?;
+        }
+        let tmp = self.tmp.take().expect("an uncommitted OutputDir");
+        let r = std::fs::rename(&tmp, &self.dest)
+            .with_context(|| format!("writing {}", self.dest.display()));
+        if r.is_err() {
+            self.tmp = Some(tmp);
+        }
+        r
+    }
+}
+
+impl Drop for OutputDir {
+    fn drop(&mut self) {
+        if let Some(p) = self.tmp.take() {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
 /// Opens an input for reading and records it (see [`record_input`]).
 pub fn open_input(path: &Path) -> std::io::Result<File> {
     let f = File::open(path)?;

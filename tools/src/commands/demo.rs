@@ -5,6 +5,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args as ClapArgs;
 use ditac::core::{basis, BasisKind, Warps};
+use ditac_tools::onnx::{DITAC, DITAC_LUT};
 use onnx_protobuf::ModelProto;
 use ort::session::Session;
 use ort::value::Tensor;
@@ -180,7 +181,7 @@ pub fn run(args: Args) -> Result<()> {
         if same { "yes" } else { "NO" }
     );
     println!("  max |ONNX Runtime − math core evaluated independently| = {max_diff:.3e}");
-    let mut timed = vec![("DiTAC", &mut s_full), ("DiTACLut", &mut s_lut)];
+    let mut timed = vec![(DITAC, &mut s_full), (DITAC_LUT, &mut s_lut)];
     if let Some(s) = s_low.as_mut() {
         timed.push(("lowered", s));
     }

@@ -7,6 +7,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args as ClapArgs;
+use ditac::core::rng::{splitmix64_mix, SplitMix64, GOLDEN};
 use ditac_tools::train::data::{self, Dataset, Targets};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -98,11 +99,8 @@ const PAPER_FREQUENCIES: [[f64; 2]; 6] = [
 const PAPER_WEIGHTS: [f64; 6] = [0.4, 0.1, 0.15, 0.15, 0.1, 0.1];
 
 fn paper_regression(n: usize, seed: u64) -> Dataset {
-    let mut state = seed ^ 0x5DEE_CE66_D1CE_5EED;
-    let mut uniform = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        (splitmix(state) >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-    };
+    let mut rng = SplitMix64(seed ^ 0x5DEE_CE66_D1CE_5EED);
+    let mut uniform = || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
     let (mut x, mut y) = (Vec::with_capacity(2 * n), Vec::with_capacity(n));
     for _ in 0..n {
         let p = [uniform(), uniform()];
@@ -121,12 +119,6 @@ fn paper_regression(n: usize, seed: u64) -> Dataset {
         y_shape: vec![1],
         y: Targets::Values(y),
     }
-}
-
-fn splitmix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// Reads scikit-learn's `digits.csv.gz`: per line 64 pixel values (0–16) and the digit.
@@ -180,10 +172,10 @@ fn read_digits(path: &Path) -> Result<Dataset> {
 /// test set; both keep the file's order.
 fn split(all: &Dataset, n_test: usize, seed: u64) -> (Dataset, Dataset) {
     let key = |i: usize| {
-        splitmix(
-            seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        splitmix64_mix(
+            seed.wrapping_mul(GOLDEN)
                 .wrapping_add(i as u64)
-                .wrapping_add(0x9E37_79B9_7F4A_7C15),
+                .wrapping_add(GOLDEN),
         )
     };
     let mut order: Vec<usize> = (0..all.n).collect();

@@ -6,6 +6,7 @@
 use super::raster::Raster;
 use super::{drawing, encode_png, ensure_font, FONT};
 use crate::model::variant_str;
+use crate::onnx::{DITAC, DITAC_GRAD, DITAC_LUT};
 use crate::transform::{is_ditac_node, node_label, node_warps};
 use anyhow::Result;
 use onnx_protobuf::{GraphProto, NodeProto};
@@ -62,7 +63,7 @@ pub fn node_plot(
         })
         .collect();
     let label = node_label(node);
-    let table = if node.op_type == "DiTACLut" {
+    let table = if node.op_type == DITAC_LUT {
         format!(
             "table of {} nodes",
             w.warps.row(0).table_values().map_or(0, |t| t.len())
@@ -108,7 +109,7 @@ pub fn model_plots(
     for n in g
         .node
         .iter()
-        .filter(|n| is_ditac_node(n) && n.op_type != "DiTACGrad")
+        .filter(|n| is_ditac_node(n) && n.op_type != DITAC_GRAD)
     {
         match node_plot(g, n, dir, points)? {
             Some(p) => out.push(p),
@@ -329,7 +330,7 @@ where
                 .label(if many {
                     format!("channel {i}")
                 } else {
-                    "DiTAC".to_string()
+                    DITAC.to_string()
                 })
                 .legend(move |(x, y)| {
                     PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2))

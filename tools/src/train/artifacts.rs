@@ -13,11 +13,10 @@
 //!
 //! IR version 9 (ONNX Runtime 1.19 refuses > 10).
 
-use super::backward::emit_backward;
-use super::checkpoint::{Checkpoint, CkptTensor};
-use super::loss::{emit_loss, target_input};
+use super::checkpoint::Checkpoint;
+use super::model_graph::ModelNet;
 use super::{OptimizerKind, TrainConfig};
-use crate::graph::{batch_dims, emit_forward, onnx_shape};
+use crate::graph::onnx_shape;
 use crate::model::{Attr, ElemType, ModelBuilder};
 use crate::params::Params;
 use crate::spec::Network;
@@ -68,104 +67,6 @@ pub struct Artifacts {
     pub optimizer: ModelProto,
     pub checkpoint: Checkpoint,
     pub params: Vec<ParamInfo>,
-}
-
-fn dims_i64(s: &[usize]) -> Vec<i64> {
-    s.iter().map(|&d| d as i64).collect()
-}
-
-/// The training graph of `net` (see the module doc).
-pub fn training_model(net: &Network, cfg: &TrainConfig) -> Result<ModelProto> {
-    let infos = param_infos(net);
-    if infos.is_empty() {
-        anyhow::bail!(
-            "spec: the network has no trainable parameters (add a linear, conv2d, ditac or prelu layer)"
-        );
-    }
-    let mut m = ModelBuilder::new(&format!("{}_training", net.name));
-    m.opset("com.microsoft", 1);
-    m.input("x", ElemType::Float, &batch_dims(&net.input));
-    target_input(net, cfg.loss, &mut m)?;
-    for p in &infos {
-        m.input(&p.key, ElemType::Float, &dims_i64(&p.shape));
-    }
-    for p in &infos {
-        m.input(
-            &format!("{}{BUFFER_SUFFIX}", p.key),
-            ElemType::Float,
-            &dims_i64(&p.shape),
-        );
-    }
-    m.input(RESET, ElemType::Bool, &[1]);
-    let fwd = emit_forward(net, None, &mut m, "x", "y")?;
-    m.value("y", ElemType::Float, &batch_dims(net.output()));
-    let (dy, prior) = emit_loss(net, &mut m, "y", cfg, true)?;
-    let dy = dy.expect("loss gradient requested");
-    let mut grads = emit_backward(net, &fwd, &mut m, &dy)?;
-    // θ: (scaled) data gradient + prior gradient.
-    for pg in prior {
-        let key = &pg.key;
-        let e = grads
-            .iter_mut()
-            .find(|(k, _)| k == key)
-            .expect("θ has a data gradient");
-        let mut data = e.1.clone();
-        if pg.data_scale != 1.0 {
-            let s =
-                super::backward::scalar(&mut m, &format!("{key}.prior/data_scale"), pg.data_scale);
-            let scaled = format!("{key}.prior/data_scaled");
-            m.node("Mul", "", &scaled, &[&data, &s], &[&scaled], &[]);
-            data = scaled;
-        }
-        let total = format!("{key}_grad");
-        m.node(
-            "Add",
-            "",
-            &format!("{key}.prior/add"),
-            &[&data, &pg.grad],
-            &[&total],
-            &[],
-        );
-        e.1 = total;
-    }
-    for (i, (key, g)) in grads.iter().enumerate() {
-        let want = format!("{key}_grad");
-        if *g != want {
-            m.node(
-                "Identity",
-                "",
-                &format!("{key}/grad_identity"),
-                &[g],
-                &[&want],
-                &[],
-            );
-        }
-        let out = format!("{key}{OUT_SUFFIX}");
-        m.node(
-            "InPlaceAccumulatorV2",
-            "com.microsoft",
-            &format!("GradientAccumulator{}", i + 1),
-            &[&format!("{key}{BUFFER_SUFFIX}"), &want, RESET],
-            &[&out],
-            &[],
-        );
-        m.output(&out, ElemType::Bool, &[1]);
-    }
-    Ok(m.build())
-}
-
-/// The eval graph: forward and loss, parameters as inputs.
-pub fn eval_model(net: &Network, cfg: &TrainConfig) -> Result<ModelProto> {
-    let mut m = ModelBuilder::new(&format!("{}_eval", net.name));
-    m.input("x", ElemType::Float, &batch_dims(&net.input));
-    target_input(net, cfg.loss, &mut m)?;
-    for p in param_infos(net) {
-        m.input(&p.key, ElemType::Float, &dims_i64(&p.shape));
-    }
-    emit_forward(net, None, &mut m, "x", "y")?;
-    m.value("y", ElemType::Float, &batch_dims(net.output()));
-    emit_loss(net, &mut m, "y", cfg, false)?;
-    Ok(m.build())
 }
 
 fn seq_input(name: &str) -> ValueInfoProto {
@@ -247,47 +148,19 @@ pub fn optimizer_model(cfg: &TrainConfig) -> ModelProto {
     proto
 }
 
-/// Every artifact for `net` with initial `params`.
+/// Every artifact for `net` with initial `params`: the spec's forward graph through the same
+/// writer as an ONNX model's ([`ModelNet::from_spec`]).
 pub fn build(net: &Network, params: &Params, cfg: &TrainConfig) -> Result<Artifacts> {
     crate::graph::check_params(net, params)?;
-    let infos = param_infos(net);
-    let training = training_model(net, cfg)?;
-    let eval = eval_model(net, cfg)?;
-    let optimizer = optimizer_model(cfg);
-    let tensors = infos
-        .iter()
-        .map(|p| {
-            Ok(CkptTensor {
-                name: p.key.clone(),
-                dims: p.shape.iter().map(|&d| d as i64).collect(),
-                data: params.get(&p.key)?.data.clone(),
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let checkpoint = Checkpoint {
-        trainable: tensors,
-        frozen: Vec::new(),
-        ints: vec![("ditac.seed".into(), cfg.seed as i64)],
-        floats: vec![
-            (
-                "ditac.lambda_reg_loss".into(),
-                cfg.prior.lambda_reg_loss as f32,
-            ),
-            ("ditac.learning_rate".into(), cfg.lr),
-        ],
-        strings: vec![
-            ("ditac.loss".into(), cfg.loss.as_str().into()),
-            ("ditac.optimizer".into(), cfg.optimizer.as_str().into()),
-            ("ditac.regulariser".into(), cfg.regulariser.as_str().into()),
-        ],
-    };
-    Ok(Artifacts {
-        training,
-        eval,
-        optimizer,
-        checkpoint,
-        params: infos,
-    })
+    let mut a = ModelNet::from_spec(net, params.clone(), cfg)?.build(cfg)?;
+    a.checkpoint.floats.insert(
+        0,
+        (
+            "ditac.lambda_reg_loss".into(),
+            cfg.prior.lambda_reg_loss as f32,
+        ),
+    );
+    Ok(a)
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so that a failure never leaves a

@@ -6,6 +6,7 @@ use super::LossKind;
 use crate::params::Params;
 use crate::spec::Network;
 use anyhow::{bail, Context, Result};
+use ditac::core::rng::{XorShift64Star, GOLDEN};
 use std::path::Path;
 
 /// Targets: regression values (`[N, out...]`, flattened) or class indices.
@@ -253,25 +254,24 @@ fn check(
     }
 }
 
-/// A seeded xorshift64* generator (the batch order and the example data). Kept rather than `rand`:
+/// A seeded xorshift64* stream (`ditac::core::rng`: the batch order and the example data). Kept rather than `rand`:
 /// the example data in `models/regression` and `models/gmm` were drawn from this stream, and the
 /// README's per-seed training figures from its batch order; a new stream would change both.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(XorShift64Star);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03 | 1)
+        Rng(XorShift64Star(
+            seed.wrapping_mul(GOLDEN) ^ 0xD1B5_4A32_D192_ED03 | 1,
+        ))
     }
     pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.0.next_u64()
     }
     /// Uniform in [0, 1).
     pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.unit_f64()
     }
     pub fn normal(&mut self) -> f64 {
         let u1 = 1.0 - self.uniform();

@@ -5,7 +5,7 @@
 //! [`Regulariser::Reference`]: what the authors' code does — no loss term, θ's gradient
 //! d·g + 2λ·θ⊙colsum(P).
 
-use super::backward::{ints, scalar};
+use super::gradient::{ints, scalar};
 use super::{LossKind, Regulariser, TrainConfig};
 use crate::model::{Attr, ElemType, ModelBuilder};
 use crate::spec::{Layer, Network, PriorSettings};

@@ -1,8 +1,8 @@
 //! Training DiTAC networks through ONNX Runtime.
 //!
 //! ONNX Runtime cannot differentiate a custom op, so the training graphs written here carry their
-//! backward explicitly: standard ops per layer type and `ai.ditac.DiTACGrad` for DiTAC
-//! ([`backward`]), the loss with the smoothness prior ([`loss`]). [`artifacts`] writes the four files
+//! backward explicitly: standard ops per op type and `ai.ditac.DiTACGrad` for DiTAC
+//! ([`gradient`], for specs and ONNX models alike: [`model_graph`]), the loss with the smoothness prior ([`loss`]). [`artifacts`] writes the four files
 //! ONNX Runtime's training API consumes, with the conventions of its own generator; [`checkpoint`]
 //! reads and writes its flatbuffer checkpoint. Where the loaded ONNX Runtime has no training API
 //! (every build published on PyPI since 1.19.2), [`portable`] runs the very same training graph in
@@ -10,10 +10,10 @@
 //! implement [`engine::Engine`], and [`engine::train`] is the one training loop.
 
 pub mod artifacts;
-pub mod backward;
 pub mod checkpoint;
 pub mod data;
 pub mod engine;
+pub mod gradient;
 pub mod loss;
 pub mod model_graph;
 pub mod optimizer;

@@ -6,6 +6,7 @@
 use super::graph_util::{constant_tensor, dims_of, value_type};
 use super::model_file::tensor_f32;
 use crate::model::{DITAC_DOMAIN, DITAC_OPSET};
+use crate::onnx::{DITAC, DITAC_GRAD, DITAC_LUT};
 use anyhow::{anyhow, bail, Context, Result};
 use ditac::core::warps::explicit_basis;
 use ditac::core::{basis, AttrSet, AttrSource, Attrs, BasisKind, Interpolation, Warps, WrongType};
@@ -15,7 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// The op types of the `ai.ditac` domain.
-pub const DITAC_OPS: [&str; 3] = ["DiTAC", "DiTACLut", "DiTACGrad"];
+pub const DITAC_OPS: [&str; 3] = [DITAC, DITAC_LUT, DITAC_GRAD];
 
 /// Whether `node` is one of the `ai.ditac` ops.
 pub fn is_ditac_node(node: &NodeProto) -> bool {
@@ -40,7 +41,7 @@ pub fn node_label(node: &NodeProto) -> String {
 pub fn ensure_value_info(g: &mut GraphProto) {
     let mut add = Vec::new();
     for n in g.node.iter().filter(|n| is_ditac_node(n)) {
-        let pairs: Vec<(&String, &String)> = if n.op_type == "DiTACGrad" {
+        let pairs: Vec<(&String, &String)> = if n.op_type == DITAC_GRAD {
             // dX mirrors X (input 1).
             n.output.first().zip(n.input.get(1)).into_iter().collect()
         } else {
@@ -110,7 +111,7 @@ impl AttrSource for NodeAttrs<'_> {
 
 /// The attributes an op reads: `DiTACLut` those of its table, the others all.
 pub fn attr_set(node: &NodeProto) -> AttrSet {
-    if node.op_type == "DiTACLut" {
+    if node.op_type == DITAC_LUT {
         AttrSet::Table
     } else {
         AttrSet::Warp

@@ -9,6 +9,7 @@ use super::{
     prune_unused,
 };
 use crate::model::{attribute, lut_attrs};
+use crate::onnx::{DITAC, DITAC_LUT};
 use crate::params::Params;
 use anyhow::{anyhow, bail, Context, Result};
 use ditac::core::AttrSet;
@@ -41,7 +42,7 @@ pub fn freeze_model(
         let names: BTreeSet<&str> = g
             .node
             .iter()
-            .filter(|n| is_ditac_node(n) && n.op_type == "DiTAC")
+            .filter(|n| is_ditac_node(n) && n.op_type == DITAC)
             .map(|n| n.name.as_str())
             .collect();
         for k in t.tensors.keys() {
@@ -58,7 +59,7 @@ pub fn freeze_model(
     let mut candidates = BTreeSet::new();
     for i in 0..g.node.len() {
         let node = &g.node[i];
-        if !(is_ditac_node(node) && node.op_type == "DiTAC") {
+        if !(is_ditac_node(node) && node.op_type == DITAC) {
             continue;
         }
         let label = node_label(node);
@@ -131,7 +132,7 @@ pub fn freeze_model(
         g.initializer.push(make_tensor_f32(&tname, &dims, &values));
         let node = &mut g.node[i];
         candidates.extend(node.input.iter().skip(1).cloned());
-        node.op_type = "DiTACLut".into();
+        node.op_type = DITAC_LUT.into();
         let x = node.input[0].clone();
         node.input = vec![x, tname];
         node.attribute = lut_attrs(&attrs)

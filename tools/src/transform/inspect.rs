@@ -3,6 +3,7 @@
 
 use super::{constant_tensor, dims_of, is_ditac_node, is_external, node_attrs, ModelFile};
 use crate::model::{basis_str, interpolation_str, variant_str};
+use crate::onnx::{Dim, DITAC_LUT};
 use anyhow::Result;
 use serde_json::{json, Value};
 
@@ -28,7 +29,7 @@ pub fn inspect(mf: &ModelFile, all: bool) -> Result<Value> {
     let mut nodes = Vec::new();
     for n in g.node.iter().filter(|n| is_ditac_node(n)) {
         let (at, set) = node_attrs(n)?;
-        let lut = n.op_type == "DiTACLut";
+        let lut = n.op_type == DITAC_LUT;
         let mut attrs = serde_json::Map::new();
         attrs.insert("a".into(), f32_json(at.a));
         attrs.insert("b".into(), f32_json(at.b));
@@ -52,18 +53,15 @@ pub fn inspect(mf: &ModelFile, all: bool) -> Result<Value> {
             }),
             None => {
                 let shape = super::value_type(g, &pname)
-                    .and_then(|v| match v.type_.value.as_ref()? {
-                        onnx_protobuf::type_proto::Value::TensorType(t) => t.shape.as_ref().map(|s| {
-                            s.dim
-                                .iter()
-                                .map(|d| match d.value.as_ref() {
-                                    Some(onnx_protobuf::tensor_shape_proto::dimension::Value::DimValue(v)) => json!(v),
-                                    Some(onnx_protobuf::tensor_shape_proto::dimension::Value::DimParam(p)) => json!(p),
-                                    _ => Value::Null,
-                                })
-                                .collect::<Vec<_>>()
-                        }),
-                        _ => None,
+                    .and_then(|v| crate::onnx::declared_dims(&v))
+                    .map(|dims| {
+                        dims.iter()
+                            .map(|d| match d {
+                                Dim::Fixed(v) => json!(v),
+                                Dim::Symbolic(p) => json!(p),
+                                Dim::Unknown => Value::Null,
+                            })
+                            .collect::<Vec<_>>()
                     });
                 json!({"name": pname, "shape": shape, "constant": false, "external": false})
             }

@@ -28,6 +28,7 @@ use super::{
     make_tensor_i64, node_label, node_warps, prune_unused, rank,
 };
 use crate::model::{attribute, Attr, DEFAULT_OPSET, DITAC_DOMAIN};
+use crate::onnx::DITAC_GRAD;
 use anyhow::{anyhow, bail, Result};
 use ditac::config::{Interpolation, Variant};
 use ditac::core::erf::{ERF_P, ERF_Q};
@@ -91,15 +92,10 @@ pub fn lower_in_place(
     dir: &Path,
     opts: &LowerOptions,
 ) -> Result<Vec<String>> {
-    let opset = model
-        .opset_import
-        .iter()
-        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        .map(|o| o.version);
-    if let Some(v) = opset {
-        if v < MIN_OPSET {
-            bail!("the model imports the default ONNX domain at opset {v}: lowering needs opset {MIN_OPSET} or later (GreaterOrEqual, Clip with min/max inputs)");
-        }
+    // 0: no default-domain import (one is added below).
+    let v = crate::onnx::default_opset(model);
+    if v > 0 && v < MIN_OPSET {
+        bail!("the model imports the default ONNX domain at opset {v}: lowering needs opset {MIN_OPSET} or later (GreaterOrEqual, Clip with min/max inputs)");
     }
     let g = model
         .graph
@@ -145,7 +141,7 @@ pub fn lower_in_place(
     if !any_ditac {
         model.opset_import.retain(|o| o.domain != DITAC_DOMAIN);
     }
-    if opset.is_none() {
+    if v == 0 {
         let mut o = OperatorSetIdProto::new();
         o.version = DEFAULT_OPSET;
         model.opset_import.push(o);
@@ -249,7 +245,7 @@ fn lower_node(
     taken: &mut BTreeSet<String>,
 ) -> Result<Lowered> {
     let label = node_label(node);
-    if node.op_type == "DiTACGrad" {
+    if node.op_type == DITAC_GRAD {
         bail!("node '{label}': DiTACGrad (a training op) cannot be lowered");
     }
     super::check_node_io(node)?;

@@ -333,7 +333,7 @@ fn external_size(model: &ModelProto) -> u64 {
 }
 
 /// Reads every externally stored tensor into the model (`raw_data`), relative to `dir`.
-fn inline_external_data(model: &mut ModelProto, dir: &Path) -> Result<()> {
+pub fn inline_external_data(model: &mut ModelProto, dir: &Path) -> Result<()> {
     for_each_tensor_mut(model, &mut |t| {
         if is_external(t) {
             t.raw_data = external_bytes(t, dir)?;

@@ -3,6 +3,7 @@
 
 use super::{ensure_ditac_import, ensure_value_info, fresh_name, make_tensor_f32, node_label};
 use crate::model::{attribute, ditac_attrs, DITAC_DOMAIN};
+use crate::onnx::DITAC;
 use crate::params::Params;
 use anyhow::{anyhow, bail, Result};
 use ditac::basis::{self, BasisKind};
@@ -227,7 +228,7 @@ pub fn patch_model(
         g.initializer.push(make_tensor_f32(&tname, &dims, &t.data));
         let mut n = NodeProto::new();
         n.name = rep.node.clone();
-        n.op_type = "DiTAC".into();
+        n.op_type = DITAC.into();
         n.domain = DITAC_DOMAIN.into();
         n.input = vec![x, tname];
         if let Some(bn) = b_key.and_then(|k| b_names.get(k)) {
@@ -258,15 +259,10 @@ pub fn patch_model(
 
 /// X.shape[axis] when the graph declares it.
 fn channel_dim(g: &onnx_protobuf::GraphProto, x: &str, axis: i64) -> Option<i64> {
-    let v = super::value_type(g, x)?;
-    let onnx_protobuf::type_proto::Value::TensorType(t) = v.type_.value.as_ref()? else {
-        return None;
-    };
-    let dims = &t.shape.as_ref()?.dim;
+    let dims = crate::onnx::declared_dims(&super::value_type(g, x)?)?;
     let r = dims.len() as i64;
     let ax = if axis < 0 { axis + r } else { axis };
-    match dims.get(usize::try_from(ax).ok()?)?.value.as_ref()? {
-        onnx_protobuf::tensor_shape_proto::dimension::Value::DimValue(v) => Some(*v),
-        _ => None,
-    }
+    dims.get(usize::try_from(ax).ok()?)?
+        .fixed()
+        .map(|v| v as i64)
 }

@@ -20,67 +20,13 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ditac::core::{basis, Attrs, BasisKind, Interpolation, Variant, Warps};
+use ditac::core::{basis, Attrs, BasisKind, Variant, Warps};
 use ditac::cuda::glue::{self, DevBuf, Stream};
 use ditac::cuda::{DType, HostTables};
-use half::{bf16, f16};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    /// Uniform in [lo, hi), never exactly zero.
-    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        loop {
-            let u = (self.next() >> 40) as f32 / (1u64 << 24) as f32;
-            let v = lo + (hi - lo) * u;
-            if v != 0.0 {
-                return v;
-            }
-        }
-    }
-}
-
-fn to_bits(d: DType, v: &[f32]) -> Vec<u8> {
-    match d {
-        DType::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        DType::F16 => v
-            .iter()
-            .flat_map(|x| f16::from_f32(*x).to_le_bytes())
-            .collect(),
-        DType::BF16 => v
-            .iter()
-            .flat_map(|x| bf16::from_f32(*x).to_le_bytes())
-            .collect(),
-    }
-}
-
-fn from_bits(d: DType, b: &[u8]) -> Vec<f32> {
-    match d {
-        DType::F32 => b
-            .chunks(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        DType::F16 => b
-            .chunks(2)
-            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        DType::BF16 => b
-            .chunks(2)
-            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-    }
-}
-
-/// Rounds to the precision of `d` (what the device sees of a host value).
-fn round(d: DType, v: &[f32]) -> Vec<f32> {
-    from_bits(d, &to_bits(d, v))
-}
+#[path = "../tests/cuda_host/check.rs"]
+mod check;
+use check::*;
 
 /// Fills `count` elements at `ptr` with NaN bits.
 fn poison(s: Stream, d: DType, ptr: u64, count: usize) -> glue::Result<()> {
@@ -88,135 +34,6 @@ fn poison(s: Stream, d: DType, ptr: u64, count: usize) -> glue::Result<()> {
         DType::F32 => glue::fill_u32(s, ptr, 0x7fc0_0001, count),
         DType::F16 => glue::fill_u16(s, ptr, 0x7e01, count),
         DType::BF16 => glue::fill_u16(s, ptr, 0x7fc1, count),
-    }
-}
-
-struct Case {
-    name: String,
-    dtype: DType,
-    variant: Variant,
-    linear: bool,
-    channels: usize,
-    inner: usize,
-    len: usize,
-    /// Elements by which the buffers start past a 256-byte boundary.
-    offset: usize,
-    lut: i64,
-}
-
-/// Allowed difference from the CPU for an output of `d`: 1e-6 relative for float, one unit
-/// of the type's precision (2^-10, 2^-7 relative) for the half types.
-fn tol(d: DType, want: f32, floor: f32) -> f32 {
-    let rel = match d {
-        DType::F32 => 1e-6,
-        DType::F16 => 1.0 / 1024.0,
-        DType::BF16 => 1.0 / 128.0,
-    };
-    let min_normal = match d {
-        DType::F16 => 6.103_515_6e-5,
-        _ => 0.0,
-    };
-    rel * want.abs().max(floor).max(min_normal)
-}
-
-fn same(got: f32, want: f32, t: f32) -> bool {
-    (got.is_nan() && want.is_nan()) || got == want || (got - want).abs() <= t
-}
-
-struct Outcome {
-    fails: Vec<String>,
-    /// Do not print failures (the self-test's expected ones).
-    quiet: bool,
-}
-
-impl Outcome {
-    fn check(&mut self, cond: bool, msg: impl FnOnce() -> String) {
-        if !cond {
-            let m = msg();
-            if !self.quiet {
-                eprintln!("FAIL {m}");
-            }
-            self.fails.push(m);
-        }
-    }
-}
-
-/// A case's inputs, tables and the CPU core's results on them.
-struct Prepared {
-    t: HostTables,
-    x: Vec<f32>,
-    dy: Vec<f32>,
-    y_ref: Vec<f32>,
-    dx_ref: Vec<f32>,
-    dth_ref: Vec<f64>,
-}
-
-fn prepare(c: &Case, rng: &mut Rng) -> Prepared {
-    let d = c.dtype;
-    let attrs = Attrs {
-        variant: c.variant,
-        interpolation: if c.linear {
-            Interpolation::Linear
-        } else {
-            Interpolation::Nearest
-        },
-        lut_size: c.lut,
-        ..Attrs::default()
-    };
-    let dd = attrs.theta_len();
-    let b = basis::build(attrs.tess(), attrs.zero_boundary(), BasisKind::Qr).expect("basis");
-    let theta: Vec<f32> = (0..c.channels * dd)
-        .map(|_| rng.uniform(-0.8, 0.8))
-        .collect();
-    let warps =
-        Warps::<f32>::from_theta(&attrs, &b, &[c.channels, dd], &theta, true).expect("warps");
-    let acts = warps.rows();
-    let t = HostTables::pack(&warps, true).expect("tables");
-    // Inputs: mostly inside [a, b] = [-0.5, 2], some outside, a few special values.
-    let mut x: Vec<f32> = (0..c.len).map(|_| rng.uniform(-1.5, 3.0)).collect();
-    let specials = [
-        f32::NAN,
-        f32::INFINITY,
-        f32::NEG_INFINITY,
-        -0.5,
-        2.0,
-        1e-30,
-        -1e-30,
-    ];
-    for (k, v) in specials.iter().enumerate() {
-        if k * 97 < c.len {
-            x[k * 97] = *v;
-        }
-    }
-    let dy: Vec<f32> = (0..c.len).map(|_| rng.uniform(-2.0, 2.0)).collect();
-    let (x, dy) = (round(d, &x), round(d, &dy));
-    // CPU reference (the core, per channel run).
-    let ch = |i: usize| (i / c.inner) % c.channels;
-    let mut y_ref = vec![0f32; c.len];
-    let mut dx_ref = vec![0f32; c.len];
-    let mut dth_ref = vec![0f64; c.channels * dd];
-    let mut i = 0;
-    while i < c.len {
-        let k = ch(i);
-        let e = (i / c.inner + 1) * c.inner;
-        let e = e.min(c.len);
-        acts[k].forward(&x[i..e], &mut y_ref[i..e]);
-        acts[k].backward(
-            &dy[i..e],
-            &x[i..e],
-            &mut dx_ref[i..e],
-            &mut dth_ref[k * dd..(k + 1) * dd],
-        );
-        i = e;
-    }
-    let (y_ref, dx_ref) = (round(d, &y_ref), round(d, &dx_ref));
-    Prepared {
-        t,
-        x,
-        dy,
-        y_ref,
-        dx_ref,
-        dth_ref,
     }
 }
 
@@ -320,63 +137,6 @@ fn run_case(
     Ok(())
 }
 
-/// Checks device results against the CPU core's (tolerances in the module docs).
-fn compare(c: &Case, p: &Prepared, y: &[f32], dx: &[f32], dth: &[f32], out: &mut Outcome) {
-    let d = c.dtype;
-    let (x, dy, y_ref, dx_ref, dth_ref) = (&p.x, &p.dy, &p.y_ref, &p.dx_ref, &p.dth_ref);
-    let mut worst = (0f32, 0usize);
-    let mut bad = 0usize;
-    for i in 0..c.len {
-        let ok = same(y[i], y_ref[i], tol(d, y_ref[i], 1e-30));
-        if !ok {
-            bad += 1;
-            let r = (y[i] - y_ref[i]).abs() / y_ref[i].abs().max(1e-30);
-            if r > worst.0 || r.is_nan() {
-                worst = (r, i);
-            }
-        }
-    }
-    out.check(bad == 0, || {
-        let i = worst.1;
-        format!(
-            "{}: forward: {bad} of {} differ; e.g. x[{i}] = {} → {} (CPU {})",
-            c.name, c.len, x[i], y[i], y_ref[i]
-        )
-    });
-    let mut bad = 0usize;
-    let mut first = None;
-    for i in 0..c.len {
-        // dX: relative to the size of its terms, |dY|·(|∂y/∂x̃·dx̃/dx| + |direct|) ≤
-        // 2·|dY|·(1 + |x|): g·dT and the direct term may cancel, and the device's expf (in φ')
-        // may differ from the host's by an ulp.
-        let ok = same(
-            dx[i],
-            dx_ref[i],
-            tol(d, dx_ref[i], 2.0 * dy[i].abs() * (1.0 + x[i].abs())),
-        );
-        if !ok {
-            bad += 1;
-            first.get_or_insert(i);
-        }
-    }
-    out.check(bad == 0, || {
-        let i = first.unwrap_or(0);
-        format!(
-            "{}: dX: {bad} of {} differ; e.g. x[{i}] = {}, dy = {} → {} (CPU {})",
-            c.name, c.len, x[i], dy[i], dx[i], dx_ref[i]
-        )
-    });
-    let big = dth_ref.iter().fold(0f64, |a, v| a.max(v.abs())) as f32;
-    for (k, (&g, &w)) in dth.iter().zip(dth_ref.iter()).enumerate() {
-        let w = w as f32;
-        let rel = if d == DType::F32 { 1e-6 } else { 1e-5 };
-        out.check(
-            same(g, w, rel * w.abs().max(1e-3 * big)) && !g.is_nan(),
-            || format!("{}: dtheta[{k}] = {g} (CPU {w})", c.name),
-        );
-    }
-}
-
 /// Checks the checker without a GPU: every case's CPU results, handed in as if from the device,
 /// must pass; with one output element left poisoned, or dθ perturbed, it must fail.
 fn self_test(quick: bool) -> i32 {
@@ -446,6 +206,7 @@ fn cases(quick: bool) -> Vec<Case> {
                     len: n,
                     offset: 0,
                     lut: 2048,
+                    tess: 10,
                 });
             }
         }
@@ -460,6 +221,7 @@ fn cases(quick: bool) -> Vec<Case> {
             len: 3 * 4099 * 5,
             offset: 0,
             lut: 2048,
+            tess: 10,
         });
         v.push(Case {
             name: format!("{}/ditac/linear/C=16,inner=1", dtype.suffix()),
@@ -471,6 +233,7 @@ fn cases(quick: bool) -> Vec<Case> {
             len: 16 * 6007,
             offset: 0,
             lut: 2048,
+            tess: 10,
         });
         // Misaligned buffers and a short tensor.
         v.push(Case {
@@ -483,6 +246,7 @@ fn cases(quick: bool) -> Vec<Case> {
             len: 10_007,
             offset: 1,
             lut: 2048,
+            tess: 10,
         });
         v.push(Case {
             name: format!("{}/ge/nearest/len=5", dtype.suffix()),
@@ -494,6 +258,7 @@ fn cases(quick: bool) -> Vec<Case> {
             len: 5,
             offset: 3,
             lut: 64,
+            tess: 10,
         });
         // A large table (global memory, not shared).
         v.push(Case {
@@ -506,6 +271,7 @@ fn cases(quick: bool) -> Vec<Case> {
             len: 200_003,
             offset: 0,
             lut: 65536,
+            tess: 10,
         });
     }
     v

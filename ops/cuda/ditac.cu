@@ -11,6 +11,11 @@
 // src/cuda/mod.rs (FwdArgs, GradArgs, ReduceArgs); a test there pins their sizes and offsets.
 // Every kernel takes its struct by value as its only parameter.
 
+// Dynamic shared memory; the CPU emulation (tests/cuda_host/cuda_emu.h) defines its own.
+#ifndef DITAC_DYNAMIC_SHARED
+#define DITAC_DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
+
 typedef unsigned long long u64;
 typedef unsigned int u32;
 typedef unsigned short u16;
@@ -58,6 +63,7 @@ struct ReduceArgs {
 // ------------------------------------------------------------------------------------------
 // Element types
 
+#ifndef DITAC_HOST_EMU
 __device__ __forceinline__ float h2f(u16 h) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
@@ -68,6 +74,11 @@ __device__ __forceinline__ u16 f2h(float f) {
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
 }
+#else
+// The CPU emulation (tests/cuda_host): the same IEEE conversions without PTX.
+__device__ __forceinline__ float h2f(u16 h) { __half v; v.x = h; return __half2float(v); }
+__device__ __forceinline__ u16 f2h(float f) { return __float2half_rn(f).x; }
+#endif
 __device__ __forceinline__ float b2f(u16 b) { return __uint_as_float(((u32)b) << 16); }
 // Round to nearest even; NaN stays a (quiet) NaN — as the `half` crate's bf16::from_f32.
 __device__ __forceinline__ u16 f2b(float f) {
@@ -187,7 +198,7 @@ __device__ __forceinline__ u32 channel_of(u64 e, u64 inner, u32 channels) {
 #define FWD_UNROLL 4
 
 template <typename T> __device__ __forceinline__ void fwd_kernel(const FwdArgs& a) {
-    extern __shared__ __align__(16) unsigned char dyn_smem[];
+    DITAC_DYNAMIC_SHARED(dyn_smem);
     typedef Io<T> IO;
     const int VEC = IO::VEC;
     const float* tab = a.xt;
@@ -383,7 +394,7 @@ __device__ __forceinline__ void accumulate(const GradArgs& a, const float* g, Wa
 }
 
 template <typename T> __device__ __forceinline__ void grad_kernel(const GradArgs& a) {
-    extern __shared__ __align__(16) unsigned char dyn_smem[];
+    DITAC_DYNAMIC_SHARED(dyn_smem);
     typedef Io<T> IO;
     const int VEC = IO::VEC;
     const u32 lane = threadIdx.x & 31u, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;

@@ -22,10 +22,10 @@ use cudarc::driver::sys;
 use cudarc::nvrtc::result as nv;
 use cudarc::nvrtc::sys as nvsys;
 
+use super::launch::Executor;
 use super::{
-    fwd_args, fwd_name, grad_args, grad_name, nvrtc_options, nvrtc_options_ptx, plan_forward,
-    plan_grad, DType, DeviceLimits, GradPtrs, HostTables, Launch, ReduceArgs, Split, REDUCE_NAME,
-    SOURCE,
+    fwd_name, grad_name, nvrtc_options, nvrtc_options_ptx, DType, DeviceLimits, FwdArgs, GradArgs,
+    HostTables, Launch, ReduceArgs, REDUCE_NAME,
 };
 
 /// A CUDA stream (`CUstream`, the same handle as a runtime `cudaStream_t`): ORT's compute
@@ -123,7 +123,8 @@ fn compile_with(opts: &[String], cubin: bool, major: i32, minor: i32) -> Result<
     guarded(|| {
         COMPILES.fetch_add(1, Ordering::Relaxed);
         let err = |msg: String| CudaError::Compile { major, minor, msg };
-        let src = CString::new(SOURCE).map_err(|_| err("NUL in the source".into()))?;
+        let src = super::source().map_err(err)?;
+        let src = CString::new(src.as_bytes()).map_err(|_| err("NUL in the source".into()))?;
         let prog =
             nv::create_program(&src, Some(c"ditac.cu")).map_err(|e| err(format!("{e:?}")))?;
         // SAFETY: `prog` was just created and is destroyed once below.
@@ -478,6 +479,42 @@ pub fn download<T: Copy>(stream: Stream, dst: &mut [T], src: u64) -> Result<()> 
     })
 }
 
+/// The driver as an [`Executor`]: the kernels of `m` on `stream`, scratch stream-ordered.
+struct Driver<'a> {
+    m: &'a Module,
+    stream: sys::CUstream,
+}
+
+impl Executor for Driver<'_> {
+    type Error = CudaError;
+    type Scratch = DevBuf;
+    fn forward_limits(&self, d: DType) -> DeviceLimits {
+        self.m.forward_limits(d)
+    }
+    fn grad_limits(&self, d: DType) -> DeviceLimits {
+        self.m.grad_limits(d)
+    }
+    fn scratch(&mut self, bytes: usize) -> Result<(u64, DevBuf)> {
+        let b = DevBuf::alloc_async(Stream(self.stream), bytes)?;
+        Ok((b.ptr(), b))
+    }
+    fn zero_f32(&mut self, dst: u64, count: usize) -> Result<()> {
+        // SAFETY: `dst` holds `count` floats (the caller's output).
+        unsafe { sys::cuMemsetD32Async(dst, 0, count, self.stream) }
+            .result()
+            .map_err(drv("cuMemsetD32Async"))
+    }
+    fn launch_forward(&mut self, d: DType, l: &Launch, a: &FwdArgs) -> Result<()> {
+        launch(self.m.fwd[idx(d)], l, self.stream, &mut a.clone())
+    }
+    fn launch_grad(&mut self, d: DType, l: &Launch, a: &GradArgs) -> Result<()> {
+        launch(self.m.grad[idx(d)], l, self.stream, &mut a.clone())
+    }
+    fn launch_reduce(&mut self, l: &Launch, a: &ReduceArgs) -> Result<()> {
+        launch(self.m.reduce, l, self.stream, &mut a.clone())
+    }
+}
+
 /// `y = act(x)` for `len` elements of `dtype` on `stream`, tables at `tables` (device).
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
@@ -497,10 +534,7 @@ pub fn forward(
     }
     guarded(|| {
         bind(stream)?;
-        let split = Split::new(len, dtype, &[x, y]);
-        let l = plan_forward(&split, t.channels, t.nodes, &m.forward_limits(dtype));
-        let mut args = fwd_args(t, tables, x, y, len, inner, &split, &l);
-        launch(m.fwd[idx(dtype)], &l, stream, &mut args)
+        super::launch::forward(&mut Driver { m, stream }, dtype, t, tables, x, y, len, inner)
     })
 }
 
@@ -522,40 +556,18 @@ pub fn backward(
     let stream: sys::CUstream = stream.0;
     guarded(|| {
         bind(stream)?;
-        let width = t.channels as u64 * t.d as u64;
-        if len == 0 {
-            if width > 0 {
-                // SAFETY: dtheta holds `width` floats.
-                unsafe { sys::cuMemsetD32Async(dtheta, 0, width as usize, stream) }
-                    .result()
-                    .map_err(drv("cuMemsetD32Async"))?;
-            }
-            return Ok(());
-        }
-        let split = Split::new(len, dtype, &[dy, x, dx]);
-        let plan = plan_grad(&split, t.channels, t.nodes, t.d, &m.grad_limits(dtype));
-        let acc = DevBuf::alloc_async(Stream(stream), plan.acc_len as usize * 8)?;
-        let partials = DevBuf::alloc_async(Stream(stream), plan.partials_len as usize * 8)?;
-        let ptrs = GradPtrs {
+        super::launch::backward(
+            &mut Driver { m, stream },
+            dtype,
+            t,
+            tables,
             dy,
             x,
             dx,
-            tables,
-            acc: acc.ptr(),
-            partials: partials.ptr(),
-        };
-        let mut args = grad_args(t, &ptrs, len, inner, &split, &plan);
-        launch(m.grad[idx(dtype)], &plan.launch, stream, &mut args)?;
-        if width > 0 {
-            let mut r = ReduceArgs {
-                partials: partials.ptr(),
-                out: dtheta,
-                slots: plan.launch.grid,
-                width: width as u32,
-            };
-            launch(m.reduce, &plan.reduce, stream, &mut r)?;
-        }
-        Ok(())
+            dtheta,
+            len,
+            inner,
+        )
     })
 }
 

@@ -12,11 +12,27 @@
 //! Decisions are recorded in `ops/README.md` (§ CUDA).
 
 pub mod glue;
+pub mod launch;
 
 use crate::core::{Joined, Variant, Warps};
 
 /// The kernels' source, compiled by NVRTC at first use (never at build time).
 pub const SOURCE: &str = include_str!("../../ops/cuda/ditac.cu");
+
+/// Names another kernel source file to compile instead of [`SOURCE`] (to try a changed kernel
+/// without rebuilding; the CPU emulation in `tests/cuda_host` reads it too).
+pub const SOURCE_ENV: &str = "DITAC_CUDA_SOURCE";
+
+/// The kernel source to compile: the file named by `DITAC_CUDA_SOURCE` when set, else the
+/// embedded [`SOURCE`]. The error names the file that could not be read.
+pub fn source() -> std::result::Result<std::borrow::Cow<'static, str>, String> {
+    match std::env::var_os(SOURCE_ENV) {
+        Some(p) if !p.is_empty() => std::fs::read_to_string(&p)
+            .map(std::borrow::Cow::Owned)
+            .map_err(|e| format!("{SOURCE_ENV}={}: {e}", p.to_string_lossy())),
+        _ => Ok(std::borrow::Cow::Borrowed(SOURCE)),
+    }
+}
 
 /// Threads per block of the elementwise kernels.
 pub const BLOCK: u32 = 256;

@@ -15,6 +15,7 @@
 #[path = "check.rs"]
 mod check;
 
+use std::alloc::Layout;
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -131,10 +132,11 @@ fn emulator() -> &'static Emu {
 }
 
 /// A host buffer standing for device memory: `offset` leading elements and 64-byte canaries on
-/// both sides that no kernel may touch (none at the end with AddressSanitizer, which then sees
-/// an overrun itself).
+/// both sides that no kernel may touch (none at the end with AddressSanitizer: the data then
+/// ends where the allocation does, and ASan sees an overrun itself).
 struct Buf {
-    mem: Vec<u8>,
+    ptr: *mut u8,
+    layout: Layout,
     start: usize,
     bytes: usize,
     lead: usize,
@@ -147,38 +149,53 @@ impl Buf {
     fn new(bytes: usize, offset_bytes: usize) -> Buf {
         let asan = std::env::var("DITAC_EMU_ASAN").is_ok_and(|v| v == "1");
         let tail = if asan { 0 } else { 64 };
-        let lead = 64 + offset_bytes;
-        let mut mem = vec![CANARY; 256 + lead + bytes + tail];
         // The data starts `offset_bytes` past a 256-byte boundary (as in the GPU check).
-        let base = mem.as_ptr() as usize;
-        let start = (base + 64).next_multiple_of(256) - base + offset_bytes;
-        mem.truncate(start + bytes + tail);
+        let start = 256 + offset_bytes;
+        let layout = Layout::from_size_align(start + bytes + tail, 256).unwrap();
+        // SAFETY: a non-zero size; freed in Drop with the same layout.
+        let ptr = unsafe { std::alloc::alloc(layout) };
+        assert!(!ptr.is_null(), "out of memory");
+        // SAFETY: the whole allocation.
+        unsafe { std::ptr::write_bytes(ptr, CANARY, layout.size()) };
         Buf {
-            mem,
+            ptr,
+            layout,
             start,
             bytes,
-            lead,
+            lead: 64 + offset_bytes,
             tail,
         }
     }
+    fn all(&self) -> &[u8] {
+        // SAFETY: the allocation, initialised in `new`.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.layout.size()) }
+    }
     fn addr(&self) -> u64 {
-        self.mem.as_ptr() as u64 + self.start as u64
+        self.ptr as u64 + self.start as u64
     }
     fn data(&self) -> &[u8] {
-        &self.mem[self.start..self.start + self.bytes]
+        &self.all()[self.start..self.start + self.bytes]
     }
     fn data_mut(&mut self) -> &mut [u8] {
-        let (s, b) = (self.start, self.bytes);
-        &mut self.mem[s..s + b]
+        // SAFETY: inside the allocation; `&mut self` is the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(self.start), self.bytes) }
     }
     fn region(&self) -> (u64, u64) {
         (self.addr(), self.addr() + self.bytes as u64)
     }
     /// Whether everything outside the data is as it was.
     fn intact(&self) -> bool {
-        let before = &self.mem[self.start - self.lead..self.start];
-        let after = &self.mem[self.start + self.bytes..self.start + self.bytes + self.tail];
+        let m = self.all();
+        let before = &m[self.start - self.lead..self.start];
+        let after = &m[self.start + self.bytes..self.start + self.bytes + self.tail];
         before.iter().chain(after).all(|&b| b == CANARY)
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) }
     }
 }
 
@@ -542,7 +559,7 @@ fn cases(quick: bool) -> Vec<EmuCase> {
         });
         // Many channels: the per-warp accumulators in global memory (and tables too on SMALL).
         v.push(EmuCase {
-            c: case(dtype, Variant::Ditac, true, 100, 1, 100 * 7 + 9, 0, 16, 10),
+            c: case(dtype, Variant::Ditac, true, 100, 1, 100 * 3 + 9, 0, 16, 10),
             dev: small,
             out_shift: 0,
         });
@@ -589,6 +606,12 @@ fn cases(quick: bool) -> Vec<EmuCase> {
             out_shift: 0,
         });
     }
+    // Tens of blocks on the large device: the reduction sums that many slots.
+    v.push(EmuCase {
+        c: case(DType::F32, Variant::Ge, true, 1, 1, 40_003, 0, 2048, 10),
+        dev: h200,
+        out_shift: 0,
+    });
     if !quick {
         v.push(EmuCase {
             c: case(
@@ -633,4 +656,76 @@ fn kernels_on_the_cpu_emulator_match_the_core() {
         fails.len(),
         fails.join("\n")
     );
+}
+
+/// The final dθ reduction alone, over many slots (the backward's grids above are small): each
+/// output must be the f64 sum in the kernel's documented order — thread t sums slots t,
+/// t + 256, … in order, then a fixed tree over the 256 threads — to the bit.
+#[test]
+fn reduction_kernel_sums_slots_in_its_fixed_order() {
+    let mut rng = Rng(0x5107_5eed);
+    for (slots, width) in [
+        (1u32, 3u32),
+        (255, 2),
+        (256, 1),
+        (257, 4),
+        (1000, 3),
+        (4099, 2),
+    ] {
+        let partials: Vec<f64> = (0..slots as usize * width as usize)
+            .map(|_| rng.uniform(-1.0, 1.0) as f64 * (1 << (rng.next() % 20)) as f64)
+            .collect();
+        let mut out = vec![f32::NAN; width as usize];
+        let l = Launch {
+            grid: width,
+            block: ditac::cuda::REDUCE_BLOCK,
+            smem: 0,
+        };
+        let (pp, op) = (partials.as_ptr() as u64, out.as_mut_ptr() as u64);
+        let a = ReduceArgs {
+            partials: pp,
+            out: op,
+            slots,
+            width,
+        };
+        for seeds in [(0, 0), (1, 0x7)] {
+            let mut ex = EmuExec {
+                limits: SMALL,
+                block_seed: seeds.0,
+                thread_seed: seeds.1,
+                regions: vec![
+                    (pp, pp + 8 * partials.len() as u64),
+                    (op, op + 4 * width as u64),
+                ],
+                scratch: Vec::new(),
+                log: Vec::new(),
+            };
+            ex.launch_reduce(&l, &a).unwrap();
+            for i in 0..width as usize {
+                let b = l.block as usize;
+                let mut part: Vec<f64> = (0..b)
+                    .map(|t| {
+                        (t..slots as usize)
+                            .step_by(b)
+                            .fold(0.0, |acc, s| acc + partials[s * width as usize + i])
+                    })
+                    .collect();
+                let mut o = b / 2;
+                while o > 0 {
+                    for t in 0..o {
+                        part[t] += part[t + o];
+                    }
+                    o /= 2;
+                }
+                assert_eq!(
+                    out[i].to_bits(),
+                    (part[0] as f32).to_bits(),
+                    "slots {slots}, width {width}, value {i}: {} (want {})",
+                    out[i],
+                    part[0]
+                );
+            }
+        }
+        println!("ok   reduce slots {slots} width {width}");
+    }
 }

@@ -4,8 +4,8 @@
 //! planning code a GPU runs.
 
 use super::{
-    fwd_args, grad_args, plan_forward, plan_grad, DType, DeviceLimits, FwdArgs, GradArgs,
-    GradPtrs, HostTables, Launch, ReduceArgs, Split,
+    fwd_args, grad_args, plan_forward, plan_grad, DType, DeviceLimits, FwdArgs, GradArgs, GradPtrs,
+    HostTables, Launch, ReduceArgs, Split,
 };
 
 /// What runs the kernels. Addresses are device addresses (`u64`); launches are ordered (one

@@ -11,6 +11,7 @@
 //!
 //! Decisions are recorded in `ops/README.md` (§ CUDA).
 
+pub mod cache;
 pub mod glue;
 pub mod launch;
 

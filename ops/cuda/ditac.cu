@@ -188,9 +188,29 @@ __device__ __forceinline__ float fwd_one(const FwdArgs& a, const float* tab, flo
     return w >= 0.0f ? w : a.alpha * w;
 }
 
+// The channel of element e. 32-bit division when e fits (a 64-bit `/` and `%` are dozens of
+// instructions on the device).
 __device__ __forceinline__ u32 channel_of(u64 e, u64 inner, u32 channels) {
-    return channels == 1 ? 0u : (u32)((e / inner) % channels);
+    if (channels == 1) return 0u;
+    if ((e >> 32) == 0 && (inner >> 32) == 0) return ((u32)e / (u32)inner) % channels;
+    return (u32)((e / inner) % channels);
 }
+
+// The channels of consecutive elements: one division for the first, then a step per element.
+struct Channels {
+    u32 ch;
+    u64 r;  // position of the element within its channel run, < inner
+    __device__ __forceinline__ Channels(u64 e, u64 inner, u32 channels) {
+        ch = channel_of(e, inner, channels);
+        r = channels == 1 ? 0 : ((e >> 32) == 0 && (inner >> 32) == 0 ? (u64)((u32)e % (u32)inner) : e % inner);
+    }
+    __device__ __forceinline__ void next(u64 inner, u32 channels) {
+        if (++r == inner) {
+            r = 0;
+            ch = ch + 1 == channels ? 0 : ch + 1;
+        }
+    }
+};
 
 // ------------------------------------------------------------------------------------------
 // Forward: one pass, 16-byte vectors (UNROLL in flight per thread), table in shared memory.
@@ -235,10 +255,12 @@ template <typename T> __device__ __forceinline__ void fwd_kernel(const FwdArgs& 
                 float f[VEC];
                 IO::unpack(buf[k], f);
                 const u64 e0 = a.head + idx * VEC;
+                Channels cs(e0, a.inner, a.channels);
 #pragma unroll
                 for (int j = 0; j < VEC; j++) {
-                    const float* row = tab + (u64)channel_of(e0 + j, a.inner, a.channels) * a.nodes;
+                    const float* row = tab + (u64)cs.ch * a.nodes;
                     f[j] = fwd_one(a, row, f[j]);
+                    cs.next(a.inner, a.channels);
                 }
                 yv[idx] = IO::pack(f);
             }
@@ -462,10 +484,12 @@ template <typename T> __device__ __forceinline__ void grad_kernel(const GradArgs
         IO::unpack(gq, gf);
         IO::unpack(xq, xf);
         const u64 e0 = a.head + idx * VEC;
+        Channels cs(valid ? e0 : 0, a.inner, a.channels);
 #pragma unroll
         for (int j = 0; j < VEC; j++) {
             Contrib c = no_contrib();
-            if (valid) of[j] = grad_one(a, xt, dt, gf[j], xf[j], channel_of(e0 + j, a.inner, a.channels), c);
+            if (valid) of[j] = grad_one(a, xt, dt, gf[j], xf[j], cs.ch, c);
+            cs.next(a.inner, a.channels);
             accumulate(a, g, wa, acc, c, lane);
         }
         if (valid) ov[idx] = IO::pack(of);

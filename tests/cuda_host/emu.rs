@@ -557,6 +557,22 @@ fn cases(quick: bool) -> Vec<EmuCase> {
             dev: h200,
             out_shift: 0,
         });
+        // A channel run longer than 2^32 elements: the 64-bit channel division.
+        v.push(EmuCase {
+            c: case(
+                dtype,
+                Variant::Ditac,
+                false,
+                2,
+                (1 << 32) + 5,
+                1003,
+                0,
+                256,
+                10,
+            ),
+            dev: small,
+            out_shift: 0,
+        });
         // Many channels: the per-warp accumulators in global memory (and tables too on SMALL).
         v.push(EmuCase {
             c: case(dtype, Variant::Ditac, true, 100, 1, 100 * 3 + 9, 0, 16, 10),

@@ -1,14 +1,16 @@
 //! The only code that calls `cudarc`: the CUDA driver API (loaded at run time: `libcuda` need
-//! not exist for the library to load) and NVRTC (loaded at the first compile, i.e. the first
-//! launch on a device).
+//! not exist for the library to load) and NVRTC (loaded at the first compile).
 //!
-//! * The context is the one of the caller's stream (`cuStreamGetCtx`), made current on the
-//!   calling thread when it is not already.
-//! * `ops/cuda/ditac.cu` is compiled once per compute capability to a cubin (NVRTC, a real
-//!   `sm_XY` target), loaded once per context, and both are cached for the process.
+//! * `cuInit` once; the context is the one of the caller's stream (`cuStreamGetCtx`), pushed on
+//!   the calling thread when it is not current and popped afterwards.
+//! * `ops/cuda/ditac.cu` (or `$DITAC_CUDA_SOURCE`) is compiled once per compute capability to a
+//!   cubin (NVRTC, a real `sm_XY` target) — at kernel creation ([`prepare_devices`]), from the
+//!   disk cache ([`super::cache`]) when there — and loaded once per context; a cubin the driver
+//!   refuses falls back to PTX. No global lock is held while compiling.
 //! * Every launch and copy goes to the caller's stream (ORT's compute stream in the plugin);
 //!   never to the default stream. Per-call scratch is stream-ordered (`cuMemAllocAsync` /
-//!   `cuMemFreeAsync` on that stream).
+//!   `cuMemFreeAsync` on that stream). The launches themselves are planned by
+//!   [`super::launch`], which the CPU emulation of the kernels (tests/cuda_host) drives too.
 //! * cudarc panics when a library or symbol is missing: every public function here runs under
 //!   `catch_unwind` and reports that as an error.
 

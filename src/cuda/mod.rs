@@ -6,7 +6,8 @@
 //!   configuration (grid, block, dynamic shared memory), the dθ reduction plan, and the packing
 //!   of the core's tables into one flat buffer. Plain Rust, tested on the CPU.
 //! * [`glue`]: the only place that calls `cudarc` (driver API through dynamic loading, NVRTC):
-//!   context from the stream, NVRTC compile at first use and per-context module cache, device
+//!   context from the stream, NVRTC compile (at kernel creation; [`cache`] on disk) and
+//!   per-context module cache, device
 //!   buffers, launches on the caller's stream (ORT's compute stream in the plugin).
 //!
 //! Decisions are recorded in `ops/README.md` (§ CUDA).
@@ -17,7 +18,7 @@ pub mod launch;
 
 use crate::core::{Joined, Variant, Warps};
 
-/// The kernels' source, compiled by NVRTC at first use (never at build time).
+/// The kernels' source, compiled by NVRTC at run time (never at build time).
 pub const SOURCE: &str = include_str!("../../ops/cuda/ditac.cu");
 
 /// Names another kernel source file to compile instead of [`SOURCE`] (to try a changed kernel

@@ -273,6 +273,32 @@ fn cases(quick: bool) -> Vec<Case> {
             lut: 65536,
             tess: 10,
         });
+        // Per-warp dθ accumulators in global memory (C·d = 2 304 values a warp does not fit
+        // beside the tables), and d = 19 > 16 register rows; an odd offset at a large length.
+        v.push(Case {
+            name: format!("{}/ditac/linear/C=256,inner=1,lut=16", dtype.suffix()),
+            dtype,
+            variant: Variant::Ditac,
+            linear: true,
+            channels: 256,
+            inner: 1,
+            len: 256 * 401 + 3,
+            offset: 0,
+            lut: 16,
+            tess: 10,
+        });
+        v.push(Case {
+            name: format!("{}/leaky/nearest/tess=20,offset=3", dtype.suffix()),
+            dtype,
+            variant: Variant::Leaky,
+            linear: false,
+            channels: 1,
+            inner: 1,
+            len: n,
+            offset: 3,
+            lut: 2048,
+            tess: 20,
+        });
     }
     v
 }

@@ -77,6 +77,7 @@ fn run_case(
     )?;
     glue::backward(
         m,
+        &mut glue::stream_scratch(s),
         s,
         d,
         t,
@@ -108,6 +109,7 @@ fn run_case(
     glue::fill_u32(s, bdth.ptr(), 0x7fc0_0001, dth_ref.len().max(1))?;
     glue::backward(
         m,
+        &mut glue::stream_scratch(s),
         s,
         d,
         t,
@@ -375,6 +377,7 @@ fn time_sizes(
         let grad = || {
             glue::backward(
                 m,
+                &mut glue::stream_scratch(s),
                 s,
                 DType::F32,
                 &t,

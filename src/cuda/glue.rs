@@ -660,24 +660,41 @@ pub fn download<T: Copy>(stream: Stream, dst: &mut [T], src: u64) -> Result<()> 
     })
 }
 
-/// The driver as an [`Executor`]: the kernels of `m` on `stream`, scratch stream-ordered.
-struct Driver<'a> {
-    m: &'a Module,
-    stream: sys::CUstream,
+/// Scratch memory for one call: its device address and an owner that frees it when dropped
+/// (after the launches that use it have been queued on the stream).
+pub type Scratch = (u64, Box<dyn std::any::Any>);
+/// Where scratch comes from: ORT's allocator in the plugin, else [`stream_scratch`].
+pub type ScratchSource<'a> = &'a mut dyn FnMut(usize) -> Result<Scratch>;
+
+/// Stream-ordered scratch (`cuMemAllocAsync` on `stream`, freed on it).
+pub fn stream_scratch(stream: Stream) -> impl FnMut(usize) -> Result<Scratch> {
+    move |bytes| {
+        let b = DevBuf::alloc_async(stream, bytes)?;
+        Ok((b.ptr(), Box::new(b) as Box<dyn std::any::Any>))
+    }
 }
 
-impl Executor for Driver<'_> {
+/// The driver as an [`Executor`]: the kernels of `m` on `stream`.
+struct Driver<'a, 'b> {
+    m: &'a Module,
+    stream: sys::CUstream,
+    scratch: ScratchSource<'b>,
+}
+
+impl Executor for Driver<'_, '_> {
     type Error = CudaError;
-    type Scratch = DevBuf;
+    type Scratch = Box<dyn std::any::Any>;
     fn forward_limits(&self, d: DType) -> DeviceLimits {
         self.m.forward_limits(d)
     }
     fn grad_limits(&self, d: DType) -> DeviceLimits {
         self.m.grad_limits(d)
     }
-    fn scratch(&mut self, bytes: usize) -> Result<(u64, DevBuf)> {
-        let b = DevBuf::alloc_async(Stream(self.stream), bytes)?;
-        Ok((b.ptr(), b))
+    fn scratch(&mut self, bytes: usize) -> Result<Scratch> {
+        if bytes == 0 {
+            return Ok((0, Box::new(())));
+        }
+        (self.scratch)(bytes)
     }
     fn zero_f32(&mut self, dst: u64, count: usize) -> Result<()> {
         // SAFETY: `dst` holds `count` floats (the caller's output).
@@ -715,8 +732,16 @@ pub fn forward(
     }
     guarded(|| {
         let _b = bind(stream)?;
+        // The forward needs no scratch.
+        let mut none = |_: usize| -> Result<Scratch> {
+            Err(CudaError::Unavailable("no scratch in the forward".into()))
+        };
         super::launch::forward(
-            &mut Driver { m, stream },
+            &mut Driver {
+                m,
+                stream,
+                scratch: &mut none,
+            },
             dtype,
             t,
             tables,
@@ -728,10 +753,12 @@ pub fn forward(
     })
 }
 
-/// `dx = dy·dy/dx` and `dtheta = Σ dy·dy/dθ` (float, channels × d) on `stream`.
+/// `dx = dy·dy/dx` and `dtheta = Σ dy·dy/dθ` (float, channels × d) on `stream`, scratch (f64
+/// accumulators and per-block sums) from `scratch`, freed once the launches are queued.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     m: &Module,
+    scratch: ScratchSource<'_>,
     stream: Stream,
     dtype: DType,
     t: &HostTables,
@@ -747,7 +774,7 @@ pub fn backward(
     guarded(|| {
         let _b = bind(stream)?;
         super::launch::backward(
-            &mut Driver { m, stream },
+            &mut Driver { m, stream, scratch },
             dtype,
             t,
             tables,

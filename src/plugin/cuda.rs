@@ -144,19 +144,37 @@ impl CudaKernel {
             return self.exact_on_host(ctx, stream, &w, (c, inner), &x, dy.as_ref(), out, dth);
         };
         let m = glue::module_for(stream).map_err(err)?;
+        // Per-run memory (tables of a non-constant θ, the backward's f64 scratch) from ORT's
+        // allocator for X's memory — the CUDA provider's arena, within `gpu_mem_limit` — freed to
+        // it once the launches are queued on ORT's stream, as ORT's own kernels free their
+        // temporaries; stream-ordered driver memory where ORT gives no allocator.
+        let ort_alloc = ctx.allocator_like_input(xi).ok();
+        let mut driver = glue::stream_scratch(stream);
+        let mut scratch = |bytes: usize| -> glue::Result<glue::Scratch> {
+            match &ort_alloc {
+                Some(a) => {
+                    let b = a
+                        .alloc(bytes)
+                        .map_err(|e| CudaError::Unavailable(e.to_string()))?;
+                    Ok((b.addr(), Box::new(b) as Box<dyn std::any::Any>))
+                }
+                None => driver(bytes),
+            }
+        };
         let constant;
         let per_run;
         let dev = if fixed {
             constant = self.resident(&m, stream, t)?;
             constant.ptr()
         } else {
-            per_run = DevBuf::alloc_async(stream, t.data.len() * 4).map_err(err)?;
-            glue::upload(stream, per_run.ptr(), &t.data).map_err(err)?;
-            per_run.ptr()
+            per_run = scratch(t.data.len() * 4).map_err(err)?;
+            glue::upload(stream, per_run.0, &t.data).map_err(err)?;
+            per_run.0
         };
         match (dy, dth) {
             (Some(dy), Some(dth)) => glue::backward(
                 &m,
+                &mut scratch,
                 stream,
                 self.dtype,
                 t,

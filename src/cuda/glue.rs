@@ -8,8 +8,8 @@
 //!   disk cache ([`super::cache`]) when there — and loaded once per context; a cubin the driver
 //!   refuses falls back to PTX. No global lock is held while compiling.
 //! * Every launch and copy goes to the caller's stream (ORT's compute stream in the plugin);
-//!   never to the default stream. Per-call scratch is stream-ordered (`cuMemAllocAsync` /
-//!   `cuMemFreeAsync` on that stream). The launches themselves are planned by
+//!   never to the default stream. Per-call scratch comes from the caller ([`ScratchSource`]:
+//!   ORT's allocator in the plugin, [`stream_scratch`] otherwise). The launches themselves are planned by
 //!   [`super::launch`], which the CPU emulation of the kernels (tests/cuda_host) drives too.
 //! * cudarc panics when a library or symbol is missing: every public function here runs under
 //!   `catch_unwind` and reports that as an error.

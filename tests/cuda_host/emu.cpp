@@ -12,7 +12,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
-#include <new>
 #include <string>
 #include <vector>
 #include <sys/mman.h>
@@ -68,10 +67,6 @@ dim3 thread_idx, block_idx, block_dim, grid_dim;
 namespace {
 
 enum State { RUNNABLE, AT_BARRIER, AT_WARP, DONE };
-
-struct Fail {
-    std::string msg;
-};
 
 struct Fiber {
 #ifdef EMU_FAST_SWITCH

@@ -417,6 +417,7 @@ fn run_case(ec: &EmuCase, rng: &mut Rng) -> Vec<String> {
         quiet: false,
     };
     let p = prepare(c, rng);
+    // SAFETY: a plain counter of the emulator's C ABI.
     let before = unsafe { (emulator().switches)() };
     let first = match run_once(ec, &p, (0, 0), &mut out) {
         Ok(o) => o,
@@ -459,6 +460,7 @@ fn run_case(ec: &EmuCase, rng: &mut Rng) -> Vec<String> {
         ),
         Err(e) => out.check(false, || format!("{}: {e}", c.name)),
     }
+    // SAFETY: as above.
     let switches = unsafe { (emulator().switches)() } - before;
     println!(
         "{} {:<44} {:<5} len {:>6} off {} shift {}  {}  ({} switches)",

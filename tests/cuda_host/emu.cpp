@@ -25,8 +25,8 @@
 
 // Context switches: on x86-64 six callee-saved registers and the
 // stack pointer, by hand (glibc's swapcontext makes a sigprocmask system call per switch, which
-// dominated the run time); elsewhere ucontext.
-#if defined(__x86_64__)
+// dominated the run time); elsewhere (or with -DCUDA_EMU_UCONTEXT) ucontext.
+#if defined(__x86_64__) && !defined(CUDA_EMU_UCONTEXT)
 #define EMU_FAST_SWITCH 1
 extern "C" void cuda_emu_switch(void** save_sp, void* to_sp);
 asm(R"(

@@ -10,7 +10,8 @@
 //!
 //! Environment: `DITAC_CUDA_SOURCE` (another kernel source file), `CXX` (default g++),
 //! `DITAC_EMU_ASAN=1` (build with AddressSanitizer; the test binary must then run with libasan
-//! preloaded, as tests/cuda_host/run.sh does), `DITAC_EMU_QUICK=1` (fewer cases).
+//! preloaded, as tests/cuda_host/run.sh does), `DITAC_EMU_QUICK=1` (fewer cases),
+//! `DITAC_EMU_CXXFLAGS` (extra compiler flags), `DITAC_EMU_SEED` (the inputs' seed).
 
 #[path = "check.rs"]
 mod check;
@@ -84,6 +85,9 @@ fn emulator() -> &'static Emu {
             key.extend(std::fs::read(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display())));
         }
         key.push(asan as u8);
+        // Extra compiler flags, e.g. -DCUDA_EMU_UCONTEXT (the portable context switch).
+        let extra = std::env::var("DITAC_EMU_CXXFLAGS").unwrap_or_default();
+        key.extend(extra.as_bytes());
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cuda_emu");
         std::fs::create_dir_all(&dir).unwrap();
         let lib = dir.join(format!("libditac_emu-{:016x}.so", fnv(&key)));
@@ -98,6 +102,7 @@ fn emulator() -> &'static Emu {
             if asan {
                 cmd.args(["-fsanitize=address", "-fno-omit-frame-pointer"]);
             }
+            cmd.args(extra.split_whitespace());
             cmd.arg(host.join("emu.cpp")).arg("-o").arg(&tmp);
             let out = cmd
                 .output()

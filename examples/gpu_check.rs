@@ -17,65 +17,16 @@
 //! enforced). Usage: `gpu_check [--max-log2 28] [--min-log2 20] [--reps N] [--skip-timing]
 //! [--quick]`; `gpu_check --self-test [--quick]` checks the checker on the CPU (no GPU needed).
 
-use ditac::core::rng::XorShift64;
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ditac::core::{basis, Attrs, BasisKind, Interpolation, Variant, Warps};
+use ditac::core::{basis, Attrs, BasisKind, Variant, Warps};
 use ditac::cuda::glue::{self, DevBuf, Stream};
 use ditac::cuda::{DType, HostTables};
-use half::{bf16, f16};
 
-struct Rng(XorShift64);
-
-impl Rng {
-    /// Uniform in [lo, hi), never exactly zero.
-    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        loop {
-            let u = self.0.unit_f32();
-            let v = lo + (hi - lo) * u;
-            if v != 0.0 {
-                return v;
-            }
-        }
-    }
-}
-
-fn to_bits(d: DType, v: &[f32]) -> Vec<u8> {
-    match d {
-        DType::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        DType::F16 => v
-            .iter()
-            .flat_map(|x| f16::from_f32(*x).to_le_bytes())
-            .collect(),
-        DType::BF16 => v
-            .iter()
-            .flat_map(|x| bf16::from_f32(*x).to_le_bytes())
-            .collect(),
-    }
-}
-
-fn from_bits(d: DType, b: &[u8]) -> Vec<f32> {
-    match d {
-        DType::F32 => b
-            .chunks(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        DType::F16 => b
-            .chunks(2)
-            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        DType::BF16 => b
-            .chunks(2)
-            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-    }
-}
-
-/// Rounds to the precision of `d` (what the device sees of a host value).
-fn round(d: DType, v: &[f32]) -> Vec<f32> {
-    from_bits(d, &to_bits(d, v))
-}
+#[path = "../tests/cuda_host/check.rs"]
+mod check;
+use check::*;
 
 /// Fills `count` elements at `ptr` with NaN bits.
 fn poison(s: Stream, d: DType, ptr: u64, count: usize) -> glue::Result<()> {
@@ -83,135 +34,6 @@ fn poison(s: Stream, d: DType, ptr: u64, count: usize) -> glue::Result<()> {
         DType::F32 => glue::fill_u32(s, ptr, 0x7fc0_0001, count),
         DType::F16 => glue::fill_u16(s, ptr, 0x7e01, count),
         DType::BF16 => glue::fill_u16(s, ptr, 0x7fc1, count),
-    }
-}
-
-struct Case {
-    name: String,
-    dtype: DType,
-    variant: Variant,
-    linear: bool,
-    channels: usize,
-    inner: usize,
-    len: usize,
-    /// Elements by which the buffers start past a 256-byte boundary.
-    offset: usize,
-    lut: i64,
-}
-
-/// Allowed difference from the CPU for an output of `d`: 1e-6 relative for float, one unit
-/// of the type's precision (2^-10, 2^-7 relative) for the half types.
-fn tol(d: DType, want: f32, floor: f32) -> f32 {
-    let rel = match d {
-        DType::F32 => 1e-6,
-        DType::F16 => 1.0 / 1024.0,
-        DType::BF16 => 1.0 / 128.0,
-    };
-    let min_normal = match d {
-        DType::F16 => 6.103_515_6e-5,
-        _ => 0.0,
-    };
-    rel * want.abs().max(floor).max(min_normal)
-}
-
-fn same(got: f32, want: f32, t: f32) -> bool {
-    (got.is_nan() && want.is_nan()) || got == want || (got - want).abs() <= t
-}
-
-struct Outcome {
-    fails: Vec<String>,
-    /// Do not print failures (the self-test's expected ones).
-    quiet: bool,
-}
-
-impl Outcome {
-    fn check(&mut self, cond: bool, msg: impl FnOnce() -> String) {
-        if !cond {
-            let m = msg();
-            if !self.quiet {
-                eprintln!("FAIL {m}");
-            }
-            self.fails.push(m);
-        }
-    }
-}
-
-/// A case's inputs, tables and the CPU core's results on them.
-struct Prepared {
-    t: HostTables,
-    x: Vec<f32>,
-    dy: Vec<f32>,
-    y_ref: Vec<f32>,
-    dx_ref: Vec<f32>,
-    dth_ref: Vec<f64>,
-}
-
-fn prepare(c: &Case, rng: &mut Rng) -> Prepared {
-    let d = c.dtype;
-    let attrs = Attrs {
-        variant: c.variant,
-        interpolation: if c.linear {
-            Interpolation::Linear
-        } else {
-            Interpolation::Nearest
-        },
-        lut_size: c.lut,
-        ..Attrs::default()
-    };
-    let dd = attrs.theta_len();
-    let b = basis::build(attrs.tess(), attrs.zero_boundary(), BasisKind::Qr).expect("basis");
-    let theta: Vec<f32> = (0..c.channels * dd)
-        .map(|_| rng.uniform(-0.8, 0.8))
-        .collect();
-    let warps =
-        Warps::<f32>::from_theta(&attrs, &b, &[c.channels, dd], &theta, true).expect("warps");
-    let acts = warps.rows();
-    let t = HostTables::pack(&warps, true).expect("tables");
-    // Inputs: mostly inside [a, b] = [-0.5, 2], some outside, a few special values.
-    let mut x: Vec<f32> = (0..c.len).map(|_| rng.uniform(-1.5, 3.0)).collect();
-    let specials = [
-        f32::NAN,
-        f32::INFINITY,
-        f32::NEG_INFINITY,
-        -0.5,
-        2.0,
-        1e-30,
-        -1e-30,
-    ];
-    for (k, v) in specials.iter().enumerate() {
-        if k * 97 < c.len {
-            x[k * 97] = *v;
-        }
-    }
-    let dy: Vec<f32> = (0..c.len).map(|_| rng.uniform(-2.0, 2.0)).collect();
-    let (x, dy) = (round(d, &x), round(d, &dy));
-    // CPU reference (the core, per channel run).
-    let ch = |i: usize| (i / c.inner) % c.channels;
-    let mut y_ref = vec![0f32; c.len];
-    let mut dx_ref = vec![0f32; c.len];
-    let mut dth_ref = vec![0f64; c.channels * dd];
-    let mut i = 0;
-    while i < c.len {
-        let k = ch(i);
-        let e = (i / c.inner + 1) * c.inner;
-        let e = e.min(c.len);
-        acts[k].forward(&x[i..e], &mut y_ref[i..e]);
-        acts[k].backward(
-            &dy[i..e],
-            &x[i..e],
-            &mut dx_ref[i..e],
-            &mut dth_ref[k * dd..(k + 1) * dd],
-        );
-        i = e;
-    }
-    let (y_ref, dx_ref) = (round(d, &y_ref), round(d, &dx_ref));
-    Prepared {
-        t,
-        x,
-        dy,
-        y_ref,
-        dx_ref,
-        dth_ref,
     }
 }
 
@@ -255,6 +77,7 @@ fn run_case(
     )?;
     glue::backward(
         m,
+        &mut glue::stream_scratch(s),
         s,
         d,
         t,
@@ -286,6 +109,7 @@ fn run_case(
     glue::fill_u32(s, bdth.ptr(), 0x7fc0_0001, dth_ref.len().max(1))?;
     glue::backward(
         m,
+        &mut glue::stream_scratch(s),
         s,
         d,
         t,
@@ -315,67 +139,10 @@ fn run_case(
     Ok(())
 }
 
-/// Checks device results against the CPU core's (tolerances in the module docs).
-fn compare(c: &Case, p: &Prepared, y: &[f32], dx: &[f32], dth: &[f32], out: &mut Outcome) {
-    let d = c.dtype;
-    let (x, dy, y_ref, dx_ref, dth_ref) = (&p.x, &p.dy, &p.y_ref, &p.dx_ref, &p.dth_ref);
-    let mut worst = (0f32, 0usize);
-    let mut bad = 0usize;
-    for i in 0..c.len {
-        let ok = same(y[i], y_ref[i], tol(d, y_ref[i], 1e-30));
-        if !ok {
-            bad += 1;
-            let r = (y[i] - y_ref[i]).abs() / y_ref[i].abs().max(1e-30);
-            if r > worst.0 || r.is_nan() {
-                worst = (r, i);
-            }
-        }
-    }
-    out.check(bad == 0, || {
-        let i = worst.1;
-        format!(
-            "{}: forward: {bad} of {} differ; e.g. x[{i}] = {} → {} (CPU {})",
-            c.name, c.len, x[i], y[i], y_ref[i]
-        )
-    });
-    let mut bad = 0usize;
-    let mut first = None;
-    for i in 0..c.len {
-        // dX: relative to the size of its terms, |dY|·(|∂y/∂x̃·dx̃/dx| + |direct|) ≤
-        // 2·|dY|·(1 + |x|): g·dT and the direct term may cancel, and the device's expf (in φ')
-        // may differ from the host's by an ulp.
-        let ok = same(
-            dx[i],
-            dx_ref[i],
-            tol(d, dx_ref[i], 2.0 * dy[i].abs() * (1.0 + x[i].abs())),
-        );
-        if !ok {
-            bad += 1;
-            first.get_or_insert(i);
-        }
-    }
-    out.check(bad == 0, || {
-        let i = first.unwrap_or(0);
-        format!(
-            "{}: dX: {bad} of {} differ; e.g. x[{i}] = {}, dy = {} → {} (CPU {})",
-            c.name, c.len, x[i], dy[i], dx[i], dx_ref[i]
-        )
-    });
-    let big = dth_ref.iter().fold(0f64, |a, v| a.max(v.abs())) as f32;
-    for (k, (&g, &w)) in dth.iter().zip(dth_ref.iter()).enumerate() {
-        let w = w as f32;
-        let rel = if d == DType::F32 { 1e-6 } else { 1e-5 };
-        out.check(
-            same(g, w, rel * w.abs().max(1e-3 * big)) && !g.is_nan(),
-            || format!("{}: dtheta[{k}] = {g} (CPU {w})", c.name),
-        );
-    }
-}
-
 /// Checks the checker without a GPU: every case's CPU results, handed in as if from the device,
 /// must pass; with one output element left poisoned, or dθ perturbed, it must fail.
 fn self_test(quick: bool) -> i32 {
-    let mut rng = Rng(XorShift64(nanos()));
+    let mut rng = Rng::new(nanos());
     let mut bad = 0;
     for c in cases(quick) {
         let p = prepare(&c, &mut rng);
@@ -441,6 +208,7 @@ fn cases(quick: bool) -> Vec<Case> {
                     len: n,
                     offset: 0,
                     lut: 2048,
+                    tess: 10,
                 });
             }
         }
@@ -455,6 +223,7 @@ fn cases(quick: bool) -> Vec<Case> {
             len: 3 * 4099 * 5,
             offset: 0,
             lut: 2048,
+            tess: 10,
         });
         v.push(Case {
             name: format!("{}/ditac/linear/C=16,inner=1", dtype.suffix()),
@@ -466,6 +235,7 @@ fn cases(quick: bool) -> Vec<Case> {
             len: 16 * 6007,
             offset: 0,
             lut: 2048,
+            tess: 10,
         });
         // Misaligned buffers and a short tensor.
         v.push(Case {
@@ -478,6 +248,7 @@ fn cases(quick: bool) -> Vec<Case> {
             len: 10_007,
             offset: 1,
             lut: 2048,
+            tess: 10,
         });
         v.push(Case {
             name: format!("{}/ge/nearest/len=5", dtype.suffix()),
@@ -489,6 +260,7 @@ fn cases(quick: bool) -> Vec<Case> {
             len: 5,
             offset: 3,
             lut: 64,
+            tess: 10,
         });
         // A large table (global memory, not shared).
         v.push(Case {
@@ -501,6 +273,33 @@ fn cases(quick: bool) -> Vec<Case> {
             len: 200_003,
             offset: 0,
             lut: 65536,
+            tess: 10,
+        });
+        // Per-warp dθ accumulators in global memory (C·d = 2 304 values a warp does not fit
+        // beside the tables), and d = 19 > 16 register rows; an odd offset at a large length.
+        v.push(Case {
+            name: format!("{}/ditac/linear/C=256,inner=1,lut=16", dtype.suffix()),
+            dtype,
+            variant: Variant::Ditac,
+            linear: true,
+            channels: 256,
+            inner: 1,
+            len: 256 * 401 + 3,
+            offset: 0,
+            lut: 16,
+            tess: 10,
+        });
+        v.push(Case {
+            name: format!("{}/leaky/nearest/tess=20,offset=3", dtype.suffix()),
+            dtype,
+            variant: Variant::Leaky,
+            linear: false,
+            channels: 1,
+            inner: 1,
+            len: n,
+            offset: 3,
+            lut: 2048,
+            tess: 20,
         });
     }
     v
@@ -531,7 +330,7 @@ fn time_sizes(
     let tabs = DevBuf::alloc(s, t.data.len() * 4)?;
     glue::upload(s, tabs.ptr(), &t.data)?;
     let nmax = 1usize << hi;
-    let mut rng = Rng(XorShift64(0x9e37_79b9_7f4a_7c15 ^ nanos()));
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15 ^ nanos());
     let host: Vec<f32> = (0..1 << 20).map(|_| rng.uniform(-1.5, 3.0)).collect();
     let bx = DevBuf::alloc(s, nmax * 4)?;
     let bdy = DevBuf::alloc(s, nmax * 4)?;
@@ -578,6 +377,7 @@ fn time_sizes(
         let grad = || {
             glue::backward(
                 m,
+                &mut glue::stream_scratch(s),
                 s,
                 DType::F32,
                 &t,
@@ -675,7 +475,7 @@ fn run(lo: u32, hi: u32, reps: Option<u32>, skip_timing: bool, quick: bool) -> R
     );
     let seed = nanos();
     println!("seed {seed}");
-    let mut rng = Rng(XorShift64(seed));
+    let mut rng = Rng::new(seed);
     let mut outcome = Outcome {
         fails: Vec::new(),
         quiet: false,

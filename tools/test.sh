@@ -16,6 +16,12 @@ echo "== cargo build --release" >&2
 cargo build --release --all-targets
 echo "== cargo test --release" >&2
 cargo test --release --no-fail-fast
+# ops/cuda/ditac.cu executed on the CPU (tests/cuda_host/README.md): every kernel through the
+# plugin's launch path against the CPU core, plain and with AddressSanitizer (~40 s), then the
+# deliberate kernel defects of tests/cuda_host/mutants/, each of which must fail it (~2 min).
+echo "== CUDA kernels on the CPU emulator" >&2
+bash tests/cuda_host/run.sh
+bash tests/cuda_host/mutants.sh
 if [ -d tests/python ] && ls tests/python/test_*.py >/dev/null 2>&1; then
   echo "== pytest tests/python" >&2
   .venv/bin/python -m pytest -q tests/python

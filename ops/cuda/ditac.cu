@@ -11,6 +11,11 @@
 // src/cuda/mod.rs (FwdArgs, GradArgs, ReduceArgs); a test there pins their sizes and offsets.
 // Every kernel takes its struct by value as its only parameter.
 
+// Dynamic shared memory; the CPU emulation (tests/cuda_host/cuda_emu.h) defines its own.
+#ifndef DITAC_DYNAMIC_SHARED
+#define DITAC_DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
+
 typedef unsigned long long u64;
 typedef unsigned int u32;
 typedef unsigned short u16;
@@ -58,6 +63,7 @@ struct ReduceArgs {
 // ------------------------------------------------------------------------------------------
 // Element types
 
+#ifndef DITAC_HOST_EMU
 __device__ __forceinline__ float h2f(u16 h) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
@@ -68,6 +74,11 @@ __device__ __forceinline__ u16 f2h(float f) {
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
 }
+#else
+// The CPU emulation (tests/cuda_host): the same IEEE conversions without PTX.
+__device__ __forceinline__ float h2f(u16 h) { __half v; v.x = h; return __half2float(v); }
+__device__ __forceinline__ u16 f2h(float f) { return __float2half_rn(f).x; }
+#endif
 __device__ __forceinline__ float b2f(u16 b) { return __uint_as_float(((u32)b) << 16); }
 // Round to nearest even; NaN stays a (quiet) NaN — as the `half` crate's bf16::from_f32.
 __device__ __forceinline__ u16 f2b(float f) {
@@ -177,9 +188,29 @@ __device__ __forceinline__ float fwd_one(const FwdArgs& a, const float* tab, flo
     return w >= 0.0f ? w : a.alpha * w;
 }
 
+// The channel of element e. 32-bit division when e fits (a 64-bit `/` and `%` are dozens of
+// instructions on the device).
 __device__ __forceinline__ u32 channel_of(u64 e, u64 inner, u32 channels) {
-    return channels == 1 ? 0u : (u32)((e / inner) % channels);
+    if (channels == 1) return 0u;
+    if ((e >> 32) == 0 && (inner >> 32) == 0) return ((u32)e / (u32)inner) % channels;
+    return (u32)((e / inner) % channels);
 }
+
+// The channels of consecutive elements: one division for the first, then a step per element.
+struct Channels {
+    u32 ch;
+    u64 r;  // position of the element within its channel run, < inner
+    __device__ __forceinline__ Channels(u64 e, u64 inner, u32 channels) {
+        ch = channel_of(e, inner, channels);
+        r = channels == 1 ? 0 : ((e >> 32) == 0 && (inner >> 32) == 0 ? (u64)((u32)e % (u32)inner) : e % inner);
+    }
+    __device__ __forceinline__ void next(u64 inner, u32 channels) {
+        if (++r == inner) {
+            r = 0;
+            ch = ch + 1 == channels ? 0 : ch + 1;
+        }
+    }
+};
 
 // ------------------------------------------------------------------------------------------
 // Forward: one pass, 16-byte vectors (UNROLL in flight per thread), table in shared memory.
@@ -187,7 +218,7 @@ __device__ __forceinline__ u32 channel_of(u64 e, u64 inner, u32 channels) {
 #define FWD_UNROLL 4
 
 template <typename T> __device__ __forceinline__ void fwd_kernel(const FwdArgs& a) {
-    extern __shared__ __align__(16) unsigned char dyn_smem[];
+    DITAC_DYNAMIC_SHARED(dyn_smem);
     typedef Io<T> IO;
     const int VEC = IO::VEC;
     const float* tab = a.xt;
@@ -224,10 +255,12 @@ template <typename T> __device__ __forceinline__ void fwd_kernel(const FwdArgs& 
                 float f[VEC];
                 IO::unpack(buf[k], f);
                 const u64 e0 = a.head + idx * VEC;
+                Channels cs(e0, a.inner, a.channels);
 #pragma unroll
                 for (int j = 0; j < VEC; j++) {
-                    const float* row = tab + (u64)channel_of(e0 + j, a.inner, a.channels) * a.nodes;
+                    const float* row = tab + (u64)cs.ch * a.nodes;
                     f[j] = fwd_one(a, row, f[j]);
+                    cs.next(a.inner, a.channels);
                 }
                 yv[idx] = IO::pack(f);
             }
@@ -383,7 +416,7 @@ __device__ __forceinline__ void accumulate(const GradArgs& a, const float* g, Wa
 }
 
 template <typename T> __device__ __forceinline__ void grad_kernel(const GradArgs& a) {
-    extern __shared__ __align__(16) unsigned char dyn_smem[];
+    DITAC_DYNAMIC_SHARED(dyn_smem);
     typedef Io<T> IO;
     const int VEC = IO::VEC;
     const u32 lane = threadIdx.x & 31u, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
@@ -451,10 +484,12 @@ template <typename T> __device__ __forceinline__ void grad_kernel(const GradArgs
         IO::unpack(gq, gf);
         IO::unpack(xq, xf);
         const u64 e0 = a.head + idx * VEC;
+        Channels cs(valid ? e0 : 0, a.inner, a.channels);
 #pragma unroll
         for (int j = 0; j < VEC; j++) {
             Contrib c = no_contrib();
-            if (valid) of[j] = grad_one(a, xt, dt, gf[j], xf[j], channel_of(e0 + j, a.inner, a.channels), c);
+            if (valid) of[j] = grad_one(a, xt, dt, gf[j], xf[j], cs.ch, c);
+            cs.next(a.inner, a.channels);
             accumulate(a, g, wa, acc, c, lane);
         }
         if (valid) ov[idx] = IO::pack(of);

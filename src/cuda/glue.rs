@@ -1,14 +1,16 @@
 //! The only code that calls `cudarc`: the CUDA driver API (loaded at run time: `libcuda` need
-//! not exist for the library to load) and NVRTC (loaded at the first compile, i.e. the first
-//! launch on a device).
+//! not exist for the library to load) and NVRTC (loaded at the first compile).
 //!
-//! * The context is the one of the caller's stream (`cuStreamGetCtx`), made current on the
-//!   calling thread when it is not already.
-//! * `ops/cuda/ditac.cu` is compiled once per compute capability to a cubin (NVRTC, a real
-//!   `sm_XY` target), loaded once per context, and both are cached for the process.
+//! * `cuInit` once; the context is the one of the caller's stream (`cuStreamGetCtx`), pushed on
+//!   the calling thread when it is not current and popped afterwards.
+//! * `ops/cuda/ditac.cu` (or `$DITAC_CUDA_SOURCE`) is compiled once per compute capability to a
+//!   cubin (NVRTC, a real `sm_XY` target) — at kernel creation ([`prepare_devices`]), from the
+//!   disk cache ([`super::cache`]) when there — and loaded once per context; a cubin the driver
+//!   refuses falls back to PTX. No global lock is held while compiling.
 //! * Every launch and copy goes to the caller's stream (ORT's compute stream in the plugin);
-//!   never to the default stream. Per-call scratch is stream-ordered (`cuMemAllocAsync` /
-//!   `cuMemFreeAsync` on that stream).
+//!   never to the default stream. Per-call scratch comes from the caller ([`ScratchSource`]:
+//!   ORT's allocator in the plugin, [`stream_scratch`] otherwise). The launches themselves are planned by
+//!   [`super::launch`], which the CPU emulation of the kernels (tests/cuda_host) drives too.
 //! * cudarc panics when a library or symbol is missing: every public function here runs under
 //!   `catch_unwind` and reports that as an error.
 
@@ -22,10 +24,11 @@ use cudarc::driver::sys;
 use cudarc::nvrtc::result as nv;
 use cudarc::nvrtc::sys as nvsys;
 
+use super::cache;
+use super::launch::Executor;
 use super::{
-    fwd_args, fwd_name, grad_args, grad_name, nvrtc_options, nvrtc_options_ptx, plan_forward,
-    plan_grad, DType, DeviceLimits, GradPtrs, HostTables, Launch, ReduceArgs, Split, REDUCE_NAME,
-    SOURCE,
+    fwd_name, grad_name, nvrtc_options, nvrtc_options_ptx, DType, DeviceLimits, FwdArgs, GradArgs,
+    HostTables, Launch, ReduceArgs, REDUCE_NAME,
 };
 
 /// A CUDA stream (`CUstream`, the same handle as a runtime `cudaStream_t`): ORT's compute
@@ -120,10 +123,42 @@ pub fn supported_archs() -> Result<Vec<i32>> {
 }
 
 fn compile_with(opts: &[String], cubin: bool, major: i32, minor: i32) -> Result<Vec<u8>> {
+    let err = |msg: String| CudaError::Compile { major, minor, msg };
+    let src = super::source().map_err(err)?;
+    let key = cache::Key::new(&src, opts, cubin, nvrtc_version().ok());
+    if let Some(hit) = key.as_ref().and_then(|k| k.read()) {
+        return Ok(hit);
+    }
+    let out = nvrtc_compile(&src, opts, cubin, major, minor)?;
+    if let Some(k) = key {
+        k.write(&out);
+    }
+    Ok(out)
+}
+
+/// NVRTC's (major, minor) version.
+pub fn nvrtc_version() -> Result<(i32, i32)> {
+    guarded(|| {
+        let (mut a, mut b) = (0i32, 0i32);
+        // SAFETY: plain query into two ints.
+        unsafe { nvsys::nvrtcVersion(&mut a, &mut b) }
+            .result()
+            .map_err(|e| CudaError::Unavailable(format!("nvrtcVersion: {e:?}")))?;
+        Ok((a, b))
+    })
+}
+
+fn nvrtc_compile(
+    src: &str,
+    opts: &[String],
+    cubin: bool,
+    major: i32,
+    minor: i32,
+) -> Result<Vec<u8>> {
     guarded(|| {
         COMPILES.fetch_add(1, Ordering::Relaxed);
         let err = |msg: String| CudaError::Compile { major, minor, msg };
-        let src = CString::new(SOURCE).map_err(|_| err("NUL in the source".into()))?;
+        let src = CString::new(src.as_bytes()).map_err(|_| err("NUL in the source".into()))?;
         let prog =
             nv::create_program(&src, Some(c"ditac.cu")).map_err(|e| err(format!("{e:?}")))?;
         // SAFETY: `prog` was just created and is destroyed once below.
@@ -163,28 +198,112 @@ fn compile_with(opts: &[String], cubin: bool, major: i32, minor: i32) -> Result<
     })
 }
 
+/// A compiled image of the kernels: a cubin, or PTX for the driver's JIT.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub bytes: Vec<u8>,
+    /// `None`: a cubin; `Some(arch)`: PTX for `compute_{arch}`.
+    pub ptx: Option<i32>,
+}
+
 /// A cubin for the device, or — when this NVRTC cannot target it (a device newer than the
 /// toolkit) — PTX for the newest architecture it supports below the device, JIT-compiled by the
 /// driver at load.
-fn image_for(major: i32, minor: i32) -> Result<Vec<u8>> {
+fn build_image(major: i32, minor: i32) -> Result<Image> {
     match compile(major, minor) {
-        Ok(c) => Ok(c),
+        Ok(c) => Ok(Image {
+            bytes: c,
+            ptx: None,
+        }),
         Err(e) => {
             let cc = major * 10 + minor;
             match supported_archs()
                 .ok()
                 .and_then(|s| super::ptx_fallback_arch(cc, &s))
             {
-                Some(arch) if arch < cc => compile_ptx(arch),
+                Some(arch) if arch < cc => Ok(Image {
+                    bytes: compile_ptx(arch)?,
+                    ptx: Some(arch),
+                }),
                 _ => Err(e),
             }
         }
     }
 }
 
+/// PTX for a device whose driver refused the cubin (NVRTC newer than the driver): the newest
+/// virtual architecture NVRTC supports up to the device's.
+fn ptx_for(major: i32, minor: i32) -> Result<Image> {
+    let cc = major * 10 + minor;
+    let arch = supported_archs()
+        .ok()
+        .and_then(|s| super::ptx_fallback_arch(cc, &s))
+        .unwrap_or(cc);
+    Ok(Image {
+        bytes: compile_ptx(arch)?,
+        ptx: Some(arch),
+    })
+}
+
+type Slot = Arc<Mutex<Option<Arc<Image>>>>;
+/// One slot per compute capability: a thread compiling for one architecture holds only that
+/// slot's lock (never the module list's), so other devices and loaded modules are not stalled.
+static IMAGES: Mutex<Vec<((i32, i32), Slot)>> = Mutex::new(Vec::new());
+
+/// The image for compute capability `major.minor`: from memory, else the disk cache, else NVRTC.
+pub fn image_for(major: i32, minor: i32) -> Result<Arc<Image>> {
+    let slot = {
+        let mut all = lock(&IMAGES);
+        match all.iter().find(|(k, _)| *k == (major, minor)) {
+            Some((_, s)) => s.clone(),
+            None => {
+                let s: Slot = Arc::default();
+                all.push(((major, minor), s.clone()));
+                s
+            }
+        }
+    };
+    let mut cell = lock(&slot);
+    if let Some(i) = &*cell {
+        return Ok(i.clone());
+    }
+    let i = Arc::new(build_image(major, minor)?);
+    *cell = Some(i.clone());
+    Ok(i)
+}
+
+/// Compiles (or finds in the caches) the kernels for every visible device, so that the first
+/// run does not pay NVRTC (called when a CUDA kernel is created). Errors are returned for the
+/// caller to ignore or report; a missing driver is one.
+pub fn prepare_devices() -> Result<usize> {
+    guarded(|| {
+        ensure_init()?;
+        let mut n = 0i32;
+        // SAFETY: plain query after cuInit.
+        unsafe { sys::cuDeviceGetCount(&mut n) }
+            .result()
+            .map_err(drv("cuDeviceGetCount"))?;
+        let mut done: Vec<(i32, i32)> = Vec::new();
+        for ordinal in 0..n {
+            let dev = cu::device::get(ordinal).map_err(drv("cuDeviceGet"))?;
+            use sys::CUdevice_attribute as A;
+            let cc = (
+                attr(dev, A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
+                attr(dev, A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
+            );
+            if !done.contains(&cc) {
+                image_for(cc.0, cc.1)?;
+                done.push(cc);
+            }
+        }
+        Ok(done.len())
+    })
+}
+
 /// The kernels of one context.
 pub struct Module {
     pub ctx: usize,
+    module: usize,
     fwd: [usize; 3],
     grad: [usize; 3],
     reduce: usize,
@@ -211,29 +330,79 @@ impl Module {
     }
 }
 
-type Images = Mutex<Vec<((i32, i32), Arc<Vec<u8>>)>>;
-static IMAGES: OnceLock<Images> = OnceLock::new();
 static MODULES: Mutex<Vec<Arc<Module>>> = Mutex::new(Vec::new());
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Makes the context of `stream` current on this thread; returns it.
-fn bind(stream: sys::CUstream) -> Result<sys::CUcontext> {
+/// `cuInit`, once per process (the driver API requires it before any other call; ORT's runtime
+/// has made it in practice, which is no reason to rely on it).
+fn ensure_init() -> Result<()> {
+    static INIT: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    INIT.get_or_init(|| cu::init().map_err(|e| format!("{e:?}")))
+        .clone()
+        .map_err(|msg| CudaError::Driver {
+            call: "cuInit",
+            msg,
+        })
+}
+
+/// The context of a stream made current on this thread for the guard's lifetime: pushed when
+/// another one (or none) was current, popped on drop, so the caller's current context is
+/// restored (ORT's threads keep theirs).
+struct Bound {
+    ctx: sys::CUcontext,
+    pushed: bool,
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        if self.pushed {
+            let mut old: sys::CUcontext = std::ptr::null_mut();
+            // SAFETY: pops the context pushed by `bind` on this thread.
+            let _ = catch_unwind(AssertUnwindSafe(|| unsafe {
+                sys::cuCtxPopCurrent_v2(&mut old)
+            }));
+        }
+    }
+}
+
+fn push(ctx: sys::CUcontext) -> Result<Bound> {
+    if cu::ctx::get_current().map_err(drv("cuCtxGetCurrent"))? == Some(ctx) {
+        return Ok(Bound { ctx, pushed: false });
+    }
+    // SAFETY: a live context (the stream's, or one a buffer was allocated in).
+    unsafe { sys::cuCtxPushCurrent_v2(ctx) }
+        .result()
+        .map_err(drv("cuCtxPushCurrent"))?;
+    Ok(Bound { ctx, pushed: true })
+}
+
+/// Makes the context of `stream` current on this thread until the guard drops.
+fn bind(stream: sys::CUstream) -> Result<Bound> {
     if stream.is_null() {
         return Err(CudaError::NoStream);
     }
+    ensure_init()?;
     let mut ctx: sys::CUcontext = std::ptr::null_mut();
     // SAFETY: a live stream handed to us by the caller.
     unsafe { sys::cuStreamGetCtx(stream, &mut ctx) }
         .result()
         .map_err(drv("cuStreamGetCtx"))?;
-    if cu::ctx::get_current().map_err(drv("cuCtxGetCurrent"))? != Some(ctx) {
-        // SAFETY: the stream's own, live context.
-        unsafe { cu::ctx::set_current(ctx) }.map_err(drv("cuCtxSetCurrent"))?;
-    }
-    Ok(ctx)
+    push(ctx)
+}
+
+/// Whether `stream` is capturing a CUDA graph (ORT's `enable_cuda_graph`): work that copies from
+/// pageable host memory or synchronises cannot be captured.
+pub fn is_capturing(stream: Stream) -> Result<bool> {
+    let stream: sys::CUstream = stream.0;
+    guarded(|| {
+        let _b = bind(stream)?;
+        // SAFETY: a live stream.
+        let st = unsafe { cu::stream::is_capturing(stream) }.map_err(drv("cuStreamIsCapturing"))?;
+        Ok(st != sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE)
+    })
 }
 
 fn attr(dev: sys::CUdevice, a: sys::CUdevice_attribute) -> Result<i32> {
@@ -267,20 +436,23 @@ fn load_module(ctx: sys::CUcontext) -> Result<Module> {
         A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR,
     )?
     .max(0) as u32;
-    let image = {
-        let mut images = lock(IMAGES.get_or_init(|| Mutex::new(Vec::new())));
-        match images.iter().find(|(k, _)| *k == (major, minor)) {
-            Some((_, i)) => i.clone(),
-            None => {
-                let i = Arc::new(image_for(major, minor)?);
-                images.push(((major, minor), i.clone()));
-                i
-            }
+    let image = image_for(major, minor)?;
+    // SAFETY: an image NVRTC produced for this device's architecture (a cubin, or PTX with its
+    // terminating NUL).
+    let load = |i: &Image| unsafe { cu::module::load_data(i.bytes.as_ptr() as *const c_void) };
+    let module = match load(&image) {
+        Ok(m) => m,
+        // A cubin the driver refuses (NVRTC newer than the driver): PTX, which the driver's JIT
+        // compiles, for the newest architecture NVRTC supports up to the device's.
+        Err(e) if image.ptx.is_none() => {
+            let ptx = ptx_for(major, minor)?;
+            load(&ptx).map_err(|e2| CudaError::Driver {
+                call: "cuModuleLoadData",
+                msg: format!("the cubin: {e:?}; PTX for compute_{:?}: {e2:?}", ptx.ptx),
+            })?
         }
+        Err(e) => return Err(drv("cuModuleLoadData")(e)),
     };
-    // SAFETY: a cubin produced by NVRTC for this device's architecture.
-    let module = unsafe { cu::module::load_data(image.as_ptr() as *const c_void) }
-        .map_err(drv("cuModuleLoadData"))?;
     let limits = |f: sys::CUfunction| -> Result<DeviceLimits> {
         // SAFETY: `f` is a function of the loaded module.
         let blocks = unsafe {
@@ -321,6 +493,7 @@ fn load_module(ctx: sys::CUcontext) -> Result<Module> {
     let reduce = function(module, REDUCE_NAME)? as usize;
     Ok(Module {
         ctx: ctx as usize,
+        module: module as usize,
         fwd,
         grad,
         reduce,
@@ -332,16 +505,23 @@ fn load_module(ctx: sys::CUcontext) -> Result<Module> {
 }
 
 /// The kernels for the context of `stream` (compiled and loaded at the first call for that
-/// device and context), with that context made current on this thread.
+/// device and context). The module list's lock is not held while compiling or loading.
 pub fn module_for(stream: Stream) -> Result<Arc<Module>> {
     let stream: sys::CUstream = stream.0;
     guarded(|| {
-        let ctx = bind(stream)?;
-        let mut mods = lock(&MODULES);
-        if let Some(m) = mods.iter().find(|m| m.ctx == ctx as usize) {
+        let b = bind(stream)?;
+        let ctx = b.ctx as usize;
+        if let Some(m) = lock(&MODULES).iter().find(|m| m.ctx == ctx) {
             return Ok(m.clone());
         }
-        let m = Arc::new(load_module(ctx)?);
+        let m = Arc::new(load_module(b.ctx)?);
+        let mut mods = lock(&MODULES);
+        if let Some(other) = mods.iter().find(|m| m.ctx == ctx) {
+            // Another thread loaded it meanwhile: keep one.
+            // SAFETY: our own module, never handed out.
+            let _ = unsafe { cu::module::unload(m.module as sys::CUmodule) };
+            return Ok(other.clone());
+        }
         mods.push(m.clone());
         Ok(m)
     })
@@ -379,7 +559,8 @@ impl DevBuf {
     pub fn alloc_async(stream: Stream, bytes: usize) -> Result<DevBuf> {
         let stream: sys::CUstream = stream.0;
         guarded(|| {
-            let ctx = bind(stream)?;
+            let b = bind(stream)?;
+            let ctx = b.ctx;
             let ptr = if bytes == 0 {
                 0
             } else {
@@ -399,7 +580,8 @@ impl DevBuf {
     pub fn alloc(stream: Stream, bytes: usize) -> Result<DevBuf> {
         let stream: sys::CUstream = stream.0;
         guarded(|| {
-            let ctx = bind(stream)?;
+            let b = bind(stream)?;
+            let ctx = b.ctx;
             let ptr = if bytes == 0 {
                 0
             } else {
@@ -438,7 +620,7 @@ impl Drop for DevBuf {
                         let _ = cu::free_async(ptr, s as sys::CUstream);
                     }
                     None => {
-                        if cu::ctx::set_current(ctx as sys::CUcontext).is_ok() {
+                        if let Ok(_b) = push(ctx as sys::CUcontext) {
                             let _ = cu::ctx::synchronize();
                             let _ = cu::free_sync(ptr);
                         }
@@ -457,7 +639,7 @@ pub fn upload<T: Copy>(stream: Stream, dst: u64, src: &[T]) -> Result<()> {
         return Ok(());
     }
     guarded(|| {
-        bind(stream)?;
+        let _b = bind(stream)?;
         // SAFETY: `dst` holds at least size_of_val(src) bytes (caller's contract).
         unsafe { cu::memcpy_htod_async(dst, src, stream) }.map_err(drv("cuMemcpyHtoDAsync"))
     })
@@ -470,12 +652,65 @@ pub fn download<T: Copy>(stream: Stream, dst: &mut [T], src: u64) -> Result<()> 
         return Ok(());
     }
     guarded(|| {
-        bind(stream)?;
+        let _b = bind(stream)?;
         // SAFETY: `src` holds at least size_of_val(dst) bytes (caller's contract).
         unsafe { cu::memcpy_dtoh_async(dst, src, stream) }.map_err(drv("cuMemcpyDtoHAsync"))?;
         // SAFETY: a live stream.
         unsafe { cu::stream::synchronize(stream) }.map_err(drv("cuStreamSynchronize"))
     })
+}
+
+/// Scratch memory for one call: its device address and an owner that frees it when dropped
+/// (after the launches that use it have been queued on the stream).
+pub type Scratch = (u64, Box<dyn std::any::Any>);
+/// Where scratch comes from: ORT's allocator in the plugin, else [`stream_scratch`].
+pub type ScratchSource<'a> = &'a mut dyn FnMut(usize) -> Result<Scratch>;
+
+/// Stream-ordered scratch (`cuMemAllocAsync` on `stream`, freed on it).
+pub fn stream_scratch(stream: Stream) -> impl FnMut(usize) -> Result<Scratch> {
+    move |bytes| {
+        let b = DevBuf::alloc_async(stream, bytes)?;
+        Ok((b.ptr(), Box::new(b) as Box<dyn std::any::Any>))
+    }
+}
+
+/// The driver as an [`Executor`]: the kernels of `m` on `stream`.
+struct Driver<'a, 'b> {
+    m: &'a Module,
+    stream: sys::CUstream,
+    scratch: ScratchSource<'b>,
+}
+
+impl Executor for Driver<'_, '_> {
+    type Error = CudaError;
+    type Scratch = Box<dyn std::any::Any>;
+    fn forward_limits(&self, d: DType) -> DeviceLimits {
+        self.m.forward_limits(d)
+    }
+    fn grad_limits(&self, d: DType) -> DeviceLimits {
+        self.m.grad_limits(d)
+    }
+    fn scratch(&mut self, bytes: usize) -> Result<Scratch> {
+        if bytes == 0 {
+            return Ok((0, Box::new(())));
+        }
+        (self.scratch)(bytes)
+    }
+    fn zero_f32(&mut self, dst: u64, count: usize) -> Result<()> {
+        // SAFETY: `dst` holds `count` floats (the caller's output).
+        unsafe { sys::cuMemsetD32Async(dst, 0, count, self.stream) }
+            .result()
+            .map_err(drv("cuMemsetD32Async"))
+    }
+    fn launch_forward(&mut self, d: DType, l: &Launch, a: &FwdArgs) -> Result<()> {
+        launch(self.m.fwd[idx(d)], l, self.stream, &mut a.clone())
+    }
+    fn launch_grad(&mut self, d: DType, l: &Launch, a: &GradArgs) -> Result<()> {
+        launch(self.m.grad[idx(d)], l, self.stream, &mut a.clone())
+    }
+    fn launch_reduce(&mut self, l: &Launch, a: &ReduceArgs) -> Result<()> {
+        launch(self.m.reduce, l, self.stream, &mut a.clone())
+    }
 }
 
 /// `y = act(x)` for `len` elements of `dtype` on `stream`, tables at `tables` (device).
@@ -496,18 +731,34 @@ pub fn forward(
         return Ok(());
     }
     guarded(|| {
-        bind(stream)?;
-        let split = Split::new(len, dtype, &[x, y]);
-        let l = plan_forward(&split, t.channels, t.nodes, &m.forward_limits(dtype));
-        let mut args = fwd_args(t, tables, x, y, len, inner, &split, &l);
-        launch(m.fwd[idx(dtype)], &l, stream, &mut args)
+        let _b = bind(stream)?;
+        // The forward needs no scratch.
+        let mut none = |_: usize| -> Result<Scratch> {
+            Err(CudaError::Unavailable("no scratch in the forward".into()))
+        };
+        super::launch::forward(
+            &mut Driver {
+                m,
+                stream,
+                scratch: &mut none,
+            },
+            dtype,
+            t,
+            tables,
+            x,
+            y,
+            len,
+            inner,
+        )
     })
 }
 
-/// `dx = dy·dy/dx` and `dtheta = Σ dy·dy/dθ` (float, channels × d) on `stream`.
+/// `dx = dy·dy/dx` and `dtheta = Σ dy·dy/dθ` (float, channels × d) on `stream`, scratch (f64
+/// accumulators and per-block sums) from `scratch`, freed once the launches are queued.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     m: &Module,
+    scratch: ScratchSource<'_>,
     stream: Stream,
     dtype: DType,
     t: &HostTables,
@@ -521,41 +772,19 @@ pub fn backward(
 ) -> Result<()> {
     let stream: sys::CUstream = stream.0;
     guarded(|| {
-        bind(stream)?;
-        let width = t.channels as u64 * t.d as u64;
-        if len == 0 {
-            if width > 0 {
-                // SAFETY: dtheta holds `width` floats.
-                unsafe { sys::cuMemsetD32Async(dtheta, 0, width as usize, stream) }
-                    .result()
-                    .map_err(drv("cuMemsetD32Async"))?;
-            }
-            return Ok(());
-        }
-        let split = Split::new(len, dtype, &[dy, x, dx]);
-        let plan = plan_grad(&split, t.channels, t.nodes, t.d, &m.grad_limits(dtype));
-        let acc = DevBuf::alloc_async(Stream(stream), plan.acc_len as usize * 8)?;
-        let partials = DevBuf::alloc_async(Stream(stream), plan.partials_len as usize * 8)?;
-        let ptrs = GradPtrs {
+        let _b = bind(stream)?;
+        super::launch::backward(
+            &mut Driver { m, stream, scratch },
+            dtype,
+            t,
+            tables,
             dy,
             x,
             dx,
-            tables,
-            acc: acc.ptr(),
-            partials: partials.ptr(),
-        };
-        let mut args = grad_args(t, &ptrs, len, inner, &split, &plan);
-        launch(m.grad[idx(dtype)], &plan.launch, stream, &mut args)?;
-        if width > 0 {
-            let mut r = ReduceArgs {
-                partials: partials.ptr(),
-                out: dtheta,
-                slots: plan.launch.grid,
-                width: width as u32,
-            };
-            launch(m.reduce, &plan.reduce, stream, &mut r)?;
-        }
-        Ok(())
+            dtheta,
+            len,
+            inner,
+        )
     })
 }
 

@@ -6,17 +6,35 @@
 //!   configuration (grid, block, dynamic shared memory), the dθ reduction plan, and the packing
 //!   of the core's tables into one flat buffer. Plain Rust, tested on the CPU.
 //! * [`glue`]: the only place that calls `cudarc` (driver API through dynamic loading, NVRTC):
-//!   context from the stream, NVRTC compile at first use and per-context module cache, device
+//!   context from the stream, NVRTC compile (at kernel creation; [`cache`] on disk) and
+//!   per-context module cache, device
 //!   buffers, launches on the caller's stream (ORT's compute stream in the plugin).
 //!
 //! Decisions are recorded in `ops/README.md` (§ CUDA).
 
+pub mod cache;
 pub mod glue;
+pub mod launch;
 
 use crate::core::{Joined, Variant, Warps};
 
-/// The kernels' source, compiled by NVRTC at first use (never at build time).
+/// The kernels' source, compiled by NVRTC at run time (never at build time).
 pub const SOURCE: &str = include_str!("../../ops/cuda/ditac.cu");
+
+/// Names another kernel source file to compile instead of [`SOURCE`] (to try a changed kernel
+/// without rebuilding; the CPU emulation in `tests/cuda_host` reads it too).
+pub const SOURCE_ENV: &str = "DITAC_CUDA_SOURCE";
+
+/// The kernel source to compile: the file named by `DITAC_CUDA_SOURCE` when set, else the
+/// embedded [`SOURCE`]. The error names the file that could not be read.
+pub fn source() -> std::result::Result<std::borrow::Cow<'static, str>, String> {
+    match std::env::var_os(SOURCE_ENV) {
+        Some(p) if !p.is_empty() => std::fs::read_to_string(&p)
+            .map(std::borrow::Cow::Owned)
+            .map_err(|e| format!("{SOURCE_ENV}={}: {e}", p.to_string_lossy())),
+        _ => Ok(std::borrow::Cow::Borrowed(SOURCE)),
+    }
+}
 
 /// Threads per block of the elementwise kernels.
 pub const BLOCK: u32 = 256;

@@ -440,3 +440,49 @@ fn nvrtc_compiles_the_kernels() {
     assert!(text.contains(".target sm_90"));
     assert!(text.contains(".entry ditac_grad_reduce"));
 }
+
+/// Needs libnvrtc (no GPU); run alone (it sets environment variables):
+/// `DITAC_TEST_NVRTC=1 cargo test --release --lib nvrtc_disk_cache -- --ignored`.
+/// The second compile of the same source, options and NVRTC comes from the disk cache (no NVRTC
+/// call); a changed source (`DITAC_CUDA_SOURCE`) is compiled anew.
+#[test]
+#[ignore]
+fn nvrtc_disk_cache_skips_the_second_compile() {
+    let dir = std::env::temp_dir().join(format!("ditac-nvrtc-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // SAFETY (Rust 2024 wording): this ignored test runs alone.
+    std::env::set_var("DITAC_CUDA_CACHE", &dir);
+    std::env::remove_var(SOURCE_ENV);
+    let n0 = glue::compile_count();
+    let t = std::time::Instant::now();
+    let a = glue::compile(9, 0).unwrap_or_else(|e| panic!("{e}"));
+    let first = t.elapsed();
+    assert_eq!(glue::compile_count(), n0 + 1);
+    let t = std::time::Instant::now();
+    let b = glue::compile(9, 0).unwrap();
+    let second = t.elapsed();
+    assert_eq!(
+        glue::compile_count(),
+        n0 + 1,
+        "the second compile called NVRTC"
+    );
+    assert_eq!(a, b);
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(files.len(), 1);
+    // Another architecture and PTX are other entries.
+    glue::compile(8, 0).unwrap();
+    glue::compile_ptx(90).unwrap();
+    assert_eq!(glue::compile_count(), n0 + 3);
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 3);
+    // A changed source: compiled again, and cached beside.
+    let changed = dir.join("changed.cu");
+    std::fs::write(&changed, format!("{SOURCE}\n// changed\n")).unwrap();
+    std::env::set_var(SOURCE_ENV, &changed);
+    glue::compile(9, 0).unwrap();
+    assert_eq!(glue::compile_count(), n0 + 4);
+    glue::compile(9, 0).unwrap();
+    assert_eq!(glue::compile_count(), n0 + 4);
+    std::env::remove_var(SOURCE_ENV);
+    println!("sm_90 cubin: NVRTC {first:?}, from the disk cache {second:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

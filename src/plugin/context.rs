@@ -376,6 +376,64 @@ pub struct KernelContext {
     ptr: *mut sys::OrtKernelContext,
 }
 
+/// An allocator ORT handed to a kernel (`KernelContext_GetAllocator`), released on drop. Blocks
+/// from it must be freed before it is dropped (the caller keeps the order).
+pub struct Allocator {
+    ptr: *mut sys::OrtAllocator,
+}
+
+/// A block from an [`Allocator`], freed on drop.
+pub struct Block {
+    alloc: *mut sys::OrtAllocator,
+    ptr: *mut c_void,
+}
+
+impl Allocator {
+    /// `bytes` (> 0) of the allocator's memory.
+    pub fn alloc(&self, bytes: usize) -> PResult<Block> {
+        // SAFETY: ORT's allocator, alive while `self` is; `Alloc` is a required member.
+        let p = unsafe {
+            match (*self.ptr).Alloc {
+                Some(f) => f(self.ptr, bytes),
+                None => ptr::null_mut(),
+            }
+        };
+        if p.is_null() {
+            return Err(PluginError::fail(format!(
+                "ONNX Runtime's allocator could not give {bytes} bytes"
+            )));
+        }
+        Ok(Block {
+            alloc: self.ptr,
+            ptr: p,
+        })
+    }
+}
+
+impl Block {
+    pub fn addr(&self) -> u64 {
+        self.ptr as u64
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        // SAFETY: allocated by this allocator, freed once; the allocator outlives its blocks.
+        unsafe {
+            if let Some(f) = (*self.alloc).Free {
+                f(self.alloc, self.ptr);
+            }
+        }
+    }
+}
+
+impl Drop for Allocator {
+    fn drop(&mut self) {
+        // SAFETY: the allocator KernelContext_GetAllocator created for us, released once.
+        unsafe { (api().ReleaseAllocator)(self.ptr) }
+    }
+}
+
 struct ParState<'a> {
     f: &'a (dyn Fn(usize) -> PResult<()> + Sync),
     err: Mutex<Option<PluginError>>,
@@ -481,6 +539,32 @@ impl KernelContext {
         // SAFETY: ORT allocated n elements of the declared type T; each output index is taken
         // once per run, so the slices never alias.
         Ok(unsafe { std::slice::from_raw_parts_mut(data as *mut T, n) })
+    }
+
+    /// ORT's allocator for the memory input `index` lives in (the CUDA provider's device arena for
+    /// a device tensor: scratch counted in ORT's arena and `gpu_mem_limit`). API level 17.
+    pub fn allocator_like_input(&self, index: usize) -> PResult<Allocator> {
+        let value = self
+            .input_value(index)?
+            .ok_or_else(|| PluginError::fail(format!("no input {index}")))?;
+        let mut info: *const sys::OrtMemoryInfo = ptr::null();
+        // SAFETY: a live input value; the memory info belongs to it.
+        check(
+            unsafe { (api().GetTensorMemoryInfo)(value, &mut info) },
+            "GetTensorMemoryInfo",
+        )?;
+        let mut a: *mut sys::OrtAllocator = ptr::null_mut();
+        // SAFETY: the live context and a memory info ORT gave us.
+        check(
+            unsafe { (api().KernelContext_GetAllocator)(self.ptr, info, &mut a) },
+            "KernelContext_GetAllocator",
+        )?;
+        if a.is_null() {
+            return Err(PluginError::fail(
+                "KernelContext_GetAllocator gave no allocator",
+            ));
+        }
+        Ok(Allocator { ptr: a })
     }
 
     /// ORT's compute stream for this kernel (a `cudaStream_t` on the CUDA EP; null elsewhere).

@@ -36,6 +36,11 @@ pub fn create(spec: OpSpec, info: &KernelInfo, prefix: &str) -> PResult<Box<dyn 
         Elem::F64 => return Err(PluginError::fail("double is not registered for CUDA")),
     };
     let node = Node::<f32>::new(spec.kind, info, prefix)?;
+    // NVRTC now, at session creation (from the disk cache after the first process), not at the
+    // first run. A failure here is reported by that run, with its context.
+    if glue::driver_present() {
+        let _ = glue::prepare_devices();
+    }
     Ok(Box::new(CudaKernel {
         node,
         dtype,
@@ -76,6 +81,9 @@ impl CudaKernel {
         }
         let b = Arc::new(DevBuf::alloc(stream, t.data.len() * 4).map_err(err)?);
         glue::upload(stream, b.ptr(), &t.data).map_err(err)?;
+        // Runs on other ORT streams use the buffer as soon as it is listed: the copy must have
+        // landed by then (it is queued on this run's stream only).
+        glue::sync(stream).map_err(err)?;
         r.push((m.ctx, b.clone()));
         Ok(b)
     }
@@ -111,23 +119,62 @@ impl CudaKernel {
             return Err(err(CudaError::NoStream));
         }
         let tables = self.tables(&w);
+        // Under CUDA-graph capture (enable_cuda_graph) only device work on the stream may run:
+        // per-run tables come from pageable host memory, the exact mode computes on the host,
+        // and the constant tables' first upload synchronises.
+        let fixed = self.node.is_fixed(&w);
+        if glue::is_capturing(stream).map_err(err)? {
+            let uploaded = |ctx: usize| lock(&self.resident).iter().any(|(c, _)| *c == ctx);
+            let why = if tables.is_none() {
+                Some("lut_size = 0 computes on the host")
+            } else if !fixed {
+                Some("θ (or the table) is not a constant initializer, so its tables are copied from host memory at every run")
+            } else if !uploaded(glue::module_for(stream).map_err(err)?.ctx) {
+                Some("its constant tables are uploaded at the first run: run the session once before capturing")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(PluginError::fail(format!(
+                    "DiTAC cannot run inside a CUDA graph capture (enable_cuda_graph): {why}"
+                )));
+            }
+        }
         let Some(t) = &*tables else {
             return self.exact_on_host(ctx, stream, &w, (c, inner), &x, dy.as_ref(), out, dth);
         };
         let m = glue::module_for(stream).map_err(err)?;
-        let fixed;
+        // Per-run memory (tables of a non-constant θ, the backward's f64 scratch) from ORT's
+        // allocator for X's memory — the CUDA provider's arena, within `gpu_mem_limit` — freed to
+        // it once the launches are queued on ORT's stream, as ORT's own kernels free their
+        // temporaries; stream-ordered driver memory where ORT gives no allocator.
+        let ort_alloc = ctx.allocator_like_input(xi).ok();
+        let mut driver = glue::stream_scratch(stream);
+        let mut scratch = |bytes: usize| -> glue::Result<glue::Scratch> {
+            match &ort_alloc {
+                Some(a) => {
+                    let b = a
+                        .alloc(bytes)
+                        .map_err(|e| CudaError::Unavailable(e.to_string()))?;
+                    Ok((b.addr(), Box::new(b) as Box<dyn std::any::Any>))
+                }
+                None => driver(bytes),
+            }
+        };
+        let constant;
         let per_run;
-        let dev = if self.node.is_fixed(&w) {
-            fixed = self.resident(&m, stream, t)?;
-            fixed.ptr()
+        let dev = if fixed {
+            constant = self.resident(&m, stream, t)?;
+            constant.ptr()
         } else {
-            per_run = DevBuf::alloc_async(stream, t.data.len() * 4).map_err(err)?;
-            glue::upload(stream, per_run.ptr(), &t.data).map_err(err)?;
-            per_run.ptr()
+            per_run = scratch(t.data.len() * 4).map_err(err)?;
+            glue::upload(stream, per_run.0, &t.data).map_err(err)?;
+            per_run.0
         };
         match (dy, dth) {
             (Some(dy), Some(dth)) => glue::backward(
                 &m,
+                &mut scratch,
                 stream,
                 self.dtype,
                 t,

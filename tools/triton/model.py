@@ -4,7 +4,10 @@ Written into a model repository by `ditac triton` (next to `model.onnx` in the v
 Everything it needs comes from `config.pbtxt`: the inputs and outputs (names, types, dims), the
 batching, and the parameters `ditac_plugin` (the plugin library, relative to the model folder unless
 absolute) and `intra_op_threads`. Each Triton instance of the model is its own stub process with
-its own session. Requests that the dynamic batcher hands over together run as one batch (concatenated
+its own session. An instance Triton places on a GPU (`instance_group { kind: KIND_GPU }`) runs
+its session on ONNX Runtime's CUDA provider on that GPU (`model_instance_device_id`), where the
+plugin's CUDA kernels run the DiTAC nodes; a CPU instance, or an `onnxruntime` without the CUDA
+provider (said in Triton's log), runs on the CPU. Requests that the dynamic batcher hands over together run as one batch (concatenated
 on axis 0) and are split again; an error inside ONNX Runtime answers every request of that batch
 with ONNX Runtime's message, and the model keeps serving.
 """
@@ -32,17 +35,30 @@ class TritonPythonModel:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.register_custom_ops_library(plugin)
+        providers = self.providers(args)
         # ONNX Runtime's own message (the plugin names node, op, attribute and value) becomes
         # the load error in Triton's log.
-        self.session = ort.InferenceSession(
-            os.path.join(model_dir, "model.onnx"), so, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort.InferenceSession(os.path.join(model_dir, "model.onnx"), so, providers=providers)
         self.batching = config.get("max_batch_size", 0) > 0
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"]]
         self.output_dtypes = {
             o["name"]: pb_utils.triton_string_to_numpy(o["data_type"]) for o in config["output"]
         }
+
+    @staticmethod
+    def providers(args):
+        """ONNX Runtime's CUDA provider on the instance's GPU for a GPU instance, else the CPU."""
+        if args.get("model_instance_kind", "CPU") != "GPU":
+            return ["CPUExecutionProvider"]
+        device = int(args.get("model_instance_device_id", "0"))
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            pb_utils.Logger.log_warn(
+                f"ditac: a GPU instance (device {device}), but this onnxruntime has no "
+                "CUDAExecutionProvider (install onnxruntime-gpu): running on the CPU"
+            )
+            return ["CPUExecutionProvider"]
+        return [("CUDAExecutionProvider", {"device_id": device}), "CPUExecutionProvider"]
 
     def execute(self, requests):
         feeds = []

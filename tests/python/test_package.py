@@ -18,12 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from conftest import ORACLE, ROOT
+
 VENV_BIN = Path(sys.executable).parent
 TORCH_PY = ROOT / ".venv-torch/bin/python"
-ORACLE = Path(os.environ.get("DITAC_ORACLE_DIR", "/work/shared/oracle"))
-if not ORACLE.exists():
-    ORACLE = ROOT / "shared/oracle"
 
 
 def sh(cmd, cwd=None, env=None, timeout=1800):

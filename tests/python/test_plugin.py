@@ -3,7 +3,6 @@
 Run: cargo build --release --lib && .venv/bin/python -m pytest tests/python
 The plugin is $DITAC_PLUGIN or target/release/libditac.so.
 """
-import json
 import os
 import subprocess
 import sys
@@ -15,11 +14,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-ROOT = Path(__file__).resolve().parents[2]
-PLUGIN = Path(os.environ.get("DITAC_PLUGIN", ROOT / "target/release/libditac.so"))
-ORACLE = Path("/work/shared/oracle")
-if not ORACLE.exists():
-    ORACLE = ROOT / "shared/oracle"
+from conftest import PLUGIN, oracle
 CONFIGS = ["default_t10_m0.5_2", "t4_m3_3", "t10_m3_3", "t20_m5_5", "t10_m3_3_identity"]
 LUT_REL = 1e-5
 GRAD_REL = 1e-4
@@ -31,10 +26,6 @@ def num(v):
 
 def arr(v):
     return np.array([[num(x) for x in r] if isinstance(r, list) else num(r) for r in v], dtype=np.float32)
-
-
-def oracle(name):
-    return json.loads((ORACLE / f"{name}.json").read_text())
 
 
 def options():

@@ -7,6 +7,7 @@ pub mod model;
 pub mod output;
 pub mod params;
 pub mod plot;
+pub mod runtime;
 pub mod spec;
 pub mod train;
 pub mod transform;

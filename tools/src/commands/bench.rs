@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args as ClapArgs;
 use ditac::core::{basis, Activation, Attrs, BasisKind, Interpolation, Warps};
 use ditac_tools::model::{ditac_attrs, lut_attrs, ElemType, ModelBuilder, DITAC_DOMAIN};
+use ditac_tools::runtime::RuntimeFlags;
 use indicatif::{ProgressBar, ProgressStyle};
 use ort::session::Session;
 use ort::value::Tensor;
@@ -39,12 +40,11 @@ pub struct Args {
     /// (default: all).
     #[arg(long, value_delimiter = ',')]
     ops: Vec<String>,
-    /// The plugin library.
-    #[arg(long, default_value = "target/release/libditac.so")]
+    #[command(flatten)]
+    runtime: RuntimeFlags,
+    /// The plugin found from `runtime` (set by `run`).
+    #[arg(skip)]
     plugin: PathBuf,
-    /// ONNX Runtime's C library (default: $ORT_DYLIB_PATH, else .ort/1.32.0/libonnxruntime.so).
-    #[arg(long)]
-    ort: Option<PathBuf>,
     /// The warp's interval [a, b], as "A,B" (e.g. --interval=-5,5).
     #[arg(long, value_parser = parse_interval, default_value = "-0.5,2")]
     interval: (f32, f32),
@@ -530,14 +530,15 @@ fn time_entries(
     Ok((rows, can_reset))
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(mut args: Args) -> Result<()> {
     if args.repeats == 0 {
         bail!("--repeats must be at least 1");
     }
     let threads = thread_counts(&args)?;
     let isa = plugin_isa()?;
     // Loads ONNX Runtime (before any tensor is made).
-    let (env, _) = super::runtime::ort_env(args.ort.clone(), &args.plugin, "ditac-bench")?;
+    let (env, _, plugin) = super::runtime::ort_env(&args.runtime, "ditac-bench")?;
+    args.plugin = plugin;
     if let Some(path) = &args.model {
         return run_model(&args, &env, &threads, path, &isa);
     }

@@ -14,6 +14,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args as ClapArgs, ValueEnum};
+use ditac_tools::runtime::PluginFlag;
 use ditac_tools::transform::{save_model, ModelFile};
 use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::tensor_shape_proto::dimension;
@@ -62,10 +63,9 @@ pub struct Args {
     /// ONNX Runtime intra-op threads per instance.
     #[arg(long, default_value_t = 1)]
     pub threads: u32,
-    /// The plugin library to copy into the repository (default: $DITAC_PLUGIN, else
-    /// libditac.so next to this program).
-    #[arg(long)]
-    pub plugin: Option<PathBuf>,
+    // The plugin library to copy into the repository.
+    #[command(flatten)]
+    pub plugin: PluginFlag,
     /// The plugin's path on the server, for the native backend's model_operations (default: the
     /// absolute path of the copy in REPO/NAME_onnxruntime). Set it where the repository is
     /// mounted elsewhere, e.g. /opt/ditac/libditac.so in a container image.
@@ -295,14 +295,6 @@ fn native_config(
     s
 }
 
-fn default_plugin() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("DITAC_PLUGIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().context("cannot locate this program")?;
-    Ok(exe.with_file_name("libditac.so"))
-}
-
 /// Removes a half-written model folder unless disarmed.
 struct TempDir(Option<PathBuf>);
 impl Drop for TempDir {
@@ -387,16 +379,7 @@ pub fn run(args: Args) -> Result<()> {
             args.max_batch
         );
     }
-    let plugin = match &args.plugin {
-        Some(p) => p.clone(),
-        None => default_plugin()?,
-    };
-    if !plugin.is_file() {
-        bail!(
-            "no plugin at {}: build it (cargo build --release -p ditac --lib) or pass --plugin",
-            plugin.display()
-        );
-    }
+    let plugin = super::runtime::plugin(&args.plugin)?;
 
     let mut mf = ModelFile::load(&args.input)?;
     let (inputs, outputs) = signature(mf.graph())?;

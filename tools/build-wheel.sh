@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Builds the release wheel of `ditac-onnx` (tools/python) into target/wheels/ (or $WHEEL_OUT): the same
-# build backend as `pip install ./tools/python` (tools/python/ditac_onnx/_build_backend.py: one cargo
-# build of the plugin and the `ditac` command, then maturin packs them), here with zig linking both
-# against glibc 2.28, so that the wheel is manylinux_2_28 (maturin checks the binaries' symbols
-# against that policy). Needs maturin, ziglang and cargo-zigbuild (PyPI) in $PYTHON's environment
-# (tools/setup.sh puts them in .venv). Extra arguments go to maturin.
+# Builds the release wheel of `ditac-onnx` (tools/python) into target/wheels/ (or $WHEEL_OUT) through
+# the same build backend as `pip install ./tools/python` (tools/python/ditac_onnx/_build_backend.py:
+# maturin's one cargo run builds the `ditac` command and, as its dependency, the plugin; both go into
+# the wheel), here with zig linking both against glibc 2.28, so that the wheel is manylinux_2_28
+# (maturin checks the command's symbols against that policy). Needs maturin, ziglang and
+# cargo-zigbuild (PyPI) in $PYTHON's environment (tools/setup.sh venv puts them in .venv). Extra
+# arguments go to maturin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-$PWD/.venv/bin/python}"
@@ -13,6 +14,4 @@ GLIBC=2.28
 export PATH="$(dirname "$PY"):$PATH"
 export MATURIN_PEP517_ARGS="--zig --target x86_64-unknown-linux-gnu --compatibility manylinux_${GLIBC/./_} $*"
 echo "build-wheel: ditac-onnx for x86_64, glibc $GLIBC (maturin $MATURIN_PEP517_ARGS)" >&2
-"$PY" -m pip wheel -v --no-build-isolation --no-deps --wheel-dir "$OUT" tools/python 2>&1 \
-  | grep -E '^ *(ditac-onnx build|Compiling|Finished|warning|error|📦|🔗|⚠|💥)|^(ERROR|error)' >&2 || true
-ls "$OUT"/ditac_onnx-*manylinux_2_28*.whl >/dev/null
+"$PY" -m pip wheel -v --no-build-isolation --no-deps --wheel-dir "$OUT" tools/python >&2

@@ -273,7 +273,7 @@ fn resolve(
             if p.is_file() {
                 return Ok(p.to_path_buf());
             }
-            anyhow::bail!("{what}: {name} names {}, which is not a file", p.display());
+            anyhow::bail!("{what}: {name} {} not found (no such file)", p.display());
         }
     }
     if let Some(found) = places.iter().find_map(Place::find) {
@@ -414,13 +414,13 @@ mod tests {
         let s = f.search();
         let e = s.plugin(None).unwrap_err().to_string();
         assert!(
-            e.contains("$DITAC_PLUGIN names") && e.contains("var/libditac.so"),
+            e.contains("$DITAC_PLUGIN /") && e.contains("var/libditac.so not found"),
             "{e}"
         );
         let e = s
             .plugin(Some(Path::new("/nonexistent/p.so")))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("--plugin names /nonexistent/p.so"), "{e}");
+        assert!(e.contains("--plugin /nonexistent/p.so not found"), "{e}");
     }
 }

@@ -7,14 +7,13 @@ import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from conftest import PLUGIN, oracle
+from conftest import PLUGIN, ROOT, oracle
 CONFIGS = ["default_t10_m0.5_2", "t4_m3_3", "t10_m3_3", "t20_m5_5", "t10_m3_3_identity"]
 LUT_REL = 1e-5
 GRAD_REL = 1e-4
@@ -290,7 +289,6 @@ def test_plugin_stays_loaded_across_register_and_release_cycles():
     registering again reuses it. Run in a child process: this one may already hold the plugin."""
     code = f"""
 import gc, numpy as np, onnxruntime as ort
-from pathlib import Path
 lib = {str(PLUGIN)!r}
 def mapped():
     return sum(1 for l in Path('/proc/self/maps').read_text().splitlines() if l.endswith('libditac.so'))

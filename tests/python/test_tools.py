@@ -13,7 +13,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from conftest import DITAC, PLUGIN, ROOT, oracle
+from conftest import DITAC, PLUGIN, oracle
 
 # Named tolerances.
 BUILD_REL = 1e-5  # the built network vs numpy (Gemm sums in another order)

@@ -23,7 +23,7 @@ import zipfile
 from pathlib import Path
 
 import maturin
-from maturin import (  # noqa: F401 (the hooks this backend passes through unchanged)
+from maturin import (  # the hooks this backend passes through unchanged
     build_sdist,
     get_requires_for_build_editable,
     get_requires_for_build_sdist,
@@ -31,6 +31,17 @@ from maturin import (  # noqa: F401 (the hooks this backend passes through uncha
     prepare_metadata_for_build_editable,
     prepare_metadata_for_build_wheel,
 )
+
+__all__ = [
+    "build_editable",
+    "build_sdist",
+    "build_wheel",
+    "get_requires_for_build_editable",
+    "get_requires_for_build_sdist",
+    "get_requires_for_build_wheel",
+    "prepare_metadata_for_build_editable",
+    "prepare_metadata_for_build_wheel",
+]
 
 PACKAGE = Path(__file__).resolve().parent
 IN_WHEEL = "ditac_onnx/libditac.so"

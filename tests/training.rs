@@ -914,7 +914,7 @@ fn tmp(name: &str) -> std::path::PathBuf {
 }
 
 fn plugin_args() -> Vec<String> {
-    let ort = ort_library(ORT_1_32).display().to_string();
+    let ort = ort_library(&ort_newest()).display().to_string();
     vec![
         "--plugin".into(),
         plugin_path().display().to_string(),

@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
-export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$PWD/.ort/1.32.0/libonnxruntime.so}"
+ORT_VERSION="$(sed -n 's/^pub const ORT_VERSION: &str = "\(.*\)";$/\1/p' tools/src/runtime.rs)"
+export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$PWD/.ort/$ORT_VERSION/libonnxruntime.so}"
 export DITAC_PLUGIN="${DITAC_PLUGIN:-$PWD/target/release/libditac.so}"
 echo "== cargo build --release" >&2
 cargo build --release --all-targets

@@ -100,10 +100,8 @@ fn bad_arguments_exit_2() {
 #[test]
 fn a_plugin_path_that_is_not_the_plugin_is_one_clear_error() {
     let root = repo_root();
-    let ort_lib = std::env::var("ORT_DYLIB_PATH").map_or_else(
-        |_| root.join(".ort/1.32.0/libonnxruntime.so"),
-        std::path::PathBuf::from,
-    );
+    let ort_lib = std::env::var("ORT_DYLIB_PATH")
+        .map_or_else(|_| root.join(ort_newest()), std::path::PathBuf::from);
     let cases = [
         (root.join("no/such/libditac.so"), "not found"),
         (root.join("README.md"), "cannot be loaded"),

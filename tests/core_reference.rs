@@ -1,4 +1,4 @@
-//! The math core against the reference vectors (`../shared/oracle`), with the reference's B passed
+//! The math core against the reference vectors (`tests/data/oracle`), with the reference's B passed
 //! explicitly (always reproducible) and, where the reference is reproducible, with our QR port.
 
 // `support/`'s reference loader alone: this package has neither `ort` nor the `ditac` tools.

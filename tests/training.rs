@@ -416,14 +416,13 @@ fn checkpoint_round_trip_and_portable_model() {
         );
         assert_eq!(p.get(&info.key).unwrap().shape, info.shape);
     }
-    // ORT's generator's own checkpoint reads too.
-    let ex = std::path::Path::new("/work/shared/examples/ort-training-artifacts/checkpoint");
-    if ex.exists() {
-        let c = Checkpoint::from_bytes(&std::fs::read(ex).unwrap()).unwrap();
-        let names: Vec<_> = c.trainable.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]);
-        assert_eq!(c.trainable[0].dims, vec![8, 2]);
-    }
+    // ONNX Runtime's generator's own checkpoint reads too (tests/data/ort-training-artifacts).
+    let ex = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/data/ort-training-artifacts/checkpoint");
+    let c = Checkpoint::from_bytes(&std::fs::read(&ex).unwrap()).unwrap();
+    let names: Vec<_> = c.trainable.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]);
+    assert_eq!(c.trainable[0].dims, vec![8, 2]);
     // The training model follows ORT's naming conventions.
     let g = a.training.graph.as_ref().unwrap();
     let ins: Vec<_> = g.input.iter().map(|i| i.name.as_str()).collect();
@@ -915,7 +914,7 @@ fn tmp(name: &str) -> std::path::PathBuf {
 }
 
 fn plugin_args() -> Vec<String> {
-    let ort = ort_library(ORT_1_32).display().to_string();
+    let ort = ort_library(&ort_newest()).display().to_string();
     vec![
         "--plugin".into(),
         plugin_path().display().to_string(),

@@ -109,7 +109,7 @@ fn bad_input_is_one_line_and_leaves_the_repository_alone() {
         (vec![&m], "already exists (use --force to replace it)"),
         (
             vec![&m, "--name", "x", "--plugin", "/nonexistent/libditac.so"],
-            "no plugin at /nonexistent/libditac.so",
+            "--plugin /nonexistent/libditac.so not found",
         ),
         (
             vec![&m, "--name", "x", "--preferred-batch", "64"],

@@ -1,24 +1,17 @@
 #!/usr/bin/env bash
-# Builds the `ditac-onnx` wheel (tools/python) into target/wheels/ (or $WHEEL_OUT):
-#  - libditac.so (package `ditac`) by cargo-zigbuild, linked against glibc 2.28, copied into the
-#    Python package as data;
-#  - the `ditac` binary (package `ditac-tools`) by maturin (`bindings = "bin"`), also through zig,
-#    and the wheel tagged manylinux_2_28 (maturin checks the binary's symbols against that policy).
-# Needs maturin, ziglang and cargo-zigbuild (PyPI) in $PYTHON's environment (tools/setup.sh puts
-# them in .venv).
+# Builds the release wheel of `ditac-onnx` (tools/python) into target/wheels/ (or $WHEEL_OUT) through
+# the same build backend as `pip install ./tools/python` (tools/python/ditac_onnx/_build_backend.py:
+# maturin's one cargo run builds the `ditac` command and, as its dependency, the plugin; both go into
+# the wheel), here with zig linking both against glibc 2.28, so that the wheel is manylinux_2_28
+# (maturin checks the command's symbols against that policy). Needs maturin, ziglang and
+# cargo-zigbuild (PyPI) in $PYTHON's environment (tools/setup.sh venv puts them in .venv). Extra
+# arguments go to maturin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-$PWD/.venv/bin/python}"
 OUT="${WHEEL_OUT:-$PWD/target/wheels}"
-BIN="$(dirname "$PY")"
-TARGET=x86_64-unknown-linux-gnu
 GLIBC=2.28
-export PATH="$BIN:$PATH"
-echo "build-wheel: libditac.so for $TARGET, glibc $GLIBC" >&2
-cargo zigbuild --release -p ditac --lib --target "$TARGET.$GLIBC"
-cp "target/$TARGET/release/libditac.so" tools/python/ditac_onnx/libditac.so.tmp
-mv tools/python/ditac_onnx/libditac.so.tmp tools/python/ditac_onnx/libditac.so
-echo "build-wheel: the wheel (maturin, manylinux_$GLIBC)" >&2
-cd tools/python
-maturin build --release --zig --target "$TARGET" --compatibility "manylinux_${GLIBC/./_}" \
-  --out "$OUT" "$@"
+export PATH="$(dirname "$PY"):$PATH"
+export MATURIN_PEP517_ARGS="--zig --target x86_64-unknown-linux-gnu --compatibility manylinux_${GLIBC/./_} $*"
+echo "build-wheel: ditac-onnx for x86_64, glibc $GLIBC (maturin $MATURIN_PEP517_ARGS)" >&2
+"$PY" -m pip wheel -v --no-build-isolation --no-deps --wheel-dir "$OUT" tools/python >&2

@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
-export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$PWD/.ort/1.32.0/libonnxruntime.so}"
+ORT_VERSION="$(sed -n 's/^pub const ORT_VERSION: &str = "\(.*\)";$/\1/p' tools/src/runtime.rs)"
+export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$PWD/.ort/$ORT_VERSION/libonnxruntime.so}"
 export DITAC_PLUGIN="${DITAC_PLUGIN:-$PWD/target/release/libditac.so}"
 echo "== cargo fmt --check, cargo clippy" >&2
 cargo fmt --check
@@ -24,7 +25,16 @@ bash tests/cuda_host/run.sh
 bash tests/cuda_host/mutants.sh
 if [ -d tests/python ] && ls tests/python/test_*.py >/dev/null 2>&1; then
   echo "== pytest tests/python" >&2
-  .venv/bin/python -m pytest -q tests/python
+  .venv/bin/python -m pytest -q tests/python --ignore=tests/python/test_install.py
+fi
+# The install tier: a clone of HEAD, installed by `pip install ./tools/python`, from its sdist and as
+# the release wheel (tools/build-wheel.sh), each in a fresh venv, then used from outside with the clone
+# deleted. Downloads from PyPI into three fresh venvs: maturin (pip's build isolation), onnxruntime
+# (the [cpu] extra), onnx and numpy; and resolves (metadata only) onnxruntime-gpu beside the package.
+# The builds share target/, so only the clone's two crates compile again. DITAC_SKIP_INSTALL=1 skips it.
+if [ "${DITAC_SKIP_INSTALL:-0}" != "1" ]; then
+  echo "== pytest tests/python/test_install.py (ditac installed three ways, used outside the checkout)" >&2
+  .venv/bin/python -m pytest -q -s tests/python/test_install.py
 fi
 if [ -x .venv-torch/bin/python ]; then
   echo "== pytest tests/python/test_export.py test_torch_module.py (PyTorch's exporters, ditac_onnx.torch.DiTAC)" >&2

@@ -378,19 +378,13 @@ pub(crate) mod tests {
     use super::*;
     use serde_json::Value;
 
-    /// The reference vectors: $DITAC_ORACLE_DIR, else the nearest `shared/oracle` beside the crate or
-    /// one of its ancestors (the same search as `tests/support/oracle.rs`).
+    /// The reference vectors: $DITAC_ORACLE_DIR, else the repository's `tests/data/oracle` (as in
+    /// `tests/support/oracle.rs`).
     pub(crate) fn oracle_dir() -> String {
-        if let Some(d) = std::env::var_os("DITAC_ORACLE_DIR") {
-            return format!("{}/", d.to_string_lossy());
+        match std::env::var_os("DITAC_ORACLE_DIR") {
+            Some(d) => format!("{}/", d.to_string_lossy()),
+            None => concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/oracle/").to_string(),
         }
-        let found = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .ancestors()
-            .skip(1)
-            .map(|p| p.join("shared/oracle"))
-            .find(|p| p.is_dir())
-            .expect("reference vectors not found: set DITAC_ORACLE_DIR");
-        format!("{}/", found.display())
     }
 
     struct Case {

@@ -1,4 +1,4 @@
-"""Stand-ins for the reference's DiTAC module (../shared/spec/reference-module.md), for exporter tests.
+"""Stand-ins for the reference's DiTAC module (docs/ditac.md, "The reference module"), for exporter tests.
 
 Same structure as the authors' `ditac.DiTAC` as a trained model holds it: `thetas` [1, d] parameter,
 `precision_mat` [d, d] frozen parameter, `tess`, `a`, `b`, `zero_bndry`, `steps`, `cpab_act_type`,
@@ -8,7 +8,6 @@ of a DiTAC node with this θ and B), and the eval forward is the reference's, wr
 """
 
 import math
-import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -19,8 +18,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[2]
-DITAC = Path(os.environ.get("DITAC_BIN", ROOT / "target/release/ditac"))
+from conftest import DITAC
 STEPS = 2048
 
 

@@ -8,7 +8,6 @@ Needs target/release/libditac.so and target/release/ditac (cargo build --release
 """
 
 import copy
-import os
 import sys
 from pathlib import Path
 
@@ -20,13 +19,13 @@ pytest.importorskip("onnxscript", reason="onnxscript (PyTorch's ONNX exporter) i
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
+from conftest import PLUGIN, ROOT  # noqa: E402
+
 sys.path.insert(0, str(ROOT / "tools/python"))
 import ditac_onnx.torch as dt  # noqa: E402
 import ditac_standin as standin  # noqa: E402
 
-PLUGIN = Path(os.environ.get("DITAC_PLUGIN", ROOT / "target/release/libditac.so"))
-# ../shared/oracle/README.md: LUT path about 1e-5 relative / 1e-5·(b−a) absolute.
+# tests/data/oracle/README.md: LUT path about 1e-5 relative / 1e-5·(b−a) absolute.
 REL = 1e-5
 # Within this many table steps of a rounding tie, the two sides may pick neighbouring table nodes
 # (float32 (x − a)/(b − a)·2047 rounds differently in another operation order; and upstream layers

@@ -18,12 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from conftest import ORACLE, ROOT
+
 VENV_BIN = Path(sys.executable).parent
 TORCH_PY = ROOT / ".venv-torch/bin/python"
-ORACLE = Path(os.environ.get("DITAC_ORACLE_DIR", "/work/shared/oracle"))
-if not ORACLE.exists():
-    ORACLE = ROOT / "shared/oracle"
 
 
 def sh(cmd, cwd=None, env=None, timeout=1800):
@@ -51,10 +49,10 @@ def wheel(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def venv(wheel, tmp_path_factory):
-    """A fresh virtualenv with the wheel installed by pip (its dependencies from PyPI)."""
+    """A fresh virtualenv with the wheel and its [cpu] extra installed by pip (from PyPI: onnxruntime, numpy)."""
     d = tmp_path_factory.mktemp("venv") / "v"
     sh([sys.executable, "-m", "venv", str(d)])
-    sh([str(d / "bin/python"), "-m", "pip", "install", "-q", str(wheel)], timeout=900)
+    sh([str(d / "bin/python"), "-m", "pip", "install", "-q", f"{wheel}[cpu]"], timeout=900)
     return d
 
 
@@ -178,3 +176,12 @@ def test_export_through_the_installed_package(wheel, tmp_path):
     diff = float(sh([str(TORCH_PY), "-c", EXPORT, str(site)], cwd=tmp_path, env=env).split()[-1])
     # Ties at table nodes can move a few outputs by a table step; everything else agrees to 1e-5.
     assert diff < 5e-2, diff
+
+
+def test_without_onnxruntime_the_first_use_says_what_to_install(venv, tmp_path):
+    """The package requires no runtime (extras [cpu]/[gpu]); where none is importable, the first use
+    names both extras (onnxruntime hidden here by blocking its import)."""
+    code = "import sys; sys.modules['onnxruntime'] = None\nimport ditac_onnx\nditac_onnx.session_options()"
+    out = subprocess.run([str(venv / "bin/python"), "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode != 0, out.stdout
+    assert "pip install 'ditac-onnx[cpu]'" in out.stderr and "'ditac-onnx[gpu]'" in out.stderr, out.stderr

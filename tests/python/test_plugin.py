@@ -3,23 +3,17 @@
 Run: cargo build --release --lib && .venv/bin/python -m pytest tests/python
 The plugin is $DITAC_PLUGIN or target/release/libditac.so.
 """
-import json
 import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-ROOT = Path(__file__).resolve().parents[2]
-PLUGIN = Path(os.environ.get("DITAC_PLUGIN", ROOT / "target/release/libditac.so"))
-ORACLE = Path("/work/shared/oracle")
-if not ORACLE.exists():
-    ORACLE = ROOT / "shared/oracle"
+from conftest import PLUGIN, ROOT, oracle
 CONFIGS = ["default_t10_m0.5_2", "t4_m3_3", "t10_m3_3", "t20_m5_5", "t10_m3_3_identity"]
 LUT_REL = 1e-5
 GRAD_REL = 1e-4
@@ -31,10 +25,6 @@ def num(v):
 
 def arr(v):
     return np.array([[num(x) for x in r] if isinstance(r, list) else num(r) for r in v], dtype=np.float32)
-
-
-def oracle(name):
-    return json.loads((ORACLE / f"{name}.json").read_text())
 
 
 def options():
@@ -302,7 +292,6 @@ def test_plugin_stays_loaded_across_register_and_release_cycles():
     registering again reuses it. Run in a child process: this one may already hold the plugin."""
     code = f"""
 import gc, numpy as np, onnxruntime as ort
-from pathlib import Path
 lib = {str(PLUGIN)!r}
 def mapped():
     return sum(1 for l in Path('/proc/self/maps').read_text().splitlines() if l.endswith('libditac.so'))

@@ -7,16 +7,13 @@ Run: cargo build --release && .venv/bin/python -m pytest tests/python/test_tools
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-PLUGIN = Path(os.environ.get("DITAC_PLUGIN", ROOT / "target/release/libditac.so"))
-DITAC = Path(os.environ.get("DITAC_BIN", ROOT / "target/release/ditac"))
+from conftest import DITAC, PLUGIN, oracle
 
 # Named tolerances.
 BUILD_REL = 1e-5  # the built network vs numpy (Gemm sums in another order)
@@ -292,8 +289,7 @@ def test_freeze_with_tables_from_elsewhere(tmp_path):
     """--tables: tables keyed by node name (here: the reference's lingrid_t of the oracle, as [1, n])."""
     from onnx import TensorProto, helper, numpy_helper
 
-    o = json.loads((Path("/work/shared/oracle") if Path("/work/shared/oracle").exists() else ROOT / "shared/oracle")
-                   .joinpath("t10_m3_3.json").read_text())
+    o = oracle("t10_m3_3")
     c = o["config"]
     theta = np.array(o["theta"], np.float32)
     B = np.array(o["B"], np.float32)
@@ -351,8 +347,7 @@ def test_patch_with_the_reference_basis(tmp_path):
     gives the reference's activation."""
     from onnx import TensorProto, helper
 
-    o = json.loads((Path("/work/shared/oracle") if Path("/work/shared/oracle").exists() else ROOT / "shared/oracle")
-                   .joinpath("t20_m5_5.json").read_text())
+    o = oracle("t20_m5_5")
     c = o["config"]
     num = lambda v: {"nan": np.nan, "inf": np.inf, "-inf": -np.inf}.get(v, v) if isinstance(v, str) else v  # noqa: E731
     np.savez(tmp_path / "p.npz", thetas=np.array(o["theta"], np.float32)[None, :], B=np.array(o["B"], np.float32))

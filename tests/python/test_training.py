@@ -13,8 +13,6 @@ reader (`--params CHECKPOINT`) and must reproduce the engine's parameters.
 """
 
 import json
-import os
-import pathlib
 import subprocess
 
 import numpy as np
@@ -24,10 +22,7 @@ C = pytest.importorskip("onnxruntime.capi._pybind_state")
 if not hasattr(C, "Module"):
     pytest.skip("this onnxruntime has no training API (use .venv-train)", allow_module_level=True)
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-DITAC = ROOT / "target" / "release" / "ditac"
-PLUGIN = pathlib.Path(os.environ.get("DITAC_PLUGIN", ROOT / "target" / "release" / "libditac.so"))
-ORT_LIB = pathlib.Path(os.environ.get("ORT_DYLIB_PATH", ROOT / ".ort" / "1.32.0" / "libonnxruntime.so"))
+from conftest import DITAC, ORT_LIB, PLUGIN, ROOT  # noqa: E402
 SPEC = ROOT / "models" / "regression" / "spec.toml"
 DATA = ROOT / "models" / "regression" / "train.npz"
 STEPS = 100

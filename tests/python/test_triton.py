@@ -22,7 +22,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,9 +37,7 @@ import tritonclient.grpc as grpcclient  # noqa: E402
 import tritonclient.http as httpclient  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-PLUGIN = Path(os.environ.get("DITAC_PLUGIN", ROOT / "target/release/libditac.so"))
-DITAC = Path(os.environ.get("DITAC_BIN", ROOT / "target/release/ditac"))
+from conftest import DITAC, PLUGIN, ROOT  # noqa: E402
 SERVE = ROOT / "tools/triton/serve.sh"
 STARTUP_TIMEOUT_S = 180  # three Python-backend stubs loading ONNX Runtime on a busy 2-core machine
 STOP_TIMEOUT_S = 60

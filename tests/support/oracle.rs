@@ -1,4 +1,4 @@
-//! The reference vectors (`$DITAC_ORACLE_DIR`, else `shared/oracle`; schema in its README), the named
+//! The reference vectors (`$DITAC_ORACLE_DIR`, else `tests/data/oracle`; schema in its README), the named
 //! tolerances the tests compare with, and the one `assert_close`. Needs serde_json only: the math-only
 //! tests of the plugin package include this file by itself (`#[path = "support/oracle.rs"]`).
 #![allow(dead_code)]
@@ -16,19 +16,11 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `$DITAC_ORACLE_DIR`, else the nearest `shared/oracle` beside the repository root or one of its
-/// ancestors (a git worktree may sit deeper than the main checkout).
+/// `$DITAC_ORACLE_DIR`, else the repository's own `tests/data/oracle`.
 pub fn oracle_dir() -> PathBuf {
     let dir = std::env::var_os("DITAC_ORACLE_DIR")
         .map(PathBuf::from)
-        .or_else(|| {
-            repo_root()
-                .ancestors()
-                .skip(1)
-                .map(|p| p.join("shared/oracle"))
-                .find(|p| p.is_dir())
-        })
-        .expect("reference vectors not found: set DITAC_ORACLE_DIR (../shared/oracle)");
+        .unwrap_or_else(|| repo_root().join("tests/data/oracle"));
     assert!(
         dir.is_dir(),
         "reference vectors not found at {} (set DITAC_ORACLE_DIR)",

@@ -23,8 +23,14 @@ pub fn plugin_path() -> PathBuf {
     p
 }
 
-/// ONNX Runtime 1.32 (what `tools/setup.sh` installs), relative to the repository root.
-pub const ORT_1_32: &str = ".ort/1.32.0/libonnxruntime.so";
+/// The ONNX Runtime the project builds against (`ditac_tools::runtime::ORT_VERSION`, as
+/// `tools/setup.sh` installs it), relative to the repository root.
+pub fn ort_newest() -> String {
+    format!(
+        ".ort/{}/libonnxruntime.so",
+        ditac_tools::runtime::ORT_VERSION
+    )
+}
 
 /// The ONNX Runtime library: `$ORT_DYLIB_PATH`, else `lib` relative to the repository root.
 pub fn ort_library(lib: &str) -> PathBuf {
@@ -52,9 +58,9 @@ pub fn env_from(lib: &str) -> &'static ort::environment::Environment {
     })
 }
 
-/// The ORT environment of this test process: ONNX Runtime 1.32 (or `$ORT_DYLIB_PATH`).
+/// The ORT environment of this test process: [`ort_newest`] (or `$ORT_DYLIB_PATH`).
 pub fn env() -> &'static ort::environment::Environment {
-    env_from(ORT_1_32)
+    env_from(&ort_newest())
 }
 
 /// A session on `bytes` with the plugin registered.

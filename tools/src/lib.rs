@@ -9,6 +9,7 @@ pub mod onnx;
 pub mod output;
 pub mod params;
 pub mod plot;
+pub mod runtime;
 pub mod spec;
 pub mod train;
 pub mod transform;

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(
     name = "ditac",
-    version,
+    version = version_line(),
     about = "DiTAC for ONNX Runtime: bases, evaluation, models"
 )]
 struct Cli {
@@ -20,6 +20,21 @@ struct Cli {
     /// parameter file or flag may take (e.g. 1073741824 or 1G; default DITAC_MAX_BYTES, else 1G).
     #[arg(long, global = true, value_name = "BYTES", value_parser = parse_max_bytes)]
     max_bytes: Option<u64>,
+}
+
+/// `ditac --version`: the version (set once, in the workspace's Cargo.toml), the commit it was built
+/// from, and the ONNX Runtime C API level the plugin needs.
+fn version_line() -> &'static str {
+    static LINE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    LINE.get_or_init(|| {
+        format!(
+            "{} (commit {}; the plugin needs ONNX Runtime C API level {}, ONNX Runtime >= 1.{})",
+            env!("CARGO_PKG_VERSION"),
+            env!("DITAC_GIT_COMMIT"),
+            ditac::plugin::ORT_API_LEVEL,
+            ditac::plugin::ORT_API_LEVEL
+        )
+    })
 }
 
 fn parse_max_bytes(text: &str) -> Result<u64, String> {

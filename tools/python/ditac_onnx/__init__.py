@@ -18,6 +18,22 @@ _LIBRARY = _Path(__file__).resolve().parent / "libditac.so"
 
 __all__ = ["__version__", "get_library_path", "session_options"]
 
+# What to install when no ONNX Runtime is there: the package leaves the choice to the user, because
+# requiring `onnxruntime` would install the CPU build beside an `onnxruntime-gpu` (one import name).
+_NO_RUNTIME = (
+    "ditac-onnx needs ONNX Runtime (>= 1.17), and this environment has none: "
+    "pip install 'ditac-onnx[cpu]' (onnxruntime) or 'ditac-onnx[gpu]' (onnxruntime-gpu), "
+    "or install the ONNX Runtime build of your choice"
+)
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise ImportError(_NO_RUNTIME) from e
+    return onnxruntime
+
 
 def get_library_path() -> str:
     """The absolute path of ``libditac.so``, for ``SessionOptions.register_custom_ops_library``."""
@@ -31,8 +47,7 @@ def get_library_path() -> str:
 
 def session_options(options=None):
     """``onnxruntime.SessionOptions`` (``options``, or new ones) with the ai.ditac library registered."""
-    import onnxruntime
-
+    onnxruntime = _onnxruntime()
     so = options if options is not None else onnxruntime.SessionOptions()
     so.register_custom_ops_library(get_library_path())
     return so

@@ -4,6 +4,7 @@
 use anyhow::Result;
 use clap::Args as ClapArgs;
 use ditac_tools::bench::{BenchRow, BenchSettings};
+use ditac_tools::runtime::RuntimeFlags;
 use std::path::PathBuf;
 
 #[derive(ClapArgs)]
@@ -23,12 +24,8 @@ pub struct Args {
     /// Rows to run, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
     ops: Vec<BenchRow>,
-    /// The plugin library.
-    #[arg(long, default_value = "target/release/libditac.so")]
-    plugin: PathBuf,
-    /// ONNX Runtime's C library (default: $ORT_DYLIB_PATH, else .ort/1.32.0/libonnxruntime.so).
-    #[arg(long)]
-    ort: Option<PathBuf>,
+    #[command(flatten)]
+    runtime: RuntimeFlags,
     /// The warp's interval [a, b], as "A,B" (e.g. --interval=-5,5).
     #[arg(long, value_parser = parse_interval, default_value = "-0.5,2")]
     interval: (f32, f32),
@@ -95,13 +92,14 @@ fn parse_size(s: &str) -> std::result::Result<usize, String> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let settings = BenchSettings {
+    let mut settings = BenchSettings {
         size: args.size,
         threads: args.threads,
         repeats: args.repeats,
         json: args.json,
         ops: args.ops,
-        plugin: args.plugin,
+        // Set below, once the lookup rule has found it.
+        plugin: PathBuf::new(),
         interval: args.interval,
         tess: args.tess,
         theta: args.theta,
@@ -112,6 +110,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     settings.validate()?;
     // Loads ONNX Runtime (before any tensor is made).
-    let (env, _) = super::runtime::ort_env(args.ort, &settings.plugin, "ditac-bench")?;
+    let (env, _, plugin) = super::runtime::ort_env(&args.runtime, "ditac-bench")?;
+    settings.plugin = plugin;
     ditac_tools::bench::run(&settings, &env)
 }

@@ -14,19 +14,39 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::examples::{layer_attrs, HIDDEN};
+use super::examples::{layer_attrs, write_models, EXAMPLE_SEED, HIDDEN};
+use ditac_tools::runtime::RuntimeFlags;
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// The plugin library.
-    #[arg(long, default_value = "target/release/libditac.so")]
-    plugin: PathBuf,
-    /// Folder with ditac_mlp.onnx and ditac_mlp_lut.onnx.
-    #[arg(long, default_value = "models")]
-    models: PathBuf,
-    /// ONNX Runtime's C library (default: $ORT_DYLIB_PATH, else .ort/1.32.0/libonnxruntime.so).
+    #[command(flatten)]
+    runtime: RuntimeFlags,
+    /// Folder with ditac_mlp.onnx and ditac_mlp_lut.onnx (and optionally ditac_mlp_lowered.onnx);
+    /// default: the example models (those of models/), written afresh into a temporary folder.
     #[arg(long)]
-    ort: Option<PathBuf>,
+    models: Option<PathBuf>,
+}
+
+/// A temporary folder, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<Self> {
+        let base = std::env::temp_dir();
+        for i in 0..100u32 {
+            let d = base.join(format!("ditac-demo-{}-{i}", std::process::id()));
+            if std::fs::create_dir(&d).is_ok() {
+                return Ok(TempDir(d));
+            }
+        }
+        bail!("cannot make a temporary folder in {}", base.display())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn initializers(path: &Path) -> Result<HashMap<String, Vec<f32>>> {
@@ -86,23 +106,34 @@ fn run_model(s: &mut Session, x: &[f32]) -> Result<Vec<f32>> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let (env, ort_path) = super::runtime::ort_env(args.ort.clone(), &args.plugin, "ditac-demo")?;
-    let full = args.models.join("ditac_mlp.onnx");
-    let frozen = args.models.join("ditac_mlp_lut.onnx");
+    let (env, ort_path, plugin) = super::runtime::ort_env(&args.runtime, "ditac-demo")?;
+    // Without --models the demo makes its models (byte for byte those of models/, tested), so that
+    // it runs wherever the program is installed.
+    let made;
+    let models = match &args.models {
+        Some(d) => d.as_path(),
+        None => {
+            made = TempDir::new()?;
+            write_models(&made.0, None, EXAMPLE_SEED)?;
+            made.0.as_path()
+        }
+    };
+    let full = models.join("ditac_mlp.onnx");
+    let frozen = models.join("ditac_mlp_lut.onnx");
     let weights = initializers(&full)?;
     let open = |p: &Path| -> Result<Session> {
         let b = Session::builder(&env)?
             .with_intra_threads(1)
             .map_err(ort::Error::<()>::from)?;
         let mut b = b
-            .with_operator_library(&args.plugin)
+            .with_operator_library(&plugin)
             .map_err(ort::Error::<()>::from)?;
         b.commit_from_file(p)
             .with_context(|| format!("loading {}", p.display()))
     };
     let (mut s_full, mut s_lut) = (open(&full)?, open(&frozen)?);
     // The lowered model (standard operators only) runs without the plugin, when it is there.
-    let lowered = args.models.join("ditac_mlp_lowered.onnx");
+    let lowered = models.join("ditac_mlp_lowered.onnx");
     let mut s_low = if lowered.exists() {
         let mut b = Session::builder(&env)?
             .with_intra_threads(1)
@@ -118,7 +149,7 @@ pub fn run(args: Args) -> Result<()> {
         "ONNX Runtime {} from {}, plugin {}",
         ort::info(),
         ort_path.display(),
-        args.plugin.display()
+        plugin.display()
     );
     println!("model {}: 2 -> Gemm 16 -> DiTAC (one θ, tess 10, [a,b]=[-3,3]) -> Gemm 16 -> DiTAC (θ per channel) -> Gemm 1", full.display());
     println!(

@@ -18,13 +18,16 @@ pub struct Args {
     /// Output folder.
     #[arg(short, long, default_value = "models")]
     pub out: PathBuf,
-    /// The network description.
-    #[arg(long, default_value = "models/ditac_mlp.toml")]
-    pub spec: PathBuf,
+    /// The network description (default: models/ditac_mlp.toml, carried in this program).
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
     /// Seed of the weights and of θ.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = EXAMPLE_SEED)]
     pub seed: u64,
 }
+
+/// The seed the example models of models/ are made with.
+pub const EXAMPLE_SEED: u64 = 7;
 
 /// The hidden width of the example MLP (models/ditac_mlp.toml).
 pub const HIDDEN: usize = 16;
@@ -39,23 +42,37 @@ pub fn layer_attrs() -> Attrs {
     }
 }
 
-pub fn run(args: Args) -> Result<()> {
-    std::fs::create_dir_all(&args.out)?;
-    let net = Spec::load(&args.spec)?.resolve()?;
-    let params = init_params(&net, args.seed)?;
+/// models/ditac_mlp.toml, carried in the program so that `demo` and `example-models` work outside
+/// the checkout.
+const SPEC_TOML: &str = include_str!("../../../models/ditac_mlp.toml");
+
+/// Writes the example models into `out` from `spec` (else the carried spec); returns their paths
+/// (full, frozen, lowered).
+pub fn write_models(out: &Path, spec: Option<&Path>, seed: u64) -> Result<[PathBuf; 3]> {
+    std::fs::create_dir_all(out)?;
+    let spec = match spec {
+        Some(p) => Spec::load(p)?,
+        None => Spec::from_toml(SPEC_TOML)?,
+    };
+    let net = spec.resolve()?;
+    let params = init_params(&net, seed)?;
     let mut m = inference_model(&net, &params)?.build();
-    let full = args.out.join("ditac_mlp.onnx");
+    let full = out.join("ditac_mlp.onnx");
     save_model(&mut m, Path::new("."), &full)?;
-    println!("wrote {}", full.display());
-    super::build::save_params_atomic(&params, &args.out.join("ditac_mlp.npz"))?;
+    super::build::save_params_atomic(&params, &out.join("ditac_mlp.npz"))?;
     let mut frozen = m.clone();
-    freeze_model(&mut frozen, &args.out, None)?;
-    let lut = args.out.join("ditac_mlp_lut.onnx");
+    freeze_model(&mut frozen, out, None)?;
+    let lut = out.join("ditac_mlp_lut.onnx");
     save_model(&mut frozen, Path::new("."), &lut)?;
-    println!("wrote {}", lut.display());
-    lower_in_place(&mut m, &args.out, &LowerOptions::default())?;
-    let low = args.out.join("ditac_mlp_lowered.onnx");
+    lower_in_place(&mut m, out, &LowerOptions::default())?;
+    let low = out.join("ditac_mlp_lowered.onnx");
     save_model(&mut m, Path::new("."), &low)?;
-    println!("wrote {}", low.display());
+    Ok([full, lut, low])
+}
+
+pub fn run(args: Args) -> Result<()> {
+    for p in write_models(&args.out, args.spec.as_deref(), args.seed)? {
+        println!("wrote {}", p.display());
+    }
     Ok(())
 }

@@ -1,41 +1,37 @@
-//! ONNX Runtime for the commands that run sessions (`demo`, `bench`, `train`): where the C library
-//! and the plugin are, and one way to open a session with the plugin registered.
+//! ONNX Runtime for the commands that run sessions (`demo`, `bench`, `train`, `train-artifacts`):
+//! the C library and the plugin found by the one rule of [`ditac_tools::runtime`], and one way to
+//! open a session with the plugin registered.
 
 use anyhow::{bail, Result};
+use ditac_tools::runtime::{PluginFlag, RuntimeFlags, Search};
 use ort::session::Session;
 use std::path::{Path, PathBuf};
 
-/// The library given by `--ort`, else `$ORT_DYLIB_PATH`, else the one `tools/setup.sh` fetched; loaded
-/// (with the plugin checked to exist) into an environment named `name`.
+/// The plugin named by `flag` or found by the lookup rule, checked to be a DiTAC plugin.
+pub fn plugin(flag: &PluginFlag) -> Result<PathBuf> {
+    let p = Search::from_process().plugin(flag.plugin.as_deref())?;
+    check_plugin(&p)?;
+    Ok(p)
+}
+
+/// ONNX Runtime's library and the plugin, found by the lookup rule; the library loaded into an
+/// environment named `name`. Returns the environment, the library's path and the plugin's.
 pub fn ort_env(
-    ort: Option<PathBuf>,
-    plugin: &Path,
+    flags: &RuntimeFlags,
     name: &str,
-) -> Result<(ort::environment::Environment, PathBuf)> {
-    let ort_path = ort
-        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(".ort/1.32.0/libonnxruntime.so"));
-    if !ort_path.exists() {
-        bail!(
-            "ONNX Runtime library {} not found (run tools/setup.sh, or pass --ort)",
-            ort_path.display()
-        );
-    }
-    check_plugin(plugin)?;
+) -> Result<(ort::environment::Environment, PathBuf, PathBuf)> {
+    let search = Search::from_process();
+    let ort_path = search.ort(flags.ort.as_deref())?;
+    let plugin = search.plugin(flags.plugin.plugin.as_deref())?;
+    check_plugin(&plugin)?;
     let env = ort::init_from(&ort_path)?.with_name(name).build()?;
-    Ok((env, ort_path))
+    Ok((env, ort_path, plugin))
 }
 
 /// The plugin exists and is a DiTAC plugin: a shared library exporting `RegisterCustomOps`. Checked
 /// here with `libloading` so that a wrong `--plugin` (a missing file, another library, a text file) is
 /// one clear line rather than ONNX Runtime's generic registration failure at the first session.
-pub fn check_plugin(plugin: &Path) -> Result<()> {
-    if !plugin.is_file() {
-        bail!(
-            "plugin {} not found (run cargo build --release, or pass --plugin)",
-            plugin.display()
-        );
-    }
+fn check_plugin(plugin: &Path) -> Result<()> {
     // SAFETY: loading runs the library's initialisers; ours has none beyond Rust's, and any other
     // library named here is one the user asked ONNX Runtime to load anyway.
     let lib = unsafe { libloading::Library::new(plugin) }

@@ -143,9 +143,9 @@ pub fn run(args: Args) -> Result<()> {
     if args.steps == 0 || args.batch == 0 {
         bail!("--steps and --batch must be positive");
     }
-    let plugin = &args.flags.plugin;
-    let (env, ort_path) = ort_env(args.flags.ort.clone(), plugin, "ditac-train")?;
-    let source = args.flags.source(&args.spec, &cfg, Some(&env))?;
+    let (env, ort_path, plugin) = ort_env(&args.flags.runtime, "ditac-train")?;
+    let plugin = plugin.as_path();
+    let source = args.flags.source(&args.spec, &cfg, Some((&env, plugin)))?;
     let init = source.init();
     let a = source.artifacts(&cfg)?;
     let (xs, ys) = source.io_shapes();

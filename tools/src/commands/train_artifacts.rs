@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args as ClapArgs;
 use ditac_tools::graph::init_params_with;
 use ditac_tools::params::Params;
+use ditac_tools::runtime::RuntimeFlags;
 use ditac_tools::spec::{Network, PriorSettings, Spec};
 use ditac_tools::train::checkpoint::Checkpoint;
 use ditac_tools::train::model_graph::{ModelNet, Trainable};
@@ -64,12 +65,8 @@ pub struct GraphFlags {
     /// For an ONNX model: train only the DiTAC θ (theta) or θ and every weight (all, the default).
     #[arg(long)]
     pub trainable: Option<Trainable>,
-    /// The plugin library.
-    #[arg(long, default_value = "target/release/libditac.so")]
-    pub plugin: PathBuf,
-    /// ONNX Runtime's C library (default: $ORT_DYLIB_PATH, else .ort/1.32.0/libonnxruntime.so).
-    #[arg(long)]
-    pub ort: Option<PathBuf>,
+    #[command(flatten)]
+    pub runtime: RuntimeFlags,
 }
 
 /// What is trained: a spec's network or an ONNX model.
@@ -175,12 +172,12 @@ impl GraphFlags {
     }
 
     /// A spec (TOML/JSON) or an ONNX model (`.onnx`), ready for training. A model's shapes are
-    /// probed in ONNX Runtime: `env` (else one is made from --ort).
+    /// probed in ONNX Runtime: `env` with its plugin (else both are found by the lookup rule).
     pub fn source(
         &self,
         path: &Path,
         cfg: &TrainConfig,
-        env: Option<&ort::environment::Environment>,
+        env: Option<(&ort::environment::Environment, &Path)>,
     ) -> Result<Source> {
         if Self::is_model(path) {
             if self.params.is_some() {
@@ -188,14 +185,14 @@ impl GraphFlags {
             }
             let file = ModelFile::load(path)?;
             let own;
-            let env = match env {
+            let (env, plugin) = match env {
                 Some(e) => e,
                 None => {
-                    own = ort_env(self.ort.clone(), &self.plugin, "ditac-train-artifacts")?.0;
-                    &own
+                    own = ort_env(&self.runtime, "ditac-train-artifacts")?;
+                    (&own.0, own.2.as_path())
                 }
             };
-            let mut open = |b: &[u8]| open_session(env, &self.plugin, 1, b);
+            let mut open = |b: &[u8]| open_session(env, plugin, 1, b);
             let trainable = self.trainable.unwrap_or(Trainable::All);
             let m = ModelNet::analyse(&file.model, &file.dir, trainable, cfg, &mut open)
                 .with_context(|| format!("model {}", path.display()))?;

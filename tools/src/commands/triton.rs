@@ -1,8 +1,9 @@
 //! `ditac triton MODEL.onnx -o REPO`: a Triton Inference Server model repository for a DiTAC model
 //! (written by [`ditac_tools::triton`]).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args as ClapArgs;
+use ditac_tools::runtime::PluginFlag;
 use ditac_tools::triton::{NativeDevice, TritonSettings};
 use std::path::PathBuf;
 
@@ -32,10 +33,9 @@ pub struct Args {
     /// ONNX Runtime intra-op threads per instance.
     #[arg(long, default_value_t = 1)]
     pub threads: u32,
-    /// The plugin library to copy into the repository (default: $DITAC_PLUGIN, else
-    /// libditac.so next to this program).
-    #[arg(long)]
-    pub plugin: Option<PathBuf>,
+    // The plugin library to copy into the repository.
+    #[command(flatten)]
+    pub plugin: PluginFlag,
     /// The plugin's path on the server, for the native backend's model_operations (default: the
     /// absolute path of the copy in REPO/NAME_onnxruntime). Set it where the repository is
     /// mounted elsewhere, e.g. /opt/ditac/libditac.so in a container image.
@@ -49,19 +49,8 @@ pub struct Args {
     pub force: bool,
 }
 
-fn default_plugin() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("DITAC_PLUGIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().context("cannot locate this program")?;
-    Ok(exe.with_file_name("libditac.so"))
-}
-
 pub fn run(args: Args) -> Result<()> {
-    let plugin = match &args.plugin {
-        Some(p) => p.clone(),
-        None => default_plugin()?,
-    };
+    let plugin = super::runtime::plugin(&args.plugin)?;
     let settings = TritonSettings {
         input: args.input,
         out: args.out,

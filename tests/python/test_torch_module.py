@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,8 +23,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="PyTorch is not installed here (tools/setup.sh puts it in .venv-torch)")
 from torch import nn  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-PLUGIN = Path(os.environ.get("DITAC_PLUGIN", ROOT / "target/release/libditac.so"))
+from conftest import ORACLE, PLUGIN, ROOT  # noqa: E402
 # The module finds the library through DITAC_PLUGIN in a source checkout (no packaged library).
 os.environ["DITAC_PLUGIN"] = str(PLUGIN)
 sys.path.insert(0, str(ROOT / "tools/python"))
@@ -41,8 +39,7 @@ needs_cuda = pytest.mark.skipif(not CUDA, reason="no CUDA GPU on this machine: t
 
 
 def oracle_dir():
-    d = Path(os.environ.get("DITAC_ORACLE_DIR", ROOT / "tests/data/oracle"))
-    return d if (d / "index.json").is_file() else None
+    return ORACLE if (ORACLE / "index.json").is_file() else None
 
 
 def oracle_configs():

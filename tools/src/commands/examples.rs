@@ -40,7 +40,7 @@ pub fn layer_attrs() -> Attrs {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    std::fs::create_dir_all(&args.out)?;
+    ditac_tools::output::output_folder(&args.out)?;
     let net = Spec::load(&args.spec)?.resolve()?;
     let params = init_params(&net, args.seed)?;
     let mut m = inference_model(&net, &params)?.build();

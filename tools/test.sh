@@ -17,6 +17,11 @@ if [ -d tests/python ] && ls tests/python/test_*.py >/dev/null 2>&1; then
   echo "== pytest tests/python" >&2
   .venv/bin/python -m pytest -q tests/python
 fi
+# The documentation kept true: the README's quickstart blocks run as written (tests/docs/test_quickstart.py),
+# and every repository path and environment variable the documents name exists (tests/docs/test_paths.py).
+echo "== pytest tests/docs (the README's quickstart runs; named paths and variables exist)" >&2
+.venv/bin/python -m pytest -q tests/docs/test_quickstart.py
+.venv/bin/python -m pytest -q tests/docs/test_paths.py
 if [ -x .venv-torch/bin/python ]; then
   echo "== pytest tests/python/test_export.py (PyTorch's exporters)" >&2
   .venv-torch/bin/python -m pytest -q tests/python/test_export.py

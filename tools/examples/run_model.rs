@@ -4,7 +4,9 @@
 use ort::{session::Session, value::Tensor};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let env = ort::init_from("libonnxruntime.so")?.with_name("app").build()?;
+    let env = ort::init_from("libonnxruntime.so")?
+        .with_name("app")
+        .build()?;
     let mut session = Session::builder(&env)?
         .with_operator_library("libditac.so")?
         .commit_from_file("model.onnx")?;

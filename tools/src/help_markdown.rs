@@ -100,7 +100,12 @@ fn visible(cmd: &Command) -> impl Iterator<Item = &Command> {
 
 /// One table row per argument: its name and value, its default, its help (the long form).
 fn table(md: &mut String, args: &[&Arg]) {
-    md.push_str("| option | default | what it is |\n| --- | --- | --- |\n");
+    let what = if args.iter().all(|a| a.is_positional()) {
+        "argument"
+    } else {
+        "option"
+    };
+    let _ = writeln!(md, "| {what} | default | what it is |\n| --- | --- | --- |");
     for a in args {
         let value = a
             .get_value_names()

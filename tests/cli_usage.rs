@@ -257,6 +257,30 @@ fn every_command_creates_a_missing_output_folder() {
             "ditac {args:?} did not write {expect}"
         );
     }
+    // patch: a GELU placeholder named as the example's first DiTAC layer, θ from the parameters
+    // `build --save-params` wrote above.
+    let spec = d.join("gelu.toml");
+    std::fs::write(
+        &spec,
+        "input = 2\n[[layers]]\ntype = \"linear\"\nname = \"fc1\"\nout = 4\n\
+         [[layers]]\ntype = \"gelu\"\nname = \"act1\"\n",
+    )
+    .unwrap();
+    let gelu = d.join("gelu.onnx");
+    ditac_ok(&["build", arg(&spec), "-o", arg(&gelu)]);
+    let out = d.join("patch/a/m.onnx");
+    let params = p("build/b/w.npz");
+    ditac_ok(&[
+        "patch",
+        arg(&gelu),
+        "--params",
+        &params,
+        "--node",
+        "act1.gelu=act1.thetas",
+        "-o",
+        arg(&out),
+    ]);
+    assert!(out.is_file());
 }
 
 #[test]

@@ -49,6 +49,14 @@ pub fn run(args: Args) -> Result<()> {
             args.input.display()
         );
     }
+    // Every output is checked before the pictures are drawn.
+    for p in &plots {
+        let stem = file_stem(&p.node);
+        ditac_tools::output::Output::new(&args.out.join(format!("{stem}.svg")))?;
+        if args.png {
+            ditac_tools::output::Output::new(&args.out.join(format!("{stem}.png")))?;
+        }
+    }
     // Render everything first: nothing is written unless every picture could be made.
     let mut files = Vec::new();
     for p in &plots {

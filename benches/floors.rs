@@ -1,4 +1,4 @@
-//! What bounds the table kernels on this CPU (issue #14): each cost of the AVX-512 table forward
+//! What bounds the table kernels on this CPU: each cost of the AVX-512 table forward
 //! and backward measured alone, beside the whole kernel, single thread, on 64K float32 elements
 //! (in the L2 cache, so that the memory stream does not hide them).
 //!

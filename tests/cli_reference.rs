@@ -234,7 +234,7 @@ fn bad_input_is_one_line_and_status_2() {
         (
             &["eval", "--bogus"],
             "",
-            "unexpected argument '--bogus' found (usage: ditac eval",
+            "unexpected argument '--bogus' found; tip: a similar argument exists: '--b' (usage: ditac eval",
         ),
         (&["basis", "--tess"], "", "a value is required for '--tess"),
         (&["frobnicate"], "", "unrecognized subcommand 'frobnicate'"),

@@ -7,8 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
-ORT_VERSION="$(sed -n 's/^pub const ORT_VERSION: &str = "\(.*\)";$/\1/p' tools/src/runtime.rs)"
-export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$PWD/.ort/$ORT_VERSION/libonnxruntime.so}"
+ort_version="$(sed -n 's/^pub const ORT_VERSION: &str = "\(.*\)";$/\1/p' tools/src/runtime.rs)"
+export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$PWD/.ort/$ort_version/libonnxruntime.so}"
 export DITAC_PLUGIN="${DITAC_PLUGIN:-$PWD/target/release/libditac.so}"
 echo "== cargo fmt --check, cargo clippy" >&2
 cargo fmt --check
@@ -36,6 +36,11 @@ if [ "${DITAC_SKIP_INSTALL:-0}" != "1" ]; then
   echo "== pytest tests/python/test_install.py (ditac installed three ways, used outside the checkout)" >&2
   .venv/bin/python -m pytest -q -s tests/python/test_install.py
 fi
+# The documentation kept true: the README's quickstart blocks run as written (tests/docs/test_quickstart.py),
+# and every repository path and environment variable the documents name exists (tests/docs/test_paths.py).
+echo "== pytest tests/docs (the README's quickstart runs; named paths and variables exist)" >&2
+.venv/bin/python -m pytest -q tests/docs/test_quickstart.py
+.venv/bin/python -m pytest -q tests/docs/test_paths.py
 if [ -x .venv-torch/bin/python ]; then
   echo "== pytest tests/python/test_export.py test_torch_module.py (PyTorch's exporters, ditac_onnx.torch.DiTAC)" >&2
   .venv-torch/bin/python -m pytest -q tests/python/test_export.py tests/python/test_torch_module.py

@@ -10,6 +10,9 @@
 //!   another name or a hard link) is refused.
 //! * Files written beside an output (external data) must stay inside the output's folder:
 //!   [`Output::confined`] refuses absolute paths, `..` and folders that resolve elsewhere.
+//! * One rule for output folders, whatever the command: a missing folder is created (with its
+//!   parents, silently, as `mkdir -p`) when the output is checked, which every command does before
+//!   its work starts ([`Output::new`] for a file, [`output_folder`] for a folder of outputs).
 
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeSet;
@@ -72,7 +75,23 @@ fn as_input(path: &Path) -> Option<PathBuf> {
         .map(|i| i.path.clone())
 }
 
-/// A checked output path: its folder exists, and the path is absent or a regular file that is not
+/// An output folder, created with its parents when missing: an error when something other than a
+/// folder is in the way, or it cannot be created.
+pub fn output_folder(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if std::fs::symlink_metadata(dir).is_ok() {
+        bail!(
+            "the output folder {} exists and is not a folder",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the output folder {}", dir.display()))
+}
+
+/// A checked output path: its folder exists (created if it was missing), and the path is absent or a regular file that is not
 /// one of the inputs.
 #[derive(Debug, Clone)]
 pub struct Output {
@@ -92,9 +111,7 @@ impl Output {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        if !dir.is_dir() {
-            bail!("output folder {} does not exist", dir.display());
-        }
+        output_folder(&dir)?;
         match std::fs::symlink_metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => bail!("cannot check the output {}: {e}", path.display()),

@@ -353,8 +353,7 @@ pub fn write_repository(args: &TritonSettings, plugin: &Path) -> Result<String> 
         instances: args.instances,
     };
 
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    crate::output::output_folder(&args.out)?;
     let repo = std::fs::canonicalize(&args.out)
         .with_context(|| format!("cannot resolve {}", args.out.display()))?;
     let native_name = format!("{name}_onnxruntime");

@@ -10,13 +10,13 @@ use std::path::PathBuf;
 #[derive(ClapArgs)]
 pub struct Args {
     /// Elements of the input (4K to 64M; suffixes K and M are powers of two: 16M = 16777216).
-    #[arg(long, default_value = "16M", value_parser = parse_size)]
+    #[arg(long, default_value = "16M", value_parser = parse_size, help_heading = "Runs")]
     size: usize,
     /// Intra-op thread counts, comma-separated (default: 1 and all cores).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', help_heading = "Runs")]
     threads: Vec<usize>,
     /// Timed runs per row and thread count (after one warm-up run).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, help_heading = "Runs")]
     repeats: usize,
     /// Print one JSON object instead of the table.
     #[arg(long)]
@@ -26,30 +26,31 @@ pub struct Args {
     ops: Vec<BenchRow>,
     #[command(flatten)]
     runtime: RuntimeFlags,
-    /// The warp's interval [a, b], as "A,B" (e.g. --interval=-5,5).
-    #[arg(long, value_parser = parse_interval, default_value = "-0.5,2")]
+    /// The warp's interval [a, b], as "A,B" (e.g. --interval -5,5).
+    #[arg(long, value_parser = parse_interval, default_value = "-0.5,2", allow_hyphen_values = true, help_heading = "Workload")]
     interval: (f32, f32),
     /// Cells of the tessellation (θ has tess − 1 values per row).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, help_heading = "Workload")]
     tess: i64,
     /// θ from a JSON file: one row `[θ_1, …]` or per-channel rows `[[…], …]` (d = tess − 1 each).
-    #[arg(long, conflicts_with = "theta_prior")]
+    /// Default: a fixed θ of tess 10 (or --theta-prior).
+    #[arg(long, conflicts_with = "theta_prior", help_heading = "Workload")]
     theta: Option<PathBuf>,
     /// θ drawn from the initialisation prior (length scale 5) with this output variance (the
     /// tools' default is 2; larger warps cross more cells). Default: a fixed θ of tess 10.
-    #[arg(long)]
+    #[arg(long, help_heading = "Workload")]
     theta_prior: Option<f64>,
     /// Per-channel θ: C rows (X is then [size/C, C], channel_axis 1); rows from the prior (one
     /// draw each) or from --theta.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, help_heading = "Workload")]
     channels: usize,
     /// Standard deviation of the normal input (mean 0).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, help_heading = "Workload")]
     input_std: f32,
     /// Times a whole network instead: FILE against the same network with every DiTAC node
     /// replaced by `Gelu` (opset 20), through the same input (the model's first input, its
-    /// dynamic dimensions set to 1, filled with N(0, input-std²)).
-    #[arg(long)]
+    /// dynamic dimensions set to 1, filled with N(0, input-std²)). Default: the single-op rows.
+    #[arg(long, help_heading = "Workload")]
     model: Option<PathBuf>,
 }
 

@@ -18,14 +18,15 @@ pub struct Args {
     /// The ONNX model to write.
     #[arg(short, long)]
     pub out: PathBuf,
-    /// The weights (safetensors or .npz, PyTorch key names and layouts). Without: fresh weights
+    /// The weights (safetensors or .npz, PyTorch key names and layouts). Default: fresh weights
     /// initialised as PyTorch does (θ from the reference's prior), from --seed.
     #[arg(long)]
     pub params: Option<PathBuf>,
     /// Seed of the fresh weights (without --params).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Also write the weights used to this file (.npz, or .safetensors by extension).
+    /// Also write the weights used to this file (.npz, or .safetensors by extension; default: not
+    /// written).
     #[arg(long)]
     pub save_params: Option<PathBuf>,
     /// Accept --params with basis "qr" at a tess where the reference's qr depends on the training

@@ -13,30 +13,36 @@ pub struct Args {
     /// θ as comma-separated numbers (d = tess−1 with zero boundary, tess+1 without).
     #[arg(long, allow_hyphen_values = true)]
     theta: String,
-    #[arg(long, allow_hyphen_values = true)]
+    /// The interval's lower end a (default: -0.5).
+    #[arg(long, allow_hyphen_values = true, help_heading = "Attributes")]
     a: Option<f32>,
-    #[arg(long, allow_hyphen_values = true)]
+    /// The interval's upper end b, above a (default: 2).
+    #[arg(long, allow_hyphen_values = true, help_heading = "Attributes")]
     b: Option<f32>,
-    #[arg(long, allow_hyphen_values = true)]
+    /// Cells of the tessellation of [a, b] (default: 10).
+    #[arg(long, allow_hyphen_values = true, help_heading = "Attributes")]
     tess: Option<i64>,
-    #[arg(long, allow_hyphen_values = true)]
+    /// 1: the velocity is zero at a and b (d = tess − 1), 0: free ends (d = tess + 1) (default: 1).
+    #[arg(long, allow_hyphen_values = true, help_heading = "Attributes")]
     zero_boundary: Option<i64>,
-    /// qr, rref, sparse or explicit (with --basis-file).
-    #[arg(long)]
+    /// qr, rref, sparse or explicit with --basis-file (default: qr).
+    #[arg(long, help_heading = "Attributes")]
     basis: Option<String>,
-    /// JSON file with B as an array of 2·tess rows of d numbers (for --basis explicit).
-    #[arg(long)]
+    /// JSON file with B as an array of 2·tess rows of d numbers (for --basis explicit; default:
+    /// none).
+    #[arg(long, help_heading = "Attributes")]
     basis_file: Option<std::path::PathBuf>,
-    /// ditac, leaky or ge.
-    #[arg(long)]
+    /// ditac, leaky or ge (default: ditac).
+    #[arg(long, help_heading = "Attributes")]
     variant: Option<String>,
-    #[arg(long, allow_hyphen_values = true)]
+    /// The leaky variant's slope outside [a, b] (default: 0.01).
+    #[arg(long, allow_hyphen_values = true, help_heading = "Attributes")]
     alpha: Option<f32>,
-    /// Table nodes (0 = exact closed form, else 2..=2^24).
-    #[arg(long, allow_hyphen_values = true)]
+    /// Table nodes (0 = exact closed form, else 2..=2^24; default: 2048).
+    #[arg(long, allow_hyphen_values = true, help_heading = "Attributes")]
     lut_size: Option<i64>,
-    /// nearest or linear.
-    #[arg(long)]
+    /// nearest or linear (default: nearest).
+    #[arg(long, help_heading = "Attributes")]
     interpolation: Option<String>,
     /// Also print dy/dx and dy/dθ per element.
     #[arg(long)]

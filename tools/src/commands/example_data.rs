@@ -19,13 +19,13 @@ pub struct Args {
     /// classification, Figure 5) or digits (scikit-learn's 8×8 digits, from --from).
     kind: String,
     /// digits: scikit-learn's `digits.csv.gz` (in an installed scikit-learn, or unzipped from its
-    /// wheel: `sklearn/datasets/data/digits.csv.gz`).
+    /// wheel: `sklearn/datasets/data/digits.csv.gz`). Default: none (needed for digits only).
     #[arg(long)]
     from: Option<PathBuf>,
     /// digits: the share of samples held out for test.
     #[arg(long, default_value_t = 0.2)]
     test_share: f64,
-    /// Output folder.
+    /// Output folder (created if missing): train.npz and test.npz.
     #[arg(short = 'o', long = "out")]
     out: PathBuf,
     /// Training samples.
@@ -44,6 +44,7 @@ pub fn run(args: Args) -> Result<()> {
         let from = args.from.as_deref().context(
             "digits: give scikit-learn's data file with --from (sklearn/datasets/data/digits.csv.gz)",
         )?;
+        ditac_tools::output::output_folder(&args.out)?;
         let all = read_digits(from)?;
         if !(0.0..1.0).contains(&args.test_share) {
             bail!(
@@ -53,7 +54,6 @@ pub fn run(args: Args) -> Result<()> {
         }
         let n_test = (all.n as f64 * args.test_share).round() as usize;
         let (train, test) = split(&all, n_test, args.seed);
-        std::fs::create_dir_all(&args.out)?;
         train.save_npz(&args.out.join("train.npz"))?;
         test.save_npz(&args.out.join("test.npz"))?;
         println!(
@@ -73,7 +73,7 @@ pub fn run(args: Args) -> Result<()> {
             "unknown example \"{other}\": expected regression, paper-regression, gmm or digits"
         ),
     };
-    std::fs::create_dir_all(&args.out)?;
+    ditac_tools::output::output_folder(&args.out)?;
     gen(args.train, args.seed).save_npz(&args.out.join("train.npz"))?;
     gen(args.test, args.seed + 1).save_npz(&args.out.join("test.npz"))?;
     println!(

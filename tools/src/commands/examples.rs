@@ -49,7 +49,7 @@ const SPEC_TOML: &str = include_str!("../../../models/ditac_mlp.toml");
 /// Writes the example models into `out` from `spec` (else the carried spec); returns their paths
 /// (full, frozen, lowered).
 pub fn write_models(out: &Path, spec: Option<&Path>, seed: u64) -> Result<[PathBuf; 3]> {
-    std::fs::create_dir_all(out)?;
+    ditac_tools::output::output_folder(out)?;
     let spec = match spec {
         Some(p) => Spec::load(p)?,
         None => Spec::from_toml(SPEC_TOML)?,

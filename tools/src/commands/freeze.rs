@@ -16,7 +16,7 @@ pub struct Args {
     #[arg(short, long)]
     pub out: PathBuf,
     /// Tables computed elsewhere (safetensors or .npz; e.g. the reference's lingrid_t), keyed by
-    /// node name: [n] or [C, n] values of T̂ on the normalised grid.
+    /// node name: [n] or [C, n] values of T̂ on the normalised grid. Default: computed here.
     #[arg(long)]
     pub tables: Option<PathBuf>,
     /// Keep initializers stored in external data files external (the files are copied next to

@@ -19,7 +19,7 @@ pub struct Args {
     #[arg(long, default_value = "plugin")]
     pub erf: String,
     /// Lower DiTAC nodes with lut_size = 0 (exact closed form) through a linear table of N nodes
-    /// (an approximation; without this flag they are an error).
+    /// (an approximation). Default: none, and exact nodes are an error.
     #[arg(long, value_name = "N")]
     pub exact_lut: Option<i64>,
     /// Keep initializers stored in external data files external (the files are copied next to

@@ -24,34 +24,40 @@ pub struct Args {
     /// and with B_KEY its own basis B ([2·tess, d], basis "explicit"). Repeatable.
     #[arg(long = "node", value_name = "NAME=KEY[:B_KEY]", required = true)]
     pub nodes: Vec<String>,
-    #[arg(long, allow_hyphen_values = true)]
+    /// The interval's lower end a (default: -0.5).
+    #[arg(long, allow_hyphen_values = true, help_heading = "Attributes")]
     pub a: Option<f32>,
-    #[arg(long, allow_hyphen_values = true)]
+    /// The interval's upper end b, above a (default: 2).
+    #[arg(long, allow_hyphen_values = true, help_heading = "Attributes")]
     pub b: Option<f32>,
-    /// Default: from θ's length d (d + 1 with a zero boundary, d − 1 without).
-    #[arg(long)]
+    /// Cells of the tessellation (default: from θ's length d: d + 1 with a zero boundary, d − 1
+    /// without).
+    #[arg(long, help_heading = "Attributes")]
     pub tess: Option<i64>,
-    #[arg(long)]
+    /// 1: the velocity is zero at a and b, 0: free ends (default: 1).
+    #[arg(long, help_heading = "Attributes")]
     pub zero_boundary: Option<i64>,
-    /// qr, rref, sparse, or explicit with --basis-key (the basis θ was trained in).
-    #[arg(long)]
+    /// qr, rref, sparse, or explicit with --basis-key (the basis θ was trained in; default: qr).
+    #[arg(long, help_heading = "Attributes")]
     pub basis: Option<String>,
     /// The key of B ([2·tess, d]) in --params, for --basis explicit (θ trained with tess 6 or ≥ 20
-    /// must travel with the reference's own B; see README).
-    #[arg(long, value_name = "KEY")]
+    /// must travel with the reference's own B; see docs/exactness.md; default: none).
+    #[arg(long, value_name = "KEY", help_heading = "Attributes")]
     pub basis_key: Option<String>,
-    /// ditac, leaky or ge.
-    #[arg(long)]
+    /// ditac, leaky or ge (default: ditac).
+    #[arg(long, help_heading = "Attributes")]
     pub variant: Option<String>,
-    #[arg(long, allow_hyphen_values = true)]
+    /// The leaky variant's slope outside [a, b] (default: 0.01).
+    #[arg(long, allow_hyphen_values = true, help_heading = "Attributes")]
     pub alpha: Option<f32>,
-    /// Table nodes (0 = exact closed form).
-    #[arg(long, allow_hyphen_values = true)]
+    /// Table nodes (0 = exact closed form; default: 2048).
+    #[arg(long, allow_hyphen_values = true, help_heading = "Attributes")]
     pub lut_size: Option<i64>,
-    /// nearest or linear.
-    #[arg(long)]
+    /// nearest or linear (default: nearest).
+    #[arg(long, help_heading = "Attributes")]
     pub interpolation: Option<String>,
-    #[arg(long, allow_hyphen_values = true)]
+    /// The channel axis of the input, for a θ with one row per channel (default: 1).
+    #[arg(long, allow_hyphen_values = true, help_heading = "Attributes")]
     pub channel_axis: Option<i64>,
     /// Accept basis "qr" at a tess where the reference's qr depends on the training machine
     /// (tess 6 with a zero boundary, tess ≥ 20): right only for θ trained with this project's qr.

@@ -1,7 +1,7 @@
 //! `ditac plot IN.onnx -o DIR [--png]`: one picture per DiTAC/DiTACLut node with a constant θ or
 //! table: the learned activation over [a, b] and beyond, against GELU, with [a, b] shaded.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args as ClapArgs;
 use ditac_tools::plot::activation::{file_stem, model_plots, png, svg};
 use ditac_tools::transform::ModelFile;
@@ -17,7 +17,7 @@ pub struct Args {
     /// Also write PNG pictures.
     #[arg(long)]
     pub png: bool,
-    /// Only this node (repeatable).
+    /// Only this node (repeatable; default: every DiTAC node with a constant θ or table).
     #[arg(long = "node", value_name = "NAME")]
     pub nodes: Vec<String>,
     /// Samples per curve.
@@ -27,6 +27,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let mf = ModelFile::load(&args.input)?;
+    ditac_tools::output::output_folder(&args.out)?;
     // A few numbers per point and node (x, the curves, the rendering).
     ditac_tools::budget::check_values(
         &format!("--points {}", args.points),
@@ -48,6 +49,14 @@ pub fn run(args: Args) -> Result<()> {
             args.input.display()
         );
     }
+    // Every output is checked before the pictures are drawn.
+    for p in &plots {
+        let stem = file_stem(&p.node);
+        ditac_tools::output::Output::new(&args.out.join(format!("{stem}.svg")))?;
+        if args.png {
+            ditac_tools::output::Output::new(&args.out.join(format!("{stem}.png")))?;
+        }
+    }
     // Render everything first: nothing is written unless every picture could be made.
     let mut files = Vec::new();
     for p in &plots {
@@ -57,8 +66,6 @@ pub fn run(args: Args) -> Result<()> {
             files.push((format!("{stem}.png"), png(p)?));
         }
     }
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
     for (name, bytes) in &files {
         let path = args.out.join(name);
         ditac_tools::output::Output::new(&path)?.write_bytes(bytes)?;

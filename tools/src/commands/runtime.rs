@@ -25,6 +25,9 @@ pub fn ort_env(
     let plugin = search.plugin(flags.plugin.plugin.as_deref())?;
     check_plugin(&plugin)?;
     let env = ort::init_from(&ort_path)?.with_name(name).build()?;
+    // ONNX Runtime's logger would print each failed run's error a second time, over several
+    // coloured lines; the command reports it itself, on its one error line.
+    env.set_log_level(ort::logging::LogLevel::Fatal);
     Ok((env, ort_path, plugin))
 }
 

@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// The network: a spec (TOML or JSON) or an ONNX model with DiTAC nodes (.onnx).
+    /// The network: a spec (TOML or JSON) or an ONNX model with DiTAC nodes (.onnx; one input
+    /// [N, ...], one output; the loss is applied to its output).
     spec: PathBuf,
     /// Training data: .npz with arrays x [N, input...] and y ([N, out...] for mse, class indices
     /// for cross-entropy), or CSV (input columns, then target columns).
@@ -35,10 +36,11 @@ pub struct Args {
     /// Samples per step.
     #[arg(long, default_value_t = 98)]
     batch: usize,
-    /// Held-out data to report the trained model's MSE (or accuracy) on.
+    /// Held-out data to report the trained model's MSE (or accuracy) on (default: none).
     #[arg(long)]
     test: Option<PathBuf>,
-    /// Also write the loss of every step (and the first 1000 batches' sample indices) as JSON.
+    /// Also write the loss of every step (and the first 1000 batches' sample indices) as JSON
+    /// (default: not written).
     #[arg(long)]
     loss_log: Option<PathBuf>,
     /// auto: ONNX Runtime's training API when the library has it, else portable; ort; portable.
@@ -50,7 +52,7 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Training graph")]
     flags: GraphFlags,
 }
 
@@ -154,6 +156,15 @@ pub fn run(args: Args) -> Result<()> {
         Some(p) => Some(data::load_shaped(p, &xs, &ys, cfg.loss)?),
         None => None,
     };
+    // Every output is checked (its folder created) before the first step, so that a bad path
+    // stops the command now rather than after the whole run.
+    let svg = svg_path(&args.out);
+    for p in [Some(&args.out), Some(&svg), args.loss_log.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        ditac_tools::output::Output::new(p)?;
+    }
     let (engine, says) = choose_engine(&args.engine, &ort_path)?;
     println!("engine: {says}");
 
@@ -203,7 +214,6 @@ pub fn run(args: Args) -> Result<()> {
     let (losses, secs) = (&run.losses, run.seconds);
     let model = source.inference_bytes(&run.params)?;
     write_atomic(&args.out, &model)?;
-    let svg = svg_path(&args.out);
     write_atomic(
         &svg,
         loss_svg(

@@ -62,7 +62,7 @@ pub struct GraphFlags {
     /// Seed of the initial parameters (and of the batch order in `train`).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// For an ONNX model: train only the DiTAC θ (theta) or θ and every weight (all, the default).
+    /// For an ONNX model: train only the DiTAC θ (theta) or θ and every weight (all; default: all).
     #[arg(long)]
     pub trainable: Option<Trainable>,
     #[command(flatten)]
@@ -243,16 +243,20 @@ pub struct Args {
     /// The network: a spec (TOML or JSON) or an ONNX model with DiTAC nodes (.onnx; one input
     /// [N, ...], one output; the loss is applied to its output).
     spec: PathBuf,
-    /// Output folder.
+    /// Output folder (created if missing).
     #[arg(short = 'o', long = "out")]
     out: PathBuf,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Training graph")]
     flags: GraphFlags,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let cfg = args.flags.config()?;
     let source = args.flags.source(&args.spec, &cfg, None)?;
+    ditac_tools::output::output_folder(&args.out)?;
+    for name in artifacts::FILES {
+        ditac_tools::output::Output::new(&args.out.join(name))?;
+    }
     let a = source.artifacts(&cfg)?;
     artifacts::write(&a, &args.out)?;
     let n: usize = a.params.iter().map(|p| p.len()).sum();

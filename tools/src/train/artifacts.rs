@@ -169,14 +169,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     crate::output::Output::new(path)?.write_bytes(bytes)
 }
 
+/// The file names of the four artifacts, as [`write`] names them in its folder.
+pub const FILES: [&str; 4] = [
+    "training_model.onnx",
+    "eval_model.onnx",
+    "optimizer_model.onnx",
+    "checkpoint",
+];
+
 /// Writes the four artifacts into `dir` (created if missing).
 pub fn write(a: &Artifacts, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    crate::output::output_folder(dir)?;
     let ser = |m: &ModelProto| m.write_to_bytes().expect("serialising a ModelProto");
-    write_atomic(&dir.join("training_model.onnx"), &ser(&a.training))?;
-    write_atomic(&dir.join("eval_model.onnx"), &ser(&a.eval))?;
-    write_atomic(&dir.join("optimizer_model.onnx"), &ser(&a.optimizer))?;
-    write_atomic(&dir.join("checkpoint"), &a.checkpoint.to_bytes())?;
+    let [training, eval, optimizer, checkpoint] = FILES.map(|f| dir.join(f));
+    write_atomic(&training, &ser(&a.training))?;
+    write_atomic(&eval, &ser(&a.eval))?;
+    write_atomic(&optimizer, &ser(&a.optimizer))?;
+    write_atomic(&checkpoint, &a.checkpoint.to_bytes())?;
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! Float32 kernels: a portable scalar body (the reference) and explicit AVX2 and AVX-512 kernels
+//! Float32 kernels: a portable scalar body (the reference) and vector kernels for AVX2 and AVX-512
 //! chosen at run time ([`Isa`]: `is_x86_feature_detected!`, capped by `DITAC_ISA`). The vector
 //! table forward gives, lane by lane, the bits of the scalar body: the same table index and nodes, and an erf that performs the scalar
 //! erf's IEEE operations (fused multiply-adds, a true division; on |x| with the sign put back,
@@ -15,21 +15,62 @@
 //! after the other, and each element's row is found from its position ([`Channels`]).
 //!
 //! Layout: this file holds the public API and the run-time dispatch; `scalar.rs` the reference
-//! bodies, `exact.rs` the exact mode, `avx2.rs` the AVX2 + FMA lanes.
+//! bodies, `exact.rs` the exact mode's tables, `lanes/` the vector kernels, written once over a
+//! lanes abstraction and instantiated per instruction set (`lanes/avx2.rs`, `lanes/avx512.rs`).
+//! Imports go one way: this file uses the others; `lanes/` uses `scalar`-free data types from
+//! here and `exact.rs`; `exact.rs` and `scalar.rs` use nothing of the vector code.
 
 use super::config::Variant;
 
-#[cfg(target_arch = "x86_64")]
-mod avx2;
-#[cfg(target_arch = "x86_64")]
-mod avx512;
+/// `$body` with the const generics `$V` (0, 1, 2: Ditac, Ge, Leaky) and `$L` (linear) of a
+/// variant and an interpolation known at run time.
+macro_rules! by_variant {
+    ($variant:expr, $linear:expr, |$V:ident, $L:ident| $body:expr) => {{
+        use $crate::core::config::Variant as Var;
+        match ($variant, $linear) {
+            (Var::Ditac, false) => {
+                const $V: u8 = 0;
+                const $L: bool = false;
+                $body
+            }
+            (Var::Ditac, true) => {
+                const $V: u8 = 0;
+                const $L: bool = true;
+                $body
+            }
+            (Var::Ge, false) => {
+                const $V: u8 = 1;
+                const $L: bool = false;
+                $body
+            }
+            (Var::Ge, true) => {
+                const $V: u8 = 1;
+                const $L: bool = true;
+                $body
+            }
+            (Var::Leaky, false) => {
+                const $V: u8 = 2;
+                const $L: bool = false;
+                $body
+            }
+            (Var::Leaky, true) => {
+                const $V: u8 = 2;
+                const $L: bool = true;
+                $body
+            }
+        }
+    }};
+}
+
 mod exact;
+#[macro_use]
+mod lanes;
 mod scalar;
 
-pub use exact::{
-    exact_forward, exact_forward_on, ExactKernel, FastTable, FlowCells, FlowTables, FAST_NODES,
-    FAST_TOL,
-};
+#[cfg(target_arch = "x86_64")]
+use lanes::{avx2, avx512, Lanes};
+
+pub use exact::{ExactKernel, FastTable, FlowCells, FlowTables, FAST_NODES, FAST_TOL};
 pub use scalar::outer_scalar;
 use scalar::{add_direct, dispatch_scalar, grad_elem};
 
@@ -163,18 +204,9 @@ impl Isa {
         match self {
             Isa::Scalar => true,
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => {
-                std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-            }
+            Isa::Avx2 => avx2::Avx2::detect().is_some(),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => {
-                Isa::Avx2.supported()
-                    && std::arch::is_x86_feature_detected!("avx512f")
-                    && std::arch::is_x86_feature_detected!("avx512bw")
-                    && std::arch::is_x86_feature_detected!("avx512dq")
-                    && std::arch::is_x86_feature_detected!("avx512vl")
-            }
+            Isa::Avx512 => avx512::Avx512::detect().is_some(),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
@@ -323,6 +355,45 @@ pub fn outer_forward_on(
         // SAFETY: as above.
         Isa::Avx2 => unsafe { avx2::outer(variant, alpha, x, w, y) },
         _ => outer_scalar(variant, alpha, x, w, y),
+    }
+}
+
+/// y = act(x) in exact mode on [`Isa::active`]; `fallback(x)` is x̃ for an in-range x through the
+/// scalar integrator.
+pub fn exact_forward(k: &ExactKernel, x: &[f32], y: &mut [f32], fallback: &dyn Fn(f32) -> f32) {
+    exact_forward_on(Isa::active(), k, x, y, fallback)
+}
+
+/// [`exact_forward`] on the path `isa` (or the best below it this CPU has); on `Scalar`, every
+/// in-range element goes through `fallback` (the reference).
+pub fn exact_forward_on(
+    isa: Isa,
+    k: &ExactKernel,
+    x: &[f32],
+    y: &mut [f32],
+    fallback: &dyn Fn(f32) -> f32,
+) {
+    assert_eq!(x.len(), y.len());
+    let t = &k.flow;
+    let pad = t.nc.max(16);
+    assert!(t.nc >= 1 && t.span >= t.nc && t.span.is_power_of_two());
+    assert!(
+        [t.a, t.b, t.inv_a, t.right, t.left, t.eta, t.boa, t.ent_up, t.ent_dn]
+            .iter()
+            .all(|v| v.len() == pad)
+    );
+    assert!(
+        t.k1.len() == pad && t.cum.len() == 2 * t.span.max(16) && t.cum_f32.len() == t.cum.len()
+    );
+    match isa.usable() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports the path (`usable`); the per-cell tables have nc entries
+        // (checked above).
+        Isa::Avx512 => unsafe { avx512::exact(k, x, y, fallback) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2 => unsafe { avx2::exact(k, x, y, fallback) },
+        _ => scalar::exact(k, x, y, fallback),
     }
 }
 
@@ -492,19 +563,9 @@ fn table_backward_impl(
     assert!(g.dt.len() == k.xt.len() && g.dtheta.len() == k.xt.len() * g.d);
     assert!(g.xdt.len() == 2 * k.xt.len() && k.pairs.len() == 2 * k.xt.len());
     assert_eq!(dtheta.len(), ch.c * g.d);
-    macro_rules! go {
-        ($v:literal, $l:literal) => {
-            backward_impl::<$v, $l>(k, g, n, ch, dy, x, dx, dtheta, isa)
-        };
-    }
-    match (k.variant, k.linear) {
-        (Variant::Ditac, false) => go!(0, false),
-        (Variant::Ditac, true) => go!(0, true),
-        (Variant::Ge, false) => go!(1, false),
-        (Variant::Ge, true) => go!(1, true),
-        (Variant::Leaky, false) => go!(2, false),
-        (Variant::Leaky, true) => go!(2, true),
-    }
+    by_variant!(k.variant, k.linear, |V, L| backward_impl::<V, L>(
+        k, g, n, ch, dy, x, dx, dtheta, isa
+    ))
 }
 
 /// dX = dY·dy/dx and dθ += Σ dY·dy/dθ (f64, C·d sums: `dtheta[c·d..(c+1)·d]` for channel c)

@@ -14,11 +14,11 @@
 //! Per-channel tables are handled in one pass: `xt` (and the gradient tables) hold the C rows one
 //! after the other, and each element's row is found from its position ([`Channels`]).
 //!
-//! Layout: this file holds the public API and the run-time dispatch; `scalar.rs` the reference
-//! bodies, `exact.rs` the exact mode's tables, `lanes/` the vector kernels, written once over a
-//! lanes abstraction and instantiated per instruction set (`lanes/avx2.rs`, `lanes/avx512.rs`).
-//! Imports go one way: this file uses the others; `lanes/` uses `scalar`-free data types from
-//! here and `exact.rs`; `exact.rs` and `scalar.rs` use nothing of the vector code.
+//! Layout: this file holds the public API and the run-time dispatch; `params.rs` what the table
+//! kernels read, `exact.rs` the exact mode's tables, `scalar.rs` the reference bodies, `lanes/`
+//! the vector kernels, written once over a lanes abstraction and instantiated per instruction set
+//! (`lanes/avx2.rs`, `lanes/avx512.rs`). Imports go one way: this file uses the others; `lanes/`
+//! and `scalar.rs` read `params.rs` and `exact.rs`, which import nothing of the kernels.
 
 use super::config::Variant;
 
@@ -27,37 +27,20 @@ use super::config::Variant;
 macro_rules! by_variant {
     ($variant:expr, $linear:expr, |$V:ident, $L:ident| $body:expr) => {{
         use $crate::core::config::Variant as Var;
-        match ($variant, $linear) {
-            (Var::Ditac, false) => {
-                const $V: u8 = 0;
-                const $L: bool = false;
-                $body
-            }
-            (Var::Ditac, true) => {
-                const $V: u8 = 0;
-                const $L: bool = true;
-                $body
-            }
-            (Var::Ge, false) => {
-                const $V: u8 = 1;
-                const $L: bool = false;
-                $body
-            }
-            (Var::Ge, true) => {
-                const $V: u8 = 1;
-                const $L: bool = true;
-                $body
-            }
-            (Var::Leaky, false) => {
-                const $V: u8 = 2;
-                const $L: bool = false;
-                $body
-            }
-            (Var::Leaky, true) => {
-                const $V: u8 = 2;
-                const $L: bool = true;
-                $body
-            }
+        match $variant {
+            Var::Ditac => by_variant!(@linear 0, $linear, $V, $L, $body),
+            Var::Ge => by_variant!(@linear 1, $linear, $V, $L, $body),
+            Var::Leaky => by_variant!(@linear 2, $linear, $V, $L, $body),
+        }
+    }};
+    (@linear $v:literal, $linear:expr, $V:ident, $L:ident, $body:expr) => {{
+        const $V: u8 = $v;
+        if $linear {
+            const $L: bool = true;
+            $body
+        } else {
+            const $L: bool = false;
+            $body
         }
     }};
 }
@@ -65,46 +48,17 @@ macro_rules! by_variant {
 mod exact;
 #[macro_use]
 mod lanes;
+mod params;
 mod scalar;
 
 #[cfg(target_arch = "x86_64")]
 use lanes::{avx2, avx512, Lanes};
 
 pub use exact::{ExactKernel, FastTable, FlowCells, FlowTables, FAST_NODES, FAST_TOL};
+use params::BLOCK;
+pub use params::{GradTables, TableKernel};
 pub use scalar::outer_scalar;
 use scalar::{add_direct, dispatch_scalar, grad_elem};
-
-/// What a table forward needs, in the precision of the data.
-#[derive(Clone, Copy)]
-pub struct TableKernel<'a> {
-    pub lo: f32,
-    pub hi: f32,
-    pub add_in: f32,
-    pub mul_in: f32,
-    pub scale: f32,
-    /// x̃ at the nodes, in original units (C rows of n nodes one after the other for
-    /// [`table_forward_channels`]).
-    pub xt: &'a [f32],
-    /// (x̃_i, x̃_{i+1} − x̃_i) per node, 2 floats a node, rows as `xt` (the last node of a row
-    /// with 0): what the AVX2 linear kernel gathers, 64 bits a lane.
-    pub pairs: &'a [f32],
-    pub variant: Variant,
-    pub alpha: f32,
-    pub linear: bool,
-}
-
-/// The gradient tables that go with a [`TableKernel`] (same row layout).
-#[derive(Clone, Copy)]
-pub struct GradTables<'a> {
-    /// dT̂/du at the nodes.
-    pub dt: &'a [f32],
-    /// (x̃_i, dT̂/du_i) per node, 2 floats a node (what the AVX2 nearest backward gathers).
-    pub xdt: &'a [f32],
-    /// dT̂/dθ at the nodes, n×d row-major per channel row.
-    pub dtheta: &'a [f32],
-    pub d: usize,
-    pub mul_out: f32,
-}
 
 /// Where a slice lies in a tensor of `c` channels of `inner` contiguous elements: element j of the
 /// slice is element `start + j` of the tensor, of channel ((start + j) / inner) % c.
@@ -158,9 +112,6 @@ impl ChanIter {
         c
     }
 }
-
-/// Elements per block of channel offsets.
-pub(crate) const BLOCK: usize = 512;
 
 /// An instruction set the kernels have a path for, lowest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -2,7 +2,7 @@
 //! fallback where a CPU has no vector path.
 
 use super::exact::ExactKernel;
-use super::{GradTables, TableKernel, BLOCK};
+use super::params::{GradTables, TableKernel, BLOCK};
 use crate::core::config::Variant;
 use crate::core::erf::erf_f32;
 

@@ -77,55 +77,47 @@ unsafe impl Lanes for Avx2 {
         Avx2(())
     }
 
+    one_intrinsic! {
+        splat(v: f32) -> __m256 = _mm256_set1_ps;
+        add(a: __m256, b: __m256) -> __m256 = _mm256_add_ps;
+        sub(a: __m256, b: __m256) -> __m256 = _mm256_sub_ps;
+        mul(a: __m256, b: __m256) -> __m256 = _mm256_mul_ps;
+        div(a: __m256, b: __m256) -> __m256 = _mm256_div_ps;
+        fmadd(a: __m256, b: __m256, c: __m256) -> __m256 = _mm256_fmadd_ps;
+        fnmadd(a: __m256, b: __m256, c: __m256) -> __m256 = _mm256_fnmadd_ps;
+        min(a: __m256, b: __m256) -> __m256 = _mm256_min_ps;
+        max(a: __m256, b: __m256) -> __m256 = _mm256_max_ps;
+        recip_estimate(a: __m256) -> __m256 = _mm256_rcp_ps;
+        floor(a: __m256) -> __m256 = _mm256_floor_ps;
+        round(a: __m256) -> __m256 = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>;
+        and(a: __m256, b: __m256) -> __m256 = _mm256_and_ps;
+        or(a: __m256, b: __m256) -> __m256 = _mm256_or_ps;
+        xor(a: __m256, b: __m256) -> __m256 = _mm256_xor_ps;
+        lt(a: __m256, b: __m256) -> __m256 = _mm256_cmp_ps::<_CMP_LT_OQ>;
+        le(a: __m256, b: __m256) -> __m256 = _mm256_cmp_ps::<_CMP_LE_OQ>;
+        gt(a: __m256, b: __m256) -> __m256 = _mm256_cmp_ps::<_CMP_GT_OQ>;
+        ge(a: __m256, b: __m256) -> __m256 = _mm256_cmp_ps::<_CMP_GE_OQ>;
+        unord(a: __m256, b: __m256) -> __m256 = _mm256_cmp_ps::<_CMP_UNORD_Q>;
+        maskz(m: __m256, v: __m256) -> __m256 = _mm256_and_ps;
+        mand(a: __m256, b: __m256) -> __m256 = _mm256_and_ps;
+        isplat(v: i32) -> __m256i = _mm256_set1_epi32;
+        iadd(a: __m256i, b: __m256i) -> __m256i = _mm256_add_epi32;
+        isub(a: __m256i, b: __m256i) -> __m256i = _mm256_sub_epi32;
+        imin(a: __m256i, b: __m256i) -> __m256i = _mm256_min_epi32;
+        imax(a: __m256i, b: __m256i) -> __m256i = _mm256_max_epi32;
+        iand(a: __m256i, b: __m256i) -> __m256i = _mm256_and_si256;
+        ior(a: __m256i, b: __m256i) -> __m256i = _mm256_or_si256;
+        round_i32(a: __m256) -> __m256i = _mm256_cvtps_epi32;
+        to_f32(a: __m256i) -> __m256 = _mm256_cvtepi32_ps;
+        bits_of(a: __m256) -> __m256i = _mm256_castps_si256;
+        float_of_bits(a: __m256i) -> __m256 = _mm256_castsi256_ps;
+        dsplat(v: f64) -> __m256d = _mm256_set1_pd;
+        dadd(a: __m256d, b: __m256d) -> __m256d = _mm256_add_pd;
+        dsub(a: __m256d, b: __m256d) -> __m256d = _mm256_sub_pd;
+        dfmadd(a: __m256d, b: __m256d, c: __m256d) -> __m256d = _mm256_fmadd_pd;
+    }
+
     // SAFETY (every `unsafe` block below): the token: AVX2 and FMA run here.
-    #[inline(always)]
-    fn splat(self, v: f32) -> __m256 {
-        unsafe { _mm256_set1_ps(v) }
-    }
-    #[inline(always)]
-    fn add(self, a: __m256, b: __m256) -> __m256 {
-        unsafe { _mm256_add_ps(a, b) }
-    }
-    #[inline(always)]
-    fn sub(self, a: __m256, b: __m256) -> __m256 {
-        unsafe { _mm256_sub_ps(a, b) }
-    }
-    #[inline(always)]
-    fn mul(self, a: __m256, b: __m256) -> __m256 {
-        unsafe { _mm256_mul_ps(a, b) }
-    }
-    #[inline(always)]
-    fn div(self, a: __m256, b: __m256) -> __m256 {
-        unsafe { _mm256_div_ps(a, b) }
-    }
-    #[inline(always)]
-    fn fmadd(self, a: __m256, b: __m256, c: __m256) -> __m256 {
-        unsafe { _mm256_fmadd_ps(a, b, c) }
-    }
-    #[inline(always)]
-    fn fnmadd(self, a: __m256, b: __m256, c: __m256) -> __m256 {
-        unsafe { _mm256_fnmadd_ps(a, b, c) }
-    }
-    #[inline(always)]
-    fn min(self, a: __m256, b: __m256) -> __m256 {
-        unsafe { _mm256_min_ps(a, b) }
-    }
-    #[inline(always)]
-    fn max(self, a: __m256, b: __m256) -> __m256 {
-        unsafe { _mm256_max_ps(a, b) }
-    }
-    #[inline(always)]
-    fn recip_estimate(self, a: __m256) -> __m256 {
-        unsafe { _mm256_rcp_ps(a) }
-    }
-    #[inline(always)]
-    fn floor(self, a: __m256) -> __m256 {
-        unsafe { _mm256_floor_ps(a) }
-    }
-    #[inline(always)]
-    fn round(self, a: __m256) -> __m256 {
-        unsafe { _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a) }
-    }
     #[inline(always)]
     fn ldexp(self, e: __m256, n: __m256) -> __m256 {
         // 2^n built in the exponent field (exact for n in [−126, 126]), then one product.
@@ -138,54 +130,13 @@ unsafe impl Lanes for Avx2 {
         }
     }
     #[inline(always)]
-    fn and(self, a: __m256, b: __m256) -> __m256 {
-        unsafe { _mm256_and_ps(a, b) }
-    }
-    #[inline(always)]
-    fn or(self, a: __m256, b: __m256) -> __m256 {
-        unsafe { _mm256_or_ps(a, b) }
-    }
-    #[inline(always)]
-    fn xor(self, a: __m256, b: __m256) -> __m256 {
-        unsafe { _mm256_xor_ps(a, b) }
-    }
-    #[inline(always)]
     fn abs(self, a: __m256) -> __m256 {
         unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), a) }
     }
 
     #[inline(always)]
-    fn lt(self, a: __m256, b: __m256) -> __m256 {
-        unsafe { _mm256_cmp_ps::<_CMP_LT_OQ>(a, b) }
-    }
-    #[inline(always)]
-    fn le(self, a: __m256, b: __m256) -> __m256 {
-        unsafe { _mm256_cmp_ps::<_CMP_LE_OQ>(a, b) }
-    }
-    #[inline(always)]
-    fn gt(self, a: __m256, b: __m256) -> __m256 {
-        unsafe { _mm256_cmp_ps::<_CMP_GT_OQ>(a, b) }
-    }
-    #[inline(always)]
-    fn ge(self, a: __m256, b: __m256) -> __m256 {
-        unsafe { _mm256_cmp_ps::<_CMP_GE_OQ>(a, b) }
-    }
-    #[inline(always)]
-    fn unord(self, a: __m256, b: __m256) -> __m256 {
-        unsafe { _mm256_cmp_ps::<_CMP_UNORD_Q>(a, b) }
-    }
-    #[inline(always)]
     fn select(self, m: __m256, t: __m256, f: __m256) -> __m256 {
         unsafe { _mm256_blendv_ps(f, t, m) }
-    }
-    #[inline(always)]
-    fn maskz(self, m: __m256, v: __m256) -> __m256 {
-        unsafe { _mm256_and_ps(m, v) }
-    }
-
-    #[inline(always)]
-    fn mand(self, a: __m256, b: __m256) -> __m256 {
-        unsafe { _mm256_and_ps(a, b) }
     }
     #[inline(always)]
     fn mand_not(self, a: __m256, b: __m256) -> __m256 {
@@ -218,34 +169,6 @@ unsafe impl Lanes for Avx2 {
     }
 
     #[inline(always)]
-    fn isplat(self, v: i32) -> __m256i {
-        unsafe { _mm256_set1_epi32(v) }
-    }
-    #[inline(always)]
-    fn iadd(self, a: __m256i, b: __m256i) -> __m256i {
-        unsafe { _mm256_add_epi32(a, b) }
-    }
-    #[inline(always)]
-    fn isub(self, a: __m256i, b: __m256i) -> __m256i {
-        unsafe { _mm256_sub_epi32(a, b) }
-    }
-    #[inline(always)]
-    fn imin(self, a: __m256i, b: __m256i) -> __m256i {
-        unsafe { _mm256_min_epi32(a, b) }
-    }
-    #[inline(always)]
-    fn imax(self, a: __m256i, b: __m256i) -> __m256i {
-        unsafe { _mm256_max_epi32(a, b) }
-    }
-    #[inline(always)]
-    fn iand(self, a: __m256i, b: __m256i) -> __m256i {
-        unsafe { _mm256_and_si256(a, b) }
-    }
-    #[inline(always)]
-    fn ior(self, a: __m256i, b: __m256i) -> __m256i {
-        unsafe { _mm256_or_si256(a, b) }
-    }
-    #[inline(always)]
     fn ishr(self, a: __m256i, k: u32) -> __m256i {
         unsafe { _mm256_srlv_epi32(a, _mm256_set1_epi32(k as i32)) }
     }
@@ -264,40 +187,6 @@ unsafe impl Lanes for Avx2 {
     #[inline(always)]
     fn trunc_i32(self, a: __m256) -> __m256i {
         unsafe { _mm256_cvttps_epi32(a) }
-    }
-    #[inline(always)]
-    fn round_i32(self, a: __m256) -> __m256i {
-        // in the current rounding mode: to nearest, half to even
-        unsafe { _mm256_cvtps_epi32(a) }
-    }
-    #[inline(always)]
-    fn to_f32(self, a: __m256i) -> __m256 {
-        unsafe { _mm256_cvtepi32_ps(a) }
-    }
-    #[inline(always)]
-    fn to_bits(self, a: __m256) -> __m256i {
-        unsafe { _mm256_castps_si256(a) }
-    }
-    #[inline(always)]
-    fn from_bits(self, a: __m256i) -> __m256 {
-        unsafe { _mm256_castsi256_ps(a) }
-    }
-
-    #[inline(always)]
-    fn dsplat(self, v: f64) -> __m256d {
-        unsafe { _mm256_set1_pd(v) }
-    }
-    #[inline(always)]
-    fn dadd(self, a: __m256d, b: __m256d) -> __m256d {
-        unsafe { _mm256_add_pd(a, b) }
-    }
-    #[inline(always)]
-    fn dsub(self, a: __m256d, b: __m256d) -> __m256d {
-        unsafe { _mm256_sub_pd(a, b) }
-    }
-    #[inline(always)]
-    fn dfmadd(self, a: __m256d, b: __m256d, c: __m256d) -> __m256d {
-        unsafe { _mm256_fmadd_pd(a, b, c) }
     }
     #[inline(always)]
     fn widen(self, a: __m256) -> [__m256d; 2] {

@@ -46,96 +46,54 @@ unsafe impl Lanes for Avx512 {
         Avx512(())
     }
 
+    one_intrinsic! {
+        splat(v: f32) -> __m512 = _mm512_set1_ps;
+        add(a: __m512, b: __m512) -> __m512 = _mm512_add_ps;
+        sub(a: __m512, b: __m512) -> __m512 = _mm512_sub_ps;
+        mul(a: __m512, b: __m512) -> __m512 = _mm512_mul_ps;
+        div(a: __m512, b: __m512) -> __m512 = _mm512_div_ps;
+        fmadd(a: __m512, b: __m512, c: __m512) -> __m512 = _mm512_fmadd_ps;
+        fnmadd(a: __m512, b: __m512, c: __m512) -> __m512 = _mm512_fnmadd_ps;
+        min(a: __m512, b: __m512) -> __m512 = _mm512_min_ps;
+        max(a: __m512, b: __m512) -> __m512 = _mm512_max_ps;
+        recip_estimate(a: __m512) -> __m512 = _mm512_rcp14_ps;
+        floor(a: __m512) -> __m512 = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>;
+        round(a: __m512) -> __m512 = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>;
+        ldexp(e: __m512, n: __m512) -> __m512 = _mm512_scalef_ps;
+        and(a: __m512, b: __m512) -> __m512 = _mm512_and_ps;
+        or(a: __m512, b: __m512) -> __m512 = _mm512_or_ps;
+        xor(a: __m512, b: __m512) -> __m512 = _mm512_xor_ps;
+        lt(a: __m512, b: __m512) -> __mmask16 = _mm512_cmp_ps_mask::<_CMP_LT_OQ>;
+        le(a: __m512, b: __m512) -> __mmask16 = _mm512_cmp_ps_mask::<_CMP_LE_OQ>;
+        gt(a: __m512, b: __m512) -> __mmask16 = _mm512_cmp_ps_mask::<_CMP_GT_OQ>;
+        ge(a: __m512, b: __m512) -> __mmask16 = _mm512_cmp_ps_mask::<_CMP_GE_OQ>;
+        unord(a: __m512, b: __m512) -> __mmask16 = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>;
+        isplat(v: i32) -> __m512i = _mm512_set1_epi32;
+        iadd(a: __m512i, b: __m512i) -> __m512i = _mm512_add_epi32;
+        isub(a: __m512i, b: __m512i) -> __m512i = _mm512_sub_epi32;
+        imin(a: __m512i, b: __m512i) -> __m512i = _mm512_min_epi32;
+        imax(a: __m512i, b: __m512i) -> __m512i = _mm512_max_epi32;
+        iand(a: __m512i, b: __m512i) -> __m512i = _mm512_and_si512;
+        ior(a: __m512i, b: __m512i) -> __m512i = _mm512_or_si512;
+        ieq(a: __m512i, b: __m512i) -> __mmask16 = _mm512_cmpeq_epi32_mask;
+        imaskz(m: __mmask16, v: __m512i) -> __m512i = _mm512_maskz_mov_epi32;
+        trunc_i32(a: __m512) -> __m512i = _mm512_cvttps_epi32;
+        round_i32(a: __m512) -> __m512i = _mm512_cvtps_epi32;
+        to_f32(a: __m512i) -> __m512 = _mm512_cvtepi32_ps;
+        bits_of(a: __m512) -> __m512i = _mm512_castps_si512;
+        float_of_bits(a: __m512i) -> __m512 = _mm512_castsi512_ps;
+        dsplat(v: f64) -> __m512d = _mm512_set1_pd;
+        dadd(a: __m512d, b: __m512d) -> __m512d = _mm512_add_pd;
+        dsub(a: __m512d, b: __m512d) -> __m512d = _mm512_sub_pd;
+        dfmadd(a: __m512d, b: __m512d, c: __m512d) -> __m512d = _mm512_fmadd_pd;
+    }
+
     // SAFETY (every `unsafe` block below): the token: AVX-512 F/BW/DQ/VL run here.
-    #[inline(always)]
-    fn splat(self, v: f32) -> __m512 {
-        unsafe { _mm512_set1_ps(v) }
-    }
-    #[inline(always)]
-    fn add(self, a: __m512, b: __m512) -> __m512 {
-        unsafe { _mm512_add_ps(a, b) }
-    }
-    #[inline(always)]
-    fn sub(self, a: __m512, b: __m512) -> __m512 {
-        unsafe { _mm512_sub_ps(a, b) }
-    }
-    #[inline(always)]
-    fn mul(self, a: __m512, b: __m512) -> __m512 {
-        unsafe { _mm512_mul_ps(a, b) }
-    }
-    #[inline(always)]
-    fn div(self, a: __m512, b: __m512) -> __m512 {
-        unsafe { _mm512_div_ps(a, b) }
-    }
-    #[inline(always)]
-    fn fmadd(self, a: __m512, b: __m512, c: __m512) -> __m512 {
-        unsafe { _mm512_fmadd_ps(a, b, c) }
-    }
-    #[inline(always)]
-    fn fnmadd(self, a: __m512, b: __m512, c: __m512) -> __m512 {
-        unsafe { _mm512_fnmadd_ps(a, b, c) }
-    }
-    #[inline(always)]
-    fn min(self, a: __m512, b: __m512) -> __m512 {
-        unsafe { _mm512_min_ps(a, b) }
-    }
-    #[inline(always)]
-    fn max(self, a: __m512, b: __m512) -> __m512 {
-        unsafe { _mm512_max_ps(a, b) }
-    }
-    #[inline(always)]
-    fn recip_estimate(self, a: __m512) -> __m512 {
-        unsafe { _mm512_rcp14_ps(a) }
-    }
-    #[inline(always)]
-    fn floor(self, a: __m512) -> __m512 {
-        unsafe { _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(a) }
-    }
-    #[inline(always)]
-    fn round(self, a: __m512) -> __m512 {
-        unsafe { _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a) }
-    }
-    #[inline(always)]
-    fn ldexp(self, e: __m512, n: __m512) -> __m512 {
-        unsafe { _mm512_scalef_ps(e, n) }
-    }
-    #[inline(always)]
-    fn and(self, a: __m512, b: __m512) -> __m512 {
-        unsafe { _mm512_and_ps(a, b) }
-    }
-    #[inline(always)]
-    fn or(self, a: __m512, b: __m512) -> __m512 {
-        unsafe { _mm512_or_ps(a, b) }
-    }
-    #[inline(always)]
-    fn xor(self, a: __m512, b: __m512) -> __m512 {
-        unsafe { _mm512_xor_ps(a, b) }
-    }
     #[inline(always)]
     fn abs(self, a: __m512) -> __m512 {
         unsafe { _mm512_andnot_ps(_mm512_set1_ps(-0.0), a) }
     }
 
-    #[inline(always)]
-    fn lt(self, a: __m512, b: __m512) -> __mmask16 {
-        unsafe { _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, b) }
-    }
-    #[inline(always)]
-    fn le(self, a: __m512, b: __m512) -> __mmask16 {
-        unsafe { _mm512_cmp_ps_mask::<_CMP_LE_OQ>(a, b) }
-    }
-    #[inline(always)]
-    fn gt(self, a: __m512, b: __m512) -> __mmask16 {
-        unsafe { _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, b) }
-    }
-    #[inline(always)]
-    fn ge(self, a: __m512, b: __m512) -> __mmask16 {
-        unsafe { _mm512_cmp_ps_mask::<_CMP_GE_OQ>(a, b) }
-    }
-    #[inline(always)]
-    fn unord(self, a: __m512, b: __m512) -> __mmask16 {
-        unsafe { _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a, b) }
-    }
     #[inline(always)]
     fn select(self, m: __mmask16, t: __m512, f: __m512) -> __m512 {
         unsafe { _mm512_mask_blend_ps(m, f, t) }
@@ -175,86 +133,12 @@ unsafe impl Lanes for Avx512 {
     }
 
     #[inline(always)]
-    fn isplat(self, v: i32) -> __m512i {
-        unsafe { _mm512_set1_epi32(v) }
-    }
-    #[inline(always)]
-    fn iadd(self, a: __m512i, b: __m512i) -> __m512i {
-        unsafe { _mm512_add_epi32(a, b) }
-    }
-    #[inline(always)]
-    fn isub(self, a: __m512i, b: __m512i) -> __m512i {
-        unsafe { _mm512_sub_epi32(a, b) }
-    }
-    #[inline(always)]
-    fn imin(self, a: __m512i, b: __m512i) -> __m512i {
-        unsafe { _mm512_min_epi32(a, b) }
-    }
-    #[inline(always)]
-    fn imax(self, a: __m512i, b: __m512i) -> __m512i {
-        unsafe { _mm512_max_epi32(a, b) }
-    }
-    #[inline(always)]
-    fn iand(self, a: __m512i, b: __m512i) -> __m512i {
-        unsafe { _mm512_and_si512(a, b) }
-    }
-    #[inline(always)]
-    fn ior(self, a: __m512i, b: __m512i) -> __m512i {
-        unsafe { _mm512_or_si512(a, b) }
-    }
-    #[inline(always)]
     fn ishr(self, a: __m512i, k: u32) -> __m512i {
         unsafe { _mm512_srlv_epi32(a, _mm512_set1_epi32(k as i32)) }
     }
     #[inline(always)]
-    fn ieq(self, a: __m512i, b: __m512i) -> __mmask16 {
-        unsafe { _mm512_cmpeq_epi32_mask(a, b) }
-    }
-    #[inline(always)]
     fn iselect(self, m: __mmask16, t: __m512i, f: __m512i) -> __m512i {
         unsafe { _mm512_mask_blend_epi32(m, f, t) }
-    }
-    #[inline(always)]
-    fn imaskz(self, m: __mmask16, v: __m512i) -> __m512i {
-        unsafe { _mm512_maskz_mov_epi32(m, v) }
-    }
-    #[inline(always)]
-    fn trunc_i32(self, a: __m512) -> __m512i {
-        unsafe { _mm512_cvttps_epi32(a) }
-    }
-    #[inline(always)]
-    fn round_i32(self, a: __m512) -> __m512i {
-        // in the current rounding mode: to nearest, half to even
-        unsafe { _mm512_cvtps_epi32(a) }
-    }
-    #[inline(always)]
-    fn to_f32(self, a: __m512i) -> __m512 {
-        unsafe { _mm512_cvtepi32_ps(a) }
-    }
-    #[inline(always)]
-    fn to_bits(self, a: __m512) -> __m512i {
-        unsafe { _mm512_castps_si512(a) }
-    }
-    #[inline(always)]
-    fn from_bits(self, a: __m512i) -> __m512 {
-        unsafe { _mm512_castsi512_ps(a) }
-    }
-
-    #[inline(always)]
-    fn dsplat(self, v: f64) -> __m512d {
-        unsafe { _mm512_set1_pd(v) }
-    }
-    #[inline(always)]
-    fn dadd(self, a: __m512d, b: __m512d) -> __m512d {
-        unsafe { _mm512_add_pd(a, b) }
-    }
-    #[inline(always)]
-    fn dsub(self, a: __m512d, b: __m512d) -> __m512d {
-        unsafe { _mm512_sub_pd(a, b) }
-    }
-    #[inline(always)]
-    fn dfmadd(self, a: __m512d, b: __m512d, c: __m512d) -> __m512d {
-        unsafe { _mm512_fmadd_pd(a, b, c) }
     }
     #[inline(always)]
     fn widen(self, a: __m512) -> [__m512d; 2] {

@@ -6,7 +6,7 @@ use super::math::{exp, log, outer_of};
 use super::table::in_range;
 use super::{Lanes, MAX_LANES};
 use crate::core::kernels::exact::{ExactKernel, FAST_NODES};
-use crate::core::kernels::BLOCK;
+use crate::core::kernels::params::BLOCK;
 
 /// The per-cell tables of the exact path, in registers (SMALL: 16 cells or fewer) or in memory.
 struct Flow<S: Lanes> {

@@ -26,7 +26,7 @@ macro_rules! instantiate {
         use crate::core::config::Variant;
         use crate::core::kernels::exact::{ExactKernel, FAST_NODES};
         use crate::core::kernels::lanes::{flow, table};
-        use crate::core::kernels::{GradTables, TableKernel};
+        use crate::core::kernels::params::{GradTables, TableKernel};
 
         /// Vectors a step of the table forward and backward.
         const TABLE_VECTORS: usize = 2;
@@ -154,5 +154,20 @@ macro_rules! instantiate {
                 (false, false) => exact_warp::<false>(k, x, y, fallback),
             }
         }
+    };
+}
+
+/// [`Lanes`](super::Lanes) methods that are one intrinsic each, as a table: `name(args) -> R =
+/// intrinsic;` becomes `fn name(self, args) -> R { intrinsic(args) }`, inlined, in an `unsafe`
+/// block whose justification is the token (the instruction set runs wherever a token exists).
+macro_rules! one_intrinsic {
+    ($($name:ident($($a:ident: $t:ty),*) -> $r:ty = $f:path;)*) => {
+        $(
+            #[inline(always)]
+            fn $name(self, $($a: $t),*) -> $r {
+                // SAFETY: the token: the instruction set runs here.
+                unsafe { $f($($a),*) }
+            }
+        )*
     };
 }

@@ -125,9 +125,9 @@ pub(super) fn exp<S: Lanes, const N: usize>(s: S, a: [S::F; N], zero_below: bool
 #[inline(always)]
 pub(super) fn log<S: Lanes, const N: usize>(s: S, x: [S::F; N]) -> [S::F; N] {
     each!(N, h => {
-        let xi = s.to_bits(x[h]);
+        let xi = s.bits_of(x[h]);
         let e = s.isub(s.ishr(xi, 23), s.isplat(127));
-        let m = s.from_bits(s.ior(s.iand(xi, s.isplat(0x007f_ffff)), s.isplat(0x3f80_0000)));
+        let m = s.float_of_bits(s.ior(s.iand(xi, s.isplat(0x007f_ffff)), s.isplat(0x3f80_0000)));
         let big = s.gt(m, s.splat(std::f32::consts::SQRT_2));
         let m = s.select(big, s.mul(m, s.splat(0.5)), m);
         let e = s.iselect(big, s.iadd(e, s.isplat(1)), e);

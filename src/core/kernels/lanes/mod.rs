@@ -18,10 +18,12 @@
 //!    lane-by-lane loads, compaction by a table of permutations or lane by lane, `min`/`max` with
 //!    x86's NaN rule through a compare and a select);
 //! 2. invokes `instantiate!(Token, "feature,list", exact_table_vectors = N)` for the entry points
-//!    (`forward`, `outer`, `backward`, `exact`);
-//! then `kernels/mod.rs` gets a `mod`, an [`Isa`](super::Isa) variant with its detection, and an
-//! arm in each dispatch `match`. The bit-for-bit tests (`math.rs`'s erf test, tests/kernels_simd.rs)
-//! cover a new set once it is in `Isa::ALL`.
+//!    (`forward`, `outer`, `backward`, `exact`).
+//!
+//! Then `kernels/mod.rs` gets a `mod` line here, an [`Isa`](super::Isa) variant with its
+//! detection (`Token::detect`), and an arm in each dispatch `match`; the erf test of `math.rs`
+//! gets a caller in the new file. tests/kernels_simd.rs covers the new set (bit for bit against
+//! the scalar reference) once it is in `Isa::ALL`.
 
 #[macro_use]
 mod macros;
@@ -153,8 +155,8 @@ pub(super) unsafe trait Lanes: Copy {
     fn round_i32(self, a: Self::F) -> Self::I;
     fn to_f32(self, a: Self::I) -> Self::F;
     /// The float lanes' bits as integers, and back.
-    fn to_bits(self, a: Self::F) -> Self::I;
-    fn from_bits(self, a: Self::I) -> Self::F;
+    fn bits_of(self, a: Self::F) -> Self::I;
+    fn float_of_bits(self, a: Self::I) -> Self::F;
 
     // float64 halves
     fn dsplat(self, v: f64) -> Self::D;

@@ -2,7 +2,7 @@
 
 use super::math::{outer, pdf, phi_fast};
 use super::{Lanes, MAX_LANES};
-use crate::core::kernels::{GradTables, TableKernel};
+use crate::core::kernels::params::{GradTables, TableKernel};
 
 /// The broadcast constants of a table kernel.
 pub(super) struct Consts<S: Lanes> {
@@ -115,8 +115,8 @@ pub(super) unsafe fn forward<S: Lanes, const V: u8, const LINEAR: bool, const N:
             None => s.isplat(0),
         });
         let v = lanes::<S, V, LINEAR, N>(s, &c, k, xv, off);
-        for h in 0..N {
-            s.store(yp.add(j + h * l), v[h]);
+        for (h, &vh) in v.iter().enumerate() {
+            s.store(yp.add(j + h * l), vh);
         }
         j += N * l;
     }
@@ -311,8 +311,8 @@ pub(super) unsafe fn outer_slice<S: Lanes, const V: u8, const N: usize>(
         let xv = each!(N, h => s.load(xp.add(j + h * l)));
         let wv = each!(N, h => s.load(wp.add(j + h * l)));
         let v = outer::<S, V, N>(s, av, xv, wv);
-        for h in 0..N {
-            s.store(yp.add(j + h * l), v[h]);
+        for (h, &vh) in v.iter().enumerate() {
+            s.store(yp.add(j + h * l), vh);
         }
         j += N * l;
     }

@@ -122,17 +122,19 @@ pub(super) unsafe fn forward<S: Lanes, const V: u8, const LINEAR: bool, const N:
     }
     while j < len {
         let rem = (len - j).min(l);
-        let (xv, off) = if rem == l {
-            (s.load(xp.add(j)), op.map(|p| s.iload(p.add(j))))
+        let full = rem == l;
+        let xv = if full {
+            s.load(xp.add(j))
         } else {
-            (
-                s.load_head(xp.add(j), rem),
-                op.map(|p| s.iload_head(p.add(j), rem)),
-            )
+            s.load_head(xp.add(j), rem)
         };
-        let off = off.unwrap_or(s.isplat(0));
+        let off = match op {
+            Some(p) if full => s.iload(p.add(j)),
+            Some(p) => s.iload_head(p.add(j), rem),
+            None => s.isplat(0),
+        };
         let v = lanes::<S, V, LINEAR, 1>(s, &c, k, [xv], [off])[0];
-        if rem == l {
+        if full {
             s.store(yp.add(j), v);
         } else {
             s.store_head(yp.add(j), rem, v);

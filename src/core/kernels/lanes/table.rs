@@ -109,6 +109,13 @@ pub(super) unsafe fn forward<S: Lanes, const V: u8, const LINEAR: bool, const N:
     let op = offs.map(|o| o.as_ptr());
     let mut j = 0;
     while j + N * l <= len {
+        // x ahead: the table's gathers miss L1 and would otherwise leave the stream of x waiting
+        // at sizes beyond the caches (a prefetch never faults, past the end included).
+        let mut ahead = 512;
+        while ahead < 512 + N * l {
+            s.prefetch(xp.wrapping_add(j + ahead));
+            ahead += 16;
+        }
         let xv = each!(N, h => s.load(xp.add(j + h * l)));
         let off = each!(N, h => match op {
             Some(p) => s.iload(p.add(j + h * l)),

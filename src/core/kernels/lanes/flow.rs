@@ -3,7 +3,7 @@
 //! table (`FastTable`) that sends the lanes it cannot serve there.
 
 use super::math::{exp, log, outer_of};
-use super::table::in_range;
+use super::table::{in_range, prefetch_ahead};
 use super::{Lanes, MAX_LANES};
 use crate::core::kernels::exact::{ExactKernel, FAST_NODES};
 use crate::core::kernels::params::BLOCK;
@@ -389,13 +389,7 @@ pub(super) unsafe fn exact_table<S: Lanes, const N: usize>(
         };
         let mut j = 0;
         while j + N * l <= len {
-            // x ahead: the table's gathers miss L1 and would otherwise leave the stream of x
-            // waiting at large sizes (a prefetch never faults, past the end included).
-            let mut ahead = 512;
-            while ahead < 512 + N * l {
-                s.prefetch(xp.wrapping_add(j + ahead));
-                ahead += 16;
-            }
+            prefetch_ahead(s, xp.wrapping_add(j), N * l);
             let xv = each!(N, h => s.load(xp.add(j + h * l)));
             let (v, slow) = fast_lanes::<S, N>(s, &cs, k, xv);
             for h in 0..N {

@@ -1,7 +1,7 @@
-//! Exact mode (`lut_size = 0`): the closed-form warp per element, vectorised where the CPU allows.
+//! Exact mode (`lut_size = 0`): the kernel's description ([`ExactKernel`]) and the tables its vector
+//! paths read ([`FlowTables`], [`FastTable`]); the paths themselves are `lanes/flow.rs` and the
+//! scalar `scalar::exact`.
 
-use super::scalar::outer_scalar;
-use super::{Isa, BLOCK};
 use crate::core::config::Variant;
 use crate::core::cpa::Field;
 use crate::core::real::Real;
@@ -23,57 +23,6 @@ pub struct ExactKernel<'a> {
     pub fast: &'a [f32],
     pub variant: Variant,
     pub alpha: f32,
-}
-
-/// y = act(x) in exact mode on [`Isa::active`]; `fallback(x)` is x̃ for an in-range x through the
-/// scalar integrator.
-pub fn exact_forward(k: &ExactKernel, x: &[f32], y: &mut [f32], fallback: &dyn Fn(f32) -> f32) {
-    exact_forward_on(Isa::active(), k, x, y, fallback)
-}
-
-/// [`exact_forward`] on the path `isa` (or the best below it this CPU has); on `Scalar`, every
-/// in-range element goes through `fallback` (the reference).
-pub fn exact_forward_on(
-    isa: Isa,
-    k: &ExactKernel,
-    x: &[f32],
-    y: &mut [f32],
-    fallback: &dyn Fn(f32) -> f32,
-) {
-    assert_eq!(x.len(), y.len());
-    let t = &k.flow;
-    let pad = t.nc.max(16);
-    assert!(t.nc >= 1 && t.span >= t.nc && t.span.is_power_of_two());
-    assert!(
-        [t.a, t.b, t.inv_a, t.right, t.left, t.eta, t.boa, t.ent_up, t.ent_dn]
-            .iter()
-            .all(|v| v.len() == pad)
-    );
-    assert!(
-        t.k1.len() == pad && t.cum.len() == 2 * t.span.max(16) && t.cum_f32.len() == t.cum.len()
-    );
-    match isa.usable() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the CPU supports the path (`usable`); the per-cell tables have nc entries
-        // (checked above).
-        Isa::Avx512 => return unsafe { super::avx512::exact(k, x, y, fallback) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        Isa::Avx2 => return unsafe { super::avx2::exact(k, x, y, fallback) },
-        _ => {}
-    }
-    let mut wb = [0f32; BLOCK];
-    for (xc, yc) in x.chunks(BLOCK).zip(y.chunks_mut(BLOCK)) {
-        let m = xc.len();
-        for (w, &xi) in wb[..m].iter_mut().zip(xc) {
-            *w = if xi >= k.lo && xi <= k.hi {
-                fallback(xi)
-            } else {
-                xi
-            };
-        }
-        outer_scalar(k.variant, k.alpha, xc, &wb[..m], yc);
-    }
 }
 
 /// Per-cell tables of the constant-cost exact path (AVX2, AVX-512): every trajectory, whatever the

@@ -1,4 +1,4 @@
-//! Float32 kernels: a portable scalar body (the reference) and explicit AVX2 and AVX-512 kernels
+//! Float32 kernels: a portable scalar body (the reference) and vector kernels for AVX2 and AVX-512
 //! chosen at run time ([`Isa`]: `is_x86_feature_detected!`, capped by `DITAC_ISA`). The vector
 //! table forward gives, lane by lane, the bits of the scalar body: the same table index and nodes, and an erf that performs the scalar
 //! erf's IEEE operations (fused multiply-adds, a true division; on |x| with the sign put back,
@@ -14,56 +14,51 @@
 //! Per-channel tables are handled in one pass: `xt` (and the gradient tables) hold the C rows one
 //! after the other, and each element's row is found from its position ([`Channels`]).
 //!
-//! Layout: this file holds the public API and the run-time dispatch; `scalar.rs` the reference
-//! bodies, `exact.rs` the exact mode, `avx2.rs` the AVX2 + FMA lanes.
+//! Layout: this file holds the public API and the run-time dispatch; `params.rs` what the table
+//! kernels read, `exact.rs` the exact mode's tables, `scalar.rs` the reference bodies, `lanes/`
+//! the vector kernels, written once over a lanes abstraction and instantiated per instruction set
+//! (`lanes/avx2.rs`, `lanes/avx512.rs`). Imports go one way: this file uses the others; `lanes/`
+//! and `scalar.rs` read `params.rs` and `exact.rs`, which import nothing of the kernels.
 
 use super::config::Variant;
 
-#[cfg(target_arch = "x86_64")]
-mod avx2;
-#[cfg(target_arch = "x86_64")]
-mod avx512;
+/// `$body` with the const generics `$V` (0, 1, 2: Ditac, Ge, Leaky) and `$L` (linear) of a
+/// variant and an interpolation known at run time.
+macro_rules! by_variant {
+    ($variant:expr, $linear:expr, |$V:ident, $L:ident| $body:expr) => {{
+        use $crate::core::config::Variant as Var;
+        match $variant {
+            Var::Ditac => by_variant!(@linear 0, $linear, $V, $L, $body),
+            Var::Ge => by_variant!(@linear 1, $linear, $V, $L, $body),
+            Var::Leaky => by_variant!(@linear 2, $linear, $V, $L, $body),
+        }
+    }};
+    (@linear $v:literal, $linear:expr, $V:ident, $L:ident, $body:expr) => {{
+        const $V: u8 = $v;
+        if $linear {
+            const $L: bool = true;
+            $body
+        } else {
+            const $L: bool = false;
+            $body
+        }
+    }};
+}
+
 mod exact;
+#[macro_use]
+mod lanes;
+mod params;
 mod scalar;
 
-pub use exact::{
-    exact_forward, exact_forward_on, ExactKernel, FastTable, FlowCells, FlowTables, FAST_NODES,
-    FAST_TOL,
-};
+#[cfg(target_arch = "x86_64")]
+use lanes::{avx2, avx512, Lanes};
+
+pub use exact::{ExactKernel, FastTable, FlowCells, FlowTables, FAST_NODES, FAST_TOL};
+use params::BLOCK;
+pub use params::{GradTables, TableKernel};
 pub use scalar::outer_scalar;
 use scalar::{add_direct, dispatch_scalar, grad_elem};
-
-/// What a table forward needs, in the precision of the data.
-#[derive(Clone, Copy)]
-pub struct TableKernel<'a> {
-    pub lo: f32,
-    pub hi: f32,
-    pub add_in: f32,
-    pub mul_in: f32,
-    pub scale: f32,
-    /// x̃ at the nodes, in original units (C rows of n nodes one after the other for
-    /// [`table_forward_channels`]).
-    pub xt: &'a [f32],
-    /// (x̃_i, x̃_{i+1} − x̃_i) per node, 2 floats a node, rows as `xt` (the last node of a row
-    /// with 0): what the AVX2 linear kernel gathers, 64 bits a lane.
-    pub pairs: &'a [f32],
-    pub variant: Variant,
-    pub alpha: f32,
-    pub linear: bool,
-}
-
-/// The gradient tables that go with a [`TableKernel`] (same row layout).
-#[derive(Clone, Copy)]
-pub struct GradTables<'a> {
-    /// dT̂/du at the nodes.
-    pub dt: &'a [f32],
-    /// (x̃_i, dT̂/du_i) per node, 2 floats a node (what the AVX2 nearest backward gathers).
-    pub xdt: &'a [f32],
-    /// dT̂/dθ at the nodes, n×d row-major per channel row.
-    pub dtheta: &'a [f32],
-    pub d: usize,
-    pub mul_out: f32,
-}
 
 /// Where a slice lies in a tensor of `c` channels of `inner` contiguous elements: element j of the
 /// slice is element `start + j` of the tensor, of channel ((start + j) / inner) % c.
@@ -118,9 +113,6 @@ impl ChanIter {
     }
 }
 
-/// Elements per block of channel offsets.
-pub(crate) const BLOCK: usize = 512;
-
 /// An instruction set the kernels have a path for, lowest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Isa {
@@ -163,18 +155,9 @@ impl Isa {
         match self {
             Isa::Scalar => true,
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => {
-                std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-            }
+            Isa::Avx2 => avx2::Avx2::detect().is_some(),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => {
-                Isa::Avx2.supported()
-                    && std::arch::is_x86_feature_detected!("avx512f")
-                    && std::arch::is_x86_feature_detected!("avx512bw")
-                    && std::arch::is_x86_feature_detected!("avx512dq")
-                    && std::arch::is_x86_feature_detected!("avx512vl")
-            }
+            Isa::Avx512 => avx512::Avx512::detect().is_some(),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
@@ -323,6 +306,45 @@ pub fn outer_forward_on(
         // SAFETY: as above.
         Isa::Avx2 => unsafe { avx2::outer(variant, alpha, x, w, y) },
         _ => outer_scalar(variant, alpha, x, w, y),
+    }
+}
+
+/// y = act(x) in exact mode on [`Isa::active`]; `fallback(x)` is x̃ for an in-range x through the
+/// scalar integrator.
+pub fn exact_forward(k: &ExactKernel, x: &[f32], y: &mut [f32], fallback: &dyn Fn(f32) -> f32) {
+    exact_forward_on(Isa::active(), k, x, y, fallback)
+}
+
+/// [`exact_forward`] on the path `isa` (or the best below it this CPU has); on `Scalar`, every
+/// in-range element goes through `fallback` (the reference).
+pub fn exact_forward_on(
+    isa: Isa,
+    k: &ExactKernel,
+    x: &[f32],
+    y: &mut [f32],
+    fallback: &dyn Fn(f32) -> f32,
+) {
+    assert_eq!(x.len(), y.len());
+    let t = &k.flow;
+    let pad = t.nc.max(16);
+    assert!(t.nc >= 1 && t.span >= t.nc && t.span.is_power_of_two());
+    assert!(
+        [t.a, t.b, t.inv_a, t.right, t.left, t.eta, t.boa, t.ent_up, t.ent_dn]
+            .iter()
+            .all(|v| v.len() == pad)
+    );
+    assert!(
+        t.k1.len() == pad && t.cum.len() == 2 * t.span.max(16) && t.cum_f32.len() == t.cum.len()
+    );
+    match isa.usable() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports the path (`usable`); the per-cell tables have nc entries
+        // (checked above).
+        Isa::Avx512 => unsafe { avx512::exact(k, x, y, fallback) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2 => unsafe { avx2::exact(k, x, y, fallback) },
+        _ => scalar::exact(k, x, y, fallback),
     }
 }
 
@@ -492,19 +514,9 @@ fn table_backward_impl(
     assert!(g.dt.len() == k.xt.len() && g.dtheta.len() == k.xt.len() * g.d);
     assert!(g.xdt.len() == 2 * k.xt.len() && k.pairs.len() == 2 * k.xt.len());
     assert_eq!(dtheta.len(), ch.c * g.d);
-    macro_rules! go {
-        ($v:literal, $l:literal) => {
-            backward_impl::<$v, $l>(k, g, n, ch, dy, x, dx, dtheta, isa)
-        };
-    }
-    match (k.variant, k.linear) {
-        (Variant::Ditac, false) => go!(0, false),
-        (Variant::Ditac, true) => go!(0, true),
-        (Variant::Ge, false) => go!(1, false),
-        (Variant::Ge, true) => go!(1, true),
-        (Variant::Leaky, false) => go!(2, false),
-        (Variant::Leaky, true) => go!(2, true),
-    }
+    by_variant!(k.variant, k.linear, |V, L| backward_impl::<V, L>(
+        k, g, n, ch, dy, x, dx, dtheta, isa
+    ))
 }
 
 /// dX = dY·dy/dx and dθ += Σ dY·dy/dθ (f64, C·d sums: `dtheta[c·d..(c+1)·d]` for channel c)

@@ -1,7 +1,8 @@
 //! The portable scalar kernels: the reference every SIMD path is checked against, and the
 //! fallback where a CPU has no vector path.
 
-use super::{GradTables, TableKernel};
+use super::exact::ExactKernel;
+use super::params::{GradTables, TableKernel, BLOCK};
 use crate::core::config::Variant;
 use crate::core::erf::erf_f32;
 
@@ -136,14 +137,7 @@ unsafe fn dispatch_scalar_fma(
 
 #[inline(always)]
 fn dispatch_scalar_body(k: &TableKernel, n: usize, x: &[f32], y: &mut [f32], offs: Option<&[u32]>) {
-    match (k.variant, k.linear) {
-        (Variant::Ditac, false) => body::<0, false>(k, n, x, y, offs),
-        (Variant::Ditac, true) => body::<0, true>(k, n, x, y, offs),
-        (Variant::Ge, false) => body::<1, false>(k, n, x, y, offs),
-        (Variant::Ge, true) => body::<1, true>(k, n, x, y, offs),
-        (Variant::Leaky, false) => body::<2, false>(k, n, x, y, offs),
-        (Variant::Leaky, true) => body::<2, true>(k, n, x, y, offs),
-    }
+    by_variant!(k.variant, k.linear, |V, L| body::<V, L>(k, n, x, y, offs))
 }
 
 /// The scalar reference of [`outer_forward`].
@@ -177,6 +171,23 @@ fn outer_scalar_body(variant: Variant, alpha: f32, x: &[f32], w: &[f32], y: &mut
                 }
             }
         };
+    }
+}
+
+/// Exact mode on the scalar path: every in-range element through `fallback` (the integrator, the
+/// reference), then the outer function.
+pub(super) fn exact(k: &ExactKernel, x: &[f32], y: &mut [f32], fallback: &dyn Fn(f32) -> f32) {
+    let mut wb = [0f32; BLOCK];
+    for (xc, yc) in x.chunks(BLOCK).zip(y.chunks_mut(BLOCK)) {
+        let m = xc.len();
+        for (w, &xi) in wb[..m].iter_mut().zip(xc) {
+            *w = if xi >= k.lo && xi <= k.hi {
+                fallback(xi)
+            } else {
+                xi
+            };
+        }
+        outer_scalar(k.variant, k.alpha, xc, &wb[..m], yc);
     }
 }
 

@@ -6,12 +6,18 @@
 #    and the wheel tagged manylinux_2_28 (maturin checks the binary's symbols against that policy).
 # Needs maturin, ziglang and cargo-zigbuild (PyPI) in $PYTHON's environment (tools/setup.sh puts
 # them in .venv).
+# Usage: build-wheel.sh [x86_64|aarch64] [maturin options]: the architecture (default x86_64;
+# aarch64 is cross-built by zig, which brings its own glibc stubs: no cross toolchain needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-$PWD/.venv/bin/python}"
 OUT="${WHEEL_OUT:-$PWD/target/wheels}"
 BIN="$(dirname "$PY")"
-TARGET=x86_64-unknown-linux-gnu
+ARCH=x86_64
+case "${1:-}" in
+  x86_64 | aarch64) ARCH="$1"; shift ;;
+esac
+TARGET=$ARCH-unknown-linux-gnu
 GLIBC=2.28
 export PATH="$BIN:$PATH"
 echo "build-wheel: libditac.so for $TARGET, glibc $GLIBC" >&2

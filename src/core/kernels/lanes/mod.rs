@@ -35,6 +35,8 @@ pub(super) mod table;
 pub(super) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx512;
+#[cfg(target_arch = "aarch64")]
+pub(super) mod neon;
 
 /// The most lanes a [`Lanes`] type may have: the size of the per-vector buffers of tails and
 /// compaction.

@@ -84,13 +84,20 @@ pub(super) fn phi_fast<S: Lanes, const N: usize>(s: S, v: [S::F; N]) -> [S::F; N
     })
 }
 
-/// exp(a) (Cephes' expf polynomial, ≤ 2 ulp) for a in [−87, 87] (clamped there); `zero_below`
-/// sets exactly 0 below −87 (the density's tail).
+/// exp(a) (Cephes' expf polynomial, ≤ 2 ulp) for a in [−87, 87] (clamped there). `nonpositive`:
+/// a ≤ 0 or NaN (the density's exponent), exactly 0 below −87, no upper clamp needed.
 #[inline(always)]
-pub(super) fn exp<S: Lanes, const N: usize>(s: S, a: [S::F; N], zero_below: bool) -> [S::F; N] {
+pub(super) fn exp<S: Lanes, const N: usize>(s: S, a: [S::F; N], nonpositive: bool) -> [S::F; N] {
     let (lo, hi) = (s.splat(-87.0), s.splat(87.0));
     let tiny = each!(N, i => s.lt(a[i], lo));
-    let a = each!(N, i => s.min(hi, s.max(lo, a[i])));
+    let a = each!(N, i => {
+        let a = s.max(lo, a[i]);
+        if nonpositive {
+            a
+        } else {
+            s.min(hi, a)
+        }
+    });
     let l2e = s.splat(std::f32::consts::LOG2_E);
     let n = each!(N, i => s.round(s.mul(a[i], l2e)));
     let (c1, c2) = (s.splat(0.693_359_4), s.splat(-2.121_944_4e-4));
@@ -113,7 +120,7 @@ pub(super) fn exp<S: Lanes, const N: usize>(s: S, a: [S::F; N], zero_below: bool
         let e = s.add(s.fmadd(p[i], s.mul(r[i], r[i]), r[i]), one);
         // e·2^n (n an integer in [−126, 126])
         let v = s.ldexp(e, n[i]);
-        if zero_below {
+        if nonpositive {
             s.select(tiny[i], s.splat(0.0), v)
         } else {
             v

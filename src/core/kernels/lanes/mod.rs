@@ -3,7 +3,7 @@
 //! functions), `table.rs` (the table forward and backward), `flow.rs` (the exact mode's warp and
 //! its interpolation-table path). `avx2.rs` and `avx512.rs` hold only what differs between
 //! instruction sets: registers, masks, gathers, compaction, partial loads and stores, per-cell
-//! lookups; their entry points come from [`instantiate!`].
+//! lookups; their entry points come from `instantiate!` (`macros.rs`).
 //!
 //! Every generic function is `#[inline(always)]` and every [`Lanes`] method too, so that a whole
 //! kernel inlines into the `#[target_feature]` entry point that instantiates it and is compiled
@@ -15,15 +15,17 @@
 //! One file, `lanes/neon.rs`, that
 //! 1. defines a zero-sized token type and implements [`Lanes`] for it: the vector types, and each
 //!    method with the semantics its doc states (an operation a set lacks is emulated: a gather as
-//!    lane-by-lane loads, compaction by a table of permutations or lane by lane, `min`/`max` with
-//!    x86's NaN rule through a compare and a select);
+//!    lane-by-lane loads, compaction lane by lane or by a table of permutations, `min`/`max` with
+//!    x86's NaN rule through a compare and a select; the per-cell tables may ignore SMALL and
+//!    always look up in memory);
 //! 2. invokes `instantiate!(Token, "feature,list", exact_table_vectors = N)` for the entry points
 //!    (`forward`, `outer`, `backward`, `exact`).
 //!
-//! Then `kernels/mod.rs` gets a `mod` line here, an [`Isa`](super::Isa) variant with its
-//! detection (`Token::detect`), and an arm in each dispatch `match`; the erf test of `math.rs`
-//! gets a caller in the new file. tests/kernels_simd.rs covers the new set (bit for bit against
-//! the scalar reference) once it is in `Isa::ALL`.
+//! Then this file gets a `mod neon;` line (under `cfg(target_arch)`), `kernels/mod.rs` an
+//! [`Isa`](super::Isa) variant whose `supported` is `Token::detect().is_some()` and an arm in each
+//! dispatch `match`, and the new file calls the erf tests of `math.rs` as `avx2.rs` does.
+//! tests/kernels_simd.rs then checks the new set against the scalar reference (bit for bit where
+//! the x86 sets are) once it is in `Isa::ALL`. No generic kernel changes.
 
 #[macro_use]
 mod macros;
@@ -96,7 +98,8 @@ pub(super) unsafe trait Lanes: Copy {
     fn fnmadd(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F;
     fn min(self, a: Self::F, b: Self::F) -> Self::F;
     fn max(self, a: Self::F, b: Self::F) -> Self::F;
-    /// The reciprocal estimate (12 bits or better).
+    /// The reciprocal estimate (12 bits or better; the backward's Φ refines it with one Newton
+    /// step, so its last bits differ between sets, as they did before).
     fn recip_estimate(self, a: Self::F) -> Self::F;
     fn floor(self, a: Self::F) -> Self::F;
     /// To the nearest integer, half to even.

@@ -109,6 +109,13 @@ pub(super) unsafe fn forward<S: Lanes, const V: u8, const LINEAR: bool, const N:
     let op = offs.map(|o| o.as_ptr());
     let mut j = 0;
     while j + N * l <= len {
+        // x ahead: the table's gathers miss L1 and would otherwise leave the stream of x waiting
+        // at sizes beyond the caches (a prefetch never faults, past the end included).
+        let mut ahead = 512;
+        while ahead < 512 + N * l {
+            s.prefetch(xp.wrapping_add(j + ahead));
+            ahead += 16;
+        }
         let xv = each!(N, h => s.load(xp.add(j + h * l)));
         let off = each!(N, h => match op {
             Some(p) => s.iload(p.add(j + h * l)),
@@ -122,17 +129,19 @@ pub(super) unsafe fn forward<S: Lanes, const V: u8, const LINEAR: bool, const N:
     }
     while j < len {
         let rem = (len - j).min(l);
-        let (xv, off) = if rem == l {
-            (s.load(xp.add(j)), op.map(|p| s.iload(p.add(j))))
+        let full = rem == l;
+        let xv = if full {
+            s.load(xp.add(j))
         } else {
-            (
-                s.load_head(xp.add(j), rem),
-                op.map(|p| s.iload_head(p.add(j), rem)),
-            )
+            s.load_head(xp.add(j), rem)
         };
-        let off = off.unwrap_or(s.isplat(0));
+        let off = match op {
+            Some(p) if full => s.iload(p.add(j)),
+            Some(p) => s.iload_head(p.add(j), rem),
+            None => s.isplat(0),
+        };
         let v = lanes::<S, V, LINEAR, 1>(s, &c, k, [xv], [off])[0];
-        if rem == l {
+        if full {
             s.store(yp.add(j), v);
         } else {
             s.store_head(yp.add(j), rem, v);

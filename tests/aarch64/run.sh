@@ -29,7 +29,7 @@ if ! aarch64_setup; then
   exit 0
 fi
 export PATH="$PWD/.venv/bin:$PATH"
-QEMU="$(aarch64_qemu) -L $AARCH64_SYSROOT"
+QEMU="$(aarch64_qemu) -L $PWD/$AARCH64_QEMU_ROOT"
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="$QEMU"
 ZTARGET="$AARCH64_TARGET.2.28"
 OUT="target/$AARCH64_TARGET/release"
@@ -44,6 +44,8 @@ cargo zigbuild --release --target "$ZTARGET" -p ditac --lib
 cargo zigbuild --release --target "$ZTARGET" -p ditac-tools --bin ditac
 cargo-zigbuild test --release --target "$ZTARGET" --no-run -p ditac --lib \
   --test core_reference --test core_properties --test kernels_simd
+# (with the environment the run has: ort's build script reads ORT_DYLIB_PATH)
+export ORT_DYLIB_PATH="$ORT_ARM" DITAC_PLUGIN="$PWD/$OUT/libditac.so"
 cargo-zigbuild test --release --target "$ZTARGET" --no-run -p ditac-tools --test plugin_sessions
 
 step "the math core under qemu: lib unit tests, core_reference, core_properties, kernels_simd"
@@ -51,8 +53,7 @@ cargo-zigbuild test --release --target "$ZTARGET" -p ditac --lib \
   --test core_reference --test core_properties --test kernels_simd
 
 step "sessions under qemu: plugin_sessions through the aarch64 plugin and ONNX Runtime"
-ORT_DYLIB_PATH="$ORT_ARM" DITAC_PLUGIN="$PWD/$OUT/libditac.so" \
-  cargo-zigbuild test --release --target "$ZTARGET" -p ditac-tools --test plugin_sessions
+cargo-zigbuild test --release --target "$ZTARGET" -p ditac-tools --test plugin_sessions
 
 step "ditac example-models under qemu: byte for byte models/"
 $QEMU "$OUT/ditac" example-models -o "$TMP/models" --spec models/ditac_mlp.toml >/dev/null
@@ -64,15 +65,16 @@ for f in ditac_mlp.onnx ditac_mlp_lut.onnx ditac_mlp_lowered.onnx ditac_mlp.npz;
 done
 
 step "ditac demo: x86-64 (the baseline), then aarch64 under qemu against it (NEON, then scalar)"
+export ORT_DYLIB_PATH="$PWD/.ort/$AARCH64_ORT_VERSION/libonnxruntime.so" DITAC_PLUGIN="$PWD/target/release/libditac.so"
 cargo build --release -p ditac --lib -p ditac-tools --bin ditac
-target/release/ditac demo --save "$TMP/demo-x86_64.json" >/dev/null
+target/release/ditac demo --repeats 0 --save "$TMP/demo-x86_64.json" >/dev/null
 for isa in neon scalar; do
-  DITAC_ISA=$isa $QEMU "$OUT/ditac" demo --plugin "$OUT/libditac.so" --ort "$ORT_ARM" \
+  DITAC_ISA=$isa $QEMU "$OUT/ditac" demo --plugin "$OUT/libditac.so" --ort "$ORT_ARM" --repeats 0 \
     --against "$TMP/demo-x86_64.json" | sed -n '/^checks/,$p'
 done
 
 step "ditac bench under qemu (it runs; the figures mean nothing under emulation)"
 $QEMU "$OUT/ditac" bench --plugin "$OUT/libditac.so" --ort "$ORT_ARM" --size 64K \
-  --threads 1 --repeats 1 --rows identity,nearest,linear,exact,grad >/dev/null
+  --threads 1 --repeats 1 --ops identity,nearest,linear,exact,grad >/dev/null
 
 step "passed in $((SECONDS - start)) s"

@@ -14,6 +14,11 @@ AARCH64_TARGET=aarch64-unknown-linux-gnu
 AARCH64_SYSROOT=/usr/aarch64-linux-gnu
 AARCH64_ORT_VERSION="${AARCH64_ORT_VERSION:-${ORT_NEWEST:-1.32.0}}"
 AARCH64_ORT_DIR=".ort/aarch64/$AARCH64_ORT_VERSION"
+# qemu's -L root: the target's libraries (lib -> /usr/aarch64-linux-gnu/lib) and an ARM
+# /proc/cpuinfo. qemu 7.2 passes the host's x86 /proc/cpuinfo through, on which ONNX Runtime's
+# cpuinfo finds no ARM core and dereferences NULL at start-up (SIGSEGV); qemu opens a path under
+# its -L root first where one exists there.
+AARCH64_QEMU_ROOT="target/aarch64-qemu-root"
 
 # The emulator's path (Debian 12 names it qemu-aarch64-static, later releases also qemu-aarch64).
 aarch64_qemu() {
@@ -60,6 +65,14 @@ aarch64_setup() {
     echo "aarch64: cargo-zigbuild and ziglang are missing from $(dirname "$py") (tools/setup.sh installs them)" >&2
     return 1
   }
+  mkdir -p "$AARCH64_QEMU_ROOT/proc"
+  ln -sfn "$AARCH64_SYSROOT/lib" "$AARCH64_QEMU_ROOT/lib"
+  local p ncpu
+  ncpu="$(nproc)"
+  for ((p = 0; p < ncpu; p++)); do
+    # a Neoverse N1 (AWS Graviton2)
+    printf 'processor\t: %d\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x3\nCPU part\t: 0xd0c\nCPU revision\t: 1\n\n' "$p"
+  done >"$AARCH64_QEMU_ROOT/proc/cpuinfo"
   if [ ! -f "$AARCH64_ORT_DIR/libonnxruntime.so" ]; then
     echo "aarch64: fetching libonnxruntime $AARCH64_ORT_VERSION for aarch64 from the PyPI wheel" >&2
     local tmp

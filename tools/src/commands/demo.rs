@@ -26,6 +26,9 @@ pub struct Args {
     /// ONNX Runtime's C library (default: $ORT_DYLIB_PATH, else .ort/1.32.0/libonnxruntime.so).
     #[arg(long)]
     ort: Option<PathBuf>,
+    /// Timed runs per model (0: no timing; under emulation, say).
+    #[arg(long, default_value_t = 20)]
+    repeats: u32,
     /// Write each model's outputs on the 65536 points to FILE (JSON), for `--against` in a run on
     /// another machine or architecture.
     #[arg(long, value_name = "FILE")]
@@ -257,9 +260,9 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(s) = s_low.as_mut() {
         timed.push(("lowered", s));
     }
-    for (name, s) in timed {
+    for (name, s) in timed.into_iter().filter(|_| args.repeats > 0) {
         let t = Instant::now();
-        let reps = 20;
+        let reps = args.repeats;
         for _ in 0..reps {
             run_model(s, &big)?;
         }

@@ -1,8 +1,8 @@
 //! The vector kernels, written once over a small lanes abstraction ([`Lanes`]) and instantiated per
 //! instruction set: `math.rs` (erf, Φ and its fast form, exp, log, the normal density, the outer
 //! functions), `table.rs` (the table forward and backward), `flow.rs` (the exact mode's warp and
-//! its interpolation-table path). `avx2.rs` and `avx512.rs` hold only what differs between
-//! instruction sets: registers, masks, gathers, compaction, partial loads and stores, per-cell
+//! its interpolation-table path). `avx2.rs`, `avx512.rs` and `neon.rs` hold only what differs
+//! between instruction sets: registers, masks, gathers, compaction, partial loads and stores, per-cell
 //! lookups; their entry points come from `instantiate!` (`macros.rs`).
 //!
 //! Every generic function is `#[inline(always)]` and every [`Lanes`] method too, so that a whole

@@ -2,8 +2,8 @@
 //! instruction set: `math.rs` (erf, Φ and its fast form, exp, log, the normal density, the outer
 //! functions), `table.rs` (the table forward and backward), `flow.rs` (the exact mode's warp and
 //! its interpolation-table path). `avx2.rs`, `avx512.rs` and `neon.rs` hold only what differs
-//! between instruction sets: registers, masks, gathers, compaction, partial loads and stores, per-cell
-//! lookups; their entry points come from `instantiate!` (`macros.rs`).
+//! between instruction sets: registers, masks, gathers, compaction, partial loads and stores,
+//! per-cell lookups; their entry points come from `instantiate!` (`macros.rs`).
 //!
 //! Every generic function is `#[inline(always)]` and every [`Lanes`] method too, so that a whole
 //! kernel inlines into the `#[target_feature]` entry point that instantiates it and is compiled

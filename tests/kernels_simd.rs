@@ -1,4 +1,4 @@
-//! Every vector path this CPU supports (AVX2 + FMA, AVX-512), chosen explicitly, against the scalar
+//! Every vector path this CPU supports (AVX2 + FMA, AVX-512; NEON on AArch64), chosen explicitly, against the scalar
 //! reference: the table forward bit for bit (nearest and linear, every variant, per-channel rows),
 //! the backward to a few ulp (dX) and to f64 summation order (dθ), exact mode within float32
 //! rounding of the integrator; inputs inside and outside [a, b], NaN, ±∞, lengths not a multiple
@@ -118,7 +118,7 @@ fn paths_checked_here() {
     assert_eq!(Isa::parse("AVX512"), Ok(Isa::Avx512));
     let err = Isa::parse("sse9").unwrap_err();
     assert!(
-        err.contains("DITAC_ISA") && err.contains("scalar, avx2, avx512"),
+        err.contains("DITAC_ISA") && err.contains("scalar, neon, avx2, avx512"),
         "{err}"
     );
 }

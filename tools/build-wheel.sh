@@ -6,12 +6,18 @@
 # (maturin checks the command's symbols against that policy). Needs maturin, ziglang and
 # cargo-zigbuild (PyPI) in $PYTHON's environment (tools/setup.sh venv puts them in .venv). Extra
 # arguments go to maturin.
+# Usage: build-wheel.sh [x86_64|aarch64] [maturin options]: the architecture (default x86_64;
+# aarch64 is cross-built by zig, which brings its own glibc stubs: no cross toolchain needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-$PWD/.venv/bin/python}"
 OUT="${WHEEL_OUT:-$PWD/target/wheels}"
+ARCH=x86_64
+case "${1:-}" in
+  x86_64 | aarch64) ARCH="$1"; shift ;;
+esac
 GLIBC=2.28
 export PATH="$(dirname "$PY"):$PATH"
-export MATURIN_PEP517_ARGS="--zig --target x86_64-unknown-linux-gnu --compatibility manylinux_${GLIBC/./_} $*"
-echo "build-wheel: ditac-onnx for x86_64, glibc $GLIBC (maturin $MATURIN_PEP517_ARGS)" >&2
+export MATURIN_PEP517_ARGS="--zig --target $ARCH-unknown-linux-gnu --compatibility manylinux_${GLIBC/./_} $*"
+echo "build-wheel: ditac-onnx for $ARCH, glibc $GLIBC (maturin $MATURIN_PEP517_ARGS)" >&2
 "$PY" -m pip wheel -v --no-build-isolation --no-deps --wheel-dir "$OUT" tools/python >&2

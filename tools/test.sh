@@ -55,6 +55,13 @@ if [ "${DITAC_SKIP_TRITON:-0}" != "1" ]; then
   echo "== pytest tests/python/test_triton.py (tritonserver 2.51 from PyPI's nvidia-pytriton)" >&2
   DITAC_REQUIRE_TRITON=1 .venv-triton/bin/python -m pytest -q tests/python/test_triton.py
 fi
+# aarch64: the plugin and ditac cross-built, their tests and sessions run under qemu (NEON kernels
+# against the scalar reference, the aarch64 ONNX Runtime); set-up in tests/aarch64/setup.sh,
+# skipped with the reason where qemu cannot be installed. DITAC_SKIP_AARCH64=1 skips it.
+if [ "${DITAC_SKIP_AARCH64:-0}" != "1" ]; then
+  echo "== tests/aarch64/run.sh (aarch64 under qemu)" >&2
+  bash tests/aarch64/run.sh
+fi
 # The ort::training::Trainer engine of `ditac train` (feature `training`): no reachable libonnxruntime
 # has the training API, so it is compiled (type-checked) here and run where such a library exists.
 echo "== cargo check --release -p ditac-tools --features training --bin ditac" >&2

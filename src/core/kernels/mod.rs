@@ -1,5 +1,6 @@
-//! Float32 kernels: a portable scalar body (the reference) and vector kernels for AVX2 and AVX-512
-//! chosen at run time ([`Isa`]: `is_x86_feature_detected!`, capped by `DITAC_ISA`). The vector
+//! Float32 kernels: a portable scalar body (the reference) and vector kernels for AVX2, AVX-512
+//! and NEON chosen at run time ([`Isa`]: `is_x86_feature_detected!` or
+//! `is_aarch64_feature_detected!`, capped by `DITAC_ISA`). The vector
 //! table forward gives, lane by lane, the bits of the scalar body: the same table index and nodes, and an erf that performs the scalar
 //! erf's IEEE operations (fused multiply-adds, a true division; on |x| with the sign put back,
 //! and without the clamps that provably change nothing: checked on every float32). Two vectors are
@@ -17,8 +18,9 @@
 //! Layout: this file holds the public API and the run-time dispatch; `params.rs` what the table
 //! kernels read, `exact.rs` the exact mode's tables, `scalar.rs` the reference bodies, `lanes/`
 //! the vector kernels, written once over a lanes abstraction and instantiated per instruction set
-//! (`lanes/avx2.rs`, `lanes/avx512.rs`). Imports go one way: this file uses the others; `lanes/`
-//! and `scalar.rs` read `params.rs` and `exact.rs`, which import nothing of the kernels.
+//! (`lanes/avx2.rs`, `lanes/avx512.rs`, `lanes/neon.rs`). Imports go one way: this file uses the
+//! others; `lanes/` and `scalar.rs` read `params.rs` and `exact.rs`, which import nothing of the
+//! kernels.
 
 use super::config::Variant;
 
@@ -53,6 +55,8 @@ mod scalar;
 
 #[cfg(target_arch = "x86_64")]
 use lanes::{avx2, avx512, Lanes};
+#[cfg(target_arch = "aarch64")]
+use lanes::{neon, Lanes};
 
 pub use exact::{ExactKernel, FastTable, FlowCells, FlowTables, FAST_NODES, FAST_TOL};
 use params::BLOCK;
@@ -113,29 +117,33 @@ impl ChanIter {
     }
 }
 
-/// An instruction set the kernels have a path for, lowest first.
+/// An instruction set the kernels have a path for, lowest first (those of both architectures:
+/// a cap names any of them, and takes the best path of this CPU at or below it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Isa {
     /// The portable scalar bodies (the reference).
     Scalar,
+    /// AArch64 NEON, 4 lanes.
+    Neon,
     /// AVX2 + FMA, 8 lanes.
     Avx2,
     /// AVX-512 F/BW/DQ/VL, 16 lanes.
     Avx512,
 }
 
-/// The environment variable that caps the instruction set the kernels use (`scalar`, `avx2`,
-/// `avx512`): a path above what the CPU has falls back to the best it has.
+/// The environment variable that caps the instruction set the kernels use (`scalar`, `neon`,
+/// `avx2`, `avx512`): a path the CPU lacks falls back to the best it has below it.
 pub const ISA_ENV: &str = "DITAC_ISA";
 
 impl Isa {
     /// Every path, lowest first.
-    pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512];
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Neon, Isa::Avx2, Isa::Avx512];
 
     /// The name `DITAC_ISA` takes and the bench prints.
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
+            Isa::Neon => "neon",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
         }
@@ -147,7 +155,7 @@ impl Isa {
         Isa::ALL
             .into_iter()
             .find(|i| i.name() == t)
-            .ok_or_else(|| format!("{ISA_ENV}=\"{s}\": expected one of scalar, avx2, avx512"))
+            .ok_or_else(|| format!("{ISA_ENV}=\"{s}\": expected one of scalar, neon, avx2, avx512"))
     }
 
     /// Whether this CPU can run the path.
@@ -158,18 +166,15 @@ impl Isa {
             Isa::Avx2 => avx2::Avx2::detect().is_some(),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => avx512::Avx512::detect().is_some(),
-            #[cfg(not(target_arch = "x86_64"))]
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => neon::Neon::detect().is_some(),
             _ => false,
         }
     }
 
     /// The best path this CPU has.
     pub fn best() -> Isa {
-        Isa::ALL
-            .into_iter()
-            .rev()
-            .find(|i| i.supported())
-            .unwrap_or(Isa::Scalar)
+        Isa::Avx512.usable()
     }
 
     /// The cap `DITAC_ISA` sets (None when unset; an error for a value that names no path).
@@ -184,22 +189,24 @@ impl Isa {
     /// invalid value is ignored here and reported by [`Isa::env_cap`]).
     pub fn active() -> Isa {
         static ACTIVE: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
-        *ACTIVE.get_or_init(|| {
-            let best = Isa::best();
-            match Isa::env_cap() {
-                Ok(Some(cap)) => cap.min(best),
-                _ => best,
-            }
+        *ACTIVE.get_or_init(|| match Isa::env_cap() {
+            Ok(Some(cap)) => cap.usable(),
+            _ => Isa::best(),
         })
     }
 
-    /// The path actually taken when `self` is asked for: `self`, or the best below it this CPU has.
+    /// The path actually taken when `self` is asked for: `self`, or the best below it this CPU has
+    /// (`neon` on x86-64 is `scalar`; `avx2` on AArch64 is `neon`).
     pub fn usable(self) -> Isa {
-        self.min(Isa::best())
+        Isa::ALL
+            .into_iter()
+            .rev()
+            .find(|&i| i <= self && i.supported())
+            .unwrap_or(Isa::Scalar)
     }
 }
 
-/// Whether a vector path (AVX2 or better) runs on this CPU.
+/// Whether a vector path (NEON, AVX2 or AVX-512) is active.
 pub fn simd_available() -> bool {
     Isa::active() > Isa::Scalar
 }
@@ -219,6 +226,9 @@ fn run_forward(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         Isa::Avx2 => unsafe { avx2::forward(k, n, x, y, offs) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as above.
+        Isa::Neon => unsafe { neon::forward(k, n, x, y, offs) },
         _ => dispatch_scalar(k, n, x, y, offs),
     }
 }
@@ -305,6 +315,9 @@ pub fn outer_forward_on(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         Isa::Avx2 => unsafe { avx2::outer(variant, alpha, x, w, y) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as above.
+        Isa::Neon => unsafe { neon::outer(variant, alpha, x, w, y) },
         _ => outer_scalar(variant, alpha, x, w, y),
     }
 }
@@ -344,6 +357,9 @@ pub fn exact_forward_on(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         Isa::Avx2 => unsafe { avx2::exact(k, x, y, fallback) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as above.
+        Isa::Neon => unsafe { neon::exact(k, x, y, fallback) },
         _ => scalar::exact(k, x, y, fallback),
     }
 }
@@ -408,7 +424,7 @@ fn backward_impl<const V: u8, const LINEAR: bool>(
         // in-range elements only, in order; the scalar one sends the others' zeros to spare bins).
         let offs_v = (ch.c > 1).then_some(&*o);
         // The vector paths take the same arguments.
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         macro_rules! simd {
             ($path:ident) => {
                 // SAFETY: the CPU supports the path (`usable`); the caller checked the table
@@ -434,6 +450,8 @@ fn backward_impl<const V: u8, const LINEAR: bool>(
             Isa::Avx512 => simd!(avx512),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => simd!(avx2),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => simd!(neon),
             _ => None,
         };
         let cnt = cnt.unwrap_or_else(|| {

@@ -25,6 +25,82 @@ pub struct Args {
     /// default: the example models (those of models/), written afresh into a temporary folder.
     #[arg(long)]
     models: Option<PathBuf>,
+    /// Timed runs per model (0: no timing; under emulation, say).
+    #[arg(long, default_value_t = 20)]
+    repeats: u32,
+    /// Write each model's outputs on the 65536 points to FILE (JSON), for `--against` in a run on
+    /// another machine or architecture.
+    #[arg(long, value_name = "FILE")]
+    save: Option<PathBuf>,
+    /// Compare each model's outputs with those of another run (`--save`): fails where they differ
+    /// by more than the bound the demo holds ONNX Runtime to against the math core (1e-3).
+    #[arg(long, value_name = "FILE")]
+    against: Option<PathBuf>,
+}
+
+/// The bound on |ONNX Runtime − math core evaluated independently|, and on two runs' difference
+/// (`--against`): Gemm sums in another order than the independent evaluation (or than another
+/// machine's Gemm), and a point can land on the neighbouring table node, which moves y by up to
+/// about 1e-4.
+const TOLERANCE: f32 = 1e-3;
+
+/// The outputs of another run (`--save`) against these: per model, the largest difference and
+/// how many outputs are bit for bit the same; an error where a model is missing or differs beyond
+/// [`TOLERANCE`].
+fn compare_runs(path: &Path, ours: &[(&str, &[f32])]) -> Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let theirs: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not the JSON of `ditac demo --save`", path.display()))?;
+    println!("\nagainst the run saved in {}:", path.display());
+    let mut worst = 0.0f32;
+    for &(name, y) in ours {
+        let other: Vec<f32> = theirs[name]
+            .as_array()
+            .with_context(|| format!("{}: no outputs of the {name} model", path.display()))?
+            .iter()
+            .map(|v| v.as_f64().map(|f| f as f32).unwrap_or(f32::NAN))
+            .collect();
+        if other.len() != y.len() {
+            bail!(
+                "{}: {} outputs of the {name} model, {} here",
+                path.display(),
+                other.len(),
+                y.len()
+            );
+        }
+        let same = y
+            .iter()
+            .zip(&other)
+            .filter(|(a, b)| a.to_bits() == b.to_bits())
+            .count();
+        let diff = y
+            .iter()
+            .zip(&other)
+            .map(|(a, b)| {
+                if a.is_nan() && b.is_nan() {
+                    0.0
+                } else {
+                    (a - b).abs()
+                }
+            })
+            .fold(
+                0.0f32,
+                |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
+            );
+        println!(
+            "  {name:9} model: max |here − there| = {diff:.3e}, {same} of {} outputs bit for bit",
+            y.len()
+        );
+        worst = worst.max(diff);
+    }
+    if worst > TOLERANCE {
+        bail!(
+            "the outputs differ from {} by more than {TOLERANCE:e}",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// A temporary folder, removed when dropped.
@@ -106,6 +182,10 @@ fn run_model(s: &mut Session, x: &[f32]) -> Result<Vec<f32>> {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    // The --save file is checked (its folder made) before any work, as every command's outputs.
+    if let Some(path) = &args.save {
+        ditac_tools::output::Output::new(path)?;
+    }
     let (env, ort_path, plugin) = super::runtime::ort_env(&args.runtime, "ditac-demo")?;
     // Without --models the demo makes its models (byte for byte those of models/, tested), so that
     // it runs wherever the program is installed.
@@ -187,16 +267,16 @@ pub fn run(args: Args) -> Result<()> {
     let y_lut = run_model(&mut s_lut, &big)?;
     let y_ref = reference(&weights, &big)?;
     // The lowered graph is the plugin's arithmetic operation by operation: the same bits expected.
-    let low_diff = match s_low.as_mut() {
-        Some(s) => Some(
-            run_model(s, &big)?
-                .iter()
-                .zip(&y_full)
-                .map(|(a, b)| ((a - b).abs() / b.abs().max(1.0)) as f64)
-                .fold(0.0f64, f64::max),
-        ),
+    let y_low = match s_low.as_mut() {
+        Some(s) => Some(run_model(s, &big)?),
         None => None,
     };
+    let low_diff = y_low.as_ref().map(|y| {
+        y.iter()
+            .zip(&y_full)
+            .map(|(a, b)| ((a - b).abs() / b.abs().max(1.0)) as f64)
+            .fold(0.0f64, f64::max)
+    });
     let same = y_full
         .iter()
         .zip(&y_lut)
@@ -216,9 +296,9 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(s) = s_low.as_mut() {
         timed.push(("lowered", s));
     }
-    for (name, s) in timed {
+    for (name, s) in timed.into_iter().filter(|_| args.repeats > 0) {
         let t = Instant::now();
-        let reps = 20;
+        let reps = args.repeats;
         for _ in 0..reps {
             run_model(s, &big)?;
         }
@@ -228,16 +308,29 @@ pub fn run(args: Args) -> Result<()> {
             dt * 1e3
         );
     }
-    // Gemm sums in another order than the independent evaluation: a point can land on the
-    // neighbouring table node, which moves y by up to about 1e-4.
     if let Some(l) = low_diff {
         println!(
             "  lowered model (standard ONNX operators, no plugin) vs DiTAC model: max relative difference {l:.1e} ({})",
             if l == 0.0 { "bit for bit" } else { "DIFFERENT" }
         );
     }
-    if !same || low_diff.is_some_and(|l| l != 0.0) || max_diff > 1e-3 {
+    let mut outputs = vec![("DiTAC", &y_full[..]), ("DiTACLut", &y_lut[..])];
+    if let Some(y) = &y_low {
+        outputs.push(("lowered", &y[..]));
+    }
+    if let Some(path) = &args.save {
+        let obj: serde_json::Map<String, serde_json::Value> = outputs
+            .iter()
+            .map(|&(name, y)| (name.to_string(), serde_json::json!(y)))
+            .collect();
+        std::fs::write(path, serde_json::Value::Object(obj).to_string())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !same || low_diff.is_some_and(|l| l != 0.0) || max_diff > TOLERANCE {
         bail!("the demo's checks failed");
+    }
+    if let Some(path) = &args.against {
+        compare_runs(path, &outputs)?;
     }
     Ok(())
 }

@@ -160,12 +160,19 @@ unsafe fn warp<S: Lanes, const SMALL: bool, const N: usize>(
         s.mand(ok, s.le(th[h], one))
     });
     // Settled in the first cell: ψ(u, 1) = f32(f64(eta·u) + k1) (the integrator's bits), or
-    // u + b where |a| < eps.
+    // u + b where |a| < eps, or u itself where v = 0: a fixed point (the pinned ends of a
+    // zero-boundary field, as the integrator takes them), where ψ's cancellation
+    // e^a·u − (e^a − 1)·u would lose u once e^a is large (T(b) = a for θ ≈ −93 at tess 2).
     let stay = each!(N, h => {
         let eu = s.widen(s.mul(s.tab_get::<SMALL>(&f.eta, ci[h]), u[h]));
         let k1 = s.tabd_get::<SMALL>(&f.k1, ci[h]);
         let st = s.narrow([s.dadd(eu[0], k1[0]), s.dadd(eu[1], k1[1])]);
-        s.select(small_a[h], s.add(u[h], b0[h]), st)
+        let fixed = s.le(s.abs(v[h]), zero);
+        s.select(
+            fixed,
+            u[h],
+            s.select(small_a[h], s.add(u[h], b0[h]), st),
+        )
     });
     // Crossing lanes (computed for every vector: nearly every vector has one): entered cell j
     // at time th, j's index in the up array, or mirrored (+ the down array's offset) in the down

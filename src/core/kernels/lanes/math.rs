@@ -222,17 +222,12 @@ pub(super) mod tests {
     use crate::core::erf::erf_f32;
 
     /// The lane erf gives the scalar erf's bits (NaN for NaN) on every float32 (with
-    /// `DITAC_EXHAUSTIVE=1`), else on every 13th float below 8 in magnitude (both signs), a sample
-    /// beyond, ±∞ and NaNs. Run for each instruction set by its file's tests.
+    /// `DITAC_EXHAUSTIVE=1`), else on every 13th float below 8 in magnitude (both signs; see
+    /// `sweep_step`), a sample beyond, ±∞ and NaNs. Run for each instruction set by its file's
+    /// tests.
     pub(in crate::core::kernels) fn erf_is_erf_f32<S: Lanes>(s: S) {
         let all = std::env::var_os("DITAC_EXHAUSTIVE").is_some();
-        let step: u64 = if all {
-            1
-        } else if cfg!(debug_assertions) {
-            40_009
-        } else {
-            13
-        };
+        let step = crate::core::erf::sweep_step(if cfg!(debug_assertions) { 40_009 } else { 13 });
         let end: u64 = if all { 1 << 32 } else { 0x4100_0000 };
         let l = S::LANES;
         let check = |bits: &[u32]| {

@@ -1,9 +1,9 @@
 //! The vector kernels, written once over a small lanes abstraction ([`Lanes`]) and instantiated per
 //! instruction set: `math.rs` (erf, Φ and its fast form, exp, log, the normal density, the outer
 //! functions), `table.rs` (the table forward and backward), `flow.rs` (the exact mode's warp and
-//! its interpolation-table path). `avx2.rs` and `avx512.rs` hold only what differs between
-//! instruction sets: registers, masks, gathers, compaction, partial loads and stores, per-cell
-//! lookups; their entry points come from `instantiate!` (`macros.rs`).
+//! its interpolation-table path). `avx2.rs`, `avx512.rs` and `neon.rs` hold only what differs
+//! between instruction sets: registers, masks, gathers, compaction, partial loads and stores,
+//! per-cell lookups; their entry points come from `instantiate!` (`macros.rs`).
 //!
 //! Every generic function is `#[inline(always)]` and every [`Lanes`] method too, so that a whole
 //! kernel inlines into the `#[target_feature]` entry point that instantiates it and is compiled
@@ -37,6 +37,8 @@ pub(super) mod table;
 pub(super) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx512;
+#[cfg(target_arch = "aarch64")]
+pub(super) mod neon;
 
 /// The most lanes a [`Lanes`] type may have: the size of the per-vector buffers of tails and
 /// compaction.

@@ -292,6 +292,7 @@ def test_plugin_stays_loaded_across_register_and_release_cycles():
     registering again reuses it. Run in a child process: this one may already hold the plugin."""
     code = f"""
 import gc, numpy as np, onnxruntime as ort
+from pathlib import Path
 lib = {str(PLUGIN)!r}
 def mapped():
     return sum(1 for l in Path('/proc/self/maps').read_text().splitlines() if l.endswith('libditac.so'))

@@ -29,11 +29,12 @@ pub struct Args {
     #[arg(long, default_value_t = 20)]
     repeats: u32,
     /// Write each model's outputs on the 65536 points to FILE (JSON), for `--against` in a run on
-    /// another machine or architecture.
+    /// another machine or architecture. Default: not written.
     #[arg(long, value_name = "FILE")]
     save: Option<PathBuf>,
     /// Compare each model's outputs with those of another run (`--save`): fails where they differ
     /// by more than the bound the demo holds ONNX Runtime to against the math core (1e-3).
+    /// Default: no comparison.
     #[arg(long, value_name = "FILE")]
     against: Option<PathBuf>,
 }

@@ -21,6 +21,7 @@ use crate::core::activation::Activation;
 use crate::core::basis::{self, Basis, BasisKind};
 use crate::core::budget;
 use crate::core::config::{Attrs, Interpolation, Variant, MAX_LUT, MAX_TESS};
+use crate::core::error::panic_message;
 use crate::core::prior;
 
 /// The version of this API (the Python side refuses a library with another one).
@@ -47,14 +48,10 @@ fn guard(err: *mut c_char, err_len: usize, f: impl FnOnce() -> Result<(), Refuse
     let (code, msg) = match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => return OK,
         Ok(Err(Refused(m))) => (INVALID, m),
-        Err(p) => {
-            let what = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_string());
-            (INTERNAL, format!("ditac: internal error (panic): {what}"))
-        }
+        Err(p) => (
+            INTERNAL,
+            format!("ditac: internal error (panic): {}", panic_message(&*p)),
+        ),
     };
     if !err.is_null() && err_len > 0 {
         let bytes = msg.as_bytes();
@@ -115,6 +112,15 @@ fn tessellation(tess: i64, zero_boundary: i32) -> Result<(usize, bool, usize), R
     }
     let (tess, zb) = (tess as usize, zero_boundary == 1);
     Ok((tess, zb, basis::theta_len(tess, zb)))
+}
+
+/// [`tessellation`] for a caller that also gives d: refused unless it is the tessellation's.
+fn tessellation_of(tess: i64, zero_boundary: i32, d: usize) -> Result<(usize, bool), Refused> {
+    let (t, zb, want_d) = tessellation(tess, zero_boundary)?;
+    if d != want_d {
+        return refuse(format!("d = {d}: tess {tess} expects {want_d}"));
+    }
+    Ok((t, zb))
 }
 
 /// B [2·tess, d] from the caller, checked as the plugin checks an input B.
@@ -184,10 +190,7 @@ pub unsafe extern "C" fn ditac_precision_matrix(
     err_len: usize,
 ) -> i32 {
     guard(err, err_len, || {
-        let (tess, zb, want_d) = tessellation(tess, zero_boundary)?;
-        if d != want_d {
-            return refuse(format!("d = {d}: tess {tess} expects {want_d}"));
-        }
+        let (tess, zb) = tessellation_of(tess, zero_boundary, d)?;
         for (name, v) in [("lambda_smooth", lambda_smooth), ("lambda_var", lambda_var)] {
             if !(v.is_finite() && v > 0.0) {
                 return refuse(format!("{name} = {v}: expected a positive number"));
@@ -224,10 +227,7 @@ pub unsafe extern "C" fn ditac_init_covariance(
     err_len: usize,
 ) -> i32 {
     guard(err, err_len, || {
-        let (tess, zb, want_d) = tessellation(tess, zero_boundary)?;
-        if d != want_d {
-            return refuse(format!("d = {d}: tess {tess} expects {want_d}"));
-        }
+        let (tess, zb) = tessellation_of(tess, zero_boundary, d)?;
         if !(length_scale.is_finite() && length_scale > 0.0) {
             return refuse(format!(
                 "lambda_smooth_init = {length_scale}: expected a positive number"
@@ -276,10 +276,7 @@ pub unsafe extern "C" fn ditac_tables(
     err_len: usize,
 ) -> i32 {
     guard(err, err_len, || {
-        let (tess_u, zb, want_d) = tessellation(tess, zero_boundary)?;
-        if d != want_d {
-            return refuse(format!("d = {d}: tess {tess} expects {want_d}"));
-        }
+        let (tess_u, zb) = tessellation_of(tess, zero_boundary, d)?;
         if !(2..=MAX_LUT).contains(&n) {
             return refuse(format!("n = {n}: expected a node count in 2..={MAX_LUT}"));
         }

@@ -67,3 +67,15 @@ impl DitacError {
 }
 
 pub type Result<T, E = DitacError> = std::result::Result<T, E>;
+
+/// The message a panic carried (`panic!` with a literal or a formatted string), for the places
+/// that catch panics at a boundary (the plugin's FFI, the C API, the CUDA glue) and report them.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}

@@ -69,16 +69,9 @@ fn drv(call: &'static str) -> impl FnOnce(cu::DriverError) -> CudaError {
 fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
-        Err(p) => {
-            let msg = if let Some(s) = p.downcast_ref::<&str>() {
-                (*s).to_string()
-            } else if let Some(s) = p.downcast_ref::<String>() {
-                s.clone()
-            } else {
-                "panic".to_string()
-            };
-            Err(CudaError::Unavailable(msg))
-        }
+        Err(p) => Err(CudaError::Unavailable(crate::core::error::panic_message(
+            &*p,
+        ))),
     }
 }
 

@@ -33,15 +33,7 @@ pub(super) fn api() -> &'static sys::OrtApi {
         .expect("ONNX Runtime API used before RegisterCustomOps")
 }
 
-pub(super) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic".to_string()
-    }
-}
+pub(super) use crate::core::error::panic_message;
 
 /// Keeps ORT's API table (static for the process) for every later call.
 pub(super) fn set_api(table: &'static sys::OrtApi) {

@@ -27,27 +27,13 @@ want torch || DITAC_SKIP_TORCH=1
 want train || DITAC_SKIP_TRAINING_ENGINE=1
 want triton || DITAC_SKIP_TRITON=1
 
+# shellcheck source=tools/ort-wheel.sh
+source tools/ort-wheel.sh
 fetch_ort() {
   local ver="$1" dir=".ort/$1"
   [ -f "$dir/libonnxruntime.so" ] && return 0
   echo "setup: downloading PyPI's onnxruntime $ver wheel for its libonnxruntime.so (into .ort/$ver/)" >&2
-  local tmp; tmp="$(mktemp -d)"
-  "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 \
-    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
-    "onnxruntime==$ver" -d "$tmp"
-  mkdir -p "$dir"
-  "$PY" - "$tmp" "$dir" <<'PYEOF'
-import sys, zipfile, glob, os
-whl = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
-with zipfile.ZipFile(whl) as z:
-    names = [n for n in z.namelist() if "/capi/libonnxruntime.so" in n]
-    if not names:
-        sys.exit(f"no libonnxruntime.so in {whl}")
-    with z.open(sorted(names, key=len)[-1]) as src, open(os.path.join(sys.argv[2], "libonnxruntime.so.tmp"), "wb") as dst:
-        dst.write(src.read())
-os.replace(os.path.join(sys.argv[2], "libonnxruntime.so.tmp"), os.path.join(sys.argv[2], "libonnxruntime.so"))
-PYEOF
-  rm -rf "$tmp"
+  ort_from_wheel "$PY" "$ver" x86_64 "$dir"
 }
 
 # Disk, checked before anything large is written (a full disk mid-install leaves a half-made venv and

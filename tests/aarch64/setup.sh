@@ -10,9 +10,13 @@
 # missing package, no rustup, no network): the tier is then skipped and says why.
 # Needs: the repository root as the working directory; $PY (default .venv/bin/python) with pip.
 
+# shellcheck source=tools/ort-wheel.sh
+source tools/ort-wheel.sh
+
 AARCH64_TARGET=aarch64-unknown-linux-gnu
 AARCH64_SYSROOT=/usr/aarch64-linux-gnu
-AARCH64_ORT_VERSION="${AARCH64_ORT_VERSION:-${ORT_NEWEST:-1.32.0}}"
+# ONNX Runtime's version: tools/src/runtime.rs's ORT_VERSION (its one definition), as tools/setup.sh.
+AARCH64_ORT_VERSION="${AARCH64_ORT_VERSION:-${ORT_NEWEST:-$(sed -n 's/^pub const ORT_VERSION: &str = "\(.*\)";$/\1/p' tools/src/runtime.rs)}}"
 AARCH64_ORT_DIR=".ort/aarch64/$AARCH64_ORT_VERSION"
 # qemu's -L root: the target's libraries (lib -> /usr/aarch64-linux-gnu/lib) and an ARM
 # /proc/cpuinfo. qemu 7.2 passes the host's x86 /proc/cpuinfo through, on which ONNX Runtime's
@@ -75,28 +79,6 @@ aarch64_setup() {
   done >"$AARCH64_QEMU_ROOT/proc/cpuinfo"
   if [ ! -f "$AARCH64_ORT_DIR/libonnxruntime.so" ]; then
     echo "aarch64: fetching libonnxruntime $AARCH64_ORT_VERSION for aarch64 from the PyPI wheel" >&2
-    local tmp
-    tmp="$(mktemp -d)"
-    "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 \
-      --platform manylinux_2_28_aarch64 --platform manylinux_2_27_aarch64 \
-      --platform manylinux_2_17_aarch64 "onnxruntime==$AARCH64_ORT_VERSION" -d "$tmp" >&2 || {
-      rm -rf "$tmp"
-      echo "aarch64: pip could not download onnxruntime==$AARCH64_ORT_VERSION for aarch64" >&2
-      return 1
-    }
-    mkdir -p "$AARCH64_ORT_DIR"
-    "$py" - "$tmp" "$AARCH64_ORT_DIR" <<'PYEOF'
-import glob, os, sys, zipfile
-whl = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
-with zipfile.ZipFile(whl) as z:
-    names = [n for n in z.namelist() if "/capi/libonnxruntime.so" in n]
-    if not names:
-        sys.exit(f"no libonnxruntime.so in {whl}")
-    tmp = os.path.join(sys.argv[2], "libonnxruntime.so.tmp")
-    with z.open(sorted(names, key=len)[-1]) as src, open(tmp, "wb") as dst:
-        dst.write(src.read())
-os.replace(tmp, os.path.join(sys.argv[2], "libonnxruntime.so"))
-PYEOF
-    rm -rf "$tmp"
+    ort_from_wheel "$py" "$AARCH64_ORT_VERSION" aarch64 "$AARCH64_ORT_DIR" || return 1
   fi
 }

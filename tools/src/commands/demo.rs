@@ -183,10 +183,13 @@ fn run_model(s: &mut Session, x: &[f32]) -> Result<Vec<f32>> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    // The --save file is checked (its folder made) before any work, as every command's outputs.
-    if let Some(path) = &args.save {
-        ditac_tools::output::Output::new(path)?;
-    }
+    // The --save file is checked (its folder made) before any work, as every command's outputs,
+    // and later written through the same atomic writer.
+    let save = args
+        .save
+        .as_deref()
+        .map(ditac_tools::output::Output::new)
+        .transpose()?;
     let (env, ort_path, plugin) = super::runtime::ort_env(&args.runtime, "ditac-demo")?;
     // Without --models the demo makes its models (byte for byte those of models/, tested), so that
     // it runs wherever the program is installed.
@@ -319,13 +322,12 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(y) = &y_low {
         outputs.push(("lowered", &y[..]));
     }
-    if let Some(path) = &args.save {
+    if let Some(out) = &save {
         let obj: serde_json::Map<String, serde_json::Value> = outputs
             .iter()
             .map(|&(name, y)| (name.to_string(), serde_json::json!(y)))
             .collect();
-        std::fs::write(path, serde_json::Value::Object(obj).to_string())
-            .with_context(|| format!("writing {}", path.display()))?;
+        out.write_bytes(serde_json::Value::Object(obj).to_string().as_bytes())?;
     }
     if !same || low_diff.is_some_and(|l| l != 0.0) || max_diff > TOLERANCE {
         bail!("the demo's checks failed");

@@ -6,12 +6,32 @@
 //!   `$XDG_CACHE_HOME/ditac/cuda`, else `$HOME/.cache/ditac/cuda`.
 //! * Key: a 128-bit hash of the source text, every NVRTC option (the target architecture is
 //!   one), the output kind and NVRTC's version; without a known NVRTC version nothing is cached.
+//! * Carried images ([`Key::carried`]): the same key without NVRTC's version, written on purpose
+//!   by `gpu_check --precompile` on a machine with NVRTC and no GPU (tests/gpu/prepare.sh), so
+//!   that a GPU machine spends no time compiling — or needs no NVRTC at all. They are looked up
+//!   after this NVRTC's own entry; a carried cubin the driver refuses falls back to PTX as any
+//!   cubin does.
 //! * A file holds a header line with the full key and the image's length, then the image; a file
 //!   that does not match (truncated, another key, not an ELF cubin or a NUL-terminated PTX) is a
 //!   miss. Writes go to a temporary file renamed into place, so readers never see half a file.
 //!   Failing to read or write the cache is never an error: NVRTC compiles as before.
 
 use std::path::{Path, PathBuf};
+
+/// The image for (source, options, kind) in `dir`: this NVRTC's own entry first (when its
+/// version is known), else a carried one (whichever NVRTC made it, or none is here at all).
+pub fn lookup(
+    dir: &Path,
+    source: &str,
+    opts: &[String],
+    cubin: bool,
+    nvrtc: Option<(i32, i32)>,
+) -> Option<Vec<u8>> {
+    nvrtc
+        .and_then(|v| Key::in_dir(dir, source, opts, cubin, v))
+        .and_then(|k| k.read())
+        .or_else(|| Key::carried(dir, source, opts, cubin)?.read())
+}
 
 /// The cache file of one compilation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +85,27 @@ impl Key {
         cubin: bool,
         nvrtc: (i32, i32),
     ) -> Option<Key> {
-        let version = format!("nvrtc {}.{}", nvrtc.0, nvrtc.1);
+        Key::named(
+            dir,
+            source,
+            opts,
+            cubin,
+            format!("nvrtc {}.{}", nvrtc.0, nvrtc.1),
+        )
+    }
+
+    /// The carried image of (source, options, kind) in `dir`, whichever NVRTC made it.
+    pub fn carried(dir: &Path, source: &str, opts: &[String], cubin: bool) -> Option<Key> {
+        Key::named(dir, source, opts, cubin, "carried".to_string())
+    }
+
+    fn named(
+        dir: &Path,
+        source: &str,
+        opts: &[String],
+        cubin: bool,
+        version: String,
+    ) -> Option<Key> {
         let kind: &[u8] = if cubin { b"cubin" } else { b"ptx" };
         let mut parts: Vec<&[u8]> = vec![source.as_bytes(), kind, version.as_bytes()];
         parts.extend(opts.iter().map(|o| o.as_bytes()));
@@ -149,6 +189,58 @@ mod tests {
             assert_ne!(other.unwrap().path, k.path);
         }
         assert_eq!(Key::in_dir(d, "src", &o, true, (13, 0)).unwrap(), k);
+        // A carried image is another file, the same for every NVRTC version.
+        let c = Key::carried(d, "src", &o, true).unwrap();
+        assert_ne!(c.path, k.path);
+        assert_ne!(c.path, Key::carried(d, "src", &o, false).unwrap().path);
+        assert_ne!(c.path, Key::carried(d, "src", &o2, true).unwrap().path);
+    }
+
+    #[test]
+    fn lookup_prefers_this_nvrtc_then_a_carried_image_even_without_nvrtc() {
+        let d = tmp("lookup");
+        let o = vec!["--gpu-architecture=sm_90".to_string()];
+        assert_eq!(lookup(&d, "src", &o, true, Some((13, 0))), None);
+        assert_eq!(lookup(&d, "src", &o, true, None), None);
+        Key::carried(&d, "src", &o, true)
+            .unwrap()
+            .write(b"\x7fELF carried");
+        // No NVRTC here (no version), or another NVRTC: the carried image.
+        assert_eq!(
+            lookup(&d, "src", &o, true, None).as_deref(),
+            Some(&b"\x7fELF carried"[..])
+        );
+        assert_eq!(
+            lookup(&d, "src", &o, true, Some((13, 2))).as_deref(),
+            Some(&b"\x7fELF carried"[..])
+        );
+        // This NVRTC's own image wins when both are there.
+        Key::in_dir(&d, "src", &o, true, (13, 2))
+            .unwrap()
+            .write(b"\x7fELF own");
+        assert_eq!(
+            lookup(&d, "src", &o, true, Some((13, 2))).as_deref(),
+            Some(&b"\x7fELF own"[..])
+        );
+        // Another source, options or kind: no image.
+        assert_eq!(lookup(&d, "src2", &o, true, None), None);
+        assert_eq!(lookup(&d, "src", &o, false, None), None);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_carried_image_is_not_read_as_a_versioned_one() {
+        let d = tmp("carried");
+        let o = vec!["--gpu-architecture=sm_90".to_string()];
+        let carried = Key::carried(&d, "source", &o, true).unwrap();
+        carried.write(b"\x7fELF carried");
+        assert_eq!(carried.read(), Some(b"\x7fELF carried".to_vec()));
+        let versioned = Key::in_dir(&d, "source", &o, true, (13, 0)).unwrap();
+        assert_eq!(versioned.read(), None);
+        // Its file renamed to the versioned name: the header differs, a miss.
+        std::fs::copy(carried.path(), versioned.path()).unwrap();
+        assert_eq!(versioned.read(), None);
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

@@ -118,15 +118,50 @@ pub fn supported_archs() -> Result<Vec<i32>> {
 fn compile_with(opts: &[String], cubin: bool, major: i32, minor: i32) -> Result<Vec<u8>> {
     let err = |msg: String| CudaError::Compile { major, minor, msg };
     let src = super::source().map_err(err)?;
-    let key = cache::Key::new(&src, opts, cubin, nvrtc_version().ok());
-    if let Some(hit) = key.as_ref().and_then(|k| k.read()) {
+    let nvrtc = nvrtc_version().ok();
+    // This NVRTC's cached image, else one compiled elsewhere and carried here
+    // (tests/gpu/prepare.sh): then no NVRTC is needed at all.
+    let dir = cache::dir();
+    if let Some(hit) = dir
+        .as_deref()
+        .and_then(|d| cache::lookup(d, &src, opts, cubin, nvrtc))
+    {
         return Ok(hit);
     }
+    let key = cache::Key::new(&src, opts, cubin, nvrtc);
     let out = nvrtc_compile(&src, opts, cubin, major, minor)?;
     if let Some(k) = key {
         k.write(&out);
     }
     Ok(out)
+}
+
+/// Compiles the kernels for compute capability `arch` (10·major + minor) — the cubin, and the
+/// PTX of `compute_{arch}` that a driver older than this NVRTC falls back to — into `dir` as
+/// carried images ([`cache::Key::carried`]), for a GPU machine whose `DITAC_CUDA_CACHE` names a
+/// copy of `dir`. Needs `libnvrtc`, no GPU. Returns the files written.
+pub fn precompile(dir: &std::path::Path, arch: i32) -> Result<Vec<std::path::PathBuf>> {
+    let (major, minor) = (arch / 10, arch % 10);
+    let err = |msg: String| CudaError::Compile { major, minor, msg };
+    let src = super::source().map_err(err)?;
+    let mut written = Vec::new();
+    for (opts, cubin) in [
+        (nvrtc_options(major, minor), true),
+        (nvrtc_options_ptx(arch), false),
+    ] {
+        let image = nvrtc_compile(&src, &opts, cubin, major, minor)?;
+        let key = cache::Key::carried(dir, &src, &opts, cubin)
+            .ok_or_else(|| err("no cache key".into()))?;
+        key.write(&image);
+        if key.read().as_deref() != Some(&image[..]) {
+            return Err(CudaError::Unavailable(format!(
+                "could not write {}",
+                key.path().display()
+            )));
+        }
+        written.push(key.path().to_path_buf());
+    }
+    Ok(written)
 }
 
 /// NVRTC's (major, minor) version.
@@ -536,6 +571,33 @@ fn launch<A>(f: usize, l: &Launch, stream: sys::CUstream, args: &mut A) -> Resul
         )
     }
     .map_err(drv("cuLaunchKernel"))
+}
+
+/// Device copies of one node's constant tables, one per CUDA context, shared by every run of
+/// the node — ORT may run a session on several streams at once. The first run on a context
+/// uploads them on its stream and waits for the copy before listing them, so a concurrent first
+/// run on another stream never reads tables that have not landed (it waits on the lock).
+#[derive(Default)]
+pub struct ResidentTables(Mutex<Vec<(usize, Arc<DevBuf>)>>);
+
+impl ResidentTables {
+    /// The tables `data` on the device of `m`, uploaded on `stream` at the first call there.
+    pub fn get(&self, m: &Module, stream: Stream, data: &[f32]) -> Result<Arc<DevBuf>> {
+        let mut r = lock(&self.0);
+        if let Some((_, b)) = r.iter().find(|(c, _)| *c == m.ctx) {
+            return Ok(b.clone());
+        }
+        let b = Arc::new(DevBuf::alloc(stream, std::mem::size_of_val(data))?);
+        upload(stream, b.ptr(), data)?;
+        sync(stream)?;
+        r.push((m.ctx, b.clone()));
+        Ok(b)
+    }
+
+    /// Whether the tables are already on the device of context `ctx`.
+    pub fn on(&self, ctx: usize) -> bool {
+        lock(&self.0).iter().any(|(c, _)| *c == ctx)
+    }
 }
 
 /// Device memory. Stream-ordered (allocated and freed on one stream) or, without a stream,

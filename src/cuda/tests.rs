@@ -486,3 +486,28 @@ fn nvrtc_disk_cache_skips_the_second_compile() {
     println!("sm_90 cubin: NVRTC {first:?}, from the disk cache {second:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Needs libnvrtc (no GPU); run alone (it sets environment variables):
+/// `DITAC_TEST_NVRTC=1 cargo test --release --lib precompiled -- --ignored`.
+/// Images written by `precompile` (what tests/gpu/prepare.sh carries to a GPU machine) are what
+/// `compile` returns from that folder, with no NVRTC compilation.
+#[test]
+#[ignore]
+fn precompiled_images_are_used_without_compiling() {
+    let dir = std::env::temp_dir().join(format!("ditac-precompiled-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::env::remove_var(SOURCE_ENV);
+    let files = glue::precompile(&dir, 90).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(files.len(), 2, "{files:?}");
+    std::env::set_var("DITAC_CUDA_CACHE", &dir);
+    let n0 = glue::compile_count();
+    let cubin = glue::compile(9, 0).unwrap();
+    let ptx = glue::compile_ptx(90).unwrap();
+    assert_eq!(glue::compile_count(), n0, "compiled although precompiled");
+    assert_eq!(&cubin[..4], b"\x7fELF");
+    assert_eq!(ptx.last(), Some(&0));
+    // An architecture that was not precompiled is compiled (and cached beside).
+    glue::compile(8, 0).unwrap();
+    assert_eq!(glue::compile_count(), n0 + 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -16,7 +16,7 @@ use super::host;
 use super::node::Node;
 use super::{Elem, OpKind, OpSpec, PResult, PluginError};
 use crate::core::Warps;
-use crate::cuda::glue::{self, CudaError, DevBuf, Module, Stream};
+use crate::cuda::glue::{self, CudaError, ResidentTables, Stream};
 use crate::cuda::{DType, HostTables};
 
 fn err(e: CudaError) -> PluginError {
@@ -45,7 +45,7 @@ pub fn create(spec: OpSpec, info: &KernelInfo, prefix: &str) -> PResult<Box<dyn 
         node,
         dtype,
         packed: Mutex::new(None),
-        resident: Mutex::new(Vec::new()),
+        resident: ResidentTables::default(),
     }))
 }
 
@@ -57,7 +57,7 @@ struct CudaKernel {
     /// The packed tables of the last warps (keyed by the warps' identity, which the Arc keeps).
     packed: Mutex<Option<Packed>>,
     /// Device copies of the constant tables, one per CUDA context.
-    resident: Mutex<Vec<(usize, Arc<DevBuf>)>>,
+    resident: ResidentTables,
 }
 
 impl CudaKernel {
@@ -71,21 +71,6 @@ impl CudaKernel {
         let t = Arc::new(HostTables::pack(w, self.node.kind() == OpKind::Grad));
         *p = Some((w.clone(), t.clone()));
         t
-    }
-
-    /// The constant tables on the device of `m` (uploaded at the first run there).
-    fn resident(&self, m: &Module, stream: Stream, t: &HostTables) -> PResult<Arc<DevBuf>> {
-        let mut r = lock(&self.resident);
-        if let Some((_, b)) = r.iter().find(|(c, _)| *c == m.ctx) {
-            return Ok(b.clone());
-        }
-        let b = Arc::new(DevBuf::alloc(stream, t.data.len() * 4).map_err(err)?);
-        glue::upload(stream, b.ptr(), &t.data).map_err(err)?;
-        // Runs on other ORT streams use the buffer as soon as it is listed: the copy must have
-        // landed by then (it is queued on this run's stream only).
-        glue::sync(stream).map_err(err)?;
-        r.push((m.ctx, b.clone()));
-        Ok(b)
     }
 
     fn run(&self, ctx: &KernelContext) -> PResult<()> {
@@ -124,12 +109,11 @@ impl CudaKernel {
         // and the constant tables' first upload synchronises.
         let fixed = self.node.is_fixed(&w);
         if glue::is_capturing(stream).map_err(err)? {
-            let uploaded = |ctx: usize| lock(&self.resident).iter().any(|(c, _)| *c == ctx);
             let why = if tables.is_none() {
                 Some("lut_size = 0 computes on the host")
             } else if !fixed {
                 Some("θ (or the table) is not a constant initializer, so its tables are copied from host memory at every run")
-            } else if !uploaded(glue::module_for(stream).map_err(err)?.ctx) {
+            } else if !self.resident.on(glue::module_for(stream).map_err(err)?.ctx) {
                 Some("its constant tables are uploaded at the first run: run the session once before capturing")
             } else {
                 None
@@ -164,7 +148,7 @@ impl CudaKernel {
         let constant;
         let per_run;
         let dev = if fixed {
-            constant = self.resident(&m, stream, t)?;
+            constant = self.resident.get(&m, stream, &t.data).map_err(err)?;
             constant.ptr()
         } else {
             per_run = scratch(t.data.len() * 4).map_err(err)?;

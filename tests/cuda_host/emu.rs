@@ -316,17 +316,8 @@ struct EmuCase {
 }
 
 fn poison_bits(d: DType, b: &mut [u8]) {
-    match d {
-        DType::F32 => b
-            .chunks_mut(4)
-            .for_each(|c| c.copy_from_slice(&0x7fc0_0001u32.to_le_bytes())),
-        DType::F16 => b
-            .chunks_mut(2)
-            .for_each(|c| c.copy_from_slice(&0x7e01u16.to_le_bytes())),
-        DType::BF16 => b
-            .chunks_mut(2)
-            .for_each(|c| c.copy_from_slice(&0x7fc1u16.to_le_bytes())),
-    }
+    let p = poison_element(d);
+    b.chunks_mut(p.len()).for_each(|c| c.copy_from_slice(&p));
 }
 
 struct Outputs {
@@ -523,7 +514,15 @@ fn case(
         offset,
         lut,
         tess,
+        nan_dy: false,
     }
+}
+
+/// `c` with NaN and ±∞ in the last channel's dY.
+fn with_nan_dy(mut c: Case) -> Case {
+    c.name += "/nan-dy";
+    c.nan_dy = true;
+    c
 }
 
 fn cases(quick: bool) -> Vec<EmuCase> {
@@ -545,7 +544,7 @@ fn cases(quick: bool) -> Vec<EmuCase> {
         }
         // Per-channel tables: long runs (NCHW-like) and channel-last (several channels a warp).
         v.push(EmuCase {
-            c: case(
+            c: with_nan_dy(case(
                 dtype,
                 Variant::Ditac,
                 false,
@@ -555,7 +554,7 @@ fn cases(quick: bool) -> Vec<EmuCase> {
                 0,
                 2048,
                 10,
-            ),
+            )),
             dev: small,
             out_shift: 0,
         });
@@ -582,7 +581,17 @@ fn cases(quick: bool) -> Vec<EmuCase> {
         });
         // Many channels: the per-warp accumulators in global memory (and tables too on SMALL).
         v.push(EmuCase {
-            c: case(dtype, Variant::Ditac, true, 100, 1, 100 * 3 + 9, 0, 16, 10),
+            c: with_nan_dy(case(
+                dtype,
+                Variant::Ditac,
+                true,
+                100,
+                1,
+                100 * 3 + 9,
+                0,
+                16,
+                10,
+            )),
             dev: small,
             out_shift: 0,
         });

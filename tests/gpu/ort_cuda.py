@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 
 import numpy as np
 import onnxruntime as ort
@@ -53,7 +54,49 @@ def main():
             ok = rel <= 1e-4
             fails += not ok
             print(f"{model}: max rel diff CUDA vs CPU {rel:.2e} {'ok' if ok else 'FAIL'}; DiTAC nodes on {sorted(placed)}")
+    fails += two_sessions_at_once(plugin, rng)
     return 1 if fails else 0
+
+
+def two_sessions_at_once(plugin, rng):
+    """Two CUDA sessions of one model (two ORT compute streams), whose first runs start together
+    from two threads: each uploads its constant tables on its own stream while the other runs.
+    Both must match the CPU provider. Returns the number of failures."""
+    model = sorted(glob.glob("models/*.onnx"))[0]
+    cpu = session(model, plugin, ["CPUExecutionProvider"])
+    feeds = {}
+    for i in cpu.get_inputs():
+        shape = [d if isinstance(d, int) and d > 0 else 1 << 20 for d in i.shape]
+        feeds[i.name] = (rng.standard_normal(shape) * 1.5).astype(np.float32)
+    want = cpu.run(None, feeds)
+    cuda = ("CUDAExecutionProvider", {"use_tf32": "0"})
+    sessions = [session(model, plugin, [cuda, "CPUExecutionProvider"]) for _ in range(2)]
+    start = threading.Barrier(2)
+    got = [None, None]
+
+    def run(k):
+        start.wait()
+        try:
+            got[k] = sessions[k].run(None, feeds)
+        except Exception as e:  # reported below
+            got[k] = e
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    fails = 0
+    for k, g in enumerate(got):
+        if isinstance(g, Exception):
+            print(f"{model}: two sessions at once: session {k} failed: {g} FAIL")
+            fails += 1
+            continue
+        rel = max(float(np.max(np.abs(w - o) / np.maximum(np.abs(w), 1e-6))) for w, o in zip(want, g))
+        ok = rel <= 1e-4
+        fails += not ok
+        print(f"{model}: two sessions at once, session {k}: max rel diff vs CPU {rel:.2e} {'ok' if ok else 'FAIL'}")
+    return fails
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The GPU check of the DiTAC CUDA kernels (tests/gpu/README.md): on a machine with an NVIDIA GPU,
-# builds (or takes a prebuilt) `gpu_check`, finds libnvrtc, times PyTorch's gelu, then runs the
-# kernels through the plugin's glue against the CPU core and prints the timing table last.
+# builds (or takes the carried) `gpu_check`, uses the kernels tests/gpu/prepare.sh compiled and
+# carried (else NVRTC), runs the kernels through the plugin's glue against the CPU core —
+# correctness first, then timing, with PyTorch's gelu — then compute-sanitizer on small cases.
 # Optional: the real ONNX Runtime CUDA provider with the plugin, when one is installed.
 #
 #   bash tests/gpu/run.sh [--quick] [--max-log2 28]
 #
-# Environment: DITAC_GPU_CHECK (a prebuilt gpu_check binary), DITAC_NVRTC_DIR (folder holding
-# libnvrtc.so*), PYTHON (default python3), OUT (where logs go; default a temporary folder).
+# Environment: DITAC_GPU_CHECK (a prebuilt gpu_check binary), DITAC_CUDA_CACHE (compiled
+# kernels; default target/gpu-carry/kernels when there), DITAC_NVRTC_DIR (folder holding
+# libnvrtc.so*), DITAC_GPU_SANITIZER=0 (no compute-sanitizer pass), PYTHON (default python3),
+# OUT (where logs go; default a temporary folder).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUTDIR="${OUT:-$(mktemp -d)}"
@@ -36,8 +39,12 @@ if [ -z "$BIN" ]; then
   fi
 fi
 
-# 2. libnvrtc (NVRTC compiles ops/cuda/ditac.cu at the first launch): the loader path, the
-#    CUDA toolkit, or a pip package (nvidia-cuda-nvrtc, which PyTorch and CuPy install).
+# 2. The kernels: carried (tests/gpu/prepare.sh), else compiled here by libnvrtc — from the
+#    loader path, the CUDA toolkit, or a pip package (nvidia-cuda-nvrtc, which PyTorch installs).
+if [ -z "${DITAC_CUDA_CACHE:-}" ] && [ -d target/gpu-carry/kernels ]; then
+  export DITAC_CUDA_CACHE="$PWD/target/gpu-carry/kernels"
+fi
+echo "== compiled kernels from: ${DITAC_CUDA_CACHE:-the default cache} ($(ls "${DITAC_CUDA_CACHE:-/nonexistent}" 2>/dev/null | wc -l) files)" >&2
 if [ -z "${DITAC_NVRTC_DIR:-}" ]; then
   DITAC_NVRTC_DIR=$("$PY" - <<'PYEOF' 2>/dev/null
 import glob, os, site, sys
@@ -84,5 +91,34 @@ fi
 echo "== $BIN" >&2
 "$BIN" "$@" 2>&1 | tee "$OUTDIR/gpu_check.log"
 rc=${PIPESTATUS[0]}
-echo "(logs in $OUTDIR; gpu_check exit status $rc)"
-exit "$rc"
+
+# 6. compute-sanitizer on the small cases (memcheck, racecheck, synccheck, initcheck): the
+#    machine's own, or the carried wheel's (tests/gpu/prepare.sh), unpacked into $OUTDIR.
+san_rc=0
+if [ "${DITAC_GPU_SANITIZER:-1}" != 0 ] && [ "$rc" -ne 2 ]; then
+  SAN=$(command -v compute-sanitizer 2>/dev/null || true)
+  [ -z "$SAN" ] && SAN=$(ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | tail -1 || true)
+  WHEEL=$(ls target/gpu-carry/nvidia_cuda_sanitizer_api-*.whl 2>/dev/null | tail -1 || true)
+  if [ -z "$SAN" ] && [ -n "$WHEEL" ]; then
+    "$PY" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
+      "$WHEEL" "$OUTDIR/sanitizer" &&
+      SAN=$(find "$OUTDIR/sanitizer" -type f -name compute-sanitizer -size +1M | head -1)
+    [ -n "$SAN" ] && chmod +x "$SAN"
+  fi
+  if [ -z "$SAN" ]; then
+    echo "== no compute-sanitizer (none installed, none carried: run tests/gpu/prepare.sh): skipped"
+  else
+    for tool in memcheck racecheck synccheck initcheck; do
+      echo "== compute-sanitizer --tool $tool ($SAN)"
+      timeout 150 "$SAN" --tool "$tool" --error-exitcode 3 --print-limit 20 "$BIN" --sanitize \
+        >"$OUTDIR/sanitizer-$tool.log" 2>&1
+      r=$?
+      grep -E '^(FAIL|correctness:)|ERROR SUMMARY|=========' "$OUTDIR/sanitizer-$tool.log" | head -25
+      echo "compute-sanitizer $tool: exit status $r$([ $r -eq 124 ] && echo ' (timed out after 150 s)')"
+      [ $r -ne 0 ] && san_rc=1
+    done
+  fi
+fi
+echo "(logs in $OUTDIR; gpu_check exit status $rc; compute-sanitizer $([ $san_rc -eq 0 ] && echo clean or skipped || echo 'found errors'))"
+[ "$rc" -ne 0 ] && exit "$rc"
+exit "$san_rc"

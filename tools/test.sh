@@ -23,6 +23,24 @@ cargo test --release --no-fail-fast
 echo "== CUDA kernels on the CPU emulator" >&2
 bash tests/cuda_host/run.sh
 bash tests/cuda_host/mutants.sh
+# NVRTC (no GPU): ops/cuda/ditac.cu compiles for sm_80, sm_90, sm_100 and to PTX; the disk cache
+# skips a second compile; kernels precompiled for a GPU machine (tests/gpu/prepare.sh) are used
+# with no compilation. The ignored tests of src/cuda/tests.rs, one process each (they set
+# environment variables), with libnvrtc from the PyTorch venv's CUDA wheels (~2 min); skipped with
+# a message without it.
+LIBNVRTC=$(find .venv-torch -name 'libnvrtc.so.*' ! -name '*builtins*' 2>/dev/null | sort | tail -1 || true)
+if [ -n "$LIBNVRTC" ]; then
+  echo "== NVRTC compiles the CUDA kernels ($LIBNVRTC)" >&2
+  nvrtc_cache=$(mktemp -d)
+  for t in nvrtc_compiles_the_kernels nvrtc_disk_cache_skips_the_second_compile \
+    precompiled_images_are_used_without_compiling; do
+    LD_LIBRARY_PATH="$(dirname "$LIBNVRTC")" DITAC_TEST_NVRTC=1 DITAC_CUDA_CACHE="$nvrtc_cache" \
+      cargo test --release -p ditac --lib "cuda::tests::$t" -- --ignored --exact
+  done
+  rm -rf "$nvrtc_cache"
+else
+  echo "== SKIPPED: the NVRTC compile tests (no libnvrtc in .venv-torch)" >&2
+fi
 if [ -d tests/python ] && ls tests/python/test_*.py >/dev/null 2>&1; then
   echo "== pytest tests/python" >&2
   .venv/bin/python -m pytest -q tests/python --ignore=tests/python/test_install.py

@@ -206,13 +206,13 @@ fn nvrtc_compile(
                     }
                 }
                 Ok(()) => nv::get_ptx(prog)
-                    .map(|p| p.iter().map(|&c| c as u8).collect())
+                    .map(|p| p.iter().map(|&c| byte(c)).collect())
                     .map_err(|e| err(format!("nvrtcGetPTX: {e:?}"))),
                 Err(e) => {
                     let log = nv::get_program_log(prog)
                         .map(|l| {
                             let b: Vec<u8> =
-                                l.iter().map(|&c| c as u8).take_while(|&c| c != 0).collect();
+                                l.iter().map(|&c| byte(c)).take_while(|&c| c != 0).collect();
                             String::from_utf8_lossy(&b).into_owned()
                         })
                         .unwrap_or_default();
@@ -224,6 +224,12 @@ fn nvrtc_compile(
         let _ = unsafe { nv::destroy_program(prog) };
         out
     })
+}
+
+/// A C `char` as a byte (`c_char` is `i8` on x86-64 and `u8` on aarch64; a cast would be a
+/// needless one on the latter).
+fn byte(c: c_char) -> u8 {
+    c.to_ne_bytes()[0]
 }
 
 /// A compiled image of the kernels: a cubin, or PTX for the driver's JIT.

@@ -525,21 +525,22 @@ fn time_entries(
 impl BenchSettings {
     /// The checks that need no ONNX Runtime: run before it is loaded.
     pub fn validate(&self) -> Result<()> {
+        self.checked().map(|_| ())
+    }
+
+    /// [`Self::validate`], keeping what it worked out: the thread counts and the plugin's ISA.
+    fn checked(&self) -> Result<(Vec<usize>, String)> {
         if self.repeats == 0 {
             bail!("--repeats must be at least 1");
         }
-        thread_counts(self)?;
-        plugin_isa()?;
-        Ok(())
+        Ok((thread_counts(self)?, plugin_isa()?))
     }
 }
 
 /// Runs the benchmark in `env` (ONNX Runtime loaded, before any tensor is made) and prints the
 /// table or the JSON document.
 pub fn run(args: &BenchSettings, env: &ort::environment::Environment) -> Result<()> {
-    args.validate()?;
-    let threads = thread_counts(args)?;
-    let isa = plugin_isa()?;
+    let (threads, isa) = args.checked()?;
     if let Some(path) = &args.model {
         return run_model(args, env, &threads, path, &isa);
     }

@@ -151,19 +151,25 @@ fn two_streams(c: &Case, rng: &mut Rng, out: &mut Outcome) -> glue::Result<Strin
     let start = std::sync::Barrier::new(2);
     let inner = if c.channels == 1 { c.len } else { c.inner } as u64;
     let one = || -> glue::Result<Results> {
-        glue::init_device(0)?;
-        let s = glue::new_stream()?;
-        let m = glue::module_for(s)?;
-        let bytes = c.len * es;
-        let (bx, bdy) = (DevBuf::alloc(s, bytes)?, DevBuf::alloc(s, bytes)?);
-        let (by, bdx) = (DevBuf::alloc(s, bytes)?, DevBuf::alloc(s, bytes)?);
-        let bdth = DevBuf::alloc(s, p.dth_ref.len().max(1) * 4)?;
-        glue::upload(s, bx.ptr(), &to_bits(d, &p.x))?;
-        glue::upload(s, bdy.ptr(), &to_bits(d, &p.dy))?;
-        poison(s, d, by.ptr(), c.len)?;
-        poison(s, d, bdx.ptr(), c.len)?;
-        glue::sync(s)?;
+        let ready = (|| {
+            glue::init_device(0)?;
+            let s = glue::new_stream()?;
+            let m = glue::module_for(s)?;
+            let bytes = c.len * es;
+            let (bx, bdy) = (DevBuf::alloc(s, bytes)?, DevBuf::alloc(s, bytes)?);
+            let (by, bdx) = (DevBuf::alloc(s, bytes)?, DevBuf::alloc(s, bytes)?);
+            let bdth = DevBuf::alloc(s, p.dth_ref.len().max(1) * 4)?;
+            glue::upload(s, bx.ptr(), &to_bits(d, &p.x))?;
+            glue::upload(s, bdy.ptr(), &to_bits(d, &p.dy))?;
+            poison(s, d, by.ptr(), c.len)?;
+            poison(s, d, bdx.ptr(), c.len)?;
+            glue::sync(s)?;
+            Ok((s, m, bytes, [bx, bdy, by, bdx, bdth]))
+        })();
+        // Both threads reach the barrier, ready or not (an error must not leave the other
+        // waiting); then both start on the tables at once.
         start.wait();
+        let (s, m, bytes, [bx, bdy, by, bdx, bdth]) = ready?;
         let tabs = resident.get(&m, s, &p.t.data)?;
         glue::forward(
             &m,

@@ -442,24 +442,27 @@ __device__ __forceinline__ void accumulate(const GradArgs& a, const float* g, Wa
     // The tree's depth: the levels of the largest group (warp-uniform).
     u32 depth = 0;
     while (depth < 5 && __any_sync(FULL_MASK, c.has && size > (1u << depth))) depth++;
-    u32 src[5], recv = 0;
+    // The tree in one register (the backward is short of registers): 5 bits per level, the
+    // lane to add at that level; a lane that adds nothing there names itself.
+    u32 plan = 0;
 #pragma unroll
     for (u32 s = 0; s < 5; s++) {
         const u32 o = 1u << s;
         const bool r = s < depth && c.has && (rank & (2 * o - 1)) == 0 && rank + o < size;
-        src[s] = r ? nth_lane(grp, rank + o) : lane;
-        recv |= (u32)r << s;
+        plan |= (r ? nth_lane(grp, rank + o) : lane) << (5 * s);
     }
+    const bool leader = c.has && rank == 0;
     for (u32 k = 0; k < a.d; k++) {
         double v = c.has ? (double)c.s * (double)grow(a, g, c, k) : 0.0;
 #pragma unroll
         for (u32 s = 0; s < 5; s++) {
             if (s < depth) {
-                const double p = __shfl_sync(FULL_MASK, v, (int)src[s]);
-                if ((recv >> s) & 1u) v += p;
+                const u32 src = (plan >> (5 * s)) & 31u;
+                const double p = __shfl_sync(FULL_MASK, v, (int)src);
+                if (src != lane) v += p;
             }
         }
-        if (c.has && rank == 0) acc[(u64)c.ch * a.d + k] += v;
+        if (leader) acc[(u64)c.ch * a.d + k] += v;
     }
     __syncwarp(FULL_MASK);
 }

@@ -380,7 +380,41 @@ __device__ __forceinline__ void flush(const GradArgs& a, WarpAcc& w, double* acc
     w.cur = -1;
 }
 
+// The lane of the q-th set bit of m, counting from 0 (m has more than q set bits): a binary
+// search over halves, quarters, … of the mask.
+__device__ __forceinline__ u32 nth_lane(u32 m, u32 q) {
+    u32 lane = 0;
+#pragma unroll
+    for (u32 w = 16; w > 0; w >>= 1) {
+        const u32 low = (u32)__popc(m & ((1u << w) - 1u));
+        if (q >= low) {
+            q -= low;
+            m >>= w;
+            lane += w;
+        }
+    }
+    return lane;
+}
+
+// A channel no lane has (channels ≤ 2^32 − 1, so ch ≤ 2^32 − 2): the match key of lanes
+// without a contribution.
+#define NO_CHANNEL 0xffffffffu
+
 // Accumulates one contribution per lane. Every lane of the warp calls it (collectives).
+//
+// Fast path: every contributing lane is in the warp's current channel (long channel runs):
+// per-lane register sums, one warp sum per dθ row when the channel changes (flush).
+//
+// Otherwise (lanes in several channels — channel-last layouts — or d > GRAD_DREG), a segmented
+// sum: the contributing lanes of one channel (a __match_any_sync group) add their terms in a
+// fixed tree over their ranks in lane order — at level s (o = 2^s), rank r, a multiple of 2o,
+// adds rank r + o's partial sum — and the group's lowest lane (rank 0) adds the total to
+// acc[ch·d + k]. Every group's tree runs in the same shuffles, so a dθ row costs as many double
+// shuffles as the largest group has levels (⌈log2 size⌉ ≤ 5; none when every lane is in its own
+// channel), instead of a 5-shuffle warp sum per channel present (up to 32 channels a warp). The
+// order depends only on which lanes contribute to which channel: dθ stays bitwise
+// deterministic, with no atomics. Different lanes now update the warp's accumulators, so the
+// path starts and ends with __syncwarp (memory ordering between them and lane 0's flushes).
 __device__ __forceinline__ void accumulate(const GradArgs& a, const float* g, WarpAcc& w, double* acc,
                                            const Contrib& c, u32 lane) {
     if (a.d <= GRAD_DREG) {
@@ -401,18 +435,36 @@ __device__ __forceinline__ void accumulate(const GradArgs& a, const float* g, Wa
             return;
         }
     }
-    // Lanes in several channels (or d too large for registers): one warp sum per channel and k.
-    unsigned act = __ballot_sync(FULL_MASK, c.has);
-    while (act) {
-        const int leader = __ffs(act) - 1;
-        const u32 ch = (u32)__shfl_sync(FULL_MASK, (int)c.ch, leader);
-        const bool mine = c.has && c.ch == ch;
-        for (u32 k = 0; k < a.d; k++) {
-            const double v = warp_sum(mine ? (double)c.s * (double)grow(a, g, c, k) : 0.0);
-            if (lane == 0) acc[(u64)ch * a.d + k] += v;
-        }
-        act &= ~__ballot_sync(FULL_MASK, mine);
+    if (!__any_sync(FULL_MASK, c.has)) return;
+    __syncwarp(FULL_MASK);
+    const u32 grp = __match_any_sync(FULL_MASK, c.has ? c.ch : NO_CHANNEL);
+    const u32 rank = (u32)__popc(grp & ((1u << lane) - 1u)), size = (u32)__popc(grp);
+    // The tree's depth: the levels of the largest group (warp-uniform).
+    u32 depth = 0;
+    while (depth < 5 && __any_sync(FULL_MASK, c.has && size > (1u << depth))) depth++;
+    // The tree in one register (the backward is short of registers): 5 bits per level, the
+    // lane to add at that level; a lane that adds nothing there names itself.
+    u32 plan = 0;
+#pragma unroll
+    for (u32 s = 0; s < 5; s++) {
+        const u32 o = 1u << s;
+        const bool r = s < depth && c.has && (rank & (2 * o - 1)) == 0 && rank + o < size;
+        plan |= (r ? nth_lane(grp, rank + o) : lane) << (5 * s);
     }
+    const bool leader = c.has && rank == 0;
+    for (u32 k = 0; k < a.d; k++) {
+        double v = c.has ? (double)c.s * (double)grow(a, g, c, k) : 0.0;
+#pragma unroll
+        for (u32 s = 0; s < 5; s++) {
+            if (s < depth) {
+                const u32 src = (plan >> (5 * s)) & 31u;
+                const double p = __shfl_sync(FULL_MASK, v, (int)src);
+                if (src != lane) v += p;
+            }
+        }
+        if (leader) acc[(u64)c.ch * a.d + k] += v;
+    }
+    __syncwarp(FULL_MASK);
 }
 
 template <typename T> __device__ __forceinline__ void grad_kernel(const GradArgs& a) {

@@ -8,9 +8,10 @@
 //   that switches only at __syncthreads and at warp collectives: each thread runs to its next
 //   synchronisation point before the next one starts, so a missing barrier reads what was there
 //   before (the shared-memory poison), never what another thread "happened" to write in time;
-// * warp collectives (__shfl*_sync, __all/__any/__ballot_sync) complete when every lane of the
-//   mask has arrived at the same kind of collective with the same mask; their values are
-//   exchanged between the 32 lanes; a lane that exits or waits at a barrier instead is reported;
+// * warp collectives (__shfl*_sync, __all/__any/__ballot_sync, __match_any_sync, __syncwarp)
+//   complete when every lane of the mask has arrived at the same kind of collective with the
+//   same mask; their values are exchanged between the 32 lanes; a lane that exits or waits at a
+//   barrier instead is reported;
 // * shared memory (static, `__shared__` → a section of its own, and dynamic, exactly the
 //   launch's size) is filled with 0xFF bytes (NaN for float and double) at every block start;
 // * `__ldg` reads are checked against the global buffers the caller registered; with
@@ -68,7 +69,7 @@ const uint64_t* warp_collective(int kind, unsigned mask, uint64_t v);
 void check_global(const void* p, unsigned long bytes, const char* what);
 [[noreturn]] void fail(const char* fmt, ...);
 
-enum Collective { SHFL = 1, SHFL_XOR, SHFL_UP, SHFL_DOWN, VOTE };
+enum Collective { SHFL = 1, SHFL_XOR, SHFL_UP, SHFL_DOWN, VOTE, MATCH, SYNCWARP };
 
 template <typename T> inline uint64_t bits_of(T v) {
     static_assert(sizeof(T) <= 8, "warp collectives of at most 8 bytes");
@@ -134,6 +135,21 @@ inline unsigned __ballot_sync(unsigned mask, int pred) {
 inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) == mask; }
 inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) != 0; }
 inline unsigned __activemask() { return 0xffffffffu; }
+// The lanes of the mask whose value has the same bits as this lane's (the device compares the
+// 32- or 64-bit pattern).
+template <typename T> inline unsigned __match_any_sync(unsigned mask, T v) {
+    static_assert(sizeof(T) == 4 || sizeof(T) == 8, "__match_any_sync of 32- or 64-bit values");
+    const uint64_t* all = cuda_emu::warp_collective(cuda_emu::MATCH, mask, cuda_emu::bits_of(v));
+    const uint64_t mine = all[cuda_emu::lane()];
+    unsigned b = 0;
+    for (unsigned i = 0; i < 32; i++)
+        if ((mask >> i) & 1u && all[i] == mine) b |= 1u << i;
+    return b;
+}
+// A barrier of the mask's lanes (and, on the device, a memory fence among them). Here it is a
+// collective like the others: every lane of the mask must arrive at a __syncwarp with the same
+// mask, and it is a switch point.
+inline void __syncwarp(unsigned mask = 0xffffffffu) { cuda_emu::warp_collective(cuda_emu::SYNCWARP, mask, 0); }
 
 inline int __ffs(int x) { return __builtin_ffs(x); }
 inline int __ffsll(long long x) { return __builtin_ffsll(x); }

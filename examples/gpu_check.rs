@@ -18,7 +18,7 @@
 //!
 //! Exit status 1 when a correctness check fails, 2 when CUDA is unusable (or timing failed),
 //! 0 otherwise (the goals are reported, not enforced). Usage: `gpu_check [--max-log2 28]
-//! [--min-log2 20] [--reps N] [--skip-timing] [--quick]`; `gpu_check --sanitize` (small cases,
+//! [--min-log2 20] [--reps N] [--skip-timing | --timing-only] [--times-json PATH] [--quick]`; `gpu_check --sanitize` (small cases,
 //! no timing: for compute-sanitizer); `gpu_check --self-test [--quick]` checks the checker on
 //! the CPU (no GPU needed); `gpu_check --precompile DIR [--arch 80,90,100,120]` compiles the
 //! kernels with NVRTC (no GPU needed) into DIR, for a GPU machine's `DITAC_CUDA_CACHE`.
@@ -605,9 +605,19 @@ fn main() {
     let lo: u32 = arg("--min-log2").and_then(|v| v.parse().ok()).unwrap_or(20);
     let hi: u32 = arg("--max-log2").and_then(|v| v.parse().ok()).unwrap_or(28);
     let reps: Option<u32> = arg("--reps").and_then(|v| v.parse().ok());
-    let sanitize = args.iter().any(|a| a == "--sanitize");
-    let skip_timing = sanitize || args.iter().any(|a| a == "--skip-timing");
-    let quick = args.iter().any(|a| a == "--quick");
+    let has = |name: &str| args.iter().any(|a| a == name);
+    let sanitize = has("--sanitize");
+    let quick = has("--quick");
+    let opts = Opts {
+        lo,
+        hi,
+        reps,
+        correctness: !has("--timing-only"),
+        timing: !(sanitize || has("--skip-timing")),
+        quick,
+        sanitize,
+        times_json: arg("--times-json").map(std::path::PathBuf::from),
+    };
     if args.iter().any(|a| a == "--self-test") {
         std::process::exit(self_test(quick));
     }
@@ -615,7 +625,7 @@ fn main() {
         let archs = arg("--arch").unwrap_or_else(|| "80,90,100,120".into());
         std::process::exit(precompile(std::path::Path::new(&dir), &archs));
     }
-    match run(lo, hi, reps, skip_timing, quick, sanitize) {
+    match run(&opts) {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),
         Err(e) => {
@@ -694,14 +704,23 @@ fn report(s: Stream, c: &Case, r: glue::Result<String>, outcome: &mut Outcome) -
 
 /// Correctness (every case reported, going on after an error that leaves the context usable),
 /// then timing. `Ok(false)`: some correctness check failed.
-fn run(
+/// What to run (the command line).
+struct Opts {
     lo: u32,
     hi: u32,
     reps: Option<u32>,
-    skip_timing: bool,
+    /// `--timing-only` turns it off (tests/gpu/run.sh checks correctness in a first call).
+    correctness: bool,
+    /// `--skip-timing` and `--sanitize` turn it off.
+    timing: bool,
     quick: bool,
     sanitize: bool,
-) -> Result<bool, String> {
+    /// `--times-json PATH`: the timings written there (for tests/gpu/torch_gelu.py's comparison).
+    times_json: Option<std::path::PathBuf>,
+}
+
+fn run(o: &Opts) -> Result<bool, String> {
+    let (lo, hi, reps) = (o.lo, o.hi, o.reps);
     let e = |e: glue::CudaError| e.to_string();
     glue::init_device(0).map_err(e)?;
     let name = glue::device_name().map_err(e)?;
@@ -723,10 +742,12 @@ fn run(
         fails: Vec::new(),
         quiet: false,
     };
-    let (cases, streams) = if sanitize {
+    let (cases, streams) = if !o.correctness {
+        (Vec::new(), Vec::new())
+    } else if o.sanitize {
         (sanitizer_cases(), stream_cases(true))
     } else {
-        (cases(quick), stream_cases(quick))
+        (cases(o.quick), stream_cases(o.quick))
     };
     let total = cases.len() + streams.len();
     let mut sticky = false;
@@ -757,7 +778,7 @@ fn run(
     }
     // A failure while timing still leaves the correctness summary to print.
     let mut timing_error = None;
-    let timings = if skip_timing || sticky {
+    let timings = if !o.timing || sticky {
         Vec::new()
     } else {
         time_sizes(s, &m, lo, hi, reps).unwrap_or_else(|err| {
@@ -766,12 +787,34 @@ fn run(
             Vec::new()
         })
     };
+    if let (Some(path), false) = (&o.times_json, timings.is_empty()) {
+        let doc: serde_json::Map<String, serde_json::Value> = timings
+            .iter()
+            .map(|t| {
+                let us = |ms: f32| serde_json::json!((ms as f64 * 1e3 * 100.0).round() / 100.0);
+                (
+                    t.log2.to_string(),
+                    serde_json::json!({
+                        "copy_us": us(t.copy_ms),
+                        "ditac_f32_us": us(t.fwd_ms),
+                        "ditac_f16_us": us(t.fwd16_ms),
+                        "ditacgrad_f32_us": us(t.grad_ms),
+                    }),
+                )
+            })
+            .collect();
+        if let Err(err) = std::fs::write(path, serde_json::Value::Object(doc).to_string()) {
+            println!("could not write {}: {err}", path.display());
+        }
+    }
     let torch = torch_times();
     println!();
-    println!(
-        "correctness: {ran} of {total} cases run, {} failure(s)",
-        outcome.fails.len()
-    );
+    if o.correctness {
+        println!(
+            "correctness: {ran} of {total} cases run, {} failure(s)",
+            outcome.fails.len()
+        );
+    }
     if !timings.is_empty() {
         println!();
         println!("| n | copy GB/s | DiTAC f32 µs | GB/s | % copy | DiTAC f16 µs | DiTACGrad f32 µs | GB/s | % copy | torch gelu µs |");

@@ -2,7 +2,8 @@
 # The GPU check of the DiTAC CUDA kernels (tests/gpu/README.md): on a machine with an NVIDIA GPU,
 # builds (or takes the carried) `gpu_check`, uses the kernels tests/gpu/prepare.sh compiled and
 # carried (else NVRTC), runs the kernels through the plugin's glue against the CPU core —
-# correctness first, then timing, with PyTorch's gelu — then compute-sanitizer on small cases.
+# correctness first, then timing, then PyTorch's gelu beside it — then compute-sanitizer on
+# small cases.
 # Optional: the real ONNX Runtime CUDA provider with the plugin, when one is installed.
 #
 #   bash tests/gpu/run.sh [--quick] [--max-log2 28]
@@ -21,8 +22,13 @@ for ((i = 1; i <= $#; i++)); do
   if [ "${!i}" = "--max-log2" ]; then j=$((i + 1)); MAXLOG="${!j}"; fi
 done
 
-# 1. The check binary: built here when cargo exists, else a prebuilt one (carried).
+# 1. The check binary: the one tests/gpu/prepare.sh built and carried (no device time spent
+#    building), else built here when cargo exists, else a prebuilt one.
 BIN="${DITAC_GPU_CHECK:-}"
+if [ -z "$BIN" ] && [ -d target/gpu-carry ] && [ -x target/release/examples/gpu_check ]; then
+  echo "== the carried target/release/examples/gpu_check (tests/gpu/prepare.sh)" >&2
+  BIN=target/release/examples/gpu_check
+fi
 if [ -z "$BIN" ]; then
   if command -v cargo >/dev/null 2>&1; then
     echo "== cargo build --release --example gpu_check --lib" >&2
@@ -70,29 +76,37 @@ fi
 echo "== libnvrtc from: ${DITAC_NVRTC_DIR:-the loader path}" >&2
 command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >&2
 
-# 3. PyTorch's gelu at the same sizes (CUDA events), when torch is importable.
-TORCH_JSON="$OUTDIR/torch_gelu.json"
+# 3. Correctness first (every case; nothing else has run yet if the time runs out).
+echo "== $BIN --skip-timing (correctness)" >&2
+"$BIN" --skip-timing "$@" 2>&1 | tee "$OUTDIR/gpu_check.log"
+rc=${PIPESTATUS[0]}
+
+# 4. Then timing at the goals' sizes (the table; its gelu column stays empty on a first run).
+TIMES_JSON="$OUTDIR/ditac_times.json"
+if [ "$rc" -ne 2 ]; then
+  echo "== $BIN --timing-only" >&2
+  "$BIN" --timing-only --times-json "$TIMES_JSON" "$@" 2>&1 | tee "$OUTDIR/gpu_timing.log"
+  trc=${PIPESTATUS[0]}
+  [ "$rc" -eq 0 ] && [ "$trc" -ne 0 ] && rc=$trc
+fi
+
+# 5. Then PyTorch's gelu at the same sizes (CUDA events), when torch is importable, beside DiTAC's.
 if "$PY" -c "import torch; assert torch.cuda.is_available()" >/dev/null 2>&1; then
   echo "== torch gelu timing" >&2
-  "$PY" tests/gpu/torch_gelu.py 20 "$MAXLOG" "$TORCH_JSON" >&2 || rm -f "$TORCH_JSON"
+  "$PY" tests/gpu/torch_gelu.py 20 "$MAXLOG" "$OUTDIR/torch_gelu.json" "$TIMES_JSON" |
+    tee "$OUTDIR/torch_gelu.log"
 else
-  echo "== torch with CUDA not importable: no gelu column" >&2
+  echo "== torch with CUDA not importable: no gelu comparison" >&2
 fi
-[ -f "$TORCH_JSON" ] && export DITAC_TORCH_TIMES="$TORCH_JSON"
 
-# 4. The ONNX Runtime CUDA provider with the plugin (only where onnxruntime-gpu is installed).
+# 6. The ONNX Runtime CUDA provider with the plugin (only where onnxruntime-gpu is installed).
 PLUGIN="${DITAC_PLUGIN:-target/release/libditac.so}"
-if [ -f "$PLUGIN" ]; then
+if [ -f "$PLUGIN" ] && [ "$rc" -ne 2 ]; then
   echo "== ONNX Runtime CUDA provider" >&2
   "$PY" tests/gpu/ort_cuda.py "$PLUGIN" 2>&1 | tee "$OUTDIR/ort_cuda.log" >&2
 fi
 
-# 5. Correctness, then timing; the table is printed last.
-echo "== $BIN" >&2
-"$BIN" "$@" 2>&1 | tee "$OUTDIR/gpu_check.log"
-rc=${PIPESTATUS[0]}
-
-# 6. compute-sanitizer on the small cases (memcheck, racecheck, synccheck, initcheck): the
+# 7. compute-sanitizer on the small cases (memcheck, racecheck, synccheck; 60 s each at most): the
 #    machine's own, or the carried wheel's (tests/gpu/prepare.sh), unpacked into $OUTDIR.
 san_rc=0
 if [ "${DITAC_GPU_SANITIZER:-1}" != 0 ] && [ "$rc" -ne 2 ]; then
@@ -108,13 +122,13 @@ if [ "${DITAC_GPU_SANITIZER:-1}" != 0 ] && [ "$rc" -ne 2 ]; then
   if [ -z "$SAN" ]; then
     echo "== no compute-sanitizer (none installed, none carried: run tests/gpu/prepare.sh): skipped"
   else
-    for tool in memcheck racecheck synccheck initcheck; do
+    for tool in memcheck racecheck synccheck; do
       echo "== compute-sanitizer --tool $tool ($SAN)"
-      timeout 150 "$SAN" --tool "$tool" --error-exitcode 3 --print-limit 20 "$BIN" --sanitize \
+      timeout 60 "$SAN" --tool "$tool" --error-exitcode 3 --print-limit 20 "$BIN" --sanitize \
         >"$OUTDIR/sanitizer-$tool.log" 2>&1
       r=$?
       grep -E '^(FAIL|correctness:)|ERROR SUMMARY|=========' "$OUTDIR/sanitizer-$tool.log" | head -25
-      echo "compute-sanitizer $tool: exit status $r$([ $r -eq 124 ] && echo ' (timed out after 150 s)')"
+      echo "compute-sanitizer $tool: exit status $r$([ $r -eq 124 ] && echo ' (timed out after 60 s)')"
       [ $r -ne 0 ] && san_rc=1
     done
   fi

@@ -1,8 +1,11 @@
 """PyTorch's gelu (and a tensor copy) timed with CUDA events at 2^lo .. 2^hi float elements.
 
-Usage: python3 tests/gpu/torch_gelu.py LO HI OUT.json. Writes {"20": µs, ...} for gelu and prints
-a small table (gelu and copy) to standard output."""
+Usage: python3 tests/gpu/torch_gelu.py LO HI OUT.json [DITAC.json]. Writes {"20": µs, ...} for gelu
+and prints a small table (gelu and copy) to standard output; with DITAC.json (the timings
+`gpu_check --times-json` wrote earlier in the same run), also DiTAC's float forward beside gelu and
+the goal "faster than gelu" at ≥ 2^26 elements."""
 import json
+import os
 import sys
 
 import torch
@@ -41,6 +44,19 @@ def main():
         torch.cuda.empty_cache()
     with open(out, "w") as f:
         json.dump(times, f)
+    ditac = sys.argv[4] if len(sys.argv) > 4 else None
+    if ditac and os.path.exists(ditac):
+        with open(ditac) as f:
+            ours = json.load(f)
+        print()
+        print("| n | DiTAC f32 µs | torch gelu µs | DiTAC / gelu |")
+        print("|---|---|---|---|")
+        for k in sorted(int(k) for k in times if k in ours):
+            d, g = ours[str(k)]["ditac_f32_us"], times[str(k)]
+            print(f"| 2^{k} | {d:.1f} | {g:.1f} | {d / g:.2f} |")
+        for k in sorted(int(k) for k in times if k in ours and int(k) >= 26):
+            d, g = ours[str(k)]["ditac_f32_us"], times[str(k)]
+            print(f"2^{k}: DiTAC faster than gelu: {'yes' if d < g else 'NO'} ({d:.1f} vs {g:.1f} µs)")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,96 @@ fn poison(s: Stream, d: DType, ptr: u64, count: usize) -> glue::Result<()> {
     }
 }
 
+/// One device's results of a case: Y, dX (in the case's element type) and dθ.
+type Results = (Vec<u8>, Vec<u8>, Vec<f32>);
+
+/// A case's buffers on one stream's device, `offset` elements past an aligned start: X and dY
+/// uploaded; Y, dX (offset included) and dθ poisoned, so that an element never written fails.
+struct OnDevice {
+    x: DevBuf,
+    dy: DevBuf,
+    y: DevBuf,
+    dx: DevBuf,
+    dtheta: DevBuf,
+    /// Bytes from each buffer's start to the case's first element.
+    off: u64,
+    len: usize,
+    width: usize,
+    dtype: DType,
+    /// Elements per channel run, as the kernels take it.
+    inner: u64,
+}
+
+impl OnDevice {
+    fn new(s: Stream, c: &Case, p: &Prepared) -> glue::Result<OnDevice> {
+        let d = c.dtype;
+        let es = d.size() as usize;
+        let bytes = (c.len + c.offset) * es;
+        let buf = || DevBuf::alloc(s, bytes);
+        let dev = OnDevice {
+            x: buf()?,
+            dy: buf()?,
+            y: buf()?,
+            dx: buf()?,
+            dtheta: DevBuf::alloc(s, p.dth_ref.len().max(1) * 4)?,
+            off: (c.offset * es) as u64,
+            len: c.len,
+            width: p.dth_ref.len(),
+            dtype: d,
+            inner: if c.channels == 1 { c.len } else { c.inner } as u64,
+        };
+        glue::upload(s, dev.x.ptr() + dev.off, &to_bits(d, &p.x))?;
+        glue::upload(s, dev.dy.ptr() + dev.off, &to_bits(d, &p.dy))?;
+        poison(s, d, dev.y.ptr(), c.len + c.offset)?;
+        poison(s, d, dev.dx.ptr(), c.len + c.offset)?;
+        dev.poison_dtheta(s)?;
+        Ok(dev)
+    }
+
+    fn poison_dtheta(&self, s: Stream) -> glue::Result<()> {
+        glue::fill_u32(s, self.dtheta.ptr(), POISON_F32, self.width.max(1))
+    }
+
+    /// The forward into Y, tables at `tabs`.
+    fn forward(&self, m: &glue::Module, s: Stream, t: &HostTables, tabs: u64) -> glue::Result<()> {
+        let (x, y) = (self.x.ptr() + self.off, self.y.ptr() + self.off);
+        glue::forward(m, s, self.dtype, t, tabs, x, y, self.len as u64, self.inner)
+    }
+
+    /// DiTACGrad into dX and dθ, tables at `tabs`.
+    fn backward(&self, m: &glue::Module, s: Stream, t: &HostTables, tabs: u64) -> glue::Result<()> {
+        glue::backward(
+            m,
+            &mut glue::stream_scratch(s),
+            s,
+            self.dtype,
+            t,
+            tabs,
+            self.dy.ptr() + self.off,
+            self.x.ptr() + self.off,
+            self.dx.ptr() + self.off,
+            self.dtheta.ptr(),
+            self.len as u64,
+            self.inner,
+        )
+    }
+
+    fn dtheta(&self, s: Stream) -> glue::Result<Vec<f32>> {
+        let mut v = vec![0f32; self.width];
+        glue::download(s, &mut v, self.dtheta.ptr())?;
+        Ok(v)
+    }
+
+    /// Y, dX and dθ (waits for the stream).
+    fn results(&self, s: Stream) -> glue::Result<Results> {
+        let bytes = self.len * self.dtype.size() as usize;
+        let (mut y, mut dx) = (vec![0u8; bytes], vec![0u8; bytes]);
+        glue::download(s, &mut y, self.y.ptr() + self.off)?;
+        glue::download(s, &mut dx, self.dx.ptr() + self.off)?;
+        Ok((y, dx, self.dtheta(s)?))
+    }
+}
+
 fn run_case(
     s: Stream,
     m: &glue::Module,
@@ -51,84 +141,26 @@ fn run_case(
     out: &mut Outcome,
 ) -> glue::Result<String> {
     let d = c.dtype;
-    let es = d.size() as usize;
     let p = prepare(c, rng);
-    let (t, x, dy, dth_ref) = (&p.t, &p.x, &p.dy, &p.dth_ref);
-    // Device buffers, `offset` elements past an aligned start.
-    let bytes = (c.len + c.offset) * es;
-    let tabs = DevBuf::alloc(s, t.data.len() * 4)?;
-    let bx = DevBuf::alloc(s, bytes)?;
-    let bdy = DevBuf::alloc(s, bytes)?;
-    let by = DevBuf::alloc(s, bytes)?;
-    let bdx = DevBuf::alloc(s, bytes)?;
-    let bdth = DevBuf::alloc(s, dth_ref.len().max(1) * 4)?;
-    let off = (c.offset * es) as u64;
-    glue::upload(s, tabs.ptr(), &t.data)?;
-    glue::upload(s, bx.ptr() + off, &to_bits(d, x))?;
-    glue::upload(s, bdy.ptr() + off, &to_bits(d, dy))?;
-    poison(s, d, by.ptr(), c.len + c.offset)?;
-    poison(s, d, bdx.ptr(), c.len + c.offset)?;
-    glue::fill_u32(s, bdth.ptr(), POISON_F32, dth_ref.len().max(1))?;
-    let inner = if c.channels == 1 { c.len } else { c.inner } as u64;
-    glue::forward(
-        m,
-        s,
-        d,
-        t,
-        tabs.ptr(),
-        bx.ptr() + off,
-        by.ptr() + off,
-        c.len as u64,
-        inner,
-    )?;
-    glue::backward(
-        m,
-        &mut glue::stream_scratch(s),
-        s,
-        d,
-        t,
-        tabs.ptr(),
-        bdy.ptr() + off,
-        bx.ptr() + off,
-        bdx.ptr() + off,
-        bdth.ptr(),
-        c.len as u64,
-        inner,
-    )?;
-    let mut yb = vec![0u8; c.len * es];
-    let mut dxb = vec![0u8; c.len * es];
-    let mut dth = vec![0f32; dth_ref.len()];
-    glue::download(s, &mut yb, by.ptr() + off)?;
-    glue::download(s, &mut dxb, bdx.ptr() + off)?;
-    glue::download(s, &mut dth, bdth.ptr())?;
+    let tabs = DevBuf::alloc(s, p.t.data.len() * 4)?;
+    glue::upload(s, tabs.ptr(), &p.t.data)?;
+    let dev = OnDevice::new(s, c, &p)?;
+    dev.forward(m, s, &p.t, tabs.ptr())?;
+    dev.backward(m, s, &p.t, tabs.ptr())?;
+    let (yb, dxb, dth) = dev.results(s)?;
     // The elements before the offset stay poisoned (nothing written outside the output).
     if c.offset > 0 {
-        let mut pre = vec![0u8; c.offset * es];
-        glue::download(s, &mut pre, by.ptr())?;
+        let mut pre = vec![0u8; dev.off as usize];
+        glue::download(s, &mut pre, dev.y.ptr())?;
         out.check(from_bits(d, &pre).iter().all(|v| v.is_nan()), || {
             format!("{}: wrote before its output", c.name)
         });
     }
-    let (y, dx) = (from_bits(d, &yb), from_bits(d, &dxb));
-    compare(c, &p, &y, &dx, &dth, out);
+    compare(c, &p, &from_bits(d, &yb), &from_bits(d, &dxb), &dth, out);
     // Determinism: the same input gives the same dθ bits.
-    glue::fill_u32(s, bdth.ptr(), POISON_F32, dth_ref.len().max(1))?;
-    glue::backward(
-        m,
-        &mut glue::stream_scratch(s),
-        s,
-        d,
-        t,
-        tabs.ptr(),
-        bdy.ptr() + off,
-        bx.ptr() + off,
-        bdx.ptr() + off,
-        bdth.ptr(),
-        c.len as u64,
-        inner,
-    )?;
-    let mut dth2 = vec![0f32; dth_ref.len()];
-    glue::download(s, &mut dth2, bdth.ptr())?;
+    dev.poison_dtheta(s)?;
+    dev.backward(m, s, &p.t, tabs.ptr())?;
+    let dth2 = dev.dtheta(s)?;
     out.check(
         dth.iter()
             .zip(&dth2)
@@ -138,12 +170,9 @@ fn run_case(
     Ok(format!(
         "dθ[0] {:+.6e} (CPU {:+.6e})",
         dth.first().copied().unwrap_or(0.0),
-        dth_ref.first().copied().unwrap_or(0.0)
+        p.dth_ref.first().copied().unwrap_or(0.0)
     ))
 }
-
-/// One device's results of a case: Y, dX (in the case's element type) and dθ.
-type Results = (Vec<u8>, Vec<u8>, Vec<f32>);
 
 /// The plugin's path on two streams at once: two threads, each with a stream of its own, start
 /// together on one node's [`ResidentTables`] (the first run on a context uploads the constant
@@ -151,63 +180,26 @@ type Results = (Vec<u8>, Vec<u8>, Vec<f32>);
 /// Both results are compared with the CPU core and with each other, bit for bit.
 fn two_streams(c: &Case, rng: &mut Rng, out: &mut Outcome) -> glue::Result<String> {
     let d = c.dtype;
-    let es = d.size() as usize;
     let p = prepare(c, rng);
     let resident = ResidentTables::default();
     let start = std::sync::Barrier::new(2);
-    let inner = if c.channels == 1 { c.len } else { c.inner } as u64;
     let one = || -> glue::Result<Results> {
         let ready = (|| {
             glue::init_device(0)?;
             let s = glue::new_stream()?;
             let m = glue::module_for(s)?;
-            let bytes = c.len * es;
-            let (bx, bdy) = (DevBuf::alloc(s, bytes)?, DevBuf::alloc(s, bytes)?);
-            let (by, bdx) = (DevBuf::alloc(s, bytes)?, DevBuf::alloc(s, bytes)?);
-            let bdth = DevBuf::alloc(s, p.dth_ref.len().max(1) * 4)?;
-            glue::upload(s, bx.ptr(), &to_bits(d, &p.x))?;
-            glue::upload(s, bdy.ptr(), &to_bits(d, &p.dy))?;
-            poison(s, d, by.ptr(), c.len)?;
-            poison(s, d, bdx.ptr(), c.len)?;
+            let dev = OnDevice::new(s, c, &p)?;
             glue::sync(s)?;
-            Ok((s, m, bytes, [bx, bdy, by, bdx, bdth]))
+            Ok((s, m, dev))
         })();
         // Both threads reach the barrier, ready or not (an error must not leave the other
         // waiting); then both start on the tables at once.
         start.wait();
-        let (s, m, bytes, [bx, bdy, by, bdx, bdth]) = ready?;
+        let (s, m, dev) = ready?;
         let tabs = resident.get(&m, s, &p.t.data)?;
-        glue::forward(
-            &m,
-            s,
-            d,
-            &p.t,
-            tabs.ptr(),
-            bx.ptr(),
-            by.ptr(),
-            c.len as u64,
-            inner,
-        )?;
-        glue::backward(
-            &m,
-            &mut glue::stream_scratch(s),
-            s,
-            d,
-            &p.t,
-            tabs.ptr(),
-            bdy.ptr(),
-            bx.ptr(),
-            bdx.ptr(),
-            bdth.ptr(),
-            c.len as u64,
-            inner,
-        )?;
-        let (mut y, mut dx) = (vec![0u8; bytes], vec![0u8; bytes]);
-        let mut dth = vec![0f32; p.dth_ref.len()];
-        glue::download(s, &mut y, by.ptr())?;
-        glue::download(s, &mut dx, bdx.ptr())?;
-        glue::download(s, &mut dth, bdth.ptr())?;
-        Ok((y, dx, dth))
+        dev.forward(&m, s, &p.t, tabs.ptr())?;
+        dev.backward(&m, s, &p.t, tabs.ptr())?;
+        dev.results(s)
     };
     let (a, b) = std::thread::scope(|sc| {
         let h = sc.spawn(one);

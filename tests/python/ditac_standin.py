@@ -148,3 +148,18 @@ def cnn(device="cpu"):
         nn.Flatten(),
         nn.Linear(16, 5),
     )
+
+
+def module_io(model, x, modules):
+    """The eval output of ``model`` on ``x`` and, per (name, module) of ``modules``, that module's
+    input and output in the same forward (forward hooks, removed afterwards)."""
+    seen = {}
+    hooks = [m.register_forward_hook(lambda _m, i, o, n=n: seen.__setitem__(n, (i[0], o)))
+             for n, m in modules]
+    try:
+        with torch.no_grad():
+            y = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return y, seen

@@ -56,17 +56,7 @@ def near_tie(x, m):
 
 def torch_run(model, x):
     """The eval output and, per DiTAC module, its input, output and tie mask."""
-    seen = {}
-    hooks = [
-        mod.register_forward_hook(lambda _m, inp, out, name=name: seen.__setitem__(name, (inp[0], out)))
-        for name, mod in ditac_modules(model)
-    ]
-    try:
-        with torch.no_grad():
-            y = model(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    y, seen = standin.module_io(model, x, ditac_modules(model))
     mods = dict(ditac_modules(model))
     return y.numpy(), {n: (o.numpy(), near_tie(i, mods[n])) for n, (i, o) in seen.items()}
 

@@ -269,16 +269,7 @@ def near_tie(x, m):
 
 def ditac_io(model, x):
     """Per DiTAC module (ours or a stand-in): its input and output in an eval forward."""
-    seen = {}
-    hooks = [m.register_forward_hook(lambda _m, i, o, n=n: seen.__setitem__(n, (i[0], o)))
-             for n, m in model.named_modules() if hasattr(m, "thetas")]
-    try:
-        with torch.no_grad():
-            y = model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return y, seen
+    return standin.module_io(model, x, [(n, m) for n, m in model.named_modules() if hasattr(m, "thetas")])
 
 
 def compare_layers(ours, theirs, x):

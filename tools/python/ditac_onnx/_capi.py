@@ -115,28 +115,26 @@ def basis(tess: int, kind: str = "qr", zero_boundary: bool = True) -> np.ndarray
     return out
 
 
-def precision_matrix(B, tess: int, lambda_smooth: float, lambda_var: float, zero_boundary: bool = True) -> np.ndarray:
-    """The regulariser's P (float64 [d, d], ditac.md §8) of the basis B."""
+def _d_by_d(symbol: str, B, tess: int, zero_boundary: bool, a: float, b: float) -> np.ndarray:
+    """A float64 [d, d] matrix of the basis B from the C API's ``symbol`` (same signature for both)."""
     d = theta_len(tess, zero_boundary)
     B = _f32(B, (2 * tess, d))
     out = np.empty((d, d), np.float64)
     _call(
-        "ditac_precision_matrix", tess, int(zero_boundary), B.ctypes.data_as(_c_float_p), d,
-        float(lambda_smooth), float(lambda_var), out.ctypes.data_as(_c_double_p), out.size,
+        symbol, tess, int(zero_boundary), B.ctypes.data_as(_c_float_p), d,
+        float(a), float(b), out.ctypes.data_as(_c_double_p), out.size,
     )
     return out
+
+
+def precision_matrix(B, tess: int, lambda_smooth: float, lambda_var: float, zero_boundary: bool = True) -> np.ndarray:
+    """The regulariser's P (float64 [d, d], ditac.md §8) of the basis B."""
+    return _d_by_d("ditac_precision_matrix", B, tess, zero_boundary, lambda_smooth, lambda_var)
 
 
 def init_covariance(B, tess: int, length_scale: float, output_variance: float, zero_boundary: bool = True) -> np.ndarray:
     """Σ_init (float64 [d, d], ditac.md §9), the covariance θ is drawn from."""
-    d = theta_len(tess, zero_boundary)
-    B = _f32(B, (2 * tess, d))
-    out = np.empty((d, d), np.float64)
-    _call(
-        "ditac_init_covariance", tess, int(zero_boundary), B.ctypes.data_as(_c_float_p), d,
-        float(length_scale), float(output_variance), out.ctypes.data_as(_c_double_p), out.size,
-    )
-    return out
+    return _d_by_d("ditac_init_covariance", B, tess, zero_boundary, length_scale, output_variance)
 
 
 def tables_into(tess: int, zero_boundary: bool, b_ptr: int, d: int, theta_ptr: int, n: int,

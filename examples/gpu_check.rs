@@ -161,12 +161,9 @@ fn run_case(
     dev.poison_dtheta(s)?;
     dev.backward(m, s, &p.t, tabs.ptr())?;
     let dth2 = dev.dtheta(s)?;
-    out.check(
-        dth.iter()
-            .zip(&dth2)
-            .all(|(a, b)| a.to_bits() == b.to_bits()),
-        || format!("{}: dtheta differs between two runs", c.name),
-    );
+    out.check(same_bits(&dth, &dth2), || {
+        format!("{}: dtheta differs between two runs", c.name)
+    });
     Ok(format!(
         "dθ[0] {:+.6e} (CPU {:+.6e})",
         dth.first().copied().unwrap_or(0.0),
@@ -223,8 +220,7 @@ fn two_streams(c: &Case, rng: &mut Rng, out: &mut Outcome) -> glue::Result<Strin
             out,
         );
     }
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    out.check(a.0 == b.0 && a.1 == b.1 && bits(&a.2) == bits(&b.2), || {
+    out.check(a.0 == b.0 && a.1 == b.1 && same_bits(&a.2, &b.2), || {
         format!("{}: the two streams' results differ", c.name)
     });
     Ok(format!("two streams, {} B of tables", p.t.data.len() * 4))

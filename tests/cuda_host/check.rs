@@ -119,6 +119,13 @@ pub fn tol(d: DType, want: f32, floor: f32) -> f32 {
     rel * want.abs().max(floor).max(min_normal)
 }
 
+/// Whether two results are the same bits (NaN payloads included): dθ's determinism.
+pub fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.iter()
+        .map(|v| v.to_bits())
+        .eq(b.iter().map(|v| v.to_bits()))
+}
+
 pub fn same(got: f32, want: f32, t: f32) -> bool {
     (got.is_nan() && want.is_nan()) || got == want || (got - want).abs() <= t
 }

@@ -433,27 +433,17 @@ fn run_case(ec: &EmuCase, rng: &mut Rng) -> Vec<String> {
             out.check(again.dx == first.dx, || {
                 format!("{}: dX differs under another block order", c.name)
             });
-            out.check(
-                again
-                    .dth
-                    .iter()
-                    .map(|v| v.to_bits())
-                    .eq(first.dth.iter().map(|v| v.to_bits())),
-                || format!("{}: dθ bits differ under another block order", c.name),
-            );
+            out.check(same_bits(&again.dth, &first.dth), || {
+                format!("{}: dθ bits differ under another block order", c.name)
+            });
         }
         Err(e) => out.check(false, || format!("{}: {e}", c.name)),
     }
     // And a random block order: dθ bits again.
     match run_once(ec, &p, (0xb10c, 3), &mut out) {
-        Ok(again) => out.check(
-            again
-                .dth
-                .iter()
-                .map(|v| v.to_bits())
-                .eq(first.dth.iter().map(|v| v.to_bits())),
-            || format!("{}: dθ bits differ under a random block order", c.name),
-        ),
+        Ok(again) => out.check(same_bits(&again.dth, &first.dth), || {
+            format!("{}: dθ bits differ under a random block order", c.name)
+        }),
         Err(e) => out.check(false, || format!("{}: {e}", c.name)),
     }
     // SAFETY: as above.

@@ -208,7 +208,8 @@ pub fn prepare(c: &Case, rng: &mut Rng) -> Prepared {
             if let Some(&i) = last.get(k * last.len() / 3 + 1) {
                 dy[i] = *v;
                 // Inside [a, b], where an element adds to dθ (outside, it adds nothing).
-                x[i] = rng.uniform(-0.4, 1.9);
+                let margin = 0.05 * (attrs.b - attrs.a);
+                x[i] = rng.uniform(attrs.a + margin, attrs.b - margin);
             }
         }
     }

@@ -626,6 +626,15 @@ fn main() {
 /// `--precompile DIR --arch 80,90`: the kernels compiled here (NVRTC, no GPU) into DIR, for a
 /// GPU machine's `DITAC_CUDA_CACHE` (tests/gpu/prepare.sh).
 fn precompile(dir: &std::path::Path, archs: &str) -> i32 {
+    // The command line first, then the library.
+    let mut list = Vec::new();
+    for arch in archs.split(',') {
+        let Ok(arch) = arch.trim().parse::<i32>() else {
+            eprintln!("gpu_check --precompile: --arch takes numbers such as 80,90: got '{arch}'");
+            return 2;
+        };
+        list.push(arch);
+    }
     match glue::nvrtc_version() {
         Ok((a, b)) => println!("NVRTC {a}.{b}"),
         Err(e) => {
@@ -633,11 +642,7 @@ fn precompile(dir: &std::path::Path, archs: &str) -> i32 {
             return 2;
         }
     }
-    for arch in archs.split(',') {
-        let Ok(arch) = arch.trim().parse::<i32>() else {
-            eprintln!("gpu_check --precompile: --arch takes numbers such as 80,90: got '{arch}'");
-            return 2;
-        };
+    for arch in list {
         let t0 = std::time::Instant::now();
         match glue::precompile(dir, arch) {
             Ok(files) => {

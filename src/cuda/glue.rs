@@ -81,6 +81,34 @@ pub fn driver_present() -> bool {
     catch_unwind(|| unsafe { sys::is_culib_present() }).unwrap_or(false)
 }
 
+/// `Ok` when `libnvrtc` can be opened (dlopen attempts, once per process; never panics).
+/// Checked before every NVRTC call: a machine without NVRTC — which runs carried kernels — gets
+/// an error, not cudarc's panic message and backtrace on standard error.
+fn need_nvrtc() -> Result<()> {
+    static PRESENT: OnceLock<bool> = OnceLock::new();
+    // SAFETY: only dlopen attempts.
+    let present = *PRESENT
+        .get_or_init(|| catch_unwind(|| unsafe { nvsys::is_culib_present() }).unwrap_or(false));
+    if present {
+        Ok(())
+    } else {
+        Err(CudaError::Unavailable(
+            "libnvrtc (CUDA 13, 12 or 11) is not on the loader path".into(),
+        ))
+    }
+}
+
+/// `Ok` when `libcuda` can be opened ([`driver_present`]), the same way for the driver.
+fn need_driver() -> Result<()> {
+    if driver_present() {
+        Ok(())
+    } else {
+        Err(CudaError::Unavailable(
+            "libcuda (the NVIDIA driver) is not on the loader path".into(),
+        ))
+    }
+}
+
 static COMPILES: AtomicUsize = AtomicUsize::new(0);
 
 /// How many NVRTC compilations this process has started (0 until a kernel first runs on a GPU).
@@ -101,6 +129,7 @@ pub fn compile_ptx(arch: i32) -> Result<Vec<u8>> {
 
 /// The architectures this NVRTC can compile for (10·major + minor).
 pub fn supported_archs() -> Result<Vec<i32>> {
+    need_nvrtc()?;
     guarded(|| {
         let mut n = 0i32;
         // SAFETY: plain queries into a buffer of the announced size.
@@ -166,6 +195,7 @@ pub fn precompile(dir: &std::path::Path, arch: i32) -> Result<Vec<std::path::Pat
 
 /// NVRTC's (major, minor) version.
 pub fn nvrtc_version() -> Result<(i32, i32)> {
+    need_nvrtc()?;
     guarded(|| {
         let (mut a, mut b) = (0i32, 0i32);
         // SAFETY: plain query into two ints.
@@ -183,6 +213,7 @@ fn nvrtc_compile(
     major: i32,
     minor: i32,
 ) -> Result<Vec<u8>> {
+    need_nvrtc()?;
     guarded(|| {
         COMPILES.fetch_add(1, Ordering::Relaxed);
         let err = |msg: String| CudaError::Compile { major, minor, msg };
@@ -374,6 +405,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// has made it in practice, which is no reason to rely on it).
 fn ensure_init() -> Result<()> {
     static INIT: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    need_driver()?;
     INIT.get_or_init(|| cu::init().map_err(|e| format!("{e:?}")))
         .clone()
         .map_err(|msg| CudaError::Driver {
@@ -854,6 +886,7 @@ pub fn backward(
 
 /// The primary context of device `ordinal`, made current on this thread.
 pub fn init_device(ordinal: i32) -> Result<usize> {
+    need_driver()?;
     guarded(|| {
         cu::init().map_err(drv("cuInit"))?;
         let dev = cu::device::get(ordinal).map_err(drv("cuDeviceGet"))?;

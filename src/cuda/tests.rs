@@ -511,3 +511,23 @@ fn precompiled_images_are_used_without_compiling() {
     assert_eq!(glue::compile_count(), n0 + 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Where no `libnvrtc` can be opened (this machine and CI, unless the loader path has one), the
+/// NVRTC calls are errors that name the library — not cudarc's panic, whose message and
+/// backtrace would reach a server's standard error at every session.
+#[test]
+fn nvrtc_missing_is_an_error_naming_it() {
+    // SAFETY: only dlopen attempts.
+    if std::panic::catch_unwind(|| unsafe { cudarc::nvrtc::sys::is_culib_present() })
+        .unwrap_or(true)
+    {
+        eprintln!("skipped: libnvrtc is on this loader path");
+        return;
+    }
+    for e in [
+        glue::nvrtc_version().map(|_| ()).unwrap_err(),
+        glue::supported_archs().map(|_| ()).unwrap_err(),
+    ] {
+        assert!(e.to_string().contains("libnvrtc"), "{e}");
+    }
+}
